@@ -1,0 +1,283 @@
+//! The `McpAccessPolicy` custom resource: "these identities get these roles; these roles carry
+//! these scopes; these tools need these scopes", plus test cases that must pass before the policy
+//! is rolled out.
+//!
+//! The static checks that CEL can express live on the types (they reject bad objects at admission
+//! time); every check is repeated with field paths by [`crate::compile`], which is what the
+//! operator and `palisade-server policy check` run.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::PolicyMode;
+
+/// CEL regular expression for a granted scope: RFC 6749 scope-token characters, `:`-separated
+/// segments, `*` only as a whole segment. Kept equal to [`crate::scope::ScopeGrant::parse`] by a test.
+pub const GRANTED_SCOPE_REGEX: &str = r"^(\*|[!#-)+-9;-\[\]-~]+)(:(\*|[!#-)+-9;-\[\]-~]+))*$";
+/// CEL regular expression for a literal scope (no `*`).
+pub const LITERAL_SCOPE_REGEX: &str = r"^[!#-)+-\[\]-~]+$";
+
+/// Desired access rules for one or more MCP servers in the same namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "palisade.dev",
+    version = "v1alpha1",
+    kind = "McpAccessPolicy",
+    plural = "mcpaccesspolicies",
+    shortname = "mcpap",
+    category = "palisade",
+    namespaced,
+    status = "McpAccessPolicyStatus",
+    cel,
+    doc = "Access rules for the McpServers it targets: roles and their scopes, the scopes each tool requires, who holds which role, and test cases that must pass before the policy is rolled out.",
+    printcolumn(name = "Servers", type_ = "string", json_path = ".status.boundServers"),
+    printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
+    printcolumn(name = "Tests", type_ = "string", json_path = ".status.testSummary"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("size(self.targetRefs) > 0 || has(self.targetSelector)")
+        .message("a policy must target servers: set targetRefs or targetSelector"),
+    validation = Rule::new("self.roles.all(r, self.roles.exists_one(s, s.name == r.name))")
+        .message("role names must be unique").field_path(".roles"),
+    validation = Rule::new("self.tools.all(t, self.tools.exists_one(u, u.match == t.match))")
+        .message("each tool match may appear only once").field_path(".tools"),
+    validation = Rule::new("self.bindings.all(b, self.roles.exists(r, r.name == b.role))")
+        .message("every binding must name a role defined in spec.roles").field_path(".bindings"),
+    validation = Rule::new("self.tests.all(t, self.tests.exists_one(u, u.name == t.name))")
+        .message("test names must be unique").field_path(".tests"),
+)]
+pub struct McpAccessPolicySpec {
+    /// McpServers in this policy's namespace that the policy applies to, by name.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub target_refs: Vec<TargetRef>,
+
+    /// McpServers in this policy's namespace that the policy applies to, by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_selector: Option<LabelSelector>,
+
+    /// Roles: a name and the scopes it grants. A scope may use `*` for one whole `:`-separated
+    /// segment (`docs:*`).
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub roles: Vec<RoleSpec>,
+
+    /// The scopes each tool requires. A caller sees and may call a tool only when it holds all of
+    /// them; a tool no rule matches is invisible and uncallable. The most specific match decides:
+    /// an exact name beats a glob, a glob with more literal characters beats a shorter one.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub tools: Vec<ToolRuleSpec>,
+
+    /// Who holds which role.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub bindings: Vec<BindingSpec>,
+
+    /// `Enforce` (the default) or `Audit`: decide and log, but allow.
+    #[serde(default)]
+    pub mode: PolicyMode,
+
+    /// Cases the operator evaluates before rolling the policy out; one failing case keeps the last
+    /// good policy in force.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub tests: Vec<PolicyTestSpec>,
+}
+
+/// An McpServer in the policy's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// Name of the McpServer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the McpServer. A policy binds only servers in its own namespace; any other
+    /// value is refused with the condition `Accepted=False`, reason `CrossNamespaceRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+/// A role and the scopes it grants.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    /// Name of the role, as bindings and token role claims name it.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][-A-Za-z0-9_.:]*$"))]
+    pub name: String,
+    /// What the role is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Scopes the role grants; `*` may stand for one whole segment (`docs:*`).
+    #[schemars(length(max = 128), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(GRANTED_SCOPE_REGEX)))
+        .message("scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'"))]
+    pub scopes: Vec<String>,
+}
+
+/// A rule stating the scopes that matching tools require.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolRuleSpec {
+    /// A tool name, or a glob where `*` matches any run of characters (`get_*`, `*`).
+    #[serde(rename = "match")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.*-]+$"))]
+    pub match_: String,
+    /// Scopes a caller must hold, all of them. Literal scopes only. An empty list makes the tool
+    /// available to every caller the server admits.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(LITERAL_SCOPE_REGEX)))
+        .message("required scopes are literal RFC 6749 scope tokens; '*' is only allowed in the scopes a role grants"))]
+    pub required_scopes: Vec<String>,
+}
+
+/// Grants a role to subjects, groups, Kubernetes service accounts or anonymous callers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("size(self.subjects) > 0 || size(self.groups) > 0 || size(self.serviceAccounts) > 0 || self.anonymous")
+        .message("a binding must name at least one subject, group or service account, or set anonymous: true"),
+    validation = Rule::new("!self.subjects.exists(s, s == '*' || s == 'system:anonymous') && !self.groups.exists(g, g == '*' || g == 'system:unauthenticated')")
+        .message("bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous/system:unauthenticated"),
+)]
+pub struct BindingSpec {
+    /// The role granted; it must be defined in this policy's `roles`.
+    #[schemars(length(min = 1, max = 128))]
+    pub role: String,
+    /// Subjects (the token's subject claim, or an API key's identity) that hold the role.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 512)))]
+    pub subjects: Vec<String>,
+    /// Groups (values of the token's groups claim) whose members hold the role.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 512)))]
+    pub groups: Vec<String>,
+    /// Kubernetes service accounts (projected service-account tokens) that hold the role.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub service_accounts: Vec<ServiceAccountRef>,
+    /// Grant the role to callers without credentials (only where the McpServer sets
+    /// `auth.allowAnonymous: true`).
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// A Kubernetes service account.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    /// Namespace of the service account. Defaults to the policy's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+    /// Name of the service account.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// A test case: an identity and what it must and must not be able to do.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.visibleTools) || size(self.allowed) > 0 || size(self.denied) > 0")
+        .message("a test must assert something: set visibleTools, allowed or denied"),
+    validation = Rule::new("!self.allowed.exists(t, t in self.denied)")
+        .message("a tool cannot be both allowed and denied in one test"),
+)]
+pub struct PolicyTestSpec {
+    /// Name of the case, reported with its result.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Who calls.
+    #[serde(default)]
+    pub identity: TestIdentity,
+    /// Exactly the tools the identity must see in `tools/list`, in any order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub visible_tools: Option<Vec<String>>,
+    /// Tools the identity must be allowed to call.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub allowed: Vec<String>,
+    /// Tools the identity must be denied.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub denied: Vec<String>,
+}
+
+/// The caller of a test case.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.anonymous || (!has(self.subject) && size(self.scopes) == 0 && size(self.roles) == 0 && size(self.groups) == 0 && !has(self.serviceAccount))")
+    .message("an anonymous identity has no subject, scopes, roles, groups or service account"))]
+pub struct TestIdentity {
+    /// Subject of the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub subject: Option<String>,
+    /// Scopes in the caller's token (literal).
+    #[serde(default)]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 256)))]
+    pub scopes: Vec<String>,
+    /// Roles in the caller's token role claim.
+    #[serde(default)]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 128)))]
+    pub roles: Vec<String>,
+    /// Groups in the caller's token.
+    #[serde(default)]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 512)))]
+    pub groups: Vec<String>,
+    /// The caller is this Kubernetes service account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccountRef>,
+    /// The caller sent no credentials.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// Observed state of an access policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpAccessPolicyStatus {
+    /// `Accepted` (the policy is valid, its tests pass, and it is in force on its servers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// McpServers this policy is compiled into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_servers: Vec<String>,
+    /// `<passed>/<total>` of the policy's test cases, over every bound server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_summary: Option<String>,
+    /// The result of each test case on each bound server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_results: Vec<TestResultStatus>,
+}
+
+/// The result of one test case on one server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResultStatus {
+    /// Name of the case.
+    pub name: String,
+    /// The McpServer it ran against.
+    pub server: String,
+    /// Whether every assertion held.
+    pub passed: bool,
+    /// What did not hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Quotes a string for a single-quoted CEL string literal.
+fn cel_quote(s: &str) -> String {
+    s.replace('\\', r"\\").replace('\'', r"\'")
+}

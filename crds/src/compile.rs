@@ -1,0 +1,510 @@
+//! Compile an McpServer and the McpAccessPolicies bound to it into one [`PolicyDocument`].
+//!
+//! Deterministic: the same server and policies, in any order, give a byte-identical document and
+//! hash. Every problem is reported with the object and the field path it is at.
+//!
+//! Merge rules when several policies bind one server:
+//! - **roles** are shared by name across the server's policies; two policies may define the same
+//!   role only with the same scopes (otherwise: a conflict naming both);
+//! - **tool rules** are keyed by `match`; two policies may state the same `match` only with the
+//!   same required scopes and mode. Between different patterns the most specific wins
+//!   ([`crate::tool_match`]), whatever policy it comes from;
+//! - **bindings** add up;
+//! - **mode**: each rule keeps its own policy's mode (a rule from an `Audit` policy never denies,
+//!   it only reports); tools that no rule matches are denied unless every bound policy is in
+//!   `Audit` mode;
+//! - a policy's **tests** run against the merged result, since that is what callers will meet.
+//!
+//! What this does not do: find the policies (the operator's dereference step does that, and
+//! refuses cross-namespace references) or read any Secret or ConfigMap.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use kube::ResourceExt;
+
+use crate::access_policy::{McpAccessPolicy, McpAccessPolicySpec, ServiceAccountRef};
+use crate::common::PolicyMode;
+use crate::document::{
+    self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
+    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, ToolDefinition, ToolRule,
+};
+use crate::document_check::is_dns_label;
+use crate::evaluator::Policy;
+use crate::mcp_server::{JwtAlgorithm, McpServer, McpServerSpec};
+use crate::policy_tests::{TestOutcome, run_policy_tests};
+use crate::problem::{Problem, Problems};
+use crate::scope::{ScopeGrant, check_literal_scope};
+use crate::secret_files::{SecretPurpose, secret_file};
+use crate::tool_match::{ToolPattern, check_tool_name};
+
+/// A compiled, validated policy for one server.
+#[derive(Debug)]
+pub struct Compiled {
+    /// The prepared policy; `policy.document()` is what the server mounts.
+    pub policy: Policy,
+    /// Not wrong, but worth a look: rules that match no tool, tools no role reaches.
+    pub warnings: Vec<Problem>,
+    /// The outcome of every bound policy's test cases, in policy and case order.
+    pub tests: Vec<TestOutcome>,
+}
+
+impl Compiled {
+    /// The test cases that failed.
+    pub fn failed_tests(&self) -> impl Iterator<Item = &TestOutcome> {
+        self.tests.iter().filter(|t| !t.passed())
+    }
+}
+
+/// `namespace/name` of an object.
+pub fn object_key<K: ResourceExt>(object: &K) -> String {
+    format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
+}
+
+/// The in-cluster URL of a server's MCP endpoint.
+pub fn in_cluster_endpoint(server: &McpServer) -> String {
+    let port = server.spec.service.as_ref().and_then(|s| s.port).unwrap_or(80);
+    let port = if port == 80 { String::new() } else { format!(":{port}") };
+    format!(
+        "http://{}.{}.svc.cluster.local{port}/mcp",
+        server.name_any(),
+        server.namespace().unwrap_or_else(|| "default".into())
+    )
+}
+
+/// Compiles `server` with the policies bound to it (in any order).
+pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Compiled, Problems> {
+    let server_object = format!("McpServer {}", object_key(server));
+    let mut problems = Problems::default();
+    check_server(&server.spec, &server_object, &mut problems);
+
+    let mut policies: Vec<&McpAccessPolicy> = policies.to_vec();
+    policies.sort_by_key(|p| object_key(*p));
+    policies.dedup_by_key(|p| object_key(*p));
+
+    let tool_names: HashSet<&str> = server.spec.tools.iter().map(|t| t.name.as_str()).collect();
+    let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
+    let mut rules: BTreeMap<String, (ToolRule, String)> = BTreeMap::new();
+    let mut bindings = Vec::new();
+
+    for policy in &policies {
+        let key = object_key(*policy);
+        let object = format!("McpAccessPolicy {key}");
+        let namespace = policy.namespace().unwrap_or_default();
+        let spec = &policy.spec;
+        check_policy(spec, &object, &tool_names, &server_object, &mut problems);
+
+        for (i, role) in spec.roles.iter().enumerate() {
+            let scopes: BTreeSet<String> = role.scopes.iter().cloned().collect();
+            let path = format!("spec.roles[{i}]");
+            match roles.get_mut(&role.name) {
+                Some((existing, sources, first)) if *existing != scopes => problems.push(
+                    Some(&object),
+                    path,
+                    format!(
+                        "role {:?} is also defined by {first} with other scopes; a role must mean one thing on a server",
+                        role.name
+                    ),
+                ),
+                Some((_, sources, _)) => sources.push(key.clone()),
+                None => {
+                    roles.insert(role.name.clone(), (scopes, vec![key.clone()], format!("{object} {path}")));
+                }
+            }
+        }
+        for (i, rule) in spec.tools.iter().enumerate() {
+            let path = format!("spec.tools[{i}]");
+            let required: BTreeSet<&String> = rule.required_scopes.iter().collect();
+            match rules.get_mut(&rule.match_) {
+                Some((existing, first))
+                    if existing.required_scopes.iter().collect::<BTreeSet<_>>() != required
+                        || existing.mode != spec.mode =>
+                {
+                    problems.push(
+                        Some(&object),
+                        path,
+                        format!(
+                            "the rule for {:?} is also stated by {first} with other required scopes or another mode",
+                            rule.match_
+                        ),
+                    )
+                }
+                Some((existing, _)) => existing.sources.push(key.clone()),
+                None => {
+                    rules.insert(
+                        rule.match_.clone(),
+                        (
+                            ToolRule {
+                                match_: rule.match_.clone(),
+                                required_scopes: rule.required_scopes.clone(),
+                                mode: spec.mode,
+                                sources: vec![key.clone()],
+                            },
+                            format!("{object} {path}"),
+                        ),
+                    );
+                }
+            }
+        }
+        for binding in &spec.bindings {
+            bindings.push(Binding {
+                role: binding.role.clone(),
+                subjects: binding.subjects.clone(),
+                groups: binding.groups.clone(),
+                service_accounts: binding
+                    .service_accounts
+                    .iter()
+                    .map(|sa| service_account_key(sa, &namespace))
+                    .collect(),
+                anonymous: binding.anonymous,
+                source: Some(key.clone()),
+            });
+        }
+    }
+    problems.clone().into_result()?;
+
+    let mode = if !policies.is_empty() && policies.iter().all(|p| p.spec.mode == PolicyMode::Audit) {
+        PolicyMode::Audit
+    } else {
+        PolicyMode::Enforce
+    };
+    let document = PolicyDocument {
+        api_version: document::API_VERSION.into(),
+        kind: document::KIND.into(),
+        metadata: DocumentMetadata {
+            server: Some(object_key(server)),
+            policies: policies.iter().map(|p| object_key(*p)).collect(),
+        },
+        mode,
+        authentication: authentication(server),
+        collections: server
+            .spec
+            .documents
+            .iter()
+            .map(|d| Collection {
+                name: d.collection.clone(),
+                description: d.description.clone(),
+            })
+            .collect(),
+        tools: server
+            .spec
+            .tools
+            .iter()
+            .map(|t| ToolDefinition {
+                name: t.name.clone(),
+                title: t.title.clone(),
+                description: t.description.clone(),
+                collection: t.collection.clone(),
+                action: t.action,
+            })
+            .collect(),
+        rules: rules.into_values().map(|(rule, _)| rule).collect(),
+        roles: roles
+            .into_iter()
+            .map(|(name, (scopes, sources, _))| Role {
+                name,
+                scopes: scopes.into_iter().collect(),
+                sources,
+            })
+            .collect(),
+        bindings,
+    };
+
+    let policy = Policy::new(document).map_err(|doc_problems| {
+        Problems(
+            doc_problems
+                .0
+                .into_iter()
+                .map(|p| Problem {
+                    object: Some(format!("compiled policy of {server_object}")),
+                    ..p
+                })
+                .collect(),
+        )
+    })?;
+
+    let mut tests = Vec::new();
+    for p in &policies {
+        tests.extend(run_policy_tests(
+            &policy,
+            &object_key(*p),
+            &p.namespace().unwrap_or_default(),
+            &p.spec.tests,
+        ));
+    }
+
+    let mut warnings = Vec::new();
+    for rule in policy.unused_rules() {
+        warnings.push(Problem::new(
+            rule.sources.first().map(|s| format!("McpAccessPolicy {s}")).as_deref(),
+            "spec.tools",
+            format!("the rule {:?} matches no tool of {server_object}", rule.match_),
+        ));
+    }
+    let (_, unreachable) = policy.reachability();
+    for tool in unreachable {
+        warnings.push(Problem::new(
+            Some(&server_object),
+            "spec.tools",
+            format!("no role can reach tool {tool:?}: it is visible only to tokens that carry its scopes themselves"),
+        ));
+    }
+    Ok(Compiled {
+        policy,
+        warnings,
+        tests,
+    })
+}
+
+fn service_account_key(account: &ServiceAccountRef, default_namespace: &str) -> String {
+    format!(
+        "{}/{}",
+        account.namespace.as_deref().unwrap_or(default_namespace),
+        account.name
+    )
+}
+
+fn authentication(server: &McpServer) -> Authentication {
+    let auth = &server.spec.auth;
+    let resource = auth.resource.clone().unwrap_or_else(|| in_cluster_endpoint(server));
+    let name = server.name_any();
+    Authentication {
+        resource: resource.clone(),
+        allow_anonymous: auth.allow_anonymous,
+        leeway_seconds: auth.leeway_seconds.unwrap_or(DEFAULT_LEEWAY_SECONDS),
+        issuers: auth
+            .issuers
+            .iter()
+            .map(|issuer| {
+                let keys = match (&issuer.hmac_key, &issuer.jwks_uri) {
+                    (Some(source), _) => KeySource::HmacKeyFile(
+                        secret_file(&name, source, SecretPurpose::HmacKey { issuer: &issuer.issuer }).path,
+                    ),
+                    (None, Some(uri)) => KeySource::JwksUri(uri.clone()),
+                    (None, None) => KeySource::OidcDiscovery,
+                };
+                let algorithms = if !issuer.algorithms.is_empty() {
+                    issuer.algorithms.clone()
+                } else if issuer.hmac_key.is_some() {
+                    vec![JwtAlgorithm::HS256]
+                } else {
+                    vec![JwtAlgorithm::RS256, JwtAlgorithm::ES256]
+                };
+                let audiences = if issuer.audiences.is_empty() {
+                    vec![resource.clone()]
+                } else {
+                    issuer.audiences.clone()
+                };
+                let names = issuer.claims.clone().unwrap_or_default();
+                let defaults = Claims::default();
+                Issuer {
+                    issuer: issuer.issuer.clone(),
+                    audiences,
+                    algorithms,
+                    keys,
+                    claims: Claims {
+                        subject: names.subject.unwrap_or(defaults.subject),
+                        scopes: names.scopes.unwrap_or(defaults.scopes),
+                        roles: names.roles.unwrap_or(defaults.roles),
+                        groups: names.groups.unwrap_or(defaults.groups),
+                    },
+                    jwks_cache_ttl_seconds: DEFAULT_JWKS_CACHE_TTL_SECONDS,
+                }
+            })
+            .collect(),
+        api_keys_file: auth
+            .api_keys
+            .as_ref()
+            .map(|source| secret_file(&name, source, SecretPurpose::ApiKeys).path),
+    }
+}
+
+/// The checks of an McpServer spec that need the spec's own field paths. (The rest are checked on
+/// the compiled document by [`Policy::new`].)
+fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
+    let object = Some(object);
+    let mut collections = HashSet::new();
+    for (i, collection) in spec.documents.iter().enumerate() {
+        let path = format!("spec.documents[{i}]");
+        if !is_dns_label(&collection.collection) || collection.collection.len() > 50 {
+            problems.push(
+                object,
+                format!("{path}.collection"),
+                format!("{:?} is not a DNS label of at most 50 characters", collection.collection),
+            );
+        }
+        if !collections.insert(collection.collection.as_str()) {
+            problems.push(
+                object,
+                format!("{path}.collection"),
+                format!("duplicate collection {:?}", collection.collection),
+            );
+        }
+        if collection.config_map_ref.is_some() == collection.inline.is_some() {
+            problems.push(object, path.clone(), "set exactly one of configMapRef or inline");
+        }
+        let mut names = HashSet::new();
+        for (j, document) in collection.inline.iter().flatten().enumerate() {
+            if !names.insert(document.name.as_str()) {
+                problems.push(
+                    object,
+                    format!("{path}.inline[{j}].name"),
+                    format!("duplicate document {:?}", document.name),
+                );
+            }
+        }
+    }
+    let mut tools = HashSet::new();
+    for (i, tool) in spec.tools.iter().enumerate() {
+        if let Err(e) = check_tool_name(&tool.name) {
+            problems.push(object, format!("spec.tools[{i}].name"), e.to_string());
+        }
+        if !tools.insert(tool.name.as_str()) {
+            problems.push(object, format!("spec.tools[{i}].name"), format!("duplicate tool {:?}", tool.name));
+        }
+        if !collections.contains(tool.collection.as_str()) {
+            problems.push(
+                object,
+                format!("spec.tools[{i}].collection"),
+                format!("collection {:?} is not listed in spec.documents", tool.collection),
+            );
+        }
+    }
+    let mut issuers = HashSet::new();
+    for (i, issuer) in spec.auth.issuers.iter().enumerate() {
+        if !issuers.insert(issuer.issuer.as_str()) {
+            problems.push(
+                object,
+                format!("spec.auth.issuers[{i}].issuer"),
+                format!("duplicate issuer {:?}", issuer.issuer),
+            );
+        }
+        if issuer.hmac_key.is_some() && issuer.jwks_uri.is_some() {
+            problems.push(
+                object,
+                format!("spec.auth.issuers[{i}]"),
+                "jwksUri and hmacKey are mutually exclusive",
+            );
+        }
+    }
+}
+
+/// Checks one policy against the server it is compiled for.
+fn check_policy(
+    spec: &McpAccessPolicySpec,
+    object: &str,
+    tools: &HashSet<&str>,
+    server_object: &str,
+    problems: &mut Problems,
+) {
+    let object = Some(object);
+    let mut roles = HashSet::new();
+    for (i, role) in spec.roles.iter().enumerate() {
+        if !roles.insert(role.name.as_str()) {
+            problems.push(object, format!("spec.roles[{i}].name"), format!("duplicate role {:?}", role.name));
+        }
+        for (j, scope) in role.scopes.iter().enumerate() {
+            if let Err(e) = ScopeGrant::parse(scope) {
+                problems.push(object, format!("spec.roles[{i}].scopes[{j}]"), e.to_string());
+            }
+        }
+    }
+    let mut matches = HashSet::new();
+    for (i, rule) in spec.tools.iter().enumerate() {
+        match ToolPattern::parse(&rule.match_) {
+            Err(e) => problems.push(object, format!("spec.tools[{i}].match"), e.to_string()),
+            Ok(pattern) if pattern.is_exact() && !tools.contains(rule.match_.as_str()) => problems.push(
+                object,
+                format!("spec.tools[{i}].match"),
+                format!("{server_object} has no tool {:?}", rule.match_),
+            ),
+            Ok(_) => {}
+        }
+        if !matches.insert(rule.match_.as_str()) {
+            problems.push(
+                object,
+                format!("spec.tools[{i}].match"),
+                format!("duplicate rule for {:?}", rule.match_),
+            );
+        }
+        for (j, scope) in rule.required_scopes.iter().enumerate() {
+            if let Err(e) = check_literal_scope(scope) {
+                problems.push(object, format!("spec.tools[{i}].requiredScopes[{j}]"), e.to_string());
+            }
+        }
+    }
+    for (i, binding) in spec.bindings.iter().enumerate() {
+        if !roles.contains(binding.role.as_str()) {
+            problems.push(
+                object,
+                format!("spec.bindings[{i}].role"),
+                format!("role {:?} is not defined in spec.roles", binding.role),
+            );
+        }
+        if binding.subjects.is_empty() && binding.groups.is_empty() && binding.service_accounts.is_empty() && !binding.anonymous
+        {
+            problems.push(
+                object,
+                format!("spec.bindings[{i}]"),
+                "a binding must name at least one subject, group or service account, or set anonymous: true",
+            );
+        }
+        for (j, subject) in binding.subjects.iter().enumerate() {
+            if subject == "*" || subject == "system:anonymous" {
+                problems.push(
+                    object,
+                    format!("spec.bindings[{i}].subjects[{j}]"),
+                    "bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous",
+                );
+            }
+        }
+        for (j, group) in binding.groups.iter().enumerate() {
+            if group == "*" || group == "system:unauthenticated" {
+                problems.push(
+                    object,
+                    format!("spec.bindings[{i}].groups[{j}]"),
+                    "bind unauthenticated callers with anonymous: true, never with a wildcard or system:unauthenticated",
+                );
+            }
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, test) in spec.tests.iter().enumerate() {
+        let path = format!("spec.tests[{i}]");
+        if !names.insert(test.name.as_str()) {
+            problems.push(object, format!("{path}.name"), format!("duplicate test {:?}", test.name));
+        }
+        let lists = [
+            ("visibleTools", test.visible_tools.as_deref().unwrap_or_default()),
+            ("allowed", test.allowed.as_slice()),
+            ("denied", test.denied.as_slice()),
+        ];
+        for (field, list) in lists {
+            for (j, tool) in list.iter().enumerate() {
+                if !tools.contains(tool.as_str()) {
+                    problems.push(
+                        object,
+                        format!("{path}.{field}[{j}]"),
+                        format!("{server_object} has no tool {tool:?}"),
+                    );
+                }
+            }
+        }
+        for (j, tool) in test.allowed.iter().enumerate() {
+            if test.denied.contains(tool) {
+                problems.push(
+                    object,
+                    format!("{path}.allowed[{j}]"),
+                    format!("tool {tool:?} is listed as both allowed and denied"),
+                );
+            }
+        }
+        for (j, scope) in test.identity.scopes.iter().enumerate() {
+            if let Err(e) = check_literal_scope(scope) {
+                problems.push(object, format!("{path}.identity.scopes[{j}]"), e.to_string());
+            }
+        }
+        if test.visible_tools.is_none() && test.allowed.is_empty() && test.denied.is_empty() {
+            problems.push(object, path.clone(), "a test must assert something: set visibleTools, allowed or denied");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Condition types and reasons of both custom resources, in one place (Kubernetes API
+//! conventions, "Typical status properties"): types are adjectives that are `True` when all is
+//! well; reasons are CamelCase and stable, for tools to match on.
+
+/// McpServer: everything below is true and the pods are available.
+pub const READY: &str = "Ready";
+/// McpServer: the bound policies compiled and their tests passed; the compiled policy is in force.
+pub const POLICY_VALID: &str = "PolicyValid";
+/// McpServer: every document collection's source exists.
+pub const DOCUMENTS_READY: &str = "DocumentsReady";
+/// McpServer: every referenced Secret exists (or its ExternalSecret is Ready).
+pub const SECRETS_READY: &str = "SecretsReady";
+/// McpAccessPolicy: valid, tests pass, and in force on its servers.
+pub const ACCEPTED: &str = "Accepted";
+
+/// Reasons, shared by both kinds.
+pub mod reason {
+    /// The condition holds.
+    pub const AS_EXPECTED: &str = "AsExpected";
+    /// A policy did not compile; the message names the field path.
+    pub const POLICY_INVALID: &str = "PolicyInvalid";
+    /// A policy's own test case failed; the message names the case.
+    pub const POLICY_TEST_FAILED: &str = "PolicyTestFailed";
+    /// No McpAccessPolicy targets the server: every call is denied.
+    pub const NO_POLICY: &str = "NoPolicy";
+    /// A document ConfigMap does not exist.
+    pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
+    /// A Secret does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The ExternalSecret is not Ready yet.
+    pub const EXTERNAL_SECRET_NOT_READY: &str = "ExternalSecretNotReady";
+    /// The ExternalSecret CRD is not installed in the cluster.
+    pub const EXTERNAL_SECRETS_NOT_INSTALLED: &str = "ExternalSecretsNotInstalled";
+    /// The Deployment's pods are not all available yet.
+    pub const PODS_NOT_READY: &str = "PodsNotReady";
+    /// A policy names a server in another namespace.
+    pub const CROSS_NAMESPACE_REF: &str = "CrossNamespaceRef";
+    /// A policy targets no existing server.
+    pub const NO_TARGETS: &str = "NoTargets";
+}

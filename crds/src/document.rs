@@ -1,0 +1,292 @@
+//! `PolicyDocument`: the one self-contained file the server enforces (mounted at
+//! [`DEFAULT_POLICY_PATH`]).
+//!
+//! The operator writes it with [`crate::compile::compile`]; a person may also write one by hand for
+//! a local run. Both are checked by the same [`crate::evaluator::Policy::new`], so a document
+//! means the same thing wherever it is read. The serialized form is canonical (every list sorted,
+//! defaults spelled out), so equal policies have byte-identical documents and equal hashes.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::common::PolicyMode;
+use crate::mcp_server::{JwtAlgorithm, ToolAction};
+
+/// `apiVersion` of a PolicyDocument.
+pub const API_VERSION: &str = "palisade.dev/v1alpha1";
+/// `kind` of a PolicyDocument.
+pub const KIND: &str = "PolicyDocument";
+/// Where server pods find the document.
+pub const DEFAULT_POLICY_PATH: &str = "/etc/palisade/policy/policy.yaml";
+/// Where server pods find document collections, one directory each.
+pub const DEFAULT_DOCUMENTS_DIR: &str = "/var/lib/palisade/documents";
+/// Where server pods find secret files, one directory per Secret.
+pub const SECRETS_DIR: &str = "/etc/palisade/secrets";
+/// Default clock-skew leeway in seconds.
+pub const DEFAULT_LEEWAY_SECONDS: u32 = 60;
+/// Default JWKS cache lifetime in seconds.
+pub const DEFAULT_JWKS_CACHE_TTL_SECONDS: u32 = 3600;
+
+/// The compiled policy of one server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// Always [`API_VERSION`].
+    pub api_version: String,
+    /// Always [`KIND`].
+    pub kind: String,
+    /// Where the document came from.
+    #[serde(default)]
+    pub metadata: DocumentMetadata,
+    /// `Audit` only when every bound policy is in `Audit` mode; decides tools no rule matches.
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// How callers authenticate.
+    pub authentication: Authentication,
+    /// Document collections, one directory each under the documents directory.
+    #[serde(default)]
+    pub collections: Vec<Collection>,
+    /// Tools the server offers.
+    #[serde(default)]
+    pub tools: Vec<ToolDefinition>,
+    /// Scope requirements of tools, by exact name or glob.
+    #[serde(default)]
+    pub rules: Vec<ToolRule>,
+    /// Roles and the scopes they grant.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Who holds which role.
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+}
+
+/// Provenance of a document.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DocumentMetadata {
+    /// `namespace/name` of the McpServer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    /// `namespace/name` of every McpAccessPolicy compiled in, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+}
+
+/// Authentication settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authentication {
+    /// Canonical URI of the server (RFC 8707 resource, RFC 9728 `resource`).
+    pub resource: String,
+    /// Whether callers without credentials are admitted (with anonymous bindings only).
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    /// Clock-skew leeway for `exp`, `nbf`, `iat`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u32,
+    /// Accepted issuers, sorted by `issuer`.
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
+    /// File with the API-key table, if API keys are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_keys_file: Option<String>,
+}
+
+fn default_leeway() -> u32 {
+    DEFAULT_LEEWAY_SECONDS
+}
+
+fn default_jwks_ttl() -> u32 {
+    DEFAULT_JWKS_CACHE_TTL_SECONDS
+}
+
+/// One accepted token issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Issuer {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// Accepted `aud` values (sorted); a token must carry one.
+    pub audiences: Vec<String>,
+    /// Accepted algorithms (sorted).
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Where verification keys come from.
+    pub keys: KeySource,
+    /// Claim names.
+    #[serde(default)]
+    pub claims: Claims,
+    /// How long fetched keys are trusted before a refetch, in seconds.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_cache_ttl_seconds: u32,
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum KeySource {
+    /// A file holding the shared HMAC secret (raw bytes; a trailing newline is ignored).
+    HmacKeyFile(String),
+    /// A JWKS URL.
+    JwksUri(String),
+    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    OidcDiscovery,
+}
+
+/// Claim names.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Claims {
+    /// Subject claim.
+    pub subject: String,
+    /// Scope claim (space-separated string or array).
+    pub scopes: String,
+    /// Role claim.
+    pub roles: String,
+    /// Group claim.
+    pub groups: String,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self {
+            subject: "sub".into(),
+            scopes: "scope".into(),
+            roles: "roles".into(),
+            groups: "groups".into(),
+        }
+    }
+}
+
+/// A document collection.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Collection {
+    /// Name, also the directory name.
+    pub name: String,
+    /// What it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A tool the server offers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolDefinition {
+    /// Tool name.
+    pub name: String,
+    /// Title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Collection served.
+    pub collection: String,
+    /// Action.
+    pub action: ToolAction,
+}
+
+/// A scope requirement for the tools a pattern matches.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolRule {
+    /// Tool name or `*` glob.
+    #[serde(rename = "match")]
+    pub match_: String,
+    /// Scopes required, all of them (sorted).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// `Audit` when the rule comes from an Audit-mode policy: it never denies, only reports.
+    #[serde(default)]
+    pub mode: PolicyMode,
+    /// `namespace/name` of the policies that state the rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// A role.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Role {
+    /// Name.
+    pub name: String,
+    /// Scopes granted (sorted); `*` per segment.
+    pub scopes: Vec<String>,
+    /// `namespace/name` of the policies that define the role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// A role binding.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Binding {
+    /// Role granted.
+    pub role: String,
+    /// Subjects (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<String>,
+    /// Groups (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Service accounts as `namespace/name` (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    /// Granted to anonymous callers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    /// `namespace/name` of the policy that states the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Errors reading a PolicyDocument.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Not YAML of the expected shape.
+    #[error("policy document is not valid: {0}")]
+    Parse(#[from] yaml_serde::Error),
+    /// Wrong `apiVersion` or `kind`.
+    #[error("expected apiVersion {API_VERSION} and kind {KIND}, found {api_version} {kind}")]
+    WrongType {
+        /// Found apiVersion.
+        api_version: String,
+        /// Found kind.
+        kind: String,
+    },
+}
+
+impl PolicyDocument {
+    /// Parses a document from YAML (or JSON) text.
+    pub fn from_yaml(text: &str) -> Result<Self, DocumentError> {
+        let document: Self = yaml_serde::from_str(text)?;
+        if document.api_version != API_VERSION || document.kind != KIND {
+            return Err(DocumentError::WrongType {
+                api_version: document.api_version,
+                kind: document.kind,
+            });
+        }
+        Ok(document)
+    }
+
+    /// The canonical YAML form.
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self).expect("a PolicyDocument always serializes")
+    }
+
+    /// `sha256:<hex>` of the canonical YAML form.
+    pub fn hash(&self) -> String {
+        content_hash(self.to_yaml().as_bytes())
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}

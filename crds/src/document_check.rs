@@ -1,0 +1,175 @@
+//! Structural checks of a [`PolicyDocument`], reported with document paths (`roles[2].scopes[0]`).
+//! [`crate::evaluator::Policy::new`] runs them before preparing a document, so a hand-written
+//! document gets the same scrutiny as a compiled one.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::document::{API_VERSION, KIND, KeySource, PolicyDocument};
+use crate::problem::Problems;
+use crate::scope::{ScopeGrant, check_literal_scope};
+use crate::tool_match::{ToolPattern, check_tool_name};
+
+/// Records every structural problem of `document` in `problems`.
+pub fn check(document: &PolicyDocument, problems: &mut Problems) {
+    if document.api_version != API_VERSION || document.kind != KIND {
+        problems.push(
+            None,
+            "apiVersion",
+            format!("expected {API_VERSION} {KIND}, found {} {}", document.api_version, document.kind),
+        );
+    }
+    check_authentication(document, problems);
+
+    let mut collections = HashSet::new();
+    for (i, collection) in document.collections.iter().enumerate() {
+        if !is_dns_label(&collection.name) {
+            problems.push(
+                None,
+                format!("collections[{i}].name"),
+                format!("{:?} is not a DNS label (lower-case letters, digits and '-', at most 63)", collection.name),
+            );
+        }
+        if !collections.insert(collection.name.as_str()) {
+            problems.push(None, format!("collections[{i}].name"), format!("duplicate collection {:?}", collection.name));
+        }
+    }
+
+    let mut tools = HashSet::new();
+    for (i, tool) in document.tools.iter().enumerate() {
+        if let Err(e) = check_tool_name(&tool.name) {
+            problems.push(None, format!("tools[{i}].name"), e.to_string());
+        }
+        if !tools.insert(tool.name.as_str()) {
+            problems.push(None, format!("tools[{i}].name"), format!("duplicate tool {:?}", tool.name));
+        }
+        if !collections.contains(tool.collection.as_str()) {
+            problems.push(
+                None,
+                format!("tools[{i}].collection"),
+                format!("tool {:?} serves collection {:?}, which is not defined", tool.name, tool.collection),
+            );
+        }
+    }
+
+    let mut matches = HashSet::new();
+    for (i, rule) in document.rules.iter().enumerate() {
+        if let Err(e) = ToolPattern::parse(&rule.match_) {
+            problems.push(None, format!("rules[{i}].match"), e.to_string());
+        }
+        if !matches.insert(rule.match_.as_str()) {
+            problems.push(None, format!("rules[{i}].match"), format!("duplicate rule for {:?}", rule.match_));
+        }
+        for (j, scope) in rule.required_scopes.iter().enumerate() {
+            if let Err(e) = check_literal_scope(scope) {
+                problems.push(None, format!("rules[{i}].requiredScopes[{j}]"), e.to_string());
+            }
+        }
+    }
+
+    let mut roles = HashMap::new();
+    for (i, role) in document.roles.iter().enumerate() {
+        if role.name.is_empty() {
+            problems.push(None, format!("roles[{i}].name"), "role name must not be empty");
+        }
+        if roles.insert(role.name.as_str(), i).is_some() {
+            problems.push(None, format!("roles[{i}].name"), format!("duplicate role {:?}", role.name));
+        }
+        for (j, scope) in role.scopes.iter().enumerate() {
+            if let Err(e) = ScopeGrant::parse(scope) {
+                problems.push(None, format!("roles[{i}].scopes[{j}]"), e.to_string());
+            }
+        }
+    }
+
+    for (i, binding) in document.bindings.iter().enumerate() {
+        if !roles.contains_key(binding.role.as_str()) {
+            problems.push(
+                None,
+                format!("bindings[{i}].role"),
+                format!("role {:?} is not defined in roles", binding.role),
+            );
+        }
+        if binding.subjects.is_empty()
+            && binding.groups.is_empty()
+            && binding.service_accounts.is_empty()
+            && !binding.anonymous
+        {
+            problems.push(
+                None,
+                format!("bindings[{i}]"),
+                "a binding must name at least one subject, group or service account, or set anonymous: true",
+            );
+        }
+        for (j, account) in binding.service_accounts.iter().enumerate() {
+            if account.split_once('/').is_none_or(|(ns, name)| ns.is_empty() || name.is_empty()) {
+                problems.push(
+                    None,
+                    format!("bindings[{i}].serviceAccounts[{j}]"),
+                    format!("{account:?} is not of the form namespace/name"),
+                );
+            }
+        }
+    }
+}
+
+fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
+    let auth = &document.authentication;
+    if !(auth.resource.starts_with("https://") || auth.resource.starts_with("http://")) || auth.resource.contains('#')
+    {
+        problems.push(
+            None,
+            "authentication.resource",
+            "resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)",
+        );
+    }
+    if auth.issuers.is_empty() && auth.api_keys_file.is_none() && !auth.allow_anonymous {
+        problems.push(
+            None,
+            "authentication",
+            "configure at least one issuer or an API-key table, or set allowAnonymous: true explicitly",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, issuer) in auth.issuers.iter().enumerate() {
+        let path = format!("authentication.issuers[{i}]");
+        if issuer.issuer.is_empty() {
+            problems.push(None, format!("{path}.issuer"), "issuer must not be empty");
+        }
+        if !seen.insert(issuer.issuer.as_str()) {
+            problems.push(None, format!("{path}.issuer"), format!("duplicate issuer {:?}", issuer.issuer));
+        }
+        if issuer.audiences.is_empty() {
+            problems.push(None, format!("{path}.audiences"), "at least one audience is required");
+        }
+        if issuer.algorithms.is_empty() {
+            problems.push(None, format!("{path}.algorithms"), "at least one algorithm is required");
+        }
+        let hmac = matches!(issuer.keys, KeySource::HmacKeyFile(_));
+        if let Some(bad) = issuer.algorithms.iter().find(|a| a.is_hmac() != hmac) {
+            let message = if hmac {
+                format!("an HMAC issuer accepts only HS256, HS384 or HS512, not {bad:?}")
+            } else {
+                format!("a JWKS or OIDC issuer never accepts {bad:?} (its public keys would become HMAC secrets)")
+            };
+            problems.push(None, format!("{path}.algorithms"), message);
+        }
+        if matches!(issuer.keys, KeySource::OidcDiscovery)
+            && !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://"))
+        {
+            problems.push(
+                None,
+                format!("{path}.issuer"),
+                "OIDC discovery needs the issuer to be an http(s) URL; set jwksUri or an HMAC key file instead",
+            );
+        }
+    }
+}
+
+/// Whether `s` is an RFC 1123 DNS label.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

@@ -1,0 +1,654 @@
+//! The one policy evaluator: given a [`PolicyDocument`] and a caller's [`Identity`], which tools
+//! and document collections the caller may see, and whether a call is allowed, with the reason.
+//!
+//! Pure and synchronous: no I/O, no clock, no async. The operator runs it on a policy's test
+//! cases before rollout and the server runs it on every request, so a policy can never mean one
+//! thing to one and another thing to the other.
+//!
+//! Model (default deny):
+//! - a caller's effective scopes = the scopes in its token ∪ the scopes of every role it holds
+//!   (roles named in its token, and roles bound to its subject, groups or service account;
+//!   anonymous callers hold only the roles bound with `anonymous: true`);
+//! - a tool is visible in `tools/list` **iff** a call to it would be allowed: both answers come from
+//!   [`Access::check_tool`], so list filtering and call checking never disagree;
+//! - a tool is governed by the most specific rule matching its name; with no rule it is denied;
+//! - a document collection may be read as resources iff a tool that returns its documents whole
+//!   (`get`, `readAll`) may be called.
+//!
+//! [`Policy::new`] does all the work that does not depend on the caller: it resolves each tool's
+//! rule and interns every required scope, and precomputes which required scopes each role
+//! covers. A decision is then a few word-sized AND operations.
+
+use std::collections::HashMap;
+
+use crate::common::PolicyMode;
+use crate::document::{PolicyDocument, ToolDefinition, ToolRule};
+use crate::problem::Problems;
+use crate::scope::ScopeGrant;
+use crate::tool_match::{Specificity, ToolPattern};
+
+/// Who is calling, as authentication established it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Subject (token `sub`, or an API key's identity).
+    pub subject: Option<String>,
+    /// Scopes carried by the credential itself (literal).
+    pub scopes: Vec<String>,
+    /// Role names carried by the credential.
+    pub roles: Vec<String>,
+    /// Groups carried by the credential.
+    pub groups: Vec<String>,
+    /// Kubernetes service account as `namespace/name`.
+    pub service_account: Option<String>,
+    /// The caller presented no credentials.
+    pub anonymous: bool,
+}
+
+impl Identity {
+    /// An authenticated caller with these token scopes and nothing else.
+    pub fn with_scopes<S: Into<String>>(scopes: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            scopes: scopes.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A caller without credentials.
+    pub fn anonymous() -> Self {
+        Self {
+            anonymous: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the policy does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+    /// The policy would deny, but the deciding rule is in `Audit` mode: allowed, and reported.
+    AuditDeny,
+}
+
+impl Effect {
+    /// Whether the request goes through (`Allow` or `AuditDeny`).
+    pub fn permits(self) -> bool {
+        !matches!(self, Self::Deny)
+    }
+
+    /// Stable lower-case name for audit events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::AuditDeny => "would_deny",
+        }
+    }
+}
+
+/// Why the policy decided as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Every required scope is covered.
+    Granted,
+    /// Some required scope is not covered.
+    MissingScopes,
+    /// No rule matches the tool (default deny).
+    NoMatchingRule,
+    /// The server has no such tool.
+    UnknownTool,
+    /// The server has no such collection.
+    UnknownCollection,
+}
+
+impl Reason {
+    /// Stable snake-case code for audit events and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Granted => "granted",
+            Self::MissingScopes => "missing_scopes",
+            Self::NoMatchingRule => "no_matching_rule",
+            Self::UnknownTool => "unknown_tool",
+            Self::UnknownCollection => "unknown_collection",
+        }
+    }
+}
+
+/// A decision about one tool (or collection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'p> {
+    /// Allow, deny, or would-deny.
+    pub effect: Effect,
+    /// Why.
+    pub reason: Reason,
+    /// The tool decided on (for a collection: the tool that grants or would grant it).
+    pub tool: Option<&'p ToolDefinition>,
+    /// The rule that governs the tool.
+    pub rule: Option<&'p ToolRule>,
+}
+
+/// Where a covered scope came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant<'p> {
+    /// The credential carries the scope.
+    Token,
+    /// A role the caller holds grants it.
+    Role(&'p str),
+}
+
+/// The detail behind a decision: what granted each required scope, and what is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation<'p> {
+    /// The decision.
+    pub decision: Decision<'p>,
+    /// Each covered required scope with what granted it.
+    pub granted: Vec<(&'p str, Grant<'p>)>,
+    /// Required scopes the caller lacks.
+    pub missing: Vec<&'p str>,
+}
+
+/// A fixed-width set of interned required scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ScopeSet(Box<[u64]>);
+
+impl ScopeSet {
+    fn empty(words: usize) -> Self {
+        Self(vec![0; words].into_boxed_slice())
+    }
+    fn insert(&mut self, id: usize) {
+        self.0[id / 64] |= 1 << (id % 64);
+    }
+    fn contains(&self, id: usize) -> bool {
+        self.0[id / 64] & (1 << (id % 64)) != 0
+    }
+    fn union_with(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a |= b;
+        }
+    }
+    fn is_subset_of(&self, other: &Self) -> bool {
+        self.0.iter().zip(other.0.iter()).all(|(a, b)| a & !b == 0)
+    }
+}
+
+#[derive(Debug)]
+struct PreparedTool {
+    required: ScopeSet,
+    required_ids: Box<[u32]>,
+    rule: Option<usize>,
+    mode: PolicyMode,
+}
+
+#[derive(Debug)]
+struct PreparedRole {
+    covers: ScopeSet,
+}
+
+/// A validated, prepared policy: build once per document, share across requests.
+#[derive(Debug)]
+pub struct Policy {
+    document: PolicyDocument,
+    hash: String,
+    tools: Vec<PreparedTool>,
+    tool_index: HashMap<String, usize>,
+    scopes: Vec<String>,
+    scope_index: HashMap<String, u32>,
+    roles: Vec<PreparedRole>,
+    role_index: HashMap<String, u32>,
+    by_subject: HashMap<String, Vec<u32>>,
+    by_group: HashMap<String, Vec<u32>>,
+    by_service_account: HashMap<String, Vec<u32>>,
+    anonymous_roles: Vec<u32>,
+    collection_index: HashMap<String, Vec<usize>>,
+    words: usize,
+}
+
+impl Policy {
+    /// Validates and prepares a document. The document is normalized first (so its hash does not
+    /// depend on the order it was written in). Every problem is reported with the document path
+    /// it is at.
+    pub fn new(document: PolicyDocument) -> Result<Self, Problems> {
+        let document = document.normalized();
+        let mut problems = Problems::default();
+        crate::document_check::check(&document, &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        // Intern every scope a rule requires.
+        let mut scope_index: HashMap<String, u32> = HashMap::new();
+        let mut scopes = Vec::new();
+        for rule in &document.rules {
+            for scope in &rule.required_scopes {
+                if !scope_index.contains_key(scope) {
+                    scope_index.insert(scope.clone(), scopes.len() as u32);
+                    scopes.push(scope.clone());
+                }
+            }
+        }
+        let words = scopes.len().div_ceil(64).max(1);
+
+        // Resolve each tool's rule: the most specific match; equal specificity must agree.
+        let patterns: Vec<ToolPattern> = document
+            .rules
+            .iter()
+            .map(|r| ToolPattern::parse(&r.match_).expect("checked"))
+            .collect();
+        let mut tools = Vec::with_capacity(document.tools.len());
+        let mut tool_index = HashMap::with_capacity(document.tools.len());
+        for (t, tool) in document.tools.iter().enumerate() {
+            let mut best: Option<(Specificity, usize)> = None;
+            for (r, pattern) in patterns.iter().enumerate() {
+                if !pattern.matches(&tool.name) {
+                    continue;
+                }
+                let specificity = pattern.specificity();
+                match best {
+                    Some((s, _)) if s > specificity => {}
+                    Some((s, b)) if s == specificity => {
+                        let (x, y) = (&document.rules[b], &document.rules[r]);
+                        if x.required_scopes != y.required_scopes || x.mode != y.mode {
+                            problems.push(
+                                None,
+                                format!("tools[{t}]"),
+                                format!(
+                                    "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes; add a rule for the exact name",
+                                    tool.name, x.match_, y.match_
+                                ),
+                            );
+                        }
+                    }
+                    _ => best = Some((specificity, r)),
+                }
+            }
+            let rule = best.map(|(_, r)| r);
+            let mut required = ScopeSet::empty(words);
+            let mut required_ids = Vec::new();
+            if let Some(r) = rule {
+                for scope in &document.rules[r].required_scopes {
+                    let id = scope_index[scope];
+                    required.insert(id as usize);
+                    required_ids.push(id);
+                }
+            }
+            tools.push(PreparedTool {
+                required,
+                required_ids: required_ids.into_boxed_slice(),
+                rule,
+                mode: rule.map_or(document.mode, |r| document.rules[r].mode),
+            });
+            tool_index.insert(tool.name.clone(), t);
+        }
+        problems.into_result()?;
+
+        // What each role covers, over the interned required scopes.
+        let mut roles = Vec::with_capacity(document.roles.len());
+        let mut role_index = HashMap::with_capacity(document.roles.len());
+        for (i, role) in document.roles.iter().enumerate() {
+            let grants: Vec<ScopeGrant> = role
+                .scopes
+                .iter()
+                .map(|s| ScopeGrant::parse(s).expect("checked"))
+                .collect();
+            let mut covers = ScopeSet::empty(words);
+            for (id, scope) in scopes.iter().enumerate() {
+                if grants.iter().any(|g| g.covers(scope)) {
+                    covers.insert(id);
+                }
+            }
+            roles.push(PreparedRole { covers });
+            role_index.insert(role.name.clone(), i as u32);
+        }
+
+        let mut by_subject: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_group: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_service_account: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut anonymous_roles = Vec::new();
+        for binding in &document.bindings {
+            let role = role_index[&binding.role];
+            for subject in &binding.subjects {
+                by_subject.entry(subject.clone()).or_default().push(role);
+            }
+            for group in &binding.groups {
+                by_group.entry(group.clone()).or_default().push(role);
+            }
+            for account in &binding.service_accounts {
+                by_service_account.entry(account.clone()).or_default().push(role);
+            }
+            if binding.anonymous {
+                anonymous_roles.push(role);
+            }
+        }
+        for list in by_subject
+            .values_mut()
+            .chain(by_group.values_mut())
+            .chain(by_service_account.values_mut())
+            .chain(std::iter::once(&mut anonymous_roles))
+        {
+            list.sort_unstable();
+            list.dedup();
+        }
+
+        let mut collection_index: HashMap<String, Vec<usize>> = document
+            .collections
+            .iter()
+            .map(|c| (c.name.clone(), Vec::new()))
+            .collect();
+        for (t, tool) in document.tools.iter().enumerate() {
+            if tool.action.reveals_content() {
+                collection_index.get_mut(&tool.collection).expect("checked").push(t);
+            }
+        }
+
+        let hash = document.hash();
+        Ok(Self {
+            document,
+            hash,
+            tools,
+            tool_index,
+            scopes,
+            scope_index,
+            roles,
+            role_index,
+            by_subject,
+            by_group,
+            by_service_account,
+            anonymous_roles,
+            collection_index,
+            words,
+        })
+    }
+
+    /// The normalized document.
+    pub fn document(&self) -> &PolicyDocument {
+        &self.document
+    }
+
+    /// `sha256:<hex>` of the normalized document.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Every tool of the server, sorted by name.
+    pub fn tools(&self) -> &[ToolDefinition] {
+        &self.document.tools
+    }
+
+    /// Resolves what a caller holds. Do this once per request, then ask the [`Access`].
+    pub fn access(&self, identity: &Identity) -> Access<'_> {
+        let mut covered = ScopeSet::empty(self.words);
+        let mut roles: Vec<u32> = Vec::new();
+        if identity.anonymous {
+            roles.extend_from_slice(&self.anonymous_roles);
+        } else {
+            for scope in &identity.scopes {
+                if let Some(&id) = self.scope_index.get(scope) {
+                    covered.insert(id as usize);
+                }
+            }
+            roles.extend(identity.roles.iter().filter_map(|r| self.role_index.get(r).copied()));
+            if let Some(subject) = &identity.subject {
+                roles.extend(self.by_subject.get(subject).into_iter().flatten());
+            }
+            for group in &identity.groups {
+                roles.extend(self.by_group.get(group).into_iter().flatten());
+            }
+            if let Some(account) = &identity.service_account {
+                roles.extend(self.by_service_account.get(account).into_iter().flatten());
+            }
+            roles.sort_unstable();
+            roles.dedup();
+        }
+        let token = covered.clone();
+        for &role in &roles {
+            covered.union_with(&self.roles[role as usize].covers);
+        }
+        Access {
+            policy: self,
+            covered,
+            token,
+            roles,
+        }
+    }
+
+    /// Tools that at least one role (or no scope at all) can reach, and those none can.
+    pub fn reachability(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut all_roles = ScopeSet::empty(self.words);
+        for role in &self.roles {
+            all_roles.union_with(&role.covers);
+        }
+        let (mut reachable, mut unreachable) = (Vec::new(), Vec::new());
+        for (definition, tool) in self.document.tools.iter().zip(&self.tools) {
+            // A tool is reachable when one role alone covers it, or it needs no scope at all.
+            let by_one_role = tool.rule.is_some()
+                && (tool.required_ids.is_empty()
+                    || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)));
+            if by_one_role {
+                reachable.push(definition.name.as_str());
+            } else {
+                unreachable.push(definition.name.as_str());
+            }
+        }
+        (reachable, unreachable)
+    }
+
+    /// Rules whose pattern matches none of the server's tools.
+    pub fn unused_rules(&self) -> Vec<&ToolRule> {
+        let used: Vec<bool> = {
+            let mut used = vec![false; self.document.rules.len()];
+            for tool in &self.tools {
+                if let Some(r) = tool.rule {
+                    used[r] = true;
+                }
+            }
+            used
+        };
+        self.document
+            .rules
+            .iter()
+            .zip(used)
+            .filter(|(rule, used)| {
+                !used && {
+                    let pattern = ToolPattern::parse(&rule.match_).expect("checked");
+                    !self.document.tools.iter().any(|t| pattern.matches(&t.name))
+                }
+            })
+            .map(|(rule, _)| rule)
+            .collect()
+    }
+}
+
+/// What one caller holds under one policy.
+#[derive(Debug, Clone)]
+pub struct Access<'p> {
+    policy: &'p Policy,
+    covered: ScopeSet,
+    token: ScopeSet,
+    roles: Vec<u32>,
+}
+
+impl<'p> Access<'p> {
+    /// Names of the roles the caller holds, sorted.
+    pub fn roles(&self) -> impl Iterator<Item = &'p str> + '_ {
+        self.roles
+            .iter()
+            .map(|&r| self.policy.document.roles[r as usize].name.as_str())
+    }
+
+    fn decide(&self, t: usize) -> Decision<'p> {
+        let policy = self.policy;
+        let tool = &policy.tools[t];
+        let definition = &policy.document.tools[t];
+        let rule = tool.rule.map(|r| &policy.document.rules[r]);
+        let (granted, reason) = match rule {
+            None => (false, Reason::NoMatchingRule),
+            Some(_) if tool.required.is_subset_of(&self.covered) => (true, Reason::Granted),
+            Some(_) => (false, Reason::MissingScopes),
+        };
+        let effect = match (granted, tool.mode) {
+            (true, _) => Effect::Allow,
+            (false, PolicyMode::Enforce) => Effect::Deny,
+            (false, PolicyMode::Audit) => Effect::AuditDeny,
+        };
+        Decision {
+            effect,
+            reason,
+            tool: Some(definition),
+            rule,
+        }
+    }
+
+    /// May the caller call tool `name`? Unknown tools are denied.
+    pub fn check_tool(&self, name: &str) -> Decision<'p> {
+        match self.policy.tool_index.get(name) {
+            Some(&t) => self.decide(t),
+            None => Decision {
+                effect: Effect::Deny,
+                reason: Reason::UnknownTool,
+                tool: None,
+                rule: None,
+            },
+        }
+    }
+
+    /// The tools the caller sees: exactly those [`Access::check_tool`] permits, in name order.
+    pub fn visible_tools(&self) -> impl Iterator<Item = &'p ToolDefinition> + '_ {
+        (0..self.policy.tools.len())
+            .map(|t| self.decide(t))
+            .filter(|d| d.effect.permits())
+            .filter_map(|d| d.tool)
+    }
+
+    /// May the caller read the documents of collection `name` as resources? Decided by the tools
+    /// that return the collection's documents whole: the first that allows, else one that would
+    /// allow in audit mode, else the denial of the first.
+    pub fn check_collection(&self, name: &str) -> Decision<'p> {
+        let Some(tools) = self.policy.collection_index.get(name) else {
+            return Decision {
+                effect: Effect::Deny,
+                reason: Reason::UnknownCollection,
+                tool: None,
+                rule: None,
+            };
+        };
+        let decisions = tools.iter().map(|&t| self.decide(t));
+        let mut fallback: Option<Decision<'p>> = None;
+        for decision in decisions {
+            match decision.effect {
+                Effect::Allow => return decision,
+                Effect::AuditDeny => {
+                    if fallback.is_none_or(|f| f.effect == Effect::Deny) {
+                        fallback = Some(decision);
+                    }
+                }
+                Effect::Deny => {
+                    fallback.get_or_insert(decision);
+                }
+            }
+        }
+        fallback.unwrap_or(Decision {
+            effect: if self.policy.document.mode == PolicyMode::Audit {
+                Effect::AuditDeny
+            } else {
+                Effect::Deny
+            },
+            reason: Reason::NoMatchingRule,
+            tool: None,
+            rule: None,
+        })
+    }
+
+    /// Collections whose documents the caller may read as resources.
+    pub fn visible_collections(&self) -> impl Iterator<Item = &'p str> + '_ {
+        self.policy
+            .document
+            .collections
+            .iter()
+            .filter(|c| self.check_collection(&c.name).effect.permits())
+            .map(|c| c.name.as_str())
+    }
+
+    /// The scopes tool `name` requires that the caller lacks (for `WWW-Authenticate: ... scope=`).
+    pub fn missing_scopes(&self, name: &str) -> Vec<&'p str> {
+        let Some(&t) = self.policy.tool_index.get(name) else {
+            return Vec::new();
+        };
+        self.policy.tools[t]
+            .required_ids
+            .iter()
+            .filter(|&&id| !self.covered.contains(id as usize))
+            .map(|&id| self.policy.scopes[id as usize].as_str())
+            .collect()
+    }
+
+    /// A decision about tool `name` with what granted each required scope and what is missing.
+    pub fn explain_tool(&self, name: &str) -> Explanation<'p> {
+        let decision = self.check_tool(name);
+        let mut granted = Vec::new();
+        let mut missing = Vec::new();
+        if let Some(&t) = self.policy.tool_index.get(name) {
+            for &id in self.policy.tools[t].required_ids.iter() {
+                let scope = self.policy.scopes[id as usize].as_str();
+                let id = id as usize;
+                if self.token.contains(id) {
+                    granted.push((scope, Grant::Token));
+                } else if let Some(&role) = self
+                    .roles
+                    .iter()
+                    .find(|&&r| self.policy.roles[r as usize].covers.contains(id))
+                {
+                    granted.push((scope, Grant::Role(&self.policy.document.roles[role as usize].name)));
+                } else {
+                    missing.push(scope);
+                }
+            }
+        }
+        Explanation {
+            decision,
+            granted,
+            missing,
+        }
+    }
+}
+
+impl PolicyDocument {
+    /// The canonical form: every list sorted and deduplicated where order carries no meaning.
+    pub fn normalized(mut self) -> Self {
+        fn sort_dedup(list: &mut Vec<String>) {
+            list.sort();
+            list.dedup();
+        }
+        self.metadata.policies.sort();
+        self.metadata.policies.dedup();
+        let auth = &mut self.authentication;
+        auth.issuers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+        for issuer in &mut auth.issuers {
+            sort_dedup(&mut issuer.audiences);
+            issuer.algorithms.sort();
+            issuer.algorithms.dedup();
+        }
+        self.collections.sort_by(|a, b| a.name.cmp(&b.name));
+        self.tools.sort_by(|a, b| a.name.cmp(&b.name));
+        for rule in &mut self.rules {
+            sort_dedup(&mut rule.required_scopes);
+            sort_dedup(&mut rule.sources);
+        }
+        self.rules.sort_by(|a, b| a.match_.cmp(&b.match_));
+        for role in &mut self.roles {
+            sort_dedup(&mut role.scopes);
+            sort_dedup(&mut role.sources);
+        }
+        self.roles.sort_by(|a, b| a.name.cmp(&b.name));
+        for binding in &mut self.bindings {
+            sort_dedup(&mut binding.subjects);
+            sort_dedup(&mut binding.groups);
+            sort_dedup(&mut binding.service_accounts);
+        }
+        self.bindings.sort();
+        self.bindings.dedup();
+        self
+    }
+}

@@ -1,0 +1,48 @@
+//! The Palisade API: the `McpServer` and `McpAccessPolicy` custom resources, the mounted
+//! `PolicyDocument` format, the compiler from the former to the latter, and the one policy
+//! evaluator that the operator (to test a policy before rollout) and the server (on every
+//! request) both use.
+//!
+//! This crate does no I/O: no Kubernetes client, no HTTP, no files, no clock.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod access_policy;
+pub mod common;
+pub mod compile;
+pub mod conditions;
+pub mod document;
+pub mod document_check;
+pub mod evaluator;
+pub mod mcp_server;
+pub mod policy_tests;
+pub mod problem;
+pub mod scope;
+pub mod secret_files;
+pub mod tool_match;
+
+pub use access_policy::{McpAccessPolicy, McpAccessPolicySpec, McpAccessPolicyStatus};
+pub use compile::{Compiled, compile};
+pub use document::PolicyDocument;
+pub use evaluator::{Access, Decision, Effect, Identity, Policy, Reason};
+pub use mcp_server::{McpServer, McpServerSpec, McpServerStatus};
+pub use problem::{Problem, Problems};
+
+/// Re-exported so that every crate uses the same kube and k8s-openapi.
+pub use k8s_openapi;
+pub use kube;
+
+use kube::CustomResourceExt;
+
+/// File name, under `crds/`, of each generated CustomResourceDefinition.
+pub const CRD_FILES: [&str; 2] = ["palisade.dev_mcpservers.yaml", "palisade.dev_mcpaccesspolicies.yaml"];
+
+/// The CustomResourceDefinitions as YAML, in the order of [`CRD_FILES`].
+pub fn crd_yamls() -> [String; 2] {
+    [to_yaml(&McpServer::crd()), to_yaml(&McpAccessPolicy::crd())]
+}
+
+fn to_yaml<T: serde::Serialize>(value: &T) -> String {
+    yaml_serde::to_string(value).expect("a CRD always serializes")
+}

@@ -1,0 +1,124 @@
+//! Runs a policy's own test cases (`spec.tests`) against a prepared [`Policy`].
+//!
+//! Tests check what the policy *decides*: in `Audit` mode a would-deny counts as a denial, so a
+//! policy's tests mean the same before and after it is switched to `Enforce`.
+
+use std::collections::BTreeSet;
+
+use crate::access_policy::PolicyTestSpec;
+use crate::evaluator::{Effect, Grant, Identity, Policy, Reason};
+
+/// The outcome of one test case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOutcome {
+    /// `namespace/name` of the policy the case belongs to.
+    pub policy: String,
+    /// Name of the case.
+    pub name: String,
+    /// Every assertion that did not hold; empty when the case passed.
+    pub failures: Vec<String>,
+}
+
+impl TestOutcome {
+    /// Whether every assertion held.
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The identity a test case describes.
+pub fn test_identity(test: &PolicyTestSpec, namespace: &str) -> Identity {
+    let identity = &test.identity;
+    Identity {
+        subject: identity.subject.clone(),
+        scopes: identity.scopes.clone(),
+        roles: identity.roles.clone(),
+        groups: identity.groups.clone(),
+        service_account: identity
+            .service_account
+            .as_ref()
+            .map(|sa| format!("{}/{}", sa.namespace.as_deref().unwrap_or(namespace), sa.name)),
+        anonymous: identity.anonymous,
+    }
+}
+
+/// Runs `tests` of policy `policy_key` (in namespace `namespace`) against `policy`.
+pub fn run_policy_tests(
+    policy: &Policy,
+    policy_key: &str,
+    namespace: &str,
+    tests: &[PolicyTestSpec],
+) -> Vec<TestOutcome> {
+    tests
+        .iter()
+        .map(|test| TestOutcome {
+            policy: policy_key.to_owned(),
+            name: test.name.clone(),
+            failures: run_one(policy, test, namespace),
+        })
+        .collect()
+}
+
+fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let known_roles: BTreeSet<&str> = policy.document().roles.iter().map(|r| r.name.as_str()).collect();
+    for role in &test.identity.roles {
+        if !known_roles.contains(role.as_str()) {
+            failures.push(format!("identity role {role:?} is not defined by any policy of this server"));
+        }
+    }
+    let access = policy.access(&test_identity(test, namespace));
+    let why_denied = |tool: &str| {
+        let explanation = access.explain_tool(tool);
+        match explanation.decision.reason {
+            Reason::NoMatchingRule => "no rule matches it".to_owned(),
+            Reason::UnknownTool => "the server has no such tool".to_owned(),
+            _ => format!("missing scopes: {}", explanation.missing.join(", ")),
+        }
+    };
+    let why_allowed = |tool: &str| {
+        let explanation = access.explain_tool(tool);
+        let rule = explanation.decision.rule.map_or("", |r| r.match_.as_str());
+        let grants: Vec<String> = explanation
+            .granted
+            .iter()
+            .map(|(scope, grant)| match grant {
+                Grant::Token => format!("{scope} from the token"),
+                Grant::Role(role) => format!("{scope} from role {role}"),
+            })
+            .collect();
+        if grants.is_empty() {
+            format!("rule {rule:?} requires no scope")
+        } else {
+            format!("rule {rule:?}; {}", grants.join(", "))
+        }
+    };
+    let allows = |tool: &str| access.check_tool(tool).effect == Effect::Allow;
+
+    if let Some(expected) = &test.visible_tools {
+        let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+        let visible: BTreeSet<&str> = policy
+            .tools()
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|t| allows(t))
+            .collect();
+        for tool in visible.difference(&expected) {
+            failures.push(format!("sees {tool}, which visibleTools does not list ({})", why_allowed(tool)));
+        }
+        for tool in expected.difference(&visible) {
+            failures.push(format!("does not see {tool} ({})", why_denied(tool)));
+        }
+    }
+    for tool in &test.allowed {
+        if !allows(tool) {
+            failures.push(format!("call to {tool} is denied ({})", why_denied(tool)));
+        }
+    }
+    for tool in &test.denied {
+        if allows(tool) {
+            failures.push(format!("call to {tool} is allowed ({})", why_allowed(tool)));
+        }
+    }
+    failures
+}
