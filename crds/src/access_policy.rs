@@ -14,11 +14,15 @@ use crate::common::PolicyMode;
 
 /// CEL regular expression for a granted scope: RFC 6749 scope-token characters, `:`-separated
 /// segments, `*` only as a whole segment. Kept equal to [`crate::scope::ScopeGrant::parse`] by a test.
-pub const GRANTED_SCOPE_REGEX: &str = r"^(\*|[!#-)+-9;-\[\]-~]+)(:(\*|[!#-)+-9;-\[\]-~]+))*$";
+/// One non-empty segment, or several (possibly empty) `:`-separated segments.
+pub const GRANTED_SCOPE_REGEX: &str = r"^((\*|[!#-)+-9;-\[\]-~]+)|(\*|[!#-)+-9;-\[\]-~]*)(:(\*|[!#-)+-9;-\[\]-~]*))+)$";
 /// CEL regular expression for a literal scope (no `*`).
 pub const LITERAL_SCOPE_REGEX: &str = r"^[!#-)+-\[\]-~]+$";
 
 /// Desired access rules for one or more MCP servers in the same namespace.
+// NB: clippy reads the repeated `type_ = "string"` of several `printcolumn(...)` entries as a
+// duplicated attribute; they are separate columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "palisade.dev",
@@ -69,7 +73,7 @@ pub struct McpAccessPolicySpec {
     /// them; a tool no rule matches is invisible and uncallable. The most specific match decides:
     /// an exact name beats a glob, a glob with more literal characters beats a shorter one.
     #[serde(default)]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 128))]
     pub tools: Vec<ToolRuleSpec>,
 
     /// Who holds which role.

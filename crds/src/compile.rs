@@ -28,7 +28,7 @@ use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
     DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, ToolDefinition, ToolRule,
 };
-use crate::document_check::is_dns_label;
+use crate::document_check::{is_dns_label, is_dns_subdomain, is_http_url, role_name_problem};
 use crate::evaluator::Policy;
 use crate::mcp_server::{JwtAlgorithm, McpServer, McpServerSpec};
 use crate::policy_tests::{TestOutcome, run_policy_tests};
@@ -93,7 +93,12 @@ pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Comp
         let spec = &policy.spec;
         check_policy(spec, &object, &tool_names, &server_object, &mut problems);
 
+        // A name repeated inside one policy is reported by `check_policy`; merge its first use only.
+        let mut merged = HashSet::new();
         for (i, role) in spec.roles.iter().enumerate() {
+            if !merged.insert(role.name.as_str()) {
+                continue;
+            }
             let scopes: BTreeSet<String> = role.scopes.iter().cloned().collect();
             let path = format!("spec.roles[{i}]");
             match roles.get_mut(&role.name) {
@@ -111,7 +116,11 @@ pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Comp
                 }
             }
         }
+        let mut merged = HashSet::new();
         for (i, rule) in spec.tools.iter().enumerate() {
+            if !merged.insert(rule.match_.as_str()) {
+                continue;
+            }
             let path = format!("spec.tools[{i}]");
             let required: BTreeSet<&String> = rule.required_scopes.iter().collect();
             match rules.get_mut(&rule.match_) {
@@ -233,18 +242,30 @@ pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Comp
     }
 
     let mut warnings = Vec::new();
-    for rule in policy.unused_rules() {
-        warnings.push(Problem::new(
-            rule.sources.first().map(|s| format!("McpAccessPolicy {s}")).as_deref(),
-            "spec.tools",
-            format!("the rule {:?} matches no tool of {server_object}", rule.match_),
-        ));
+    for p in &policies {
+        let object = format!("McpAccessPolicy {}", object_key(*p));
+        for (i, rule) in p.spec.tools.iter().enumerate() {
+            let pattern = ToolPattern::parse(&rule.match_).expect("checked");
+            if !server.spec.tools.iter().any(|t| pattern.matches(&t.name)) {
+                warnings.push(Problem::new(
+                    Some(&object),
+                    format!("spec.tools[{i}].match"),
+                    format!("{:?} matches no tool of {server_object}", rule.match_),
+                ));
+            }
+        }
     }
     let (_, unreachable) = policy.reachability();
     for tool in unreachable {
+        let index = server
+            .spec
+            .tools
+            .iter()
+            .position(|t| t.name == tool)
+            .unwrap_or_default();
         warnings.push(Problem::new(
             Some(&server_object),
-            "spec.tools",
+            format!("spec.tools[{index}]"),
             format!("no role can reach tool {tool:?}: it is visible only to tokens that carry its scopes themselves"),
         ));
     }
@@ -329,7 +350,10 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
             problems.push(
                 object,
                 format!("{path}.collection"),
-                format!("{:?} is not a DNS label of at most 50 characters", collection.collection),
+                format!(
+                    "{:?} is not a DNS label of at most 50 characters",
+                    collection.collection
+                ),
             );
         }
         if !collections.insert(collection.collection.as_str()) {
@@ -359,7 +383,11 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
             problems.push(object, format!("spec.tools[{i}].name"), e.to_string());
         }
         if !tools.insert(tool.name.as_str()) {
-            problems.push(object, format!("spec.tools[{i}].name"), format!("duplicate tool {:?}", tool.name));
+            problems.push(
+                object,
+                format!("spec.tools[{i}].name"),
+                format!("duplicate tool {:?}", tool.name),
+            );
         }
         if !collections.contains(tool.collection.as_str()) {
             problems.push(
@@ -369,8 +397,51 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
             );
         }
     }
+    let auth = &spec.auth;
+    if let Some(resource) = &auth.resource
+        && (!is_http_url(resource) || resource.contains('#'))
+    {
+        problems.push(
+            object,
+            "spec.auth.resource",
+            "resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)",
+        );
+    }
+    if auth.issuers.is_empty() && auth.api_keys.is_none() && !auth.allow_anonymous {
+        problems.push(
+            object,
+            "spec.auth",
+            "configure at least one issuer or an apiKeys table, or set allowAnonymous: true explicitly",
+        );
+    }
     let mut issuers = HashSet::new();
-    for (i, issuer) in spec.auth.issuers.iter().enumerate() {
+    for (i, issuer) in auth.issuers.iter().enumerate() {
+        let path = format!("spec.auth.issuers[{i}]");
+        let hmac = issuer.hmac_key.is_some();
+        if let Some(bad) = issuer.algorithms.iter().find(|a| a.is_hmac() != hmac) {
+            let message = if hmac {
+                format!("an hmacKey issuer accepts only HS256, HS384 or HS512, not {bad:?}")
+            } else {
+                format!("a JWKS or OIDC issuer never accepts {bad:?} (its public keys would become HMAC secrets)")
+            };
+            problems.push(object, format!("{path}.algorithms"), message);
+        }
+        if let Some(uri) = &issuer.jwks_uri
+            && !is_http_url(uri)
+        {
+            problems.push(
+                object,
+                format!("{path}.jwksUri"),
+                "jwksUri must be an absolute http(s) URL",
+            );
+        }
+        if !hmac && issuer.jwks_uri.is_none() && !is_http_url(&issuer.issuer) {
+            problems.push(
+                object,
+                format!("{path}.issuer"),
+                "without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL",
+            );
+        }
         if !issuers.insert(issuer.issuer.as_str()) {
             problems.push(
                 object,
@@ -399,8 +470,15 @@ fn check_policy(
     let object = Some(object);
     let mut roles = HashSet::new();
     for (i, role) in spec.roles.iter().enumerate() {
+        if let Some(message) = role_name_problem(&role.name) {
+            problems.push(object, format!("spec.roles[{i}].name"), message);
+        }
         if !roles.insert(role.name.as_str()) {
-            problems.push(object, format!("spec.roles[{i}].name"), format!("duplicate role {:?}", role.name));
+            problems.push(
+                object,
+                format!("spec.roles[{i}].name"),
+                format!("duplicate role {:?}", role.name),
+            );
         }
         for (j, scope) in role.scopes.iter().enumerate() {
             if let Err(e) = ScopeGrant::parse(scope) {
@@ -440,7 +518,10 @@ fn check_policy(
                 format!("role {:?} is not defined in spec.roles", binding.role),
             );
         }
-        if binding.subjects.is_empty() && binding.groups.is_empty() && binding.service_accounts.is_empty() && !binding.anonymous
+        if binding.subjects.is_empty()
+            && binding.groups.is_empty()
+            && binding.service_accounts.is_empty()
+            && !binding.anonymous
         {
             problems.push(
                 object,
@@ -457,6 +538,11 @@ fn check_policy(
                 );
             }
         }
+        for (j, account) in binding.service_accounts.iter().enumerate() {
+            if let Some(message) = service_account_problem(account) {
+                problems.push(object, format!("spec.bindings[{i}].serviceAccounts[{j}]"), message);
+            }
+        }
         for (j, group) in binding.groups.iter().enumerate() {
             if group == "*" || group == "system:unauthenticated" {
                 problems.push(
@@ -471,7 +557,11 @@ fn check_policy(
     for (i, test) in spec.tests.iter().enumerate() {
         let path = format!("spec.tests[{i}]");
         if !names.insert(test.name.as_str()) {
-            problems.push(object, format!("{path}.name"), format!("duplicate test {:?}", test.name));
+            problems.push(
+                object,
+                format!("{path}.name"),
+                format!("duplicate test {:?}", test.name),
+            );
         }
         let lists = [
             ("visibleTools", test.visible_tools.as_deref().unwrap_or_default()),
@@ -498,13 +588,44 @@ fn check_policy(
                 );
             }
         }
+        let identity = &test.identity;
+        if identity.anonymous
+            && (identity.subject.is_some()
+                || !identity.scopes.is_empty()
+                || !identity.roles.is_empty()
+                || !identity.groups.is_empty()
+                || identity.service_account.is_some())
+        {
+            problems.push(
+                object,
+                format!("{path}.identity"),
+                "an anonymous identity has no subject, scopes, roles, groups or service account",
+            );
+        }
+        if let Some(message) = identity.service_account.as_ref().and_then(service_account_problem) {
+            problems.push(object, format!("{path}.identity.serviceAccount"), message);
+        }
         for (j, scope) in test.identity.scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {
                 problems.push(object, format!("{path}.identity.scopes[{j}]"), e.to_string());
             }
         }
         if test.visible_tools.is_none() && test.allowed.is_empty() && test.denied.is_empty() {
-            problems.push(object, path.clone(), "a test must assert something: set visibleTools, allowed or denied");
+            problems.push(
+                object,
+                path.clone(),
+                "a test must assert something: set visibleTools, allowed or denied",
+            );
         }
     }
+}
+
+fn service_account_problem(account: &ServiceAccountRef) -> Option<String> {
+    if account.namespace.as_deref().is_some_and(|ns| !is_dns_label(ns)) {
+        return Some(format!(
+            "namespace {:?} is not a DNS label",
+            account.namespace.as_deref().unwrap_or_default()
+        ));
+    }
+    (!is_dns_subdomain(&account.name)).then(|| format!("{:?} is not a service account name", account.name))
 }

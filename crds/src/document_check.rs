@@ -11,12 +11,15 @@ use crate::tool_match::{ToolPattern, check_tool_name};
 
 /// Records every structural problem of `document` in `problems`.
 pub fn check(document: &PolicyDocument, problems: &mut Problems) {
-    if document.api_version != API_VERSION || document.kind != KIND {
+    if document.api_version != API_VERSION {
         problems.push(
             None,
             "apiVersion",
-            format!("expected {API_VERSION} {KIND}, found {} {}", document.api_version, document.kind),
+            format!("expected {API_VERSION:?}, found {:?}", document.api_version),
         );
+    }
+    if document.kind != KIND {
+        problems.push(None, "kind", format!("expected {KIND:?}, found {:?}", document.kind));
     }
     check_authentication(document, problems);
 
@@ -26,11 +29,18 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
             problems.push(
                 None,
                 format!("collections[{i}].name"),
-                format!("{:?} is not a DNS label (lower-case letters, digits and '-', at most 63)", collection.name),
+                format!(
+                    "{:?} is not a DNS label (lower-case letters, digits and '-', at most 63)",
+                    collection.name
+                ),
             );
         }
         if !collections.insert(collection.name.as_str()) {
-            problems.push(None, format!("collections[{i}].name"), format!("duplicate collection {:?}", collection.name));
+            problems.push(
+                None,
+                format!("collections[{i}].name"),
+                format!("duplicate collection {:?}", collection.name),
+            );
         }
     }
 
@@ -40,13 +50,20 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
             problems.push(None, format!("tools[{i}].name"), e.to_string());
         }
         if !tools.insert(tool.name.as_str()) {
-            problems.push(None, format!("tools[{i}].name"), format!("duplicate tool {:?}", tool.name));
+            problems.push(
+                None,
+                format!("tools[{i}].name"),
+                format!("duplicate tool {:?}", tool.name),
+            );
         }
         if !collections.contains(tool.collection.as_str()) {
             problems.push(
                 None,
                 format!("tools[{i}].collection"),
-                format!("tool {:?} serves collection {:?}, which is not defined", tool.name, tool.collection),
+                format!(
+                    "tool {:?} serves collection {:?}, which is not defined",
+                    tool.name, tool.collection
+                ),
             );
         }
     }
@@ -57,7 +74,11 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
             problems.push(None, format!("rules[{i}].match"), e.to_string());
         }
         if !matches.insert(rule.match_.as_str()) {
-            problems.push(None, format!("rules[{i}].match"), format!("duplicate rule for {:?}", rule.match_));
+            problems.push(
+                None,
+                format!("rules[{i}].match"),
+                format!("duplicate rule for {:?}", rule.match_),
+            );
         }
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {
@@ -68,11 +89,15 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
 
     let mut roles = HashMap::new();
     for (i, role) in document.roles.iter().enumerate() {
-        if role.name.is_empty() {
-            problems.push(None, format!("roles[{i}].name"), "role name must not be empty");
+        if let Some(message) = role_name_problem(&role.name) {
+            problems.push(None, format!("roles[{i}].name"), message);
         }
         if roles.insert(role.name.as_str(), i).is_some() {
-            problems.push(None, format!("roles[{i}].name"), format!("duplicate role {:?}", role.name));
+            problems.push(
+                None,
+                format!("roles[{i}].name"),
+                format!("duplicate role {:?}", role.name),
+            );
         }
         for (j, scope) in role.scopes.iter().enumerate() {
             if let Err(e) = ScopeGrant::parse(scope) {
@@ -101,7 +126,10 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
             );
         }
         for (j, account) in binding.service_accounts.iter().enumerate() {
-            if account.split_once('/').is_none_or(|(ns, name)| ns.is_empty() || name.is_empty()) {
+            let well_formed = account
+                .split_once('/')
+                .is_some_and(|(namespace, name)| is_dns_label(namespace) && is_dns_subdomain(name));
+            if !well_formed {
                 problems.push(
                     None,
                     format!("bindings[{i}].serviceAccounts[{j}]"),
@@ -114,8 +142,7 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
 
 fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
     let auth = &document.authentication;
-    if !(auth.resource.starts_with("https://") || auth.resource.starts_with("http://")) || auth.resource.contains('#')
-    {
+    if !(auth.resource.starts_with("https://") || auth.resource.starts_with("http://")) || auth.resource.contains('#') {
         problems.push(
             None,
             "authentication.resource",
@@ -136,7 +163,11 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
             problems.push(None, format!("{path}.issuer"), "issuer must not be empty");
         }
         if !seen.insert(issuer.issuer.as_str()) {
-            problems.push(None, format!("{path}.issuer"), format!("duplicate issuer {:?}", issuer.issuer));
+            problems.push(
+                None,
+                format!("{path}.issuer"),
+                format!("duplicate issuer {:?}", issuer.issuer),
+            );
         }
         if issuer.audiences.is_empty() {
             problems.push(None, format!("{path}.audiences"), "at least one audience is required");
@@ -153,9 +184,16 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
             };
             problems.push(None, format!("{path}.algorithms"), message);
         }
-        if matches!(issuer.keys, KeySource::OidcDiscovery)
-            && !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://"))
+        if let KeySource::JwksUri(uri) = &issuer.keys
+            && !is_http_url(uri)
         {
+            problems.push(
+                None,
+                format!("{path}.keys.jwksUri"),
+                "jwksUri must be an absolute http(s) URL",
+            );
+        }
+        if matches!(issuer.keys, KeySource::OidcDiscovery) && !is_http_url(&issuer.issuer) {
             problems.push(
                 None,
                 format!("{path}.issuer"),
@@ -169,7 +207,43 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Whether `s` is an RFC 1123 DNS subdomain (Kubernetes object names).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Whether `s` is an absolute `http://` or `https://` URL with a host and no white space.
+pub fn is_http_url(s: &str) -> bool {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    rest.is_some_and(|rest| {
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        !host.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
+}
+
+/// What is wrong with a role name, if anything: 1 to 128 characters, starting with a letter or
+/// digit, then letters, digits, `-`, `_`, `.` or `:`.
+pub fn role_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let well_formed = name.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+    (!well_formed).then(|| {
+        format!("{name:?} is not a role name: 1 to 128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit")
+    })
 }

@@ -211,12 +211,19 @@ impl Policy {
     /// depend on the order it was written in). Every problem is reported with the document path
     /// it is at.
     pub fn new(document: PolicyDocument) -> Result<Self, Problems> {
-        let document = document.normalized();
+        // Check the document as written, so that paths point at what its author wrote.
         let mut problems = Problems::default();
         crate::document_check::check(&document, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
+        let written_position: HashMap<String, usize> = document
+            .tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        let document = document.normalized();
 
         // Intern every scope a rule requires.
         let mut scope_index: HashMap<String, u32> = HashMap::new();
@@ -231,7 +238,8 @@ impl Policy {
         }
         let words = scopes.len().div_ceil(64).max(1);
 
-        // Resolve each tool's rule: the most specific match; equal specificity must agree.
+        // Resolve each tool's rule: the most specific match. Rules at that specificity must agree;
+        // a less specific disagreement is irrelevant, since the more specific rule decides.
         let patterns: Vec<ToolPattern> = document
             .rules
             .iter()
@@ -240,28 +248,30 @@ impl Policy {
         let mut tools = Vec::with_capacity(document.tools.len());
         let mut tool_index = HashMap::with_capacity(document.tools.len());
         for (t, tool) in document.tools.iter().enumerate() {
+            let matching: Vec<(Specificity, usize)> = patterns
+                .iter()
+                .enumerate()
+                .filter(|(_, pattern)| pattern.matches(&tool.name))
+                .map(|(r, pattern)| (pattern.specificity(), r))
+                .collect();
+            let top = matching.iter().map(|&(s, _)| s).max();
             let mut best: Option<(Specificity, usize)> = None;
-            for (r, pattern) in patterns.iter().enumerate() {
-                if !pattern.matches(&tool.name) {
-                    continue;
-                }
-                let specificity = pattern.specificity();
+            for &(specificity, r) in matching.iter().filter(|&&(s, _)| Some(s) == top) {
                 match best {
-                    Some((s, _)) if s > specificity => {}
-                    Some((s, b)) if s == specificity => {
+                    Some((_, b)) => {
                         let (x, y) = (&document.rules[b], &document.rules[r]);
                         if x.required_scopes != y.required_scopes || x.mode != y.mode {
                             problems.push(
                                 None,
-                                format!("tools[{t}]"),
+                                format!("tools[{}]", written_position[&tool.name]),
                                 format!(
-                                    "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes; add a rule for the exact name",
+                                    "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes or modes; add a rule for the exact name",
                                     tool.name, x.match_, y.match_
                                 ),
                             );
                         }
                     }
-                    _ => best = Some((specificity, r)),
+                    None => best = Some((specificity, r)),
                 }
             }
             let rule = best.map(|(_, r)| r);
@@ -424,8 +434,7 @@ impl Policy {
         for (definition, tool) in self.document.tools.iter().zip(&self.tools) {
             // A tool is reachable when one role alone covers it, or it needs no scope at all.
             let by_one_role = tool.rule.is_some()
-                && (tool.required_ids.is_empty()
-                    || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)));
+                && (tool.required_ids.is_empty() || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)));
             if by_one_role {
                 reachable.push(definition.name.as_str());
             } else {
@@ -433,31 +442,6 @@ impl Policy {
             }
         }
         (reachable, unreachable)
-    }
-
-    /// Rules whose pattern matches none of the server's tools.
-    pub fn unused_rules(&self) -> Vec<&ToolRule> {
-        let used: Vec<bool> = {
-            let mut used = vec![false; self.document.rules.len()];
-            for tool in &self.tools {
-                if let Some(r) = tool.rule {
-                    used[r] = true;
-                }
-            }
-            used
-        };
-        self.document
-            .rules
-            .iter()
-            .zip(used)
-            .filter(|(rule, used)| {
-                !used && {
-                    let pattern = ToolPattern::parse(&rule.match_).expect("checked");
-                    !self.document.tools.iter().any(|t| pattern.matches(&t.name))
-                }
-            })
-            .map(|(rule, _)| rule)
-            .collect()
     }
 }
 

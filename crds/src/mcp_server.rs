@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::common::SecretKeySource;
 
 /// Desired state of an MCP server.
+// NB: clippy reads the repeated `type_ = "string"` of several `printcolumn(...)` entries as a
+// duplicated attribute; they are separate columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "palisade.dev",
@@ -29,7 +32,11 @@ use crate::common::SecretKeySource;
     status = "McpServerStatus",
     cel,
     doc = "An MCP server that serves document collections as tools and resources, authenticates every request and enforces the McpAccessPolicies that target it.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -67,7 +74,7 @@ pub struct McpServerSpec {
     /// Tools the server offers. Each serves one collection with one action. Which callers see and
     /// may call a tool is decided by the McpAccessPolicies that target this server.
     #[serde(default)]
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 128))]
     pub tools: Vec<ToolSpec>,
 
     /// How callers authenticate.
@@ -220,7 +227,7 @@ pub struct AuthSpec {
     /// `http://<name>.<namespace>.svc.cluster.local/mcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://')) && !self.contains('#')")
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://')) && url(self).getHost() != '' && !self.contains('#')")
         .message("resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)"))]
     pub resource: Option<String>,
 
@@ -277,7 +284,7 @@ pub struct IssuerSpec {
     /// URL of the issuer's JSON Web Key Set, instead of OIDC discovery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))")
+    #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://')) && url(self).getHost() != ''")
         .message("jwksUri must be an absolute http(s) URL"))]
     pub jwks_uri: Option<String>,
 

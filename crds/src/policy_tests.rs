@@ -64,7 +64,9 @@ fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<Strin
     let known_roles: BTreeSet<&str> = policy.document().roles.iter().map(|r| r.name.as_str()).collect();
     for role in &test.identity.roles {
         if !known_roles.contains(role.as_str()) {
-            failures.push(format!("identity role {role:?} is not defined by any policy of this server"));
+            failures.push(format!(
+                "identity role {role:?} is not defined by any policy of this server"
+            ));
         }
     }
     let access = policy.access(&test_identity(test, namespace));
@@ -104,7 +106,10 @@ fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<Strin
             .filter(|t| allows(t))
             .collect();
         for tool in visible.difference(&expected) {
-            failures.push(format!("sees {tool}, which visibleTools does not list ({})", why_allowed(tool)));
+            failures.push(format!(
+                "sees {tool}, which visibleTools does not list ({})",
+                why_allowed(tool)
+            ));
         }
         for tool in expected.difference(&visible) {
             failures.push(format!("does not see {tool} ({})", why_denied(tool)));

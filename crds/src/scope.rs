@@ -38,9 +38,9 @@ impl fmt::Display for ScopeSyntaxError {
                 f,
                 "scope contains {c:?}; scopes are printable ASCII without spaces, '\"' or '\\' (RFC 6749 section 3.3)"
             ),
-            Self::PartialWildcard => f.write_str(
-                "malformed wildcard: '*' must stand for a whole ':'-separated segment, e.g. 'docs:*'",
-            ),
+            Self::PartialWildcard => {
+                f.write_str("malformed wildcard: '*' must stand for a whole ':'-separated segment, e.g. 'docs:*'")
+            }
             Self::WildcardNotAllowed => {
                 f.write_str("required scopes are literal; '*' is only allowed in the scopes a role grants")
             }
@@ -165,10 +165,7 @@ mod tests {
             ScopeGrant::parse("docs read"),
             Err(ScopeSyntaxError::InvalidCharacter(' '))
         );
-        assert_eq!(
-            ScopeGrant::parse("dócs"),
-            Err(ScopeSyntaxError::InvalidCharacter('ó'))
-        );
+        assert_eq!(ScopeGrant::parse("dócs"), Err(ScopeSyntaxError::InvalidCharacter('ó')));
         assert_eq!(
             ScopeGrant::parse(&"a".repeat(MAX_SCOPE_LEN + 1)),
             Err(ScopeSyntaxError::TooLong)

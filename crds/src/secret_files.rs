@@ -46,7 +46,10 @@ pub fn secret_file(server: &str, source: &SecretKeySource, purpose: SecretPurpos
         ),
         // Rejected by CEL at admission; kept total so that a malformed object in the cluster
         // yields a file that does not exist (SecretsReady=False), never a panic.
-        (None, None) => (default_target_secret_name(server, purpose), purpose_key(purpose).to_owned()),
+        (None, None) => (
+            default_target_secret_name(server, purpose),
+            purpose_key(purpose).to_owned(),
+        ),
     };
     let path = format!("{SECRETS_DIR}/{secret_name}/{key}");
     SecretFile { secret_name, key, path }

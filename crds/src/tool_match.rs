@@ -51,10 +51,7 @@ fn check(name: &str, allow_star: bool) -> Result<(), ToolNameError> {
     if name.len() > MAX_TOOL_NAME_LEN {
         return Err(ToolNameError::TooLong);
     }
-    match name
-        .chars()
-        .find(|&c| !(is_name_char(c) || (allow_star && c == '*')))
-    {
+    match name.chars().find(|&c| !(is_name_char(c) || (allow_star && c == '*'))) {
         Some(c) => Err(ToolNameError::InvalidCharacter(c)),
         None => Ok(()),
     }

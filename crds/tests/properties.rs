@@ -1,0 +1,312 @@
+//! Properties of the evaluator and the compiler over random policies and identities:
+//! - a tool is listed iff a call to it is permitted (and likewise for collections);
+//! - adding a scope, a role or a group never hides a tool;
+//! - compiling the same policies in any order gives the same document and hash.
+
+use std::collections::BTreeSet;
+
+use palisade_crds::access_policy::{BindingSpec, McpAccessPolicySpec, RoleSpec, TargetRef, ToolRuleSpec};
+use palisade_crds::common::PolicyMode;
+use palisade_crds::mcp_server::{AuthSpec, ConfigMapRef, DocumentCollection, ToolAction, ToolSpec};
+use palisade_crds::{Identity, McpAccessPolicy, McpServer, McpServerSpec, compile};
+use proptest::prelude::*;
+
+const SCOPES: [&str; 6] = ["a:read", "a:write", "b:read", "b:write", "c:read", "c:list"];
+const GRANTS: [&str; 9] = [
+    "a:read", "a:write", "b:read", "b:write", "c:read", "c:list", "a:*", "*:read", "c:*",
+];
+const ACTIONS: [ToolAction; 4] = [
+    ToolAction::List,
+    ToolAction::Get,
+    ToolAction::Search,
+    ToolAction::ReadAll,
+];
+
+#[derive(Debug, Clone)]
+struct Case {
+    tools: Vec<(usize, usize)>,                  // (collection, action) per tool t0..tn
+    roles: Vec<Vec<usize>>,                      // grants per role r0..rn
+    exact_rules: Vec<(usize, Vec<usize>, bool)>, // (tool, required scopes, in second policy)
+    glob_rules: Vec<(usize, Vec<usize>)>,        // (glob index, required scopes)
+    bindings: Vec<(usize, usize)>,               // (role, group)
+    audit: (bool, bool),
+}
+
+const GLOBS: [&str; 3] = ["*", "t*", "t1*"];
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..12).prop_flat_map(|n| {
+        (
+            prop::collection::vec((0usize..3, 0usize..4), n),
+            prop::collection::vec(prop::collection::vec(0usize..GRANTS.len(), 0..4), 0..5),
+            prop::collection::btree_map(
+                0..n,
+                (prop::collection::vec(0usize..SCOPES.len(), 0..3), any::<bool>()),
+                0..=n,
+            ),
+            prop::collection::btree_map(
+                0usize..GLOBS.len(),
+                prop::collection::vec(0usize..SCOPES.len(), 0..3),
+                0..=2,
+            ),
+            prop::collection::vec((0usize..5, 0usize..4), 0..6),
+            (prop::bool::weighted(0.2), prop::bool::weighted(0.2)),
+        )
+            .prop_map(|(tools, roles, exact, globs, bindings, audit)| Case {
+                tools,
+                exact_rules: exact.into_iter().map(|(t, (s, second))| (t, s, second)).collect(),
+                glob_rules: globs.into_iter().collect(),
+                bindings: bindings.into_iter().filter(|(r, _)| *r < roles.len()).collect(),
+                roles,
+                audit,
+            })
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    scopes: BTreeSet<usize>,
+    roles: BTreeSet<usize>,
+    groups: BTreeSet<usize>,
+    anonymous: bool,
+}
+
+fn caller() -> impl Strategy<Value = Caller> {
+    (
+        prop::collection::btree_set(0usize..SCOPES.len(), 0..4),
+        prop::collection::btree_set(0usize..6, 0..3),
+        prop::collection::btree_set(0usize..4, 0..3),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(scopes, roles, groups, anonymous)| Caller {
+            scopes,
+            roles,
+            groups,
+            anonymous,
+        })
+}
+
+fn identity(caller: &Caller) -> Identity {
+    Identity {
+        subject: (!caller.anonymous).then(|| "someone".into()),
+        scopes: caller.scopes.iter().map(|&s| SCOPES[s].into()).collect(),
+        roles: caller.roles.iter().map(|r| format!("r{r}")).collect(),
+        groups: caller.groups.iter().map(|g| format!("g{g}")).collect(),
+        service_account: None,
+        anonymous: caller.anonymous,
+    }
+}
+
+/// Deterministic shuffle for order-independence checks.
+fn shuffle<T>(items: &mut [T], seed: &mut u64) {
+    for i in (1..items.len()).rev() {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        items.swap(i, (*seed >> 33) as usize % (i + 1));
+    }
+}
+
+fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) {
+    let mut seed = seed.unwrap_or(0);
+    let shuffling = seed != 0;
+    let mut maybe_shuffle = |items: &mut dyn FnMut(&mut u64)| {
+        if shuffling {
+            items(&mut seed)
+        }
+    };
+    let mut documents: Vec<DocumentCollection> = (0..3)
+        .map(|c| DocumentCollection {
+            collection: format!("c{c}"),
+            description: None,
+            config_map_ref: Some(ConfigMapRef {
+                name: format!("docs-{c}"),
+            }),
+            inline: None,
+        })
+        .collect();
+    let mut tools: Vec<ToolSpec> = case
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(t, &(c, a))| ToolSpec {
+            name: format!("t{t}"),
+            title: None,
+            description: None,
+            collection: format!("c{c}"),
+            action: ACTIONS[a],
+        })
+        .collect();
+    maybe_shuffle(&mut |s| shuffle(&mut documents, s));
+    maybe_shuffle(&mut |s| shuffle(&mut tools, s));
+    let mut server = McpServer::new(
+        "srv",
+        McpServerSpec {
+            replicas: None,
+            image: None,
+            image_pull_policy: None,
+            documents,
+            tools,
+            auth: AuthSpec {
+                allow_anonymous: true,
+                ..AuthSpec::default()
+            },
+            service: None,
+            resources: None,
+            scheduling: None,
+            service_account: None,
+            network_policy: None,
+            pod_disruption_budget: None,
+            autoscaling: None,
+        },
+    );
+    server.metadata.namespace = Some("ns".into());
+
+    let scopes = |list: &[usize]| -> Vec<String> {
+        let mut v: Vec<String> = list.iter().map(|&s| SCOPES[s].to_owned()).collect();
+        v.dedup();
+        v
+    };
+    let mut roles: Vec<RoleSpec> = case
+        .roles
+        .iter()
+        .enumerate()
+        .map(|(r, grants)| RoleSpec {
+            name: format!("r{r}"),
+            description: None,
+            scopes: grants.iter().map(|&g| GRANTS[g].to_owned()).collect(),
+        })
+        .collect();
+    let mut bindings: Vec<BindingSpec> = case
+        .bindings
+        .iter()
+        .map(|&(r, g)| BindingSpec {
+            role: format!("r{r}"),
+            subjects: vec![],
+            groups: vec![format!("g{g}")],
+            service_accounts: vec![],
+            anonymous: g == 3,
+        })
+        .collect();
+    let (mut first_rules, mut second_rules) = (Vec::new(), Vec::new());
+    for (t, required, second) in &case.exact_rules {
+        let rule = ToolRuleSpec {
+            match_: format!("t{t}"),
+            required_scopes: scopes(required),
+        };
+        if *second {
+            second_rules.push(rule)
+        } else {
+            first_rules.push(rule)
+        }
+    }
+    for (g, required) in &case.glob_rules {
+        first_rules.push(ToolRuleSpec {
+            match_: GLOBS[*g].into(),
+            required_scopes: scopes(required),
+        });
+    }
+    for list in [&mut first_rules, &mut second_rules] {
+        maybe_shuffle(&mut |s| shuffle(list, s));
+        for rule in list.iter_mut() {
+            maybe_shuffle(&mut |s| shuffle(&mut rule.required_scopes, s));
+        }
+    }
+    maybe_shuffle(&mut |s| shuffle(&mut roles, s));
+    maybe_shuffle(&mut |s| shuffle(&mut bindings, s));
+    let policy = |name: &str, spec: McpAccessPolicySpec| {
+        let mut p = McpAccessPolicy::new(name, spec);
+        p.metadata.namespace = Some("ns".into());
+        p
+    };
+    let mode = |audit: bool| if audit { PolicyMode::Audit } else { PolicyMode::Enforce };
+    let target = vec![TargetRef {
+        name: "srv".into(),
+        namespace: None,
+    }];
+    let mut policies = vec![
+        policy(
+            "first",
+            McpAccessPolicySpec {
+                target_refs: target.clone(),
+                target_selector: None,
+                roles,
+                tools: first_rules,
+                bindings,
+                mode: mode(case.audit.0),
+                tests: vec![],
+            },
+        ),
+        policy(
+            "second",
+            McpAccessPolicySpec {
+                target_refs: target,
+                target_selector: None,
+                roles: vec![],
+                tools: second_rules,
+                bindings: vec![],
+                mode: mode(case.audit.1),
+                tests: vec![],
+            },
+        ),
+    ];
+    maybe_shuffle(&mut |s| shuffle(&mut policies, s));
+    (server, policies)
+}
+
+fn compiled(case: &Case, seed: Option<u64>) -> palisade_crds::Compiled {
+    let (server, policies) = objects(case, seed);
+    let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
+    compile(&server, &refs).expect("generated policies are valid")
+}
+
+fn visible(compiled: &palisade_crds::Compiled, caller: &Caller) -> BTreeSet<String> {
+    let access = compiled.policy.access(&identity(caller));
+    access.visible_tools().map(|t| t.name.clone()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn listing_equals_permission_to_call(case in case(), caller in caller()) {
+        let compiled = compiled(&case, None);
+        let access = compiled.policy.access(&identity(&caller));
+        let listed: BTreeSet<&str> = access.visible_tools().map(|t| t.name.as_str()).collect();
+        for tool in compiled.policy.tools() {
+            let permitted = access.check_tool(&tool.name).effect.permits();
+            prop_assert_eq!(listed.contains(tool.name.as_str()), permitted, "tool {}", tool.name);
+        }
+        let collections: BTreeSet<&str> = access.visible_collections().collect();
+        for collection in ["c0", "c1", "c2"] {
+            let permitted = access.check_collection(collection).effect.permits();
+            prop_assert_eq!(collections.contains(collection), permitted, "collection {}", collection);
+        }
+    }
+
+    #[test]
+    fn more_scopes_roles_or_groups_never_hide_a_tool(
+        case in case(),
+        caller in caller(),
+        extra_scope in 0usize..SCOPES.len(),
+        extra_role in 0usize..6,
+        extra_group in 0usize..4,
+    ) {
+        let compiled = compiled(&case, None);
+        let before = visible(&compiled, &caller);
+        for grown in [
+            Caller { scopes: caller.scopes.iter().copied().chain([extra_scope]).collect(), ..caller.clone() },
+            Caller { roles: caller.roles.iter().copied().chain([extra_role]).collect(), ..caller.clone() },
+            Caller { groups: caller.groups.iter().copied().chain([extra_group]).collect(), ..caller.clone() },
+        ] {
+            let after = visible(&compiled, &grown);
+            prop_assert!(before.is_subset(&after), "{:?} hid {:?}", grown, before.difference(&after).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_compiled_document_does_not_depend_on_input_order(case in case(), seed in 1u64..u64::MAX) {
+        let reference = compiled(&case, None);
+        let shuffled = compiled(&case, Some(seed));
+        prop_assert_eq!(reference.policy.document().to_yaml(), shuffled.policy.document().to_yaml());
+        prop_assert_eq!(reference.policy.hash(), shuffled.policy.hash());
+    }
+}
