@@ -1,0 +1,405 @@
+//! Authentication: from the credentials of a request to a [`Principal`], or an [`AuthError`].
+//!
+//! Mechanisms, all configured by the mounted PolicyDocument and secret files:
+//! - **JWT** bearer tokens from the document's issuers: HS256/384/512 with a key file; RS/PS/ES/
+//!   EdDSA with keys from a JWKS URL or OIDC discovery ([`jwks`]). The token's `alg` is never
+//!   trusted beyond the issuer's allow-list; `iss` must match exactly; `aud` must contain one of
+//!   the issuer's audiences (by default the server's resource URI, RFC 8707); `exp` is required;
+//!   `nbf` and `iat` are honoured with the document's leeway.
+//! - **API keys** ([`api_keys`]): sent as `X-API-Key: <key>`, or as a bearer token that is not a
+//!   JWT.
+//! - **Anonymous** callers, only when the document allows them.
+//!
+//! Verified JWTs are cached until they expire, keyed by the SHA-256 of the whole token (so a
+//! cached entry can only be hit by the very same token), in a cache that belongs to one loaded
+//! policy and is dropped with it on reload.
+//!
+//! What this does not do: decide what a caller may do (the evaluator does), or log anything
+//! that a token contains beyond the subject and issuer the audit event records.
+
+pub mod api_keys;
+pub mod claims;
+pub mod error;
+pub mod jwks;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use palisade_crds::Identity;
+use palisade_crds::document::{Authentication, Issuer, KeySource};
+use palisade_crds::mcp_server::JwtAlgorithm;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use self::api_keys::ApiKeyTable;
+pub use self::error::{AuthError, Reason};
+use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
+
+/// How a caller authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A JWT bearer token.
+    Jwt,
+    /// An API key.
+    ApiKey,
+    /// No credentials.
+    Anonymous,
+}
+
+impl AuthMethod {
+    /// Label for audit events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::ApiKey => "api_key",
+            Self::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// What the evaluator needs.
+    pub identity: Identity,
+    /// How it authenticated.
+    pub method: AuthMethod,
+    /// The JWT issuer, or the API key's id.
+    pub issuer: Option<String>,
+    /// `exp` of the token (Unix seconds).
+    pub expires_at: Option<u64>,
+}
+
+/// The credentials a request presents, as the HTTP layer extracted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// Nothing.
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+    /// `X-API-Key: <key>`.
+    ApiKey(&'a str),
+}
+
+/// Limits and intervals that are not part of the policy.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Longest token or API key accepted, in bytes.
+    pub max_token_bytes: usize,
+    /// Least time between two unknown-`kid` refetches of one issuer.
+    pub jwks_min_refetch_interval: Duration,
+    /// Most verified tokens cached per loaded policy.
+    pub token_cache_capacity: usize,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: 8 * 1024,
+            jwks_min_refetch_interval: Duration::from_secs(10),
+            token_cache_capacity: 10_000,
+        }
+    }
+}
+
+enum Keys {
+    Hmac(DecodingKey),
+    Jwks(Arc<JwksCache>),
+}
+
+struct Verifier {
+    config: Issuer,
+    algorithms: Vec<Algorithm>,
+    keys: Keys,
+}
+
+/// A problem loading the authentication configuration (key files, API-key table).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthLoadError {
+    /// A secret file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An HMAC key file is empty.
+    #[error("HMAC key file {path} is empty")]
+    EmptyKey {
+        /// The file.
+        path: String,
+    },
+    /// The API-key table is not valid.
+    #[error("{path}: {source}")]
+    ApiKeys {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: api_keys::ApiKeyTableError,
+    },
+}
+
+/// Everything needed to authenticate requests under one loaded policy.
+pub struct Authenticator {
+    allow_anonymous: bool,
+    leeway: u64,
+    settings: AuthSettings,
+    issuers: HashMap<String, Verifier>,
+    api_keys: Option<ApiKeyTable>,
+    cache: RwLock<HashMap<[u8; 32], Principal>>,
+}
+
+/// What [`Authenticator::load`] needs from the running server.
+pub struct LoadContext<'a> {
+    /// Keys caches kept across reloads.
+    pub registry: &'a JwksRegistry,
+    /// HTTP client for JWKS and discovery.
+    pub http: &'a reqwest::Client,
+    /// Called after each JWKS fetch decision.
+    pub observer: FetchObserver,
+    /// Limits.
+    pub settings: AuthSettings,
+}
+
+fn read_secret(path: &str) -> Result<Vec<u8>, AuthLoadError> {
+    std::fs::read(path).map_err(|source| AuthLoadError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn algorithm(alg: JwtAlgorithm) -> Algorithm {
+    match alg {
+        JwtAlgorithm::HS256 => Algorithm::HS256,
+        JwtAlgorithm::HS384 => Algorithm::HS384,
+        JwtAlgorithm::HS512 => Algorithm::HS512,
+        JwtAlgorithm::RS256 => Algorithm::RS256,
+        JwtAlgorithm::RS384 => Algorithm::RS384,
+        JwtAlgorithm::RS512 => Algorithm::RS512,
+        JwtAlgorithm::PS256 => Algorithm::PS256,
+        JwtAlgorithm::PS384 => Algorithm::PS384,
+        JwtAlgorithm::PS512 => Algorithm::PS512,
+        JwtAlgorithm::ES256 => Algorithm::ES256,
+        JwtAlgorithm::ES384 => Algorithm::ES384,
+        JwtAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+/// The HMAC key in a key file: the raw bytes, without one trailing newline (as `echo` or a
+/// Kubernetes Secret created from a file tends to add).
+pub fn hmac_key_bytes(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.ends_with(b"\n") {
+        bytes.pop();
+        if bytes.ends_with(b"\r") {
+            bytes.pop();
+        }
+    }
+    bytes
+}
+
+impl Authenticator {
+    /// Reads the key files and API-key table that `auth` names, and binds JWKS issuers to their
+    /// (shared) key caches.
+    pub fn load(auth: &Authentication, context: &LoadContext<'_>) -> Result<Self, AuthLoadError> {
+        let mut issuers = HashMap::new();
+        let mut used = Vec::new();
+        for issuer in &auth.issuers {
+            let keys = match &issuer.keys {
+                KeySource::HmacKeyFile(path) => {
+                    let key = hmac_key_bytes(read_secret(path)?);
+                    if key.is_empty() {
+                        return Err(AuthLoadError::EmptyKey { path: path.clone() });
+                    }
+                    Keys::Hmac(DecodingKey::from_secret(&key))
+                }
+                source => {
+                    let location = match source {
+                        KeySource::JwksUri(uri) => KeyLocation::JwksUri(uri.clone()),
+                        _ => KeyLocation::Discovery {
+                            issuer: issuer.issuer.clone(),
+                        },
+                    };
+                    used.push((issuer.issuer.clone(), location.clone()));
+                    Keys::Jwks(context.registry.cache(&issuer.issuer, location.clone(), || {
+                        JwksCache::new(
+                            &issuer.issuer,
+                            location,
+                            Duration::from_secs(issuer.jwks_cache_ttl_seconds.into()),
+                            context.settings.jwks_min_refetch_interval,
+                            context.http.clone(),
+                            context.observer.clone(),
+                        )
+                    }))
+                }
+            };
+            issuers.insert(
+                issuer.issuer.clone(),
+                Verifier {
+                    algorithms: issuer.algorithms.iter().map(|&a| algorithm(a)).collect(),
+                    config: issuer.clone(),
+                    keys,
+                },
+            );
+        }
+        context.registry.retain(&used);
+        let api_keys = match &auth.api_keys_file {
+            None => None,
+            Some(path) => {
+                let text = String::from_utf8_lossy(&read_secret(path)?).into_owned();
+                Some(ApiKeyTable::parse(&text).map_err(|source| AuthLoadError::ApiKeys {
+                    path: path.clone(),
+                    source,
+                })?)
+            }
+        };
+        Ok(Self {
+            allow_anonymous: auth.allow_anonymous,
+            leeway: auth.leeway_seconds.into(),
+            settings: context.settings.clone(),
+            issuers,
+            api_keys,
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Authenticates a request's credentials at time `now` (Unix seconds).
+    pub async fn authenticate(&self, credential: Credential<'_>, now: u64) -> Result<Principal, AuthError> {
+        match credential {
+            Credential::None if self.allow_anonymous => Ok(Principal {
+                identity: Identity::anonymous(),
+                method: AuthMethod::Anonymous,
+                issuer: None,
+                expires_at: None,
+            }),
+            Credential::None => Err(AuthError::MissingAuthorization),
+            Credential::Bearer(token) | Credential::ApiKey(token) if token.len() > self.settings.max_token_bytes => {
+                Err(AuthError::InvalidToken(Reason::TooLarge))
+            }
+            Credential::Bearer(token) if token.bytes().filter(|&b| b == b'.').count() == 2 => {
+                self.authenticate_jwt(token, now).await
+            }
+            Credential::Bearer(key) | Credential::ApiKey(key) => match &self.api_keys {
+                Some(table) => {
+                    let (id, identity) = table.authenticate(key)?;
+                    Ok(Principal {
+                        identity: identity.clone(),
+                        method: AuthMethod::ApiKey,
+                        issuer: Some(id.to_owned()),
+                        expires_at: None,
+                    })
+                }
+                None if matches!(credential, Credential::ApiKey(_)) => {
+                    Err(AuthError::InvalidToken(Reason::UnknownApiKey))
+                }
+                None => Err(AuthError::InvalidToken(Reason::Malformed)),
+            },
+        }
+    }
+
+    async fn authenticate_jwt(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(principal) = self.cache.read().expect("token cache lock").get(&digest)
+            && principal.expires_at.is_some_and(|exp| now <= exp + self.leeway)
+        {
+            return Ok(principal.clone());
+        }
+        let principal = self.verify_jwt(token, now).await?;
+        let mut cache = self.cache.write().expect("token cache lock");
+        if cache.len() >= self.settings.token_cache_capacity {
+            // Bounded: start over rather than grow. Expired entries go with the rest.
+            cache.clear();
+        }
+        cache.insert(digest, principal.clone());
+        Ok(principal)
+    }
+
+    async fn verify_jwt(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+        let malformed = || AuthError::InvalidToken(Reason::Malformed);
+        // The header names the algorithm; `alg: none` and unknown algorithms fail to parse.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
+                AuthError::InvalidToken(Reason::AlgorithmNotAllowed)
+            }
+            _ => malformed(),
+        })?;
+        // The issuer decides which keys and algorithms apply, so it is read before verifying;
+        // nothing else from the unverified payload is used.
+        let unverified: Map<String, Value> =
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|_| malformed())?;
+        let iss = match unverified.get("iss") {
+            Some(Value::String(iss)) => iss.as_str(),
+            Some(_) => return Err(AuthError::InvalidToken(Reason::InvalidClaim)),
+            None => return Err(AuthError::InvalidToken(Reason::MissingIssuer)),
+        };
+        let verifier = self.issuers.get(iss).ok_or(AuthError::InvalidIssuer)?;
+        if !verifier.algorithms.contains(&header.alg) {
+            return Err(AuthError::InvalidToken(Reason::AlgorithmNotAllowed));
+        }
+
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&verifier.config.issuer]);
+        validation.set_audience(&verifier.config.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+
+        let claims = match &verifier.keys {
+            Keys::Hmac(key) => decode(token, key, &validation)?,
+            Keys::Jwks(cache) => {
+                let candidates = cache
+                    .keys_for(header.kid.as_deref())
+                    .await
+                    .ok_or(AuthError::KeysUnavailable)?;
+                let alg_name = format!("{:?}", header.alg);
+                let mut candidates = candidates
+                    .iter()
+                    .filter(|k| k.algorithm.as_ref().is_none_or(|a| *a == alg_name))
+                    .peekable();
+                if candidates.peek().is_none() {
+                    return Err(AuthError::InvalidToken(Reason::UnknownKeyId));
+                }
+                let mut outcome = Err(AuthError::InvalidSignature);
+                for key in candidates {
+                    outcome = decode(token, &key.key, &validation);
+                    if !matches!(outcome, Err(AuthError::InvalidSignature)) {
+                        break;
+                    }
+                }
+                outcome?
+            }
+        };
+        if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
+            && iat > now + self.leeway
+        {
+            return Err(AuthError::InvalidToken(Reason::IssuedInTheFuture));
+        }
+        Ok(Principal {
+            identity: claims::identity(&claims, &verifier.config.claims)?,
+            method: AuthMethod::Jwt,
+            issuer: Some(verifier.config.issuer.clone()),
+            expires_at: claims.get("exp").and_then(Value::as_u64),
+        })
+    }
+}
+
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Map<String, Value>, AuthError> {
+    use jsonwebtoken::errors::ErrorKind;
+    jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::InvalidSignature,
+            ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+            ErrorKind::InvalidAudience => AuthError::InvalidAudience,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::InvalidAudience,
+            ErrorKind::InvalidIssuer => AuthError::InvalidIssuer,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => AuthError::InvalidToken(Reason::MissingExpiry),
+            ErrorKind::MissingRequiredClaim(_) => AuthError::InvalidToken(Reason::InvalidClaim),
+            ErrorKind::ImmatureSignature => AuthError::InvalidToken(Reason::NotYetValid),
+            ErrorKind::InvalidAlgorithm => AuthError::InvalidToken(Reason::AlgorithmNotAllowed),
+            ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidToken(Reason::InvalidClaim),
+            _ => AuthError::InvalidToken(Reason::Malformed),
+        })
+}

@@ -1,0 +1,98 @@
+//! `palisade-server serve` settings: every flag has a `PALISADE_*` environment twin; a flag wins
+//! over its variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use palisade_crds::document::{DEFAULT_DOCUMENTS_DIR, DEFAULT_POLICY_PATH};
+
+/// Where audit events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Standard output (operational logs go to standard error).
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+fn audit_target(text: &str) -> Result<AuditTarget, String> {
+    Ok(match text {
+        "stdout" | "-" => AuditTarget::Stdout,
+        "stderr" => AuditTarget::Stderr,
+        "" => return Err("empty audit target".into()),
+        path => AuditTarget::File(PathBuf::from(path)),
+    })
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    let seconds = crate::token::parse_lifetime(text)?;
+    u64::try_from(seconds)
+        .map(Duration::from_secs)
+        .map_err(|_| format!("{text:?} must not be negative"))
+}
+
+/// Arguments of `palisade-server serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the MCP endpoint, health, readiness and well-known documents.
+    #[arg(long, env = "PALISADE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the Prometheus metrics endpoint.
+    #[arg(long, env = "PALISADE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// The compiled PolicyDocument.
+    #[arg(long, env = "PALISADE_POLICY_FILE", default_value = DEFAULT_POLICY_PATH)]
+    pub policy_file: PathBuf,
+    /// Directory with one subdirectory per document collection.
+    #[arg(long, env = "PALISADE_DOCUMENTS_DIR", default_value = DEFAULT_DOCUMENTS_DIR)]
+    pub documents_dir: PathBuf,
+    /// Host names (optionally with port) accepted in the Host header, comma-separated; `*` accepts
+    /// any. Defaults to the host of the policy's resource URI and localhost (DNS-rebinding
+    /// protection).
+    #[arg(long, env = "PALISADE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Origins accepted in the Origin header (browser clients), comma-separated. Requests with
+    /// any other Origin are refused with 403. Requests without Origin are not affected.
+    #[arg(long, env = "PALISADE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Where audit events go: `stdout`, `stderr`, or a file path.
+    #[arg(long, env = "PALISADE_AUDIT_LOG", default_value = "stdout", value_parser = audit_target)]
+    pub audit_log: AuditTarget,
+    /// Operational log filter (tracing `EnvFilter` syntax). Logs go to standard error.
+    #[arg(long, env = "PALISADE_LOG", default_value = "info")]
+    pub log: String,
+    /// Operational log format: `json` or `text`.
+    #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+    /// How often the policy, documents and secret files are checked for changes.
+    #[arg(long, env = "PALISADE_RELOAD_INTERVAL", default_value = "2s", value_parser = duration)]
+    pub reload_interval: Duration,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PALISADE_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line and headers) accepted, in bytes.
+    #[arg(long, env = "PALISADE_MAX_HEADER_BYTES", default_value_t = 16 << 10)]
+    pub max_header_bytes: usize,
+    /// Largest bearer token or API key accepted, in bytes.
+    #[arg(long, env = "PALISADE_MAX_TOKEN_BYTES", default_value_t = 8 << 10)]
+    pub max_token_bytes: usize,
+    /// Time limit of one request.
+    #[arg(long, env = "PALISADE_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// Most requests served at once; more wait.
+    #[arg(long, env = "PALISADE_MAX_CONCURRENCY", default_value_t = 1024)]
+    pub max_concurrency: usize,
+    /// Requests per second allowed per caller (subject or API key), 0 for no limit. Over it, 429
+    /// with Retry-After.
+    #[arg(long, env = "PALISADE_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Burst allowed above the per-caller rate.
+    #[arg(long, env = "PALISADE_RATE_LIMIT_BURST", default_value_t = 20)]
+    pub rate_limit_burst: u32,
+    /// Least time between two refetches of an issuer's JWKS caused by unknown key ids.
+    #[arg(long, env = "PALISADE_JWKS_REFETCH_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub jwks_refetch_interval: Duration,
+}

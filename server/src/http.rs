@@ -1,0 +1,678 @@
+//! The HTTP surface: `POST /mcp` (Streamable HTTP, stateless, JSON responses), `/health`,
+//! `/ready`, the RFC 9728 Protected Resource Metadata, and `/metrics` on its own listener.
+//!
+//! Order of checks on `POST /mcp`, each answered with its own status:
+//! Host and Origin (403) → Content-Type (415) and Accept (406) → body size (413) → credentials and
+//! authentication (400/401/503, with `WWW-Authenticate`) → per-caller rate limit (429) → JSON-RPC
+//! parsing (400) → protocol revision and routing headers (400) → the method, authorized by the
+//! evaluator (403 `insufficient_scope` when denied).
+//!
+//! Every request writes one authentication audit event and one authorization (or request) event,
+//! and counts in the metrics. Clients never see internals: errors carry a code and a message that
+//! says what to do next.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use palisade_crds::evaluator::Effect;
+use serde_json::{Value, json};
+
+use crate::audit::{AuditEvent, AuditKind};
+use crate::auth::{AuthError, AuthMethod, Credential, Principal, Reason};
+use crate::mcp::jsonrpc::{self, Id, Incoming};
+use crate::mcp::methods::{self, AuthzKind, AuthzRecord, Call, Reply};
+use crate::mcp::protocol::{self, RoutingHeaders};
+use crate::metrics::{self, AuthLabels, AuthzDecision, AuthzLabels, Violation, ViolationLabels};
+use crate::state::{AppState, Snapshot, now};
+
+/// The MCP router (port 8080).
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/mcp",
+            get(method_not_allowed).post(post_mcp).delete(method_not_allowed),
+        )
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(protected_resource_metadata),
+        )
+        .with_state(state)
+}
+
+/// The metrics router (port 9090).
+pub fn metrics_app(state: Arc<AppState>) -> Router {
+    Router::new().route("/metrics", get(metrics_handler)).with_state(state)
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], state.metrics.encode()).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let last_error = state.last_error.lock().expect("last error lock").clone();
+    match state.snapshot.load_full() {
+        Some(snapshot) => axum::Json(json!({
+            "status": "ready",
+            "policyHash": snapshot.policy.hash(),
+            "tools": snapshot.policy.tools().len(),
+            "documents": snapshot.documents.document_count(),
+            // The last good policy serves while a newer file is refused.
+            "lastReloadError": last_error,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not_ready", "error": last_error})),
+        )
+            .into_response(),
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        axum::Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": jsonrpc::code::INVALID_REQUEST,
+            "message": "Method Not Allowed: this server is stateless and offers no SSE stream; send each message with POST"}})),
+    )
+        .into_response()
+}
+
+/// The parts of a resource URI that the metadata URL is built from.
+fn split_resource(resource: &str) -> (&str, &str) {
+    let after_scheme = resource.find("://").map_or(0, |i| i + 3);
+    match resource[after_scheme..].find('/') {
+        Some(i) => resource.split_at(after_scheme + i),
+        None => (resource, ""),
+    }
+}
+
+/// The RFC 9728 metadata URL of a resource: the well-known path inserted before the resource's path.
+pub fn resource_metadata_url(resource: &str) -> String {
+    let (origin, path) = split_resource(resource);
+    format!(
+        "{origin}/.well-known/oauth-protected-resource{}",
+        path.trim_end_matches('/')
+    )
+}
+
+async fn protected_resource_metadata(State(state): State<Arc<AppState>>) -> Response {
+    let Some(snapshot) = state.snapshot.load_full() else {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    };
+    let document = snapshot.policy.document();
+    let auth = &document.authentication;
+    let authorization_servers: Vec<&str> = auth
+        .issuers
+        .iter()
+        .map(|i| i.issuer.as_str())
+        .filter(|i| i.starts_with("https://") || i.starts_with("http://"))
+        .collect();
+    let mut scopes: Vec<&str> = document
+        .rules
+        .iter()
+        .flat_map(|r| r.required_scopes.iter().map(String::as_str))
+        .collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    axum::Json(json!({
+        "resource": auth.resource,
+        "authorization_servers": authorization_servers,
+        "scopes_supported": scopes,
+        "bearer_methods_supported": ["header"],
+        "resource_name": document.metadata.server.as_deref().unwrap_or("palisade"),
+    }))
+    .into_response()
+}
+
+/// Per-request facts for audit events.
+struct Context {
+    request_id: String,
+    client: Option<String>,
+    started: Instant,
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned)
+}
+
+fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(body),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+fn rpc_error(status: u16, id: &Id, code: i64, message: &str, data: Option<Value>, request_id: &str) -> Response {
+    json_response(status, &jsonrpc::error(id, code, message, data), request_id)
+}
+
+fn violation(state: &AppState, kind: Violation) {
+    state
+        .metrics
+        .security_violations
+        .get_or_create(&ViolationLabels { r#type: kind })
+        .inc();
+}
+
+/// Hosts accepted in the Host header: the configured list, or the resource's host and localhost.
+fn host_allowed(state: &AppState, snapshot: &Snapshot, host: &str) -> bool {
+    let configured = &state.config.allowed_hosts;
+    if configured.iter().any(|h| h == "*") {
+        return true;
+    }
+    let without_port = strip_port(host);
+    let matches = |allowed: &str| allowed.eq_ignore_ascii_case(host) || allowed.eq_ignore_ascii_case(without_port);
+    if !configured.is_empty() {
+        return configured.iter().any(|h| matches(h));
+    }
+    let (origin, _) = split_resource(&snapshot.policy.document().authentication.resource);
+    let resource_host = strip_port(origin.split("://").nth(1).unwrap_or_default());
+    [resource_host, "localhost", "127.0.0.1", "[::1]"]
+        .into_iter()
+        .any(matches)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_inclusive(']').next().unwrap_or(host);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn origin_allowed(state: &AppState, snapshot: &Snapshot, origin: &str) -> bool {
+    if state
+        .config
+        .allowed_origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    // Same-site by default: an origin whose host is an accepted Host.
+    origin
+        .split_once("://")
+        .is_some_and(|(scheme, host)| matches!(scheme, "http" | "https") && host_allowed(state, snapshot, host))
+}
+
+/// `Authorization: Bearer <token>` or `X-API-Key`; refuses ambiguous or misplaced credentials.
+fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<Credential<'a>, AuthError> {
+    let in_query = query.is_some_and(|q| {
+        q.split('&').any(|pair| {
+            pair.split('=')
+                .next()
+                .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
+        })
+    });
+    if in_query {
+        return Err(AuthError::InvalidRequest(Reason::TokenInQuery));
+    }
+    let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
+    let first = authorization.next();
+    if authorization.next().is_some() || headers.get_all("x-api-key").iter().count() > 1 {
+        return Err(AuthError::InvalidRequest(Reason::DuplicateAuthorization));
+    }
+    let api_key = headers.get("x-api-key");
+    match (first, api_key) {
+        (Some(_), Some(_)) => Err(AuthError::InvalidRequest(Reason::DuplicateAuthorization)),
+        (None, None) => Ok(Credential::None),
+        (None, Some(key)) => key
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Credential::ApiKey)
+            .ok_or(AuthError::InvalidToken(Reason::Malformed)),
+        (Some(value), None) => {
+            let value = value.to_str().map_err(|_| AuthError::InvalidToken(Reason::Malformed))?;
+            let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::InvalidRequest(Reason::UnsupportedScheme));
+            }
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(AuthError::InvalidToken(Reason::Malformed));
+            }
+            Ok(Credential::Bearer(token))
+        }
+    }
+}
+
+fn quote(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `WWW-Authenticate: Bearer ...` (RFC 6750 §3, RFC 9728 §5.1).
+fn challenge(snapshot: &Snapshot, error: Option<&str>, description: Option<&str>, scope: Option<&str>) -> String {
+    let resource = &snapshot.policy.document().authentication.resource;
+    let mut value = format!(
+        "Bearer resource_metadata=\"{}\"",
+        quote(&resource_metadata_url(resource))
+    );
+    if let Some(error) = error {
+        value.push_str(&format!(", error=\"{error}\""));
+    }
+    if let Some(description) = description {
+        value.push_str(&format!(", error_description=\"{}\"", quote(description)));
+    }
+    if let Some(scope) = scope {
+        value.push_str(&format!(", scope=\"{}\"", quote(scope)));
+    }
+    value
+}
+
+fn with_challenge(mut response: Response, challenge: String) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+fn metrics_method(credential: &Credential<'_>) -> metrics::AuthMethod {
+    match credential {
+        Credential::None => metrics::AuthMethod::None,
+        Credential::ApiKey(_) => metrics::AuthMethod::ApiKey,
+        Credential::Bearer(t) if t.bytes().filter(|&b| b == b'.').count() == 2 => metrics::AuthMethod::Jwt,
+        Credential::Bearer(_) => metrics::AuthMethod::ApiKey,
+    }
+}
+
+fn principal_method(method: AuthMethod) -> metrics::AuthMethod {
+    match method {
+        AuthMethod::Jwt => metrics::AuthMethod::Jwt,
+        AuthMethod::ApiKey => metrics::AuthMethod::ApiKey,
+        AuthMethod::Anonymous => metrics::AuthMethod::Anonymous,
+    }
+}
+
+fn auth_failure(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    error: &AuthError,
+    method: metrics::AuthMethod,
+) -> Response {
+    state
+        .metrics
+        .authentication_attempts
+        .get_or_create(&AuthLabels::failure(method, error.reason()))
+        .inc();
+    if let Some(kind) = error.violation() {
+        violation(
+            state,
+            match kind {
+                "invalid_signature" => Violation::InvalidSignature,
+                "alg_not_allowed" => Violation::AlgNotAllowed,
+                "token_in_query" => Violation::TokenInQuery,
+                _ => Violation::DuplicateAuthorization,
+            },
+        );
+    }
+    let status = error.status();
+    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Authentication, "failure", error.reason());
+    event.auth_method = Some(method.as_str());
+    event.client_address = ctx.client.clone();
+    event.policy_hash = Some(snapshot.policy.hash());
+    event.http_status = Some(status);
+    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    state.audit.emit(&event);
+
+    let message = error.message();
+    let body = jsonrpc::error(
+        &Id::Null,
+        jsonrpc::code::UNAUTHORIZED,
+        &message,
+        Some(json!({"code": error.code()})),
+    );
+    let response = json_response(status, &body, &ctx.request_id);
+    let description = message.lines().next().unwrap_or_default().to_owned();
+    let mut response = with_challenge(
+        response,
+        challenge(snapshot, error.bearer_error(), Some(&description), None),
+    );
+    if status == 503 {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    response
+}
+
+/// `POST /mcp`.
+async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let ctx = Context {
+        request_id: request_id(&parts.headers),
+        client: parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string()),
+        started: Instant::now(),
+    };
+    let Some(snapshot) = state.snapshot.load_full() else {
+        return rpc_error(
+            503,
+            &Id::Null,
+            jsonrpc::code::INTERNAL_ERROR,
+            "The server has not loaded its policy yet.\n\nAction: retry shortly.",
+            None,
+            &ctx.request_id,
+        );
+    };
+    let (response, method) = serve_mcp(&state, &snapshot, &ctx, &parts.headers, parts.uri.query(), body).await;
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe_request(method.as_deref().unwrap_or("other"), status, ctx.started.elapsed());
+    response
+}
+
+fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_ascii_lowercase())
+}
+
+async fn serve_mcp(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: Body,
+) -> (Response, Option<String>) {
+    let reject = |status: u16, code: i64, message: &str| {
+        (rpc_error(status, &Id::Null, code, message, None, &ctx.request_id), None)
+    };
+    // DNS-rebinding and cross-origin protection (MCP transports, "Security Warning").
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if !host_allowed(state, snapshot, host) {
+        violation(state, Violation::ForeignOrigin);
+        return reject(
+            403,
+            jsonrpc::code::INVALID_REQUEST,
+            "Forbidden: the Host header names a host this server does not serve",
+        );
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("invalid"))
+        && !origin_allowed(state, snapshot, origin)
+    {
+        violation(state, Violation::ForeignOrigin);
+        return reject(
+            403,
+            jsonrpc::code::INVALID_REQUEST,
+            "Forbidden: requests from this Origin are not allowed",
+        );
+    }
+    let head_bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    if head_bytes > state.config.max_header_bytes {
+        violation(state, Violation::Oversize);
+        return reject(431, jsonrpc::code::INVALID_REQUEST, "Request Header Fields Too Large");
+    }
+    let json_body = media_type(headers, header::CONTENT_TYPE)
+        .is_some_and(|c| c.split(';').next().map(str::trim) == Some("application/json"));
+    if !json_body {
+        return reject(
+            415,
+            jsonrpc::code::INVALID_REQUEST,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+    }
+    if let Some(accept) = media_type(headers, header::ACCEPT)
+        && !["application/json", "application/*", "*/*"]
+            .iter()
+            .any(|t| accept.contains(t))
+    {
+        return reject(
+            406,
+            jsonrpc::code::INVALID_REQUEST,
+            "Not Acceptable: this server answers with application/json",
+        );
+    }
+    let body: Bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            violation(state, Violation::Oversize);
+            let message = format!(
+                "Payload Too Large: the body exceeds {} bytes",
+                state.config.max_body_bytes
+            );
+            return reject(413, jsonrpc::code::INVALID_REQUEST, &message);
+        }
+    };
+
+    // Authentication.
+    let credential = match credentials(headers, query) {
+        Ok(credential) => credential,
+        Err(error) => {
+            return (
+                auth_failure(state, snapshot, ctx, &error, metrics::AuthMethod::None),
+                None,
+            );
+        }
+    };
+    let principal = match snapshot.auth.authenticate(credential, now()).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            return (
+                auth_failure(state, snapshot, ctx, &error, metrics_method(&credential)),
+                None,
+            );
+        }
+    };
+    state
+        .metrics
+        .authentication_attempts
+        .get_or_create(&AuthLabels::success(principal_method(principal.method)))
+        .inc();
+    audit_authentication(state, snapshot, ctx, &principal);
+
+    let caller = principal
+        .identity
+        .subject
+        .as_deref()
+        .or(principal.issuer.as_deref())
+        .unwrap_or("anonymous");
+    if let Err(retry_after) = state.rate_limiter.check(caller, Instant::now()) {
+        violation(state, Violation::RateLimited);
+        let (mut response, method) = reject(
+            429,
+            jsonrpc::code::INVALID_REQUEST,
+            "Too Many Requests: slow down and retry after the time in Retry-After",
+        );
+        if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return (response, method);
+    }
+
+    // The message.
+    let (id, method, params) = match jsonrpc::parse(&body) {
+        Ok(Incoming::Request { id, method, params }) => (id, method, params),
+        Ok(Incoming::Notification { method }) => {
+            audit_request(state, snapshot, ctx, &principal, &method, 202);
+            return (StatusCode::ACCEPTED.into_response(), Some(method));
+        }
+        Ok(Incoming::Response) => return (StatusCode::ACCEPTED.into_response(), None),
+        Err(invalid) => {
+            return (
+                rpc_error(400, &invalid.id, invalid.code, &invalid.message, None, &ctx.request_id),
+                None,
+            );
+        }
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let routing = RoutingHeaders {
+        protocol_version: header("mcp-protocol-version"),
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    };
+    let revision = match protocol::select(&method, &params, routing) {
+        Ok(revision) => revision,
+        Err(rejection) => {
+            let response = rpc_error(
+                rejection.status,
+                &id,
+                rejection.code,
+                &rejection.message,
+                rejection.data,
+                &ctx.request_id,
+            );
+            return (response, Some(method));
+        }
+    };
+
+    let access = snapshot.policy.access(&principal.identity);
+    let call = Call {
+        snapshot,
+        access: &access,
+        revision,
+    };
+    let (reply, authz) = methods::handle(&call, &method, &params);
+    let response = match reply {
+        Reply::Result(result) => json_response(200, &jsonrpc::result(&id, result), &ctx.request_id),
+        Reply::Error {
+            status,
+            code,
+            message,
+            data,
+        } => rpc_error(status, &id, code, &message, data, &ctx.request_id),
+        Reply::InsufficientScope { missing, message } => {
+            let body = jsonrpc::error(
+                &id,
+                jsonrpc::code::UNAUTHORIZED,
+                &message,
+                Some(json!({"code": "INSUFFICIENT_SCOPE", "requiredScopes": missing})),
+            );
+            let scope = missing.join(" ");
+            let description = message.lines().next().unwrap_or_default().to_owned();
+            with_challenge(
+                json_response(403, &body, &ctx.request_id),
+                challenge(
+                    snapshot,
+                    Some("insufficient_scope"),
+                    Some(&description),
+                    (!scope.is_empty()).then_some(scope.as_str()),
+                ),
+            )
+        }
+    };
+    let status = response.status().as_u16();
+    match authz {
+        Some(record) => audit_authorization(state, snapshot, ctx, &principal, &method, &record, status),
+        None => audit_request(state, snapshot, ctx, &principal, &method, status),
+    }
+    (response, Some(method))
+}
+
+fn audit_authentication(state: &AppState, snapshot: &Snapshot, ctx: &Context, principal: &Principal) {
+    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Authentication, "success", "ok");
+    event.subject = principal.identity.subject.as_deref();
+    event.issuer = principal.issuer.as_deref();
+    event.auth_method = Some(principal.method.as_str());
+    event.client_address = ctx.client.clone();
+    event.policy_hash = Some(snapshot.policy.hash());
+    state.audit.emit(&event);
+}
+
+fn audit_request(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    method: &str,
+    status: u16,
+) {
+    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Request, "allow", "no_authorization_needed");
+    event.subject = principal.identity.subject.as_deref();
+    event.issuer = principal.issuer.as_deref();
+    event.auth_method = Some(principal.method.as_str());
+    event.client_address = ctx.client.clone();
+    event.mcp_method = Some(method);
+    event.policy_hash = Some(snapshot.policy.hash());
+    event.http_status = Some(status);
+    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    state.audit.emit(&event);
+}
+
+fn audit_authorization(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    method: &str,
+    record: &AuthzRecord<'_>,
+    status: u16,
+) {
+    let (kind, decision) = (
+        match record.kind {
+            AuthzKind::Tool => metrics::AuthzKind::Tool,
+            AuthzKind::Resource => metrics::AuthzKind::Resource,
+            AuthzKind::List => metrics::AuthzKind::List,
+        },
+        match record.effect {
+            Effect::Allow => AuthzDecision::Allow,
+            Effect::Deny => AuthzDecision::Deny,
+            Effect::AuditDeny => AuthzDecision::WouldDeny,
+        },
+    );
+    state
+        .metrics
+        .authorization_checks
+        .get_or_create(&AuthzLabels { kind, decision })
+        .inc();
+    let mut event = AuditEvent::new(
+        &ctx.request_id,
+        AuditKind::Authorization,
+        record.effect.as_str(),
+        record.reason,
+    );
+    event.subject = principal.identity.subject.as_deref();
+    event.issuer = principal.issuer.as_deref();
+    event.auth_method = Some(principal.method.as_str());
+    event.client_address = ctx.client.clone();
+    event.mcp_method = Some(method);
+    match record.kind {
+        AuthzKind::Resource => event.resource = record.target.as_deref(),
+        _ => event.tool = record.target.as_deref(),
+    }
+    event.rule = record.rule;
+    event.granted_by = record.granted_by.clone();
+    event.missing_scopes = record.missing.clone();
+    event.policy_hash = Some(snapshot.policy.hash());
+    event.http_status = Some(status);
+    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    state.audit.emit(&event);
+}

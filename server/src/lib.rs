@@ -1,0 +1,21 @@
+//! `palisade-server`: the MCP server every Palisade pod runs.
+//!
+//! It reads the compiled policy, the documents and the secret files mounted into the pod (see
+//! DESIGN.md, "What a server pod sees"), authenticates every request ([`auth`]), authorizes it with
+//! the shared evaluator of `palisade-crds`, serves documents as tools and resources ([`mcp`],
+//! [`documents`]), writes an audit event for every decision ([`audit`]) and exposes metrics
+//! ([`metrics`]). Files are reloaded without a restart ([`state`]).
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod documents;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+pub mod policy_cli;
+pub mod rate_limit;
+pub mod state;
+pub mod token;

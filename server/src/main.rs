@@ -1,0 +1,172 @@
+//! `palisade-server` command line: `serve`, `token`, `policy check`, `policy explain`.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use palisade_server::audit::{AuditSink, AuditSinkConfig};
+use palisade_server::config::{AuditTarget, ServeArgs};
+use palisade_server::metrics::Metrics;
+use palisade_server::state::AppState;
+use palisade_server::{http, policy_cli, state, token};
+
+#[derive(Parser)]
+#[command(name = "palisade-server", version, about = "The Palisade MCP server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP on the mounted policy and documents.
+    Serve(Box<ServeArgs>),
+    /// Mint an HS256 development token.
+    Token(token::TokenArgs),
+    /// Check or explain a policy.
+    #[command(subcommand)]
+    Policy(policy_cli::PolicyCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Token(args) => match token::mint(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Policy(command) => policy_cli::run(command),
+    }
+}
+
+fn init_logging(args: &ServeArgs) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "text" {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).with_current_span(false).init();
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(&args);
+    // NB: reqwest is built without a default crypto provider; install ring once, before any client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: ServeArgs) -> ExitCode {
+    let audit = match AuditSink::new(match &args.audit_log {
+        AuditTarget::Stdout => AuditSinkConfig::Stdout,
+        AuditTarget::Stderr => AuditSinkConfig::Stderr,
+        AuditTarget::File(path) => AuditSinkConfig::File(path.clone()),
+    }) {
+        Ok(audit) => audit,
+        Err(error) => {
+            tracing::error!(%error, target = ?args.audit_log, "cannot open the audit log");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http_client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::error!(%error, "cannot build the HTTP client");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = Arc::new(AppState::new(
+        args.clone(),
+        Arc::new(Metrics::new()),
+        audit.clone(),
+        http_client,
+    ));
+    {
+        let state = state.clone();
+        // A missing or invalid policy at start-up is not fatal: /ready says why, and the watcher
+        // keeps trying, so a pod whose ConfigMap arrives late becomes ready on its own.
+        let _ = tokio::task::spawn_blocking(move || state.reload()).await;
+    }
+    tokio::spawn(state::watch(state.clone()));
+
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, address = %args.listen, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics_listener = match tokio::net::TcpListener::bind(args.metrics_listen).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, address = %args.metrics_listen, "cannot listen for metrics");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving MCP at /mcp");
+    let app = http::app(state.clone())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            args.request_timeout,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency));
+    let mcp = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    let metrics =
+        axum::serve(metrics_listener, http::metrics_app(state.clone())).with_graceful_shutdown(shutdown_signal());
+    let result = tokio::try_join!(mcp.into_future(), metrics.into_future());
+    tracing::info!("shutting down");
+    let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

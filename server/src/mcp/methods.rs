@@ -1,0 +1,501 @@
+//! The MCP methods a Palisade server answers, for one authenticated caller under one snapshot.
+//!
+//! Every method that exposes a tool or a document asks the evaluator through the caller's
+//! [`Access`]: `tools/list` shows exactly the tools `tools/call` would allow, `resources/list`
+//! exactly the documents `resources/read` would allow. A call the policy denies is answered with
+//! HTTP 403 and `insufficient_scope` (MCP authorization, "Scope challenge handling"), naming the
+//! missing scopes; an unknown tool with JSON-RPC `-32602`.
+//!
+//! What this does not do: authenticate, parse JSON-RPC, or touch HTTP (see `http.rs`).
+
+use palisade_crds::evaluator::{Decision, Effect, Grant, Reason};
+use palisade_crds::mcp_server::ToolAction;
+use palisade_crds::{Access, document::ToolDefinition};
+use serde_json::{Map, Value, json};
+
+use super::jsonrpc::code;
+use super::protocol::{self, META_SERVER_INFO, Revision};
+use crate::documents::{self, DocumentError};
+use crate::state::Snapshot;
+
+/// How long clients may cache list results (modern `ttlMs`).
+const LIST_TTL_MS: u64 = 60_000;
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// A JSON-RPC result.
+    Result(Value),
+    /// A JSON-RPC error with its HTTP status.
+    Error {
+        /// HTTP status.
+        status: u16,
+        /// JSON-RPC code.
+        code: i64,
+        /// Message.
+        message: String,
+        /// Data.
+        data: Option<Value>,
+    },
+    /// The policy denies the call: 403 with `insufficient_scope`.
+    InsufficientScope {
+        /// Scopes that would allow it.
+        missing: Vec<String>,
+        /// Message.
+        message: String,
+    },
+}
+
+fn error(status: u16, code: i64, message: impl Into<String>, data: Option<Value>) -> Reply {
+    Reply::Error {
+        status,
+        code,
+        message: message.into(),
+        data,
+    }
+}
+
+/// What an authorization decision was about, for audit and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzKind {
+    /// A tool call.
+    Tool,
+    /// A resource read.
+    Resource,
+    /// A list (tools or resources).
+    List,
+}
+
+/// The authorization decision behind a reply.
+#[derive(Debug, Clone)]
+pub struct AuthzRecord<'p> {
+    /// What was decided on.
+    pub kind: AuthzKind,
+    /// The decision (for lists: allow).
+    pub effect: Effect,
+    /// Stable reason code.
+    pub reason: &'static str,
+    /// The tool or resource URI.
+    pub target: Option<String>,
+    /// The rule that decided.
+    pub rule: Option<&'p str>,
+    /// Roles (or `token`) that granted the required scopes.
+    pub granted_by: Vec<&'p str>,
+    /// Scopes the caller lacks.
+    pub missing: Vec<&'p str>,
+}
+
+/// One request to answer.
+pub struct Call<'a, 'p> {
+    /// The snapshot in force.
+    pub snapshot: &'p Snapshot,
+    /// What the caller holds.
+    pub access: &'a Access<'p>,
+    /// The revision it speaks.
+    pub revision: Revision,
+}
+
+/// Answers `method` with `params`.
+pub fn handle<'p>(call: &Call<'_, 'p>, method: &str, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+    let modern = call.revision.is_modern();
+    let (reply, authz) = match method {
+        "initialize" if !modern => (Reply::Result(initialize(call, params)), None),
+        "ping" if !modern => (Reply::Result(json!({})), None),
+        "server/discover" => (Reply::Result(discover(call)), None),
+        "tools/list" => list_tools(call),
+        "tools/call" => call_tool(call, params),
+        "resources/list" => list_resources(call),
+        "resources/templates/list" => (Reply::Result(json!({"resourceTemplates": []})), None),
+        "resources/read" => read_resource(call, params),
+        _ => (
+            error(
+                if modern { 404 } else { 200 },
+                code::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+                None,
+            ),
+            None,
+        ),
+    };
+    (decorate(call, method, reply), authz)
+}
+
+fn server_info() -> Value {
+    json!({"name": "palisade-server", "title": "Palisade MCP server", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": false}, "resources": {"listChanged": false, "subscribe": false}})
+}
+
+fn instructions(call: &Call<'_, '_>) -> String {
+    let collections: Vec<String> = call
+        .snapshot
+        .policy
+        .document()
+        .collections
+        .iter()
+        .map(|c| match &c.description {
+            Some(d) => format!("{} ({d})", c.name),
+            None => c.name.clone(),
+        })
+        .collect();
+    format!(
+        "Document collections: {}. The tools and resources listed are the ones your credentials may use.",
+        collections.join(", ")
+    )
+}
+
+fn initialize(call: &Call<'_, '_>, params: &Map<String, Value>) -> Value {
+    let requested = params.get("protocolVersion").and_then(Value::as_str);
+    json!({
+        "protocolVersion": protocol::negotiate(requested),
+        "capabilities": capabilities(),
+        "serverInfo": server_info(),
+        "instructions": instructions(call),
+    })
+}
+
+fn discover(call: &Call<'_, '_>) -> Value {
+    json!({
+        "supportedVersions": protocol::SUPPORTED,
+        "capabilities": capabilities(),
+        "serverInfo": server_info(),
+        "instructions": instructions(call),
+    })
+}
+
+/// Adds what the modern revision requires of every result: `resultType`, the server info in
+/// `_meta`, and cache hints on cacheable results (`private` wherever the answer depends on the
+/// caller).
+fn decorate(call: &Call<'_, '_>, method: &str, reply: Reply) -> Reply {
+    let Reply::Result(Value::Object(mut result)) = reply else {
+        return reply;
+    };
+    if !call.revision.is_modern() {
+        return Reply::Result(Value::Object(result));
+    }
+    result.insert("resultType".into(), json!("complete"));
+    let meta = result.entry("_meta").or_insert_with(|| json!({}));
+    meta[META_SERVER_INFO] = server_info();
+    let scope = match method {
+        "server/discover" | "resources/templates/list" => Some("public"),
+        "tools/list" | "resources/list" | "resources/read" => Some("private"),
+        _ => None,
+    };
+    if let Some(scope) = scope {
+        result.insert("ttlMs".into(), json!(LIST_TTL_MS));
+        result.insert("cacheScope".into(), json!(scope));
+    }
+    Reply::Result(Value::Object(result))
+}
+
+fn input_schema(action: ToolAction) -> Value {
+    match action {
+        ToolAction::List | ToolAction::ReadAll => {
+            json!({"type": "object", "properties": {}, "additionalProperties": false})
+        }
+        ToolAction::Get => json!({
+            "type": "object",
+            "properties": {"name": {"type": "string", "description": "Name of the document, e.g. public.md"}},
+            "required": ["name"],
+            "additionalProperties": false,
+        }),
+        ToolAction::Search => json!({
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "Text to find (case-insensitive)", "maxLength": 256}},
+            "required": ["query"],
+            "additionalProperties": false,
+        }),
+    }
+}
+
+fn default_description(tool: &ToolDefinition) -> String {
+    match tool.action {
+        ToolAction::List => format!("List the documents of the {} collection.", tool.collection),
+        ToolAction::Get => format!("Get one document of the {} collection by name.", tool.collection),
+        ToolAction::Search => format!("Search the documents of the {} collection.", tool.collection),
+        ToolAction::ReadAll => format!("Read every document of the {} collection.", tool.collection),
+    }
+}
+
+fn tool_json(tool: &ToolDefinition) -> Value {
+    let mut value = json!({
+        "name": tool.name,
+        "description": tool.description.clone().unwrap_or_else(|| default_description(tool)),
+        "inputSchema": input_schema(tool.action),
+        "annotations": {"readOnlyHint": true, "destructiveHint": false, "idempotentHint": true, "openWorldHint": false},
+    });
+    if let Some(title) = &tool.title {
+        value["title"] = json!(title);
+    }
+    value
+}
+
+fn list_tools<'p>(call: &Call<'_, 'p>) -> (Reply, Option<AuthzRecord<'p>>) {
+    let tools: Vec<Value> = call.access.visible_tools().map(tool_json).collect();
+    (
+        Reply::Result(json!({"tools": tools})),
+        Some(list_record(format!("tools:{}", tools.len()))),
+    )
+}
+
+fn list_record<'p>(target: String) -> AuthzRecord<'p> {
+    AuthzRecord {
+        kind: AuthzKind::List,
+        effect: Effect::Allow,
+        reason: "filtered",
+        target: Some(target),
+        rule: None,
+        granted_by: Vec::new(),
+        missing: Vec::new(),
+    }
+}
+
+fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Decision<'p>) -> AuthzRecord<'p> {
+    let (granted_by, missing) = match decision.tool {
+        Some(tool) => {
+            let explanation = call.access.explain_tool(&tool.name);
+            let mut granted: Vec<&'p str> = explanation
+                .granted
+                .iter()
+                .map(|(_, grant)| match grant {
+                    Grant::Token => "token",
+                    Grant::Role(role) => role,
+                })
+                .collect();
+            granted.sort_unstable();
+            granted.dedup();
+            (granted, explanation.missing)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    AuthzRecord {
+        kind,
+        effect: decision.effect,
+        reason: decision.reason.code(),
+        target: Some(target.to_owned()),
+        rule: decision.rule.map(|r| r.match_.as_str()),
+        granted_by,
+        missing,
+    }
+}
+
+fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply {
+    let message = match decision.reason {
+        Reason::NoMatchingRule => format!(
+            "Access to {what} is not granted by any policy.\n\nAction: ask the owner of this server's McpAccessPolicy for access."
+        ),
+        _ => format!(
+            "Missing required scope: {}.\n\nAction: obtain a token with the scope {} (or a role that grants it).",
+            missing.join(" "),
+            missing.join(" ")
+        ),
+    };
+    Reply::InsufficientScope {
+        missing: missing.iter().map(|s| (*s).to_owned()).collect(),
+        message,
+    }
+}
+
+fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return (
+            error(200, code::INVALID_PARAMS, "Invalid params: name must be a string", None),
+            None,
+        );
+    };
+    let decision = call.access.check_tool(name);
+    let authz = record(call, AuthzKind::Tool, name, &decision);
+    let Some(tool) = decision.tool else {
+        return (
+            error(200, code::INVALID_PARAMS, format!("Unknown tool: {name}"), None),
+            Some(authz),
+        );
+    };
+    if !decision.effect.permits() {
+        return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
+    }
+    let arguments = match params.get("arguments") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(arguments)) => arguments.clone(),
+        Some(_) => {
+            return (
+                error(
+                    200,
+                    code::INVALID_PARAMS,
+                    "Invalid params: arguments must be an object",
+                    None,
+                ),
+                Some(authz),
+            );
+        }
+    };
+    (run_tool(call, tool, &arguments), Some(authz))
+}
+
+/// A tool execution error: reported in the result so the model can see and correct it.
+fn tool_error(message: impl Into<String>) -> Reply {
+    Reply::Result(json!({"content": [{"type": "text", "text": message.into()}], "isError": true}))
+}
+
+fn text_result(text: String, structured: Option<Value>) -> Reply {
+    let mut result = json!({"content": [{"type": "text", "text": text}], "isError": false});
+    if let Some(structured) = structured {
+        result["structuredContent"] = structured;
+    }
+    Reply::Result(result)
+}
+
+fn string_argument<'a>(call: &Call<'_, '_>, arguments: &'a Map<String, Value>, key: &str) -> Result<&'a str, Reply> {
+    match arguments.get(key) {
+        Some(Value::String(value)) => Ok(value),
+        _ => {
+            let message = format!("Invalid arguments: {key} must be a string");
+            // 2025-06-18 lists invalid arguments among protocol errors; later revisions report
+            // input validation errors as tool execution errors.
+            Err(if call.revision == Revision::Legacy20250618 {
+                error(200, code::INVALID_PARAMS, message, None)
+            } else {
+                tool_error(message)
+            })
+        }
+    }
+}
+
+fn document_error(error: &DocumentError) -> Reply {
+    tool_error(error.to_string())
+}
+
+fn run_tool(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> Reply {
+    let store = &call.snapshot.documents;
+    let collection = tool.collection.as_str();
+    match tool.action {
+        ToolAction::List => match store.list(collection) {
+            Ok(documents) => {
+                let lines: Vec<String> = documents
+                    .iter()
+                    .map(|d| match &d.title {
+                        Some(title) => format!("- {} ({title})", d.name),
+                        None => format!("- {}", d.name),
+                    })
+                    .collect();
+                let items: Vec<Value> = documents
+                    .iter()
+                    .map(|d| json!({"name": d.name, "title": d.title, "uri": documents::resource_uri(collection, &d.name), "mimeType": d.mime_type}))
+                    .collect();
+                text_result(lines.join("\n"), Some(json!({"documents": items})))
+            }
+            Err(e) => document_error(&e),
+        },
+        ToolAction::Get => {
+            let name = match string_argument(call, arguments, "name") {
+                Ok(name) => name,
+                Err(reply) => return reply,
+            };
+            match store.get(collection, name) {
+                Ok(document) => text_result(document.content.clone(), None),
+                Err(e) => document_error(&e),
+            }
+        }
+        ToolAction::Search => {
+            let query = match string_argument(call, arguments, "query") {
+                Ok(query) => query,
+                Err(reply) => return reply,
+            };
+            match store.search(collection, query) {
+                Ok(hits) => {
+                    let text = if hits.is_empty() {
+                        format!("No document of {collection} contains {query:?}.")
+                    } else {
+                        hits.iter()
+                            .map(|h| format!("{}:{}: {}", h.document.name, h.line, h.snippet))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    };
+                    let items: Vec<Value> = hits
+                        .iter()
+                        .map(|h| json!({"name": h.document.name, "line": h.line, "snippet": h.snippet, "uri": documents::resource_uri(collection, &h.document.name)}))
+                        .collect();
+                    text_result(text, Some(json!({"hits": items})))
+                }
+                Err(e) => document_error(&e),
+            }
+        }
+        ToolAction::ReadAll => match store.read_all(collection) {
+            Ok(documents) => {
+                let text = documents
+                    .iter()
+                    .map(|d| format!("<document name=\"{}\">\n{}\n</document>", d.name, d.content.trim_end()))
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                text_result(text, None)
+            }
+            Err(e) => document_error(&e),
+        },
+    }
+}
+
+fn list_resources<'p>(call: &Call<'_, 'p>) -> (Reply, Option<AuthzRecord<'p>>) {
+    let store = &call.snapshot.documents;
+    let mut resources = Vec::new();
+    for collection in call.access.visible_collections() {
+        for document in store.list(collection).unwrap_or_default() {
+            let mut resource = json!({
+                "uri": documents::resource_uri(collection, &document.name),
+                "name": document.name,
+                "mimeType": document.mime_type,
+                "size": document.content.len(),
+            });
+            if let Some(title) = &document.title {
+                resource["title"] = json!(title);
+            }
+            resources.push(resource);
+        }
+    }
+    let count = resources.len();
+    (
+        Reply::Result(json!({"resources": resources})),
+        Some(list_record(format!("resources:{count}"))),
+    )
+}
+
+fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+    let Some(uri) = params.get("uri").and_then(Value::as_str) else {
+        return (
+            error(200, code::INVALID_PARAMS, "Invalid params: uri must be a string", None),
+            None,
+        );
+    };
+    // MCP 2025-11-25 and earlier answer a missing resource with -32002; 2026-07-28 with -32602.
+    let not_found_code = if call.revision.is_modern() {
+        code::INVALID_PARAMS
+    } else {
+        code::RESOURCE_NOT_FOUND
+    };
+    let not_found = || error(200, not_found_code, "Resource not found", Some(json!({"uri": uri})));
+    let (collection, name) = match documents::parse_resource_uri(uri) {
+        Ok(parts) => parts,
+        Err(_) => return (not_found(), None),
+    };
+    let decision = call.access.check_collection(&collection);
+    let authz = record(call, AuthzKind::Resource, uri, &decision);
+    if decision.reason == Reason::UnknownCollection {
+        return (not_found(), Some(authz));
+    }
+    if !decision.effect.permits() {
+        return (
+            denial(&decision, &authz.missing, &format!("resource {uri}")),
+            Some(authz),
+        );
+    }
+    match call.snapshot.documents.get(&collection, &name) {
+        Ok(document) => (
+            Reply::Result(
+                json!({"contents": [{"uri": uri, "mimeType": document.mime_type, "text": document.content}]}),
+            ),
+            Some(authz),
+        ),
+        Err(_) => (not_found(), Some(authz)),
+    }
+}
