@@ -1,13 +1,16 @@
 # Palisade: every command a developer or CI needs. `make help` lists them.
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+E2E_DEPS := target/e2e-deps
+DEV := target/dev
+SERVER := target/debug/palisade-server
 
-.PHONY: help test lint fmt crds bench
+.PHONY: help test lint fmt crds bench run e2e-deps
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-test: lint ## Format check, clippy, and every test
+test: lint e2e-deps ## Format check, clippy, and every test (unit, property, end-to-end with real clients)
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
 
@@ -24,3 +27,25 @@ crds: ## Regenerate the CRD YAML in crds/ from the Rust types
 bench: ## Criterion benchmarks; figures written to docs/benchmarks.md
 	$(CARGO) bench -p palisade-crds --bench evaluator -- --noplot
 	python3 scripts/bench_report.py
+
+e2e-deps: $(E2E_DEPS)/venv/.installed $(E2E_DEPS)/node/.installed ## Install the pinned third-party test clients
+
+$(E2E_DEPS)/venv/.installed: tests/deps/requirements.txt
+	python3 -m venv $(E2E_DEPS)/venv
+	$(E2E_DEPS)/venv/bin/pip install --quiet --disable-pip-version-check -r tests/deps/requirements.txt
+	touch $@
+
+$(E2E_DEPS)/node/.installed: tests/deps/package.json tests/deps/package-lock.json
+	mkdir -p $(E2E_DEPS)/node
+	cp tests/deps/package.json tests/deps/package-lock.json $(E2E_DEPS)/node/
+	cd $(E2E_DEPS)/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: ## Serve the company-info sample locally with a development key; prints tokens and examples
+	$(CARGO) build -q -p palisade-server
+	rm -rf $(DEV) && mkdir -p $(DEV)/secrets/company-info-jwt
+	head -c 32 /dev/urandom | base64 > $(DEV)/secrets/company-info-jwt/hmac-key
+	$(SERVER) policy compile config/samples/company-info.yaml --secrets-dir $(DEV)/secrets --documents-dir $(DEV)/documents > $(DEV)/policy.yaml
+	@scripts/run_banner.sh $(SERVER) $(DEV)/policy.yaml
+	$(SERVER) serve --policy-file $(DEV)/policy.yaml --documents-dir $(DEV)/documents \
+		--listen 127.0.0.1:8080 --metrics-listen 127.0.0.1:9090 --audit-log $(DEV)/audit.log --log-format text

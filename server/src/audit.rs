@@ -253,8 +253,7 @@ impl AuditSink {
         record_drops(&self.inner.dropped, lines);
     }
 
-    /// A sink that captures lines in memory, for tests.
-    #[cfg(test)]
+    /// A sink that captures lines in memory, for tests (of this crate and of the end-to-end suite).
     pub fn memory() -> (Self, MemoryAudit) {
         let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
         let writer = SharedBuffer(Arc::clone(&buffer));
@@ -346,13 +345,11 @@ impl Batch {
 }
 
 /// Lines captured by [`AuditSink::memory`].
-#[cfg(test)]
 pub struct MemoryAudit {
     sink: AuditSink,
     buffer: Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
-#[cfg(test)]
 impl MemoryAudit {
     /// Every line written so far, after waiting for the events already emitted.
     pub fn lines(&self) -> Vec<String> {
@@ -370,10 +367,8 @@ impl MemoryAudit {
     }
 }
 
-#[cfg(test)]
 struct SharedBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
 
-#[cfg(test)]
 impl Write for SharedBuffer {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.0

