@@ -24,9 +24,12 @@ fmt: ## Format the code
 crds: ## Regenerate the CRD YAML in crds/ from the Rust types
 	$(CARGO) run -q -p palisade-operator -- crds --out-dir crds
 
-bench: ## Criterion benchmarks; figures written to docs/benchmarks.md
+bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchmarks.md
 	$(CARGO) bench -p palisade-crds --bench evaluator -- --noplot
 	python3 scripts/bench_report.py
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --locked -p palisade-server
+	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
 
 e2e-deps: $(E2E_DEPS)/venv/.installed $(E2E_DEPS)/node/.installed ## Install the pinned third-party test clients
 

@@ -120,9 +120,10 @@ pub struct Issuer {
     pub jwks_cache_ttl_seconds: u32,
 }
 
-/// Where an issuer's verification keys come from.
+/// Where an issuer's verification keys come from. Written as a map with exactly one key:
+/// `{hmacKeyFile: PATH}`, `{jwksUri: URL}` or `{oidcDiscovery: true}`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(try_from = "KeySourceFields", into = "KeySourceFields")]
 pub enum KeySource {
     /// A file holding the shared HMAC secret (raw bytes; a trailing newline is ignored).
     HmacKeyFile(String),
@@ -130,6 +131,50 @@ pub enum KeySource {
     JwksUri(String),
     /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
     OidcDiscovery,
+}
+
+/// The YAML form of [`KeySource`]: plain fields, so that any YAML tool reads and writes it.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KeySourceFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hmac_key_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jwks_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    oidc_discovery: bool,
+}
+
+impl TryFrom<KeySourceFields> for KeySource {
+    type Error = String;
+
+    fn try_from(fields: KeySourceFields) -> Result<Self, String> {
+        match (fields.hmac_key_file, fields.jwks_uri, fields.oidc_discovery) {
+            (Some(path), None, false) => Ok(Self::HmacKeyFile(path)),
+            (None, Some(uri), false) => Ok(Self::JwksUri(uri)),
+            (None, None, true) => Ok(Self::OidcDiscovery),
+            _ => Err("keys must set exactly one of hmacKeyFile, jwksUri or oidcDiscovery: true".into()),
+        }
+    }
+}
+
+impl From<KeySource> for KeySourceFields {
+    fn from(source: KeySource) -> Self {
+        match source {
+            KeySource::HmacKeyFile(path) => Self {
+                hmac_key_file: Some(path),
+                ..Self::default()
+            },
+            KeySource::JwksUri(uri) => Self {
+                jwks_uri: Some(uri),
+                ..Self::default()
+            },
+            KeySource::OidcDiscovery => Self {
+                oidc_discovery: true,
+                ..Self::default()
+            },
+        }
+    }
 }
 
 /// Claim names.
@@ -289,4 +334,35 @@ pub fn content_hash(bytes: &[u8]) -> String {
         out.push_str(&format!("{byte:02x}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Wrapper {
+        keys: KeySource,
+    }
+
+    #[test]
+    fn key_sources_are_plain_yaml_maps() {
+        for (source, yaml) in [
+            (KeySource::HmacKeyFile("/k".into()), "keys:\n  hmacKeyFile: /k\n"),
+            (KeySource::JwksUri("https://idp/jwks".into()), "keys:\n  jwksUri: https://idp/jwks\n"),
+            (KeySource::OidcDiscovery, "keys:\n  oidcDiscovery: true\n"),
+        ] {
+            let wrapper = Wrapper { keys: source };
+            assert_eq!(yaml_serde::to_string(&wrapper).unwrap(), yaml);
+            assert_eq!(yaml_serde::from_str::<Wrapper>(yaml).unwrap(), wrapper);
+        }
+    }
+
+    #[test]
+    fn a_key_source_names_exactly_one_source() {
+        for bad in ["keys: {}", "keys: {hmacKeyFile: /k, jwksUri: https://x}", "keys: {oidcDiscovery: false}"] {
+            let error = yaml_serde::from_str::<Wrapper>(bad).unwrap_err().to_string();
+            assert!(error.contains("exactly one of hmacKeyFile, jwksUri or oidcDiscovery"), "{bad}: {error}");
+        }
+    }
 }

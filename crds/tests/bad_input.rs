@@ -871,11 +871,11 @@ authentication:
     - issuer: https://idp.example.com
       audiences: [https://docs.example.com/mcp]
       algorithms: [RS256]
-      keys: !jwksUri https://idp.example.com/jwks.json
+      keys: {jwksUri: https://idp.example.com/jwks.json}
     - issuer: palisade-dev
       audiences: [https://docs.example.com/mcp]
       algorithms: [HS256]
-      keys: !hmacKeyFile /etc/palisade/secrets/jwt/hmac-key
+      keys: {hmacKeyFile: /etc/palisade/secrets/jwt/hmac-key}
 collections:
   - name: public
 tools:
