@@ -349,7 +349,10 @@ mod tests {
     fn key_sources_are_plain_yaml_maps() {
         for (source, yaml) in [
             (KeySource::HmacKeyFile("/k".into()), "keys:\n  hmacKeyFile: /k\n"),
-            (KeySource::JwksUri("https://idp/jwks".into()), "keys:\n  jwksUri: https://idp/jwks\n"),
+            (
+                KeySource::JwksUri("https://idp/jwks".into()),
+                "keys:\n  jwksUri: https://idp/jwks\n",
+            ),
             (KeySource::OidcDiscovery, "keys:\n  oidcDiscovery: true\n"),
         ] {
             let wrapper = Wrapper { keys: source };
@@ -360,9 +363,16 @@ mod tests {
 
     #[test]
     fn a_key_source_names_exactly_one_source() {
-        for bad in ["keys: {}", "keys: {hmacKeyFile: /k, jwksUri: https://x}", "keys: {oidcDiscovery: false}"] {
+        for bad in [
+            "keys: {}",
+            "keys: {hmacKeyFile: /k, jwksUri: https://x}",
+            "keys: {oidcDiscovery: false}",
+        ] {
             let error = yaml_serde::from_str::<Wrapper>(bad).unwrap_err().to_string();
-            assert!(error.contains("exactly one of hmacKeyFile, jwksUri or oidcDiscovery"), "{bad}: {error}");
+            assert!(
+                error.contains("exactly one of hmacKeyFile, jwksUri or oidcDiscovery"),
+                "{bad}: {error}"
+            );
         }
     }
 }

@@ -332,6 +332,7 @@ fn auth_failure(
                 "invalid_signature" => Violation::InvalidSignature,
                 "alg_not_allowed" => Violation::AlgNotAllowed,
                 "token_in_query" => Violation::TokenInQuery,
+                "oversize" => Violation::Oversize,
                 _ => Violation::DuplicateAuthorization,
             },
         );
@@ -353,10 +354,12 @@ fn auth_failure(
         Some(json!({"code": error.code()})),
     );
     let response = json_response(status, &body, &ctx.request_id);
-    let description = message.lines().next().unwrap_or_default().to_owned();
+    // RFC 6750 §3.1: a request without credentials gets no error information.
+    let description = (*error != AuthError::MissingAuthorization)
+        .then(|| message.lines().next().unwrap_or_default().to_owned());
     let mut response = with_challenge(
         response,
-        challenge(snapshot, error.bearer_error(), Some(&description), None),
+        challenge(snapshot, error.bearer_error(), description.as_deref(), None),
     );
     if status == 503 {
         response
@@ -410,7 +413,9 @@ async fn serve_mcp(
     query: Option<&str>,
     body: Body,
 ) -> (Response, Option<String>) {
-    let reject = |status: u16, code: i64, message: &str| {
+    // Refusals before authentication: answered, and audited as request denials.
+    let reject = |status: u16, code: i64, message: &str, reason: &str| {
+        audit_refusal(state, snapshot, ctx, None, None, reason, status);
         (rpc_error(status, &Id::Null, code, message, None, &ctx.request_id), None)
     };
     // DNS-rebinding and cross-origin protection (MCP transports, "Security Warning").
@@ -424,6 +429,7 @@ async fn serve_mcp(
             403,
             jsonrpc::code::INVALID_REQUEST,
             "Forbidden: the Host header names a host this server does not serve",
+            "foreign_host",
         );
     }
     if let Some(origin) = headers.get(header::ORIGIN).map(|o| o.to_str().unwrap_or("invalid"))
@@ -434,12 +440,18 @@ async fn serve_mcp(
             403,
             jsonrpc::code::INVALID_REQUEST,
             "Forbidden: requests from this Origin are not allowed",
+            "foreign_origin",
         );
     }
     let head_bytes: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     if head_bytes > state.config.max_header_bytes {
         violation(state, Violation::Oversize);
-        return reject(431, jsonrpc::code::INVALID_REQUEST, "Request Header Fields Too Large");
+        return reject(
+            431,
+            jsonrpc::code::INVALID_REQUEST,
+            "Request Header Fields Too Large",
+            "headers_too_large",
+        );
     }
     let json_body = media_type(headers, header::CONTENT_TYPE)
         .is_some_and(|c| c.split(';').next().map(str::trim) == Some("application/json"));
@@ -448,6 +460,7 @@ async fn serve_mcp(
             415,
             jsonrpc::code::INVALID_REQUEST,
             "Unsupported Media Type: Content-Type must be application/json",
+            "unsupported_media_type",
         );
     }
     if let Some(accept) = media_type(headers, header::ACCEPT)
@@ -459,6 +472,7 @@ async fn serve_mcp(
             406,
             jsonrpc::code::INVALID_REQUEST,
             "Not Acceptable: this server answers with application/json",
+            "not_acceptable",
         );
     }
     let body: Bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
@@ -469,7 +483,7 @@ async fn serve_mcp(
                 "Payload Too Large: the body exceeds {} bytes",
                 state.config.max_body_bytes
             );
-            return reject(413, jsonrpc::code::INVALID_REQUEST, &message);
+            return reject(413, jsonrpc::code::INVALID_REQUEST, &message, "body_too_large");
         }
     };
 
@@ -511,6 +525,7 @@ async fn serve_mcp(
             429,
             jsonrpc::code::INVALID_REQUEST,
             "Too Many Requests: slow down and retry after the time in Retry-After",
+            "rate_limited",
         );
         if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -525,8 +540,25 @@ async fn serve_mcp(
             audit_request(state, snapshot, ctx, &principal, &method, 202);
             return (StatusCode::ACCEPTED.into_response(), Some(method));
         }
-        Ok(Incoming::Response) => return (StatusCode::ACCEPTED.into_response(), None),
+        Ok(Incoming::Response) => {
+            audit_refusal(
+                state,
+                snapshot,
+                ctx,
+                Some(&principal),
+                None,
+                "client_response_ignored",
+                202,
+            );
+            return (StatusCode::ACCEPTED.into_response(), None);
+        }
         Err(invalid) => {
+            let reason = if invalid.code == jsonrpc::code::PARSE_ERROR {
+                "parse_error"
+            } else {
+                "invalid_request"
+            };
+            audit_refusal(state, snapshot, ctx, Some(&principal), None, reason, 400);
             return (
                 rpc_error(400, &invalid.id, invalid.code, &invalid.message, None, &ctx.request_id),
                 None,
@@ -542,6 +574,20 @@ async fn serve_mcp(
     let revision = match protocol::select(&method, &params, routing) {
         Ok(revision) => revision,
         Err(rejection) => {
+            let reason = match rejection.code {
+                protocol::HEADER_MISMATCH => "header_mismatch",
+                protocol::UNSUPPORTED_VERSION => "unsupported_version",
+                _ => "invalid_request",
+            };
+            audit_refusal(
+                state,
+                snapshot,
+                ctx,
+                Some(&principal),
+                Some(&method),
+                reason,
+                rejection.status,
+            );
             let response = rpc_error(
                 rejection.status,
                 &id,
@@ -607,6 +653,31 @@ fn audit_authentication(state: &AppState, snapshot: &Snapshot, ctx: &Context, pr
     state.audit.emit(&event);
 }
 
+/// A request refused before it reached a method (bad Host, Origin, media type, size, message).
+fn audit_refusal(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: Option<&Principal>,
+    method: Option<&str>,
+    reason: &str,
+    status: u16,
+) {
+    let decision = if status < 400 { "allow" } else { "deny" };
+    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Request, decision, reason);
+    if let Some(principal) = principal {
+        event.subject = principal.identity.subject.as_deref();
+        event.issuer = principal.issuer.as_deref();
+        event.auth_method = Some(principal.method.as_str());
+    }
+    event.client_address = ctx.client.clone();
+    event.mcp_method = method;
+    event.policy_hash = Some(snapshot.policy.hash());
+    event.http_status = Some(status);
+    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    state.audit.emit(&event);
+}
+
 fn audit_request(
     state: &AppState,
     snapshot: &Snapshot,
@@ -653,6 +724,9 @@ fn audit_authorization(
         .authorization_checks
         .get_or_create(&AuthzLabels { kind, decision })
         .inc();
+    if record.path_traversal {
+        violation(state, Violation::PathTraversal);
+    }
     let mut event = AuditEvent::new(
         &ctx.request_id,
         AuditKind::Authorization,

@@ -31,6 +31,7 @@ from mcp.shared.exceptions import MCPError
 
 TEXT_PREFIX = 80
 STEP_TIMEOUT = 20
+TOTAL_TIMEOUT = 45
 
 
 def sdk_version() -> str:
@@ -47,7 +48,11 @@ class Exchanges:
 
     async def on_response(self, response: httpx2.Response) -> None:
         request = response.request
-        entry: dict[str, Any] = {"http": request.method, "status": response.status_code}
+        entry: dict[str, Any] = {
+            "http": request.method,
+            "url": str(request.url.copy_with(query=None)),
+            "status": response.status_code,
+        }
         try:
             body = json.loads(request.content or b"null")
         except (ValueError, httpx2.RequestNotRead):
@@ -108,7 +113,7 @@ async def run(report: dict[str, Any]) -> None:
     mode = os.environ.get("MCP_MODE", "auto")
     tools = os.environ.get("MCP_TOOLS", "get_public_info get_confidential_info").split()
     uris = os.environ.get(
-        "MCP_URIS", "docs://public/public.md docs://confidential/confidential.md"
+        "MCP_URIS", "palisade://public/public.md palisade://confidential/confidential.md"
     ).split()
     report["mode"] = mode
 
@@ -128,68 +133,69 @@ async def run(report: dict[str, Any]) -> None:
             # Every listing reaches the server: the test is about what the server answers.
             cache=None,
         )
+        report["connected"] = False
         try:
-            with anyio.fail_after(STEP_TIMEOUT):
-                await client.__aenter__()
-        except BaseException as error:  # noqa: BLE001 - reported, not handled
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            async with client:
+                report["connected"] = True
+                await explore(client, exchanges, report, tools, uris)
+        except Exception as error:  # noqa: BLE001 - reported, not handled
+            if report["connected"]:
                 raise
-            report["connected"] = False
             connect = exchanges.last("initialize") or exchanges.last("server/discover")
             report["connectError"] = describe_error(error, connect)
-            return
+
+
+async def explore(
+    client: Client, exchanges: Exchanges, report: dict[str, Any], tools: list[str], uris: list[str]
+) -> None:
+    report["protocolVersion"] = client.protocol_version
+    info = client.server_info
+    report["serverInfo"] = info.name if info is not None else None
+
+    try:
+        listing = await client.list_tools()
+        report["tools"] = [tool.name for tool in listing.tools]
+    except Exception as error:  # noqa: BLE001
+        report["tools"] = None
+        report["toolsError"] = describe_error(error, exchanges.last("tools/list"))
+
+    report["calls"] = {}
+    for name in tools:
         try:
-            report["connected"] = True
-            report["protocolVersion"] = client.protocol_version
-            info = client.server_info
-            report["serverInfo"] = info.name if info is not None else None
+            result = await client.call_tool(name, {})
+            report["calls"][name] = {
+                "ok": not result.is_error,
+                "isError": bool(result.is_error),
+                "text": first_text(result.content),
+            }
+        except Exception as error:  # noqa: BLE001 - reported per call
+            report["calls"][name] = describe_error(error, exchanges.last("tools/call", name))
 
-            with anyio.fail_after(STEP_TIMEOUT):
-                try:
-                    listing = await client.list_tools()
-                    report["tools"] = [tool.name for tool in listing.tools]
-                except MCPError as error:
-                    report["tools"] = None
-                    report["toolsError"] = describe_error(error, exchanges.last("tools/list"))
+    try:
+        resources = await client.list_resources()
+        report["resources"] = [str(resource.uri) for resource in resources.resources]
+    except Exception as error:  # noqa: BLE001
+        report["resources"] = None
+        report["resourcesError"] = describe_error(error, exchanges.last("resources/list"))
 
-            report["calls"] = {}
-            for name in tools:
-                try:
-                    with anyio.fail_after(STEP_TIMEOUT):
-                        result = await client.call_tool(name, {})
-                    report["calls"][name] = {
-                        "ok": not result.is_error,
-                        "isError": bool(result.is_error),
-                        "text": first_text(result.content),
-                    }
-                except Exception as error:  # noqa: BLE001 - reported per call
-                    report["calls"][name] = describe_error(error, exchanges.last("tools/call", name))
+    report["reads"] = {}
+    for uri in uris:
+        try:
+            read = await client.read_resource(uri)
+            report["reads"][uri] = {"ok": True, "text": first_text(read.contents)}
+        except Exception as error:  # noqa: BLE001
+            report["reads"][uri] = describe_error(error, exchanges.last("resources/read", uri))
 
-            try:
-                with anyio.fail_after(STEP_TIMEOUT):
-                    resources = await client.list_resources()
-                report["resources"] = [str(resource.uri) for resource in resources.resources]
-            except Exception as error:  # noqa: BLE001
-                report["resources"] = None
-                report["resourcesError"] = describe_error(error, exchanges.last("resources/list"))
 
-            report["reads"] = {}
-            for uri in uris:
-                try:
-                    with anyio.fail_after(STEP_TIMEOUT):
-                        read = await client.read_resource(uri)
-                    report["reads"][uri] = {"ok": True, "text": first_text(read.contents)}
-                except Exception as error:  # noqa: BLE001
-                    report["reads"][uri] = describe_error(error, exchanges.last("resources/read", uri))
-        finally:
-            with anyio.move_on_after(5):
-                await client.__aexit__(None, None, None)
+async def run_bounded(report: dict[str, Any]) -> None:
+    with anyio.fail_after(TOTAL_TIMEOUT):
+        await run(report)
 
 
 def main() -> int:
     report: dict[str, Any] = {"client": f"python mcp {sdk_version()}"}
     try:
-        anyio.run(run, report)
+        anyio.run(run_bounded, report)
     except BaseException as error:  # noqa: BLE001 - the report says what went wrong
         report["fatal"] = describe_error(error, None)
         report["traceback"] = traceback.format_exc()[-2000:]

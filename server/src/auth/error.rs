@@ -156,6 +156,7 @@ impl AuthError {
         match self {
             Self::InvalidSignature => Some("invalid_signature"),
             Self::InvalidToken(Reason::AlgorithmNotAllowed) => Some("alg_not_allowed"),
+            Self::InvalidToken(Reason::TooLarge) => Some("oversize"),
             Self::InvalidRequest(Reason::DuplicateAuthorization) => Some("duplicate_authorization"),
             Self::InvalidRequest(Reason::TokenInQuery) => Some("token_in_query"),
             _ => None,

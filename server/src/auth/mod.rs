@@ -319,10 +319,9 @@ impl Authenticator {
     async fn verify_jwt(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
         let malformed = || AuthError::InvalidToken(Reason::Malformed);
         // The header names the algorithm; `alg: none` and unknown algorithms fail to parse.
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName => {
-                AuthError::InvalidToken(Reason::AlgorithmNotAllowed)
-            }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| match header_algorithm(token) {
+            // `alg: none`, or any algorithm this server does not implement: refused as such.
+            Some(alg) if alg.parse::<Algorithm>().is_err() => AuthError::InvalidToken(Reason::AlgorithmNotAllowed),
             _ => malformed(),
         })?;
         // The issuer decides which keys and algorithms apply, so it is read before verifying;
@@ -383,6 +382,15 @@ impl Authenticator {
             expires_at: claims.get("exp").and_then(Value::as_u64),
         })
     }
+}
+
+/// The `alg` of a token header that the JWT library refused to parse, if the header is JSON.
+fn header_algorithm(token: &str) -> Option<String> {
+    use base64::Engine;
+    let segment = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment).ok()?;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    header.get("alg")?.as_str().map(str::to_owned)
 }
 
 fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Map<String, Value>, AuthError> {

@@ -20,8 +20,6 @@ pub mod code {
     pub const RESOURCE_NOT_FOUND: i64 = -32002;
     /// Authentication or authorization failure; the HTTP status carries the detail.
     pub const UNAUTHORIZED: i64 = -32001;
-    /// Unsupported protocol version, or a header that does not match the body (MCP 2026-07-28).
-    pub const HEADER_MISMATCH: i64 = -32001;
 }
 
 /// A request id: string or integer. `Null` only in error responses to unparseable requests.

@@ -83,6 +83,18 @@ pub struct AuthzRecord<'p> {
     pub granted_by: Vec<&'p str>,
     /// Scopes the caller lacks.
     pub missing: Vec<&'p str>,
+    /// The request tried to name something outside a collection (`..`, separators, NUL).
+    pub path_traversal: bool,
+}
+
+/// Whether a document name or resource URI tries to leave its collection.
+pub fn looks_like_traversal(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let path = lower.strip_prefix("palisade://").unwrap_or(&lower);
+    let name = path.split_once('/').map_or(path, |(_, name)| name);
+    ["..", "/", "\\", "%2f", "%5c", "%2e", "%00", "\0"]
+        .iter()
+        .any(|p| name.contains(p))
 }
 
 /// One request to answer.
@@ -249,6 +261,7 @@ fn list_record<'p>(target: String) -> AuthzRecord<'p> {
         rule: None,
         granted_by: Vec::new(),
         missing: Vec::new(),
+        path_traversal: false,
     }
 }
 
@@ -278,6 +291,7 @@ fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Dec
         rule: decision.rule.map(|r| r.match_.as_str()),
         granted_by,
         missing,
+        path_traversal: false,
     }
 }
 
@@ -331,7 +345,14 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Op
             );
         }
     };
-    (run_tool(call, tool, &arguments), Some(authz))
+    let (reply, traversal) = run_tool(call, tool, &arguments);
+    (
+        reply,
+        Some(AuthzRecord {
+            path_traversal: traversal,
+            ..authz
+        }),
+    )
 }
 
 /// A tool execution error: reported in the result so the model can see and correct it.
@@ -367,7 +388,14 @@ fn document_error(error: &DocumentError) -> Reply {
     tool_error(error.to_string())
 }
 
-fn run_tool(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> Reply {
+/// Runs an allowed tool; the flag says whether its arguments tried to leave the collection.
+fn run_tool(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> (Reply, bool) {
+    let name = arguments.get("name").and_then(Value::as_str).unwrap_or_default();
+    let traversal = tool.action == ToolAction::Get && looks_like_traversal(name);
+    (execute(call, tool, arguments), traversal)
+}
+
+fn execute(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> Reply {
     let store = &call.snapshot.documents;
     let collection = tool.collection.as_str();
     match tool.action {
@@ -476,7 +504,21 @@ fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply
     let not_found = || error(200, not_found_code, "Resource not found", Some(json!({"uri": uri})));
     let (collection, name) = match documents::parse_resource_uri(uri) {
         Ok(parts) => parts,
-        Err(_) => return (not_found(), None),
+        Err(_) => {
+            // Refused before any lookup: audited as a denial, and counted when it tries to
+            // leave a collection.
+            let record = AuthzRecord {
+                kind: AuthzKind::Resource,
+                effect: Effect::Deny,
+                reason: "invalid_uri",
+                target: Some(uri.to_owned()),
+                rule: None,
+                granted_by: Vec::new(),
+                missing: Vec::new(),
+                path_traversal: looks_like_traversal(uri),
+            };
+            return (not_found(), Some(record));
+        }
     };
     let decision = call.access.check_collection(&collection);
     let authz = record(call, AuthzKind::Resource, uri, &decision);
