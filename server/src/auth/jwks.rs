@@ -168,21 +168,21 @@ impl JwksCache {
         )
     }
 
-    /// Fetches unless another task just did. `unknown_kid` refetches obey the rate limit.
+    /// Fetches unless another task just did, or a fetch was attempted less than
+    /// `min_refetch_interval` ago: an unreachable IdP or a flood of unknown `kid`s costs the IdP
+    /// at most one request per interval, and callers never queue behind a stream of timeouts.
     async fn refresh(&self, unknown_kid: bool) {
         let _guard = self.fetching.lock().await;
         let (_, fetched_at, last_attempt) = self.snapshot();
         let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
-        if unknown_kid && recent(last_attempt, self.min_refetch_interval) {
-            (self.observer)(&self.issuer, FetchResult::RateLimited);
-            return;
-        }
         // Another task refreshed while this one waited for the lock.
         if !unknown_kid && recent(fetched_at, self.ttl) {
             return;
         }
-        // A failed fetch is retried no more often than the refetch interval either.
-        if !unknown_kid && fetched_at.is_some() && recent(last_attempt, self.min_refetch_interval) {
+        if recent(last_attempt, self.min_refetch_interval) {
+            if unknown_kid {
+                (self.observer)(&self.issuer, FetchResult::RateLimited);
+            }
             return;
         }
         self.state.write().expect("jwks state lock").last_attempt = Some(Instant::now());

@@ -37,6 +37,9 @@ use self::api_keys::ApiKeyTable;
 pub use self::error::{AuthError, Reason};
 use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
 
+/// Most keys a token without `kid` is verified against.
+const MAX_KEYS_WITHOUT_KID: usize = 4;
+
 /// How a caller authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -353,9 +356,12 @@ impl Authenticator {
                     .await
                     .ok_or(AuthError::KeysUnavailable)?;
                 let alg_name = format!("{:?}", header.alg);
+                // NB: a token without `kid` is tried against a few keys only, so that a large JWKS
+                // cannot turn one request into many signature verifications.
                 let mut candidates = candidates
                     .iter()
                     .filter(|k| k.algorithm.as_ref().is_none_or(|a| *a == alg_name))
+                    .take(MAX_KEYS_WITHOUT_KID)
                     .peekable();
                 if candidates.peek().is_none() {
                     return Err(AuthError::InvalidToken(Reason::UnknownKeyId));
