@@ -34,6 +34,17 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?} must not be negative"))
 }
 
+/// Whether a TLS client must present a certificate (`--tls-client-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientAuth {
+    /// A client certificate is verified when presented; a client without one can still
+    /// authenticate with a bearer token or an API key.
+    #[default]
+    Optional,
+    /// Every client must present a certificate signed by the client CA (refused at handshake).
+    Required,
+}
+
 /// Arguments of `palisade-server serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -95,4 +106,19 @@ pub struct ServeArgs {
     /// Least time between two refetches of an issuer's JWKS caused by unknown key ids.
     #[arg(long, env = "PALISADE_JWKS_REFETCH_INTERVAL", default_value = "10s", value_parser = duration)]
     pub jwks_refetch_interval: Duration,
+    /// Serve TLS on `--listen` with this certificate chain (PEM, leaf first); needs `--tls-key`.
+    /// Reloaded when the file changes. Metrics stay plain HTTP.
+    #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PALISADE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM bundle) that sign client certificates: when set, a client certificate
+    /// is verified and its subject becomes the caller's identity (mTLS).
+    #[arg(long, env = "PALISADE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// With `--tls-client-ca`: `optional` (a client without a certificate may still use a token)
+    /// or `required` (refused at handshake). Default: `optional`.
+    #[arg(long, env = "PALISADE_TLS_CLIENT_AUTH", value_enum, requires = "tls_client_ca")]
+    pub tls_client_auth: Option<ClientAuth>,
 }

@@ -25,7 +25,7 @@ use palisade_crds::evaluator::Effect;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::{AuthError, AuthMethod, Credential, Principal, Reason};
+use crate::auth::{AuthError, AuthMethod, ClientCertificate, Credential, Principal, Reason};
 use crate::mcp::jsonrpc::{self, Id, Incoming};
 use crate::mcp::methods::{self, AuthzKind, AuthzRecord, Call, Reply};
 use crate::mcp::protocol::{self, RoutingHeaders};
@@ -224,7 +224,13 @@ fn origin_allowed(state: &AppState, snapshot: &Snapshot, origin: &str) -> bool {
 }
 
 /// `Authorization: Bearer <token>` or `X-API-Key`; refuses ambiguous or misplaced credentials.
-fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<Credential<'a>, AuthError> {
+/// Without either header, the subject of the connection's verified client certificate (mTLS), if
+/// any: a token sent over a connection with a client certificate wins over the certificate.
+fn credentials<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&str>,
+    certificate: Option<&'a ClientCertificate>,
+) -> Result<Credential<'a>, AuthError> {
     let in_query = query.is_some_and(|q| {
         q.split('&').any(|pair| {
             pair.split('=')
@@ -243,7 +249,7 @@ fn credentials<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<Creden
     let api_key = headers.get("x-api-key");
     match (first, api_key) {
         (Some(_), Some(_)) => Err(AuthError::InvalidRequest(Reason::DuplicateAuthorization)),
-        (None, None) => Ok(Credential::None),
+        (None, None) => Ok(certificate.map_or(Credential::None, |c| Credential::ClientCertificate(&c.subject))),
         (None, Some(key)) => key
             .to_str()
             .ok()
@@ -302,6 +308,7 @@ fn metrics_method(credential: &Credential<'_>) -> metrics::AuthMethod {
         Credential::ApiKey(_) => metrics::AuthMethod::ApiKey,
         Credential::Bearer(t) if t.bytes().filter(|&b| b == b'.').count() == 2 => metrics::AuthMethod::Jwt,
         Credential::Bearer(_) => metrics::AuthMethod::ApiKey,
+        Credential::ClientCertificate(_) => metrics::AuthMethod::ClientCertificate,
     }
 }
 
@@ -310,6 +317,7 @@ fn principal_method(method: AuthMethod) -> metrics::AuthMethod {
         AuthMethod::Jwt => metrics::AuthMethod::Jwt,
         AuthMethod::ApiKey => metrics::AuthMethod::ApiKey,
         AuthMethod::Anonymous => metrics::AuthMethod::Anonymous,
+        AuthMethod::ClientCertificate => metrics::AuthMethod::ClientCertificate,
     }
 }
 
@@ -338,12 +346,16 @@ fn auth_failure(
         );
     }
     let status = error.status();
-    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Authentication, "failure", error.reason());
+    let mut event = event(
+        ctx,
+        snapshot,
+        None,
+        AuditKind::Authentication,
+        "failure",
+        error.reason(),
+        Some(status),
+    );
     event.auth_method = Some(method.as_str());
-    event.client_address = ctx.client.clone();
-    event.policy_hash = Some(snapshot.policy.hash());
-    event.http_status = Some(status);
-    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
     state.audit.emit(&event);
 
     let message = error.message();
@@ -355,8 +367,8 @@ fn auth_failure(
     );
     let response = json_response(status, &body, &ctx.request_id);
     // RFC 6750 §3.1: a request without credentials gets no error information.
-    let description = (*error != AuthError::MissingAuthorization)
-        .then(|| message.lines().next().unwrap_or_default().to_owned());
+    let description =
+        (*error != AuthError::MissingAuthorization).then(|| message.lines().next().unwrap_or_default().to_owned());
     let mut response = with_challenge(
         response,
         challenge(snapshot, error.bearer_error(), description.as_deref(), None),
@@ -371,7 +383,15 @@ fn auth_failure(
 
 /// `POST /mcp`.
 async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // HTTP/2 (negotiated by ALPN over TLS) carries the host as `:authority`, which hyper puts in
+    // the URI, and no Host header (RFC 9113 §8.3.1): checked as the Host header would be.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(authority) = parts.uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(header::HOST, value);
+    }
     let ctx = Context {
         request_id: request_id(&parts.headers),
         client: parts
@@ -390,7 +410,17 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
             &ctx.request_id,
         );
     };
-    let (response, method) = serve_mcp(&state, &snapshot, &ctx, &parts.headers, parts.uri.query(), body).await;
+    let certificate = parts.extensions.get::<ClientCertificate>();
+    let (response, method) = serve_mcp(
+        &state,
+        &snapshot,
+        &ctx,
+        &parts.headers,
+        parts.uri.query(),
+        certificate,
+        body,
+    )
+    .await;
     let status = response.status().as_u16();
     state
         .metrics
@@ -411,11 +441,12 @@ async fn serve_mcp(
     ctx: &Context,
     headers: &HeaderMap,
     query: Option<&str>,
+    certificate: Option<&ClientCertificate>,
     body: Body,
 ) -> (Response, Option<String>) {
     // Refusals before authentication: answered, and audited as request denials.
     let reject = |status: u16, code: i64, message: &str, reason: &str| {
-        audit_refusal(state, snapshot, ctx, None, None, reason, status);
+        audit_request(state, snapshot, ctx, None, None, reason, status);
         (rpc_error(status, &Id::Null, code, message, None, &ctx.request_id), None)
     };
     // DNS-rebinding and cross-origin protection (MCP transports, "Security Warning").
@@ -488,7 +519,7 @@ async fn serve_mcp(
     };
 
     // Authentication.
-    let credential = match credentials(headers, query) {
+    let credential = match credentials(headers, query, certificate) {
         Ok(credential) => credential,
         Err(error) => {
             return (
@@ -537,11 +568,19 @@ async fn serve_mcp(
     let (id, method, params) = match jsonrpc::parse(&body) {
         Ok(Incoming::Request { id, method, params }) => (id, method, params),
         Ok(Incoming::Notification { method }) => {
-            audit_request(state, snapshot, ctx, &principal, &method, 202);
+            audit_request(
+                state,
+                snapshot,
+                ctx,
+                Some(&principal),
+                Some(&method),
+                "no_authorization_needed",
+                202,
+            );
             return (StatusCode::ACCEPTED.into_response(), Some(method));
         }
         Ok(Incoming::Response) => {
-            audit_refusal(
+            audit_request(
                 state,
                 snapshot,
                 ctx,
@@ -558,7 +597,7 @@ async fn serve_mcp(
             } else {
                 "invalid_request"
             };
-            audit_refusal(state, snapshot, ctx, Some(&principal), None, reason, 400);
+            audit_request(state, snapshot, ctx, Some(&principal), None, reason, 400);
             return (
                 rpc_error(400, &invalid.id, invalid.code, &invalid.message, None, &ctx.request_id),
                 None,
@@ -579,7 +618,7 @@ async fn serve_mcp(
                 protocol::UNSUPPORTED_VERSION => "unsupported_version",
                 _ => "invalid_request",
             };
-            audit_refusal(
+            audit_request(
                 state,
                 snapshot,
                 ctx,
@@ -638,23 +677,61 @@ async fn serve_mcp(
     let status = response.status().as_u16();
     match authz {
         Some(record) => audit_authorization(state, snapshot, ctx, &principal, &method, &record, status),
-        None => audit_request(state, snapshot, ctx, &principal, &method, status),
+        None => audit_request(
+            state,
+            snapshot,
+            ctx,
+            Some(&principal),
+            Some(&method),
+            "no_authorization_needed",
+            status,
+        ),
     }
     (response, Some(method))
 }
 
-fn audit_authentication(state: &AppState, snapshot: &Snapshot, ctx: &Context, principal: &Principal) {
-    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Authentication, "success", "ok");
-    event.subject = principal.identity.subject.as_deref();
-    event.issuer = principal.issuer.as_deref();
-    event.auth_method = Some(principal.method.as_str());
+/// An audit event carrying what every event of this request has: ids, caller, client address,
+/// policy hash, and (for the event that closes the request) status and duration.
+fn event<'a>(
+    ctx: &'a Context,
+    snapshot: &'a Snapshot,
+    principal: Option<&'a Principal>,
+    kind: AuditKind,
+    decision: &'a str,
+    reason: &'a str,
+    status: Option<u16>,
+) -> AuditEvent<'a> {
+    let mut event = AuditEvent::new(&ctx.request_id, kind, decision, reason);
+    if let Some(principal) = principal {
+        event.subject = principal.identity.subject.as_deref();
+        event.issuer = principal.issuer.as_deref();
+        event.auth_method = Some(principal.method.as_str());
+    }
     event.client_address = ctx.client.clone();
     event.policy_hash = Some(snapshot.policy.hash());
+    if let Some(status) = status {
+        event.http_status = Some(status);
+        event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    }
+    event
+}
+
+fn audit_authentication(state: &AppState, snapshot: &Snapshot, ctx: &Context, principal: &Principal) {
+    let event = event(
+        ctx,
+        snapshot,
+        Some(principal),
+        AuditKind::Authentication,
+        "success",
+        "ok",
+        None,
+    );
     state.audit.emit(&event);
 }
 
-/// A request refused before it reached a method (bad Host, Origin, media type, size, message).
-fn audit_refusal(
+/// A request without an authorization decision: refused before it reached a method (bad Host,
+/// Origin, media type, size, message), or a method that needs none (`initialize`, notifications).
+fn audit_request(
     state: &AppState,
     snapshot: &Snapshot,
     ctx: &Context,
@@ -664,37 +741,16 @@ fn audit_refusal(
     status: u16,
 ) {
     let decision = if status < 400 { "allow" } else { "deny" };
-    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Request, decision, reason);
-    if let Some(principal) = principal {
-        event.subject = principal.identity.subject.as_deref();
-        event.issuer = principal.issuer.as_deref();
-        event.auth_method = Some(principal.method.as_str());
-    }
-    event.client_address = ctx.client.clone();
+    let mut event = event(
+        ctx,
+        snapshot,
+        principal,
+        AuditKind::Request,
+        decision,
+        reason,
+        Some(status),
+    );
     event.mcp_method = method;
-    event.policy_hash = Some(snapshot.policy.hash());
-    event.http_status = Some(status);
-    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
-    state.audit.emit(&event);
-}
-
-fn audit_request(
-    state: &AppState,
-    snapshot: &Snapshot,
-    ctx: &Context,
-    principal: &Principal,
-    method: &str,
-    status: u16,
-) {
-    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Request, "allow", "no_authorization_needed");
-    event.subject = principal.identity.subject.as_deref();
-    event.issuer = principal.issuer.as_deref();
-    event.auth_method = Some(principal.method.as_str());
-    event.client_address = ctx.client.clone();
-    event.mcp_method = Some(method);
-    event.policy_hash = Some(snapshot.policy.hash());
-    event.http_status = Some(status);
-    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
     state.audit.emit(&event);
 }
 
@@ -727,16 +783,15 @@ fn audit_authorization(
     if record.path_traversal {
         violation(state, Violation::PathTraversal);
     }
-    let mut event = AuditEvent::new(
-        &ctx.request_id,
+    let mut event = event(
+        ctx,
+        snapshot,
+        Some(principal),
         AuditKind::Authorization,
         record.effect.as_str(),
         record.reason,
+        Some(status),
     );
-    event.subject = principal.identity.subject.as_deref();
-    event.issuer = principal.issuer.as_deref();
-    event.auth_method = Some(principal.method.as_str());
-    event.client_address = ctx.client.clone();
     event.mcp_method = Some(method);
     match record.kind {
         AuthzKind::Resource => event.resource = record.target.as_deref(),
@@ -745,8 +800,5 @@ fn audit_authorization(
     event.rule = record.rule;
     event.granted_by = record.granted_by.clone();
     event.missing_scopes = record.missing.clone();
-    event.policy_hash = Some(snapshot.policy.hash());
-    event.http_status = Some(status);
-    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
     state.audit.emit(&event);
 }

@@ -4,7 +4,8 @@
 //! DESIGN.md, "What a server pod sees"), authenticates every request ([`auth`]), authorizes it with
 //! the shared evaluator of `palisade-crds`, serves documents as tools and resources ([`mcp`],
 //! [`documents`]), writes an audit event for every decision ([`audit`]) and exposes metrics
-//! ([`metrics`]). Files are reloaded without a restart ([`state`]).
+//! ([`metrics`]). Files are reloaded without a restart ([`state`]). TLS, with optional client
+//! certificates, is terminated by [`tls`] when configured.
 
 #![forbid(unsafe_code)]
 
@@ -18,4 +19,5 @@ pub mod metrics;
 pub mod policy_cli;
 pub mod rate_limit;
 pub mod state;
+pub mod tls;
 pub mod token;

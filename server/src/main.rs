@@ -10,7 +10,8 @@ use palisade_server::audit::{AuditSink, AuditSinkConfig};
 use palisade_server::config::{AuditTarget, ServeArgs};
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
-use palisade_server::{http, policy_cli, state, token};
+use palisade_server::tls::{TlsConfig, TlsFiles};
+use palisade_server::{http, policy_cli, state, tls, token};
 
 #[derive(Parser)]
 #[command(name = "palisade-server", version, about = "The Palisade MCP server")]
@@ -112,6 +113,19 @@ async fn run(args: ServeArgs) -> ExitCode {
     }
     tokio::spawn(state::watch(state.clone()));
 
+    // Unlike the policy, the TLS files must be valid at start-up: without them there is nothing
+    // to serve.
+    let tls = match TlsFiles::from_args(&args).map(TlsConfig::load).transpose() {
+        Ok(tls) => tls.map(Arc::new),
+        Err(error) => {
+            tracing::error!(%error, "cannot load the TLS certificate");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(tls) = &tls {
+        tokio::spawn(tls::watch(tls.clone(), args.reload_interval));
+    }
+
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -126,21 +140,35 @@ async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving MCP at /mcp");
+    tracing::info!(
+        listen = %args.listen,
+        metrics = %args.metrics_listen,
+        tls = tls.is_some(),
+        client_ca = args.tls_client_ca.is_some(),
+        "serving MCP at /mcp"
+    );
     let app = http::app(state.clone())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             args.request_timeout,
         ))
         .layer(tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency));
-    let mcp = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal());
+    let mcp = async move {
+        match tls {
+            Some(tls) => tls::serve(listener, app, tls, shutdown_signal()).await,
+            None => {
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+            }
+        }
+    };
     let metrics =
         axum::serve(metrics_listener, http::metrics_app(state.clone())).with_graceful_shutdown(shutdown_signal());
-    let result = tokio::try_join!(mcp.into_future(), metrics.into_future());
+    let result = tokio::try_join!(mcp, metrics.into_future());
     tracing::info!("shutting down");
     let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
     match result {

@@ -100,7 +100,13 @@ macro_rules! label_values {
 
 label_values!(
     /// How a caller tried to authenticate.
-    AuthMethod { Jwt => "jwt", ApiKey => "api_key", Anonymous => "anonymous", None => "none" }
+    AuthMethod {
+        Jwt => "jwt",
+        ApiKey => "api_key",
+        Anonymous => "anonymous",
+        ClientCertificate => "client_certificate",
+        None => "none",
+    }
 );
 label_values!(
     /// Result of an authentication attempt or a policy reload.
@@ -343,7 +349,12 @@ impl Metrics {
     /// that appears already at 1 shows no increase), and ratios have a denominator. Series with open label values
     /// (failure reasons, JWKS issuers, MCP methods) appear when first recorded.
     fn initialize_closed_series(&self) {
-        for method in [AuthMethod::Jwt, AuthMethod::ApiKey, AuthMethod::Anonymous] {
+        for method in [
+            AuthMethod::Jwt,
+            AuthMethod::ApiKey,
+            AuthMethod::Anonymous,
+            AuthMethod::ClientCertificate,
+        ] {
             create_at_zero(&self.authentication_attempts, &AuthLabels::success(method));
         }
         for kind in [AuthzKind::Tool, AuthzKind::Resource, AuthzKind::List] {

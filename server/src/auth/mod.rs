@@ -8,6 +8,10 @@
 //!   `nbf` and `iat` are honoured with the document's leeway.
 //! - **API keys** ([`api_keys`]): sent as `X-API-Key: <key>`, or as a bearer token that is not a
 //!   JWT.
+//! - **Client certificates** (mTLS, [`crate::tls`]): the TLS layer verifies the certificate
+//!   against `--tls-client-ca` and hands over its subject ([`ClientCertificate`]); the caller is
+//!   that subject, bound by a binding's `subjects`. Used only when the request carries no
+//!   Authorization or X-API-Key header: a token, when also sent, wins.
 //! - **Anonymous** callers, only when the document allows them.
 //!
 //! Verified JWTs are cached until they expire, keyed by the SHA-256 of the whole token (so a
@@ -49,6 +53,8 @@ pub enum AuthMethod {
     ApiKey,
     /// No credentials.
     Anonymous,
+    /// A client certificate verified by the TLS layer.
+    ClientCertificate,
 }
 
 impl AuthMethod {
@@ -58,6 +64,7 @@ impl AuthMethod {
             Self::Jwt => "jwt",
             Self::ApiKey => "api_key",
             Self::Anonymous => "anonymous",
+            Self::ClientCertificate => "client_certificate",
         }
     }
 }
@@ -84,6 +91,16 @@ pub enum Credential<'a> {
     Bearer(&'a str),
     /// `X-API-Key: <key>`.
     ApiKey(&'a str),
+    /// The subject of a client certificate the TLS layer verified.
+    ClientCertificate(&'a str),
+}
+
+/// A client certificate that the TLS handshake verified against the configured client CA,
+/// attached to every request of its connection (a request extension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The certificate's subject Common Name, or else its first DNS subject alternative name.
+    pub subject: String,
 }
 
 /// Limits and intervals that are not part of the policy.
@@ -278,6 +295,16 @@ impl Authenticator {
                 expires_at: None,
             }),
             Credential::None => Err(AuthError::MissingAuthorization),
+            // Verified (chain, validity, CA) during the handshake; only its subject is left.
+            Credential::ClientCertificate(subject) => Ok(Principal {
+                identity: Identity {
+                    subject: Some(subject.to_owned()),
+                    ..Identity::default()
+                },
+                method: AuthMethod::ClientCertificate,
+                issuer: None,
+                expires_at: None,
+            }),
             Credential::Bearer(token) | Credential::ApiKey(token) if token.len() > self.settings.max_token_bytes => {
                 Err(AuthError::InvalidToken(Reason::TooLarge))
             }
