@@ -174,6 +174,8 @@ impl AppState {
         if let Some(current) = self.snapshot.load_full()
             && input_fingerprint(&self.config.policy_file, &self.config.documents_dir) == Some(current.fingerprint)
         {
+            // The files are back to what is in force (e.g. a refused edit was reverted).
+            *self.last_error.lock().expect("last error lock") = None;
             return Ok(false);
         }
         match self.build_snapshot() {

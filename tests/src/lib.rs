@@ -116,12 +116,7 @@ impl Fixture {
         let policy = String::from_utf8_lossy(&output.stdout).into_owned();
         let hmac_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
         for line in policy.lines() {
-            if let Some(path) = line
-                .trim()
-                .strip_prefix("keys:")
-                .map(str::trim)
-                .and_then(|k| k.strip_prefix("hmacKeyFile: "))
-            {
+            if let Some(path) = line.trim().strip_prefix("hmacKeyFile:") {
                 let path = PathBuf::from(path.trim());
                 std::fs::create_dir_all(path.parent().expect("key dir")).expect("create key dir");
                 std::fs::write(&path, &hmac_key).expect("write key");

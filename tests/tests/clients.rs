@@ -298,22 +298,8 @@ fn run(sdk: Sdk, server: &Server, token: &str, case: &str) -> Run {
     run
 }
 
-/// The harness writes the HMAC key only for a `hmacKeyFile: <path>` line, while `policy compile`
-/// prints the YAML tag form `keys: !hmacKeyFile <path>`; write the key for either form.
-fn write_hmac_key(fixture: &Fixture) {
-    let policy = std::fs::read_to_string(&fixture.policy_file).expect("read policy");
-    for line in policy.lines() {
-        if let Some((_, rest)) = line.split_once("hmacKeyFile") {
-            let path = PathBuf::from(rest.trim_start_matches(':').trim());
-            std::fs::create_dir_all(path.parent().expect("key dir")).expect("create key dir");
-            std::fs::write(&path, &fixture.hmac_key).expect("write key");
-        }
-    }
-}
-
 fn seed_001() -> (Fixture, Server) {
     let fixture = Fixture::sample("company-info.yaml");
-    write_hmac_key(&fixture);
     let server = Server::start(&fixture, &[]);
     (fixture, server)
 }
