@@ -1,0 +1,59 @@
+//! The NetworkPolicy, when `spec.networkPolicy.enabled`: ingress to the server pods only on the
+//! MCP port from `ingressFrom` (default: every pod in the server's namespace) and on the metrics
+//! port from `metricsFrom` (default: nobody). Egress stays open: the server fetches JWKS and OIDC
+//! discovery documents from issuers anywhere.
+//!
+//! Numeric ports rather than the container port names: every network plugin supports them.
+//! Kubelet probes come from the node and are not subject to the policy on common plugins.
+
+use palisade_crds::k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
+use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::meta::object_meta;
+use crate::names::{self, Component};
+use crate::ports;
+use crate::validate::ValidatedServer;
+
+/// Builds the NetworkPolicy, or `None` when it is not switched on.
+pub fn network_policy(input: &ValidatedServer<'_>) -> Option<NetworkPolicy> {
+    let spec = input.server().spec.network_policy.as_ref().filter(|n| n.enabled)?;
+    let ingress_from = if spec.ingress_from.is_empty() {
+        // A pod selector without a namespace selector: every pod of this namespace.
+        vec![NetworkPolicyPeer {
+            pod_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        }]
+    } else {
+        spec.ingress_from.clone()
+    };
+    let mut ingress = vec![rule(ingress_from, ports::MCP)];
+    if !spec.metrics_from.is_empty() {
+        ingress.push(rule(spec.metrics_from.clone(), ports::METRICS));
+    }
+    Some(NetworkPolicy {
+        metadata: object_meta(input, names::network_policy(input.name()), Component::Server),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(names::selector_labels(input.name())),
+                match_expressions: None,
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            egress: None,
+        }),
+    })
+}
+
+fn rule(from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule {
+    NetworkPolicyIngressRule {
+        from: Some(from),
+        ports: Some(vec![NetworkPolicyPort {
+            port: Some(IntOrString::Int(port)),
+            protocol: Some("TCP".into()),
+            end_port: None,
+        }]),
+    }
+}

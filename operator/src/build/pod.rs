@@ -1,0 +1,316 @@
+//! The pod template of the server Deployment: one `palisade-server serve` container under the
+//! Kubernetes "restricted" Pod Security Standard.
+//!
+//! - runs as user and group 65532 (non-root), read-only root filesystem, no privilege escalation,
+//!   every capability dropped, `RuntimeDefault` seccomp;
+//! - no service-account token (the server calls no Kubernetes API) and no service links;
+//! - configured through the `PALISADE_*` environment (the server's flags' twins), with the file
+//!   layout of [`super::volumes`];
+//! - liveness `/health`, readiness `/ready` (policy and documents loaded), a startup probe, and a
+//!   short `preStop` sleep so that endpoints are gone before the server drains;
+//! - spread over nodes and zones unless `spec.scheduling.topologySpreadConstraints` says otherwise.
+//!
+//! What deliberately is not on the template: the policy hash or any content hash. The server
+//! reloads the policy, documents and secret files in place, so content changes must not roll the
+//! pods; everything that does need a restart (image, volumes, environment) is part of the
+//! template itself and rolls the pods by changing it.
+
+use std::collections::BTreeMap;
+
+use palisade_crds::McpServer;
+use palisade_crds::document::{DEFAULT_DOCUMENTS_DIR, DEFAULT_POLICY_PATH};
+use palisade_crds::k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, SleepAction,
+    TopologySpreadConstraint,
+};
+use palisade_crds::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_crds::mcp_server::ImagePullPolicy;
+
+use super::volumes::volumes;
+use crate::names::{self, Component};
+use crate::ports;
+use crate::settings::Settings;
+use crate::validate::ValidatedServer;
+
+/// User and group the server runs as (the "nonroot" user of distroless images).
+pub const RUN_AS: i64 = 65532;
+
+/// The pod template.
+pub fn pod_template(input: &ValidatedServer<'_>, settings: &Settings) -> PodTemplateSpec {
+    let spec = &input.server().spec;
+    let scheduling = spec.scheduling.clone().unwrap_or_default();
+    let (volumes, mounts): (Vec<_>, Vec<_>) = volumes(input).into_iter().unzip();
+    let metrics_port = ports::METRICS.to_string();
+    let annotations = BTreeMap::from([
+        (
+            "kubectl.kubernetes.io/default-container".to_owned(),
+            names::CONTAINER.to_owned(),
+        ),
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), metrics_port),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]);
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(names::labels(input.name(), Component::Server)),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            service_account_name: Some(names::service_account(input.name())),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                seccomp_profile: Some(runtime_default()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                volume_mounts: Some(mounts),
+                ..container(input, settings)
+            }],
+            volumes: Some(volumes),
+            node_selector: Some(scheduling.node_selector).filter(|s| !s.is_empty()),
+            tolerations: Some(scheduling.tolerations).filter(|t| !t.is_empty()),
+            affinity: scheduling.affinity,
+            priority_class_name: scheduling.priority_class_name,
+            topology_spread_constraints: Some(
+                scheduling
+                    .topology_spread_constraints
+                    .unwrap_or_else(|| default_topology_spread(input.name())),
+            )
+            .filter(|c| !c.is_empty()),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
+    let spec = &input.server().spec;
+    let env = [
+        ("PALISADE_POLICY_FILE", DEFAULT_POLICY_PATH.to_owned()),
+        ("PALISADE_DOCUMENTS_DIR", DEFAULT_DOCUMENTS_DIR.to_owned()),
+        ("PALISADE_LISTEN", format!("0.0.0.0:{}", ports::MCP)),
+        ("PALISADE_METRICS_LISTEN", format!("0.0.0.0:{}", ports::METRICS)),
+        (
+            "PALISADE_ALLOWED_HOSTS",
+            allowed_hosts(
+                input.server(),
+                input.document().authentication.resource.as_str(),
+                settings,
+            )
+            .join(","),
+        ),
+    ];
+    Container {
+        name: names::CONTAINER.into(),
+        image: Some(spec.image.clone().unwrap_or_else(|| settings.server_image.clone())),
+        image_pull_policy: spec
+            .image_pull_policy
+            .or(settings.image_pull_policy)
+            .map(|policy| pull_policy(policy).to_owned()),
+        args: Some(vec!["serve".into()]),
+        env: Some(
+            env.into_iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.into(),
+                    value: Some(value),
+                    value_from: None,
+                })
+                .collect(),
+        ),
+        ports: Some(vec![
+            container_port(names::MCP_PORT_NAME, ports::MCP),
+            container_port(names::METRICS_PORT_NAME, ports::METRICS),
+        ]),
+        startup_probe: Some(Probe {
+            period_seconds: Some(2),
+            failure_threshold: Some(30),
+            ..http_probe("/health")
+        }),
+        liveness_probe: Some(Probe {
+            period_seconds: Some(10),
+            failure_threshold: Some(3),
+            ..http_probe("/health")
+        }),
+        readiness_probe: Some(Probe {
+            period_seconds: Some(5),
+            failure_threshold: Some(2),
+            ..http_probe("/ready")
+        }),
+        // NB: endpoints are removed asynchronously when a pod terminates; waiting a few seconds
+        // before SIGTERM lets Services and proxies stop sending new requests first. The image has
+        // no shell, hence the built-in sleep action rather than `exec: sleep`.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: 5 }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+/// The Host names the server accepts (`PALISADE_ALLOWED_HOSTS`, DNS-rebinding protection): the
+/// Service's in-cluster names, the host of the resource URI (the public name callers use), and
+/// the loopback names (for `kubectl port-forward`). The server compares without the port.
+pub fn allowed_hosts(server: &McpServer, resource: &str, settings: &Settings) -> Vec<String> {
+    use palisade_crds::kube::ResourceExt;
+    let service = names::service(&server.name_any());
+    let namespace = server.namespace().unwrap_or_default();
+    let mut hosts = vec![
+        service.clone(),
+        format!("{service}.{namespace}"),
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.{}", settings.cluster_domain),
+    ];
+    if let Some(host) = url_host(resource) {
+        hosts.push(host.to_ascii_lowercase());
+    }
+    hosts.extend(["localhost", "127.0.0.1", "[::1]"].map(String::from));
+    let mut seen = std::collections::HashSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    hosts
+}
+
+/// The host of an absolute `http(s)` URL, without userinfo and port.
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port.split_inclusive(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+fn pull_policy(policy: ImagePullPolicy) -> &'static str {
+    match policy {
+        ImagePullPolicy::Always => "Always",
+        ImagePullPolicy::IfNotPresent => "IfNotPresent",
+        ImagePullPolicy::Never => "Never",
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn http_probe(path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(names::MCP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// Requests 50m CPU and 64Mi memory, limits memory to 256Mi. No CPU limit: throttling a
+/// latency-sensitive server helps no one; the request is what the scheduler and the HPA use.
+pub fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("50m".into())),
+            ("memory".to_owned(), Quantity("64Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Spread the pods over nodes and zones, as a preference (`ScheduleAnyway`): a small cluster
+/// still schedules them all. `pod-template-hash` keeps a rollout's old and new pods apart.
+pub fn default_topology_spread(server: &str) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .into_iter()
+        .map(|key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(names::selector_labels(server)),
+                match_expressions: None,
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..TopologySpreadConstraint::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::server;
+
+    #[test]
+    fn allowed_hosts_are_the_service_names_the_resource_host_and_loopback() {
+        let server = server("metadata: {name: docs, namespace: team-a}\nspec: {auth: {allowAnonymous: true}}");
+        let hosts = allowed_hosts(&server, "https://Docs.Example.com:8443/mcp", &Settings::default());
+        assert_eq!(
+            hosts,
+            [
+                "docs",
+                "docs.team-a",
+                "docs.team-a.svc",
+                "docs.team-a.svc.cluster.local",
+                "docs.example.com",
+                "localhost",
+                "127.0.0.1",
+                "[::1]",
+            ]
+        );
+        // The default resource is the in-cluster URL: no duplicate.
+        let settings = Settings {
+            cluster_domain: "corp.internal".into(),
+            ..Settings::default()
+        };
+        let hosts = allowed_hosts(&server, "http://docs.team-a.svc.corp.internal/mcp", &settings);
+        assert_eq!(hosts.len(), 7);
+        assert_eq!(hosts[3], "docs.team-a.svc.corp.internal");
+    }
+
+    #[test]
+    fn url_hosts_drop_userinfo_port_and_path() {
+        assert_eq!(url_host("https://a.example/mcp"), Some("a.example"));
+        assert_eq!(url_host("http://u:p@a.example:80/x"), Some("a.example"));
+        assert_eq!(url_host("http://[fd00::1]:8080/mcp"), Some("[fd00::1]"));
+        assert_eq!(url_host("https://a.example?x#y"), Some("a.example"));
+        assert_eq!(url_host("not a url"), None);
+    }
+}

@@ -1,0 +1,157 @@
+//! Every child object the operator builds is valid against the real schemas:
+//! - built-in kinds against the upstream Kubernetes OpenAPI schemas with the pinned
+//!   `kubernetes-validate` (`--strict`: unknown fields fail), for the Kubernetes version the
+//!   operator's types are built for and the newest one the validator ships;
+//! - ExternalSecrets against External Secrets Operator's CRD (`external-secrets.io/v1`), with the
+//!   same strictness, by `support/validate_custom_resources.py` and the pinned `jsonschema`.
+//!
+//! Needs `make e2e-deps` (the test virtualenv) and `../shared/schemas` beside the repository.
+//! Each validator is also shown a broken object, so a validator that accepts everything fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{CASES, children, repo_root, target_dir};
+
+/// Kubernetes versions to validate against: 1.34 (k8s-openapi's `v1_34`, the API the operator is
+/// built for) and 1.37 (the newest `kubernetes-validate` 1.37.0 ships, the current release).
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.34.0", "1.37.0"];
+
+fn venv_bin(tool: &str) -> PathBuf {
+    let path = target_dir().join("e2e-deps/venv/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make e2e-deps` (installs the pinned kubernetes-validate and jsonschema)",
+        path.display()
+    );
+    path
+}
+
+fn external_secret_crd() -> PathBuf {
+    let path = repo_root().join("../shared/schemas/external-secrets.io_externalsecrets.yaml");
+    assert!(
+        path.exists(),
+        "{} is missing: the upstream External Secrets Operator CRD is expected in shared/schemas/ beside the repository",
+        path.display()
+    );
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemas");
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir.join(name)
+}
+
+fn write_documents(name: &str, documents: &[&String]) -> PathBuf {
+    let path = scratch(name);
+    let text: String = documents.iter().map(|d| format!("---\n{d}")).collect();
+    std::fs::write(&path, text).expect("write objects");
+    path
+}
+
+/// Runs kubernetes-validate on a file with `count` objects; Ok(stdout) only if every one passed.
+fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<String, String> {
+    let output = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", version])
+        .arg(file)
+        .output()
+        .expect("run kubernetes-validate");
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // NB: kubernetes-validate exits 0 with a WARN for kinds it has no schema for: count passes.
+    let passed = stdout.matches(" passed for resource ").count();
+    if output.status.success() && passed == count && !stdout.contains("WARN") {
+        Ok(stdout)
+    } else {
+        Err(stdout)
+    }
+}
+
+fn validate_custom_resources(file: &Path) -> Result<String, String> {
+    let output = Command::new(venv_bin("python"))
+        .arg(repo_root().join("operator/tests/support/validate_custom_resources.py"))
+        .arg(external_secret_crd())
+        .arg(file)
+        .output()
+        .expect("run validate_custom_resources.py");
+    let stdout = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(stdout)
+    }
+}
+
+#[test]
+fn built_in_children_validate_against_the_kubernetes_schemas() {
+    for case in &CASES {
+        let children = children(case);
+        let builtin: Vec<&String> = children.iter().filter(|(b, _)| *b).map(|(_, y)| y).collect();
+        assert!(builtin.len() >= 4, "{}: too few objects", case.name);
+        let file = write_documents(&format!("{}-builtin.yaml", case.name), &builtin);
+        for version in KUBERNETES_VERSIONS {
+            if let Err(output) = kubernetes_validate(&file, version, builtin.len()) {
+                panic!("{} against Kubernetes {version}:\n{output}", case.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn kubernetes_validate_rejects_an_unknown_field() {
+    let (_, deployment) = children(&CASES[0])
+        .into_iter()
+        .find(|(_, y)| y.contains("kind: Deployment"))
+        .expect("a Deployment");
+    let broken = deployment.replace("  revisionHistoryLimit:", "  bogusField: 1\n  revisionHistoryLimit:");
+    assert_ne!(broken, deployment);
+    let file = write_documents("broken-deployment.yaml", &[&broken]);
+    let output = kubernetes_validate(&file, KUBERNETES_VERSIONS[1], 1).expect_err("an unknown field must fail");
+    assert!(output.contains("bogusField"), "{output}");
+}
+
+#[test]
+fn external_secrets_validate_against_the_external_secrets_crd() {
+    let mut total = 0;
+    for case in &CASES {
+        let children = children(case);
+        let external: Vec<&String> = children.iter().filter(|(b, _)| !*b).map(|(_, y)| y).collect();
+        if external.is_empty() {
+            continue;
+        }
+        total += external.len();
+        let file = write_documents(&format!("{}-external-secrets.yaml", case.name), &external);
+        if let Err(output) = validate_custom_resources(&file) {
+            panic!("{}:\n{output}", case.name);
+        }
+    }
+    // The every-switch case syncs an HMAC key (ClusterSecretStore) and an API-key table (SecretStore).
+    assert!(total >= 2, "expected ExternalSecrets to validate, found {total}");
+}
+
+#[test]
+fn the_external_secrets_check_rejects_an_invalid_object() {
+    let everything = CASES.iter().find(|c| c.name == "everything").expect("case");
+    let (_, external) = children(everything)
+        .into_iter()
+        .find(|(builtin, _)| !builtin)
+        .expect("an ExternalSecret");
+    let broken = external.replace("creationPolicy: Owner", "creationPolicy: Owned\n    bogusField: 1");
+    assert_ne!(broken, external);
+    let file = write_documents("broken-external-secret.yaml", &[&broken]);
+    let output = validate_custom_resources(&file).expect_err("an invalid ExternalSecret must fail");
+    assert!(
+        output.contains("bogusField") && output.contains("'Owned' is not one of"),
+        "{output}"
+    );
+}
