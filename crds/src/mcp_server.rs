@@ -31,6 +31,8 @@ use crate::common::SecretKeySource;
     namespaced,
     status = "McpServerStatus",
     cel,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63")
+        .message("the name must be a DNS-1035 label of at most 63 characters: it names the server's Service"),
     doc = "An MCP server that serves document collections as tools and resources, authenticates every request and enforces the McpAccessPolicies that target it.",
     printcolumn(
         name = "Ready",

@@ -29,6 +29,7 @@ use serde_json::Value;
 // ── The message of every rule ────────────────────────────────────────────────────────────────────
 
 // McpServer
+const NAME_DNS_1035: &str = "the name must be a DNS-1035 label of at most 63 characters: it names the server's Service";
 const SECRET_EXACTLY_ONE: &str = "set exactly one of secretKeyRef or externalSecret";
 const DOCUMENTS_EXACTLY_ONE: &str = "set exactly one of configMapRef or inline";
 const INLINE_UNIQUE: &str = "inline document names must be unique";
@@ -68,7 +69,8 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 16] = [
+const MCP_SERVER_MESSAGES: [&str; 17] = [
+    NAME_DNS_1035,
     SECRET_EXACTLY_ONE,
     DOCUMENTS_EXACTLY_ONE,
     INLINE_UNIQUE,
@@ -314,6 +316,18 @@ fn every_rule_of_both_crds_is_covered_by_a_test() {
 }
 
 // ── 2. McpServer rules ───────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn the_server_name_must_be_a_dns_1035_label() {
+    for bad in ["1st-server", "Company-Info", "company.info", &"a".repeat(64)] {
+        let server = mutated_server(|s| s.metadata.name = Some(bad.to_owned()));
+        assert_rejected(bad, server.validate_cel(), NAME_DNS_1035);
+    }
+    for good in ["company-info", "a", &"a".repeat(63)] {
+        let server = mutated_server(|s| s.metadata.name = Some(good.to_owned()));
+        assert_valid(good, server.validate_cel());
+    }
+}
 
 #[test]
 fn secret_key_source_needs_exactly_one_source() {
@@ -1347,8 +1361,8 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 16 McpServer rules (the SecretKeySource rule sits twice) and 12 McpAccessPolicy rules.
-    assert_eq!(rules, 17 + 12, "number of x-kubernetes-validations entries");
+    // 17 McpServer rules (the SecretKeySource rule sits twice) and 12 McpAccessPolicy rules.
+    assert_eq!(rules, 18 + 12, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
