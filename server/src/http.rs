@@ -552,16 +552,19 @@ async fn serve_mcp(
         .unwrap_or("anonymous");
     if let Err(retry_after) = state.rate_limiter.check(caller, Instant::now()) {
         violation(state, Violation::RateLimited);
-        let (mut response, method) = reject(
+        audit_request(state, snapshot, ctx, Some(&principal), None, "rate_limited", 429);
+        let mut response = rpc_error(
             429,
+            &Id::Null,
             jsonrpc::code::INVALID_REQUEST,
             "Too Many Requests: slow down and retry after the time in Retry-After",
-            "rate_limited",
+            None,
+            &ctx.request_id,
         );
         if let Ok(value) = HeaderValue::from_str(&retry_after.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        return (response, method);
+        return (response, None);
     }
 
     // The message.
