@@ -5,7 +5,7 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test lint fmt crds bench run e2e-deps
+.PHONY: help test lint fmt crds bench run e2e-deps e2e
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
+
+e2e: ## Operator end to end on the cluster of KUBECONFIG (kind, k3d); skips when there is none
+	$(CARGO) test -p palisade-operator --test e2e_cluster -- --nocapture
 
 e2e-deps: $(E2E_DEPS)/venv/.installed $(E2E_DEPS)/node/.installed ## Install the pinned third-party test clients
 

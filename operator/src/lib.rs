@@ -3,18 +3,24 @@
 //!
 //! One McpServer is reconciled in small steps (DESIGN.md, "The flow of one McpServer"):
 //! dereference → [`mod@validate`] (pure) → [`build`] (pure) → apply → status. This crate holds the
-//! pure steps and the offline [`render`] command that runs them on files; the cluster-facing
-//! steps (watch, server-side apply, status, events) are not here yet.
+//! pure steps, the offline [`render`] command that runs them on files, and the [`controller`]s
+//! of `palisade-operator run` with their [`leader`] election, [`http`] endpoints and [`metrics`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bind;
 pub mod build;
+pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod names;
+pub mod rbac;
 pub mod render;
 pub mod secrets;
 pub mod settings;
+pub mod telemetry;
 pub mod validate;
 
 pub use build::{Child, Children, build_children};

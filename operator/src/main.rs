@@ -1,6 +1,8 @@
 //! `palisade-operator`: the Palisade Kubernetes operator.
 //!
-//! Subcommands available in this build:
+//! Subcommands:
+//! - `run`: the controllers, against the cluster of the kubeconfig or the pod's service account,
+//!   with leader election, `/health`, `/ready` and `/metrics`.
 //! - `crds`: print the CustomResourceDefinitions (`kubectl apply -f -` ready), or write them into a
 //!   directory, one file per CRD.
 //! - `render`: offline, no cluster: every child object of the McpServers in some YAML files, as
@@ -8,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controllers (in a cluster, or against the cluster of KUBECONFIG).
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML.
     Crds {
         /// Write one file per CRD into this directory instead of printing them.
@@ -47,6 +52,36 @@ struct RenderArgs {
     namespace: String,
     #[command(flatten)]
     settings: SettingsArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch McpServers and McpAccessPolicies in this namespace only (default: every namespace).
+    #[arg(long, env = "PALISADE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "PALISADE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PALISADE_LEADER_ELECTION_NAME", default_value = "palisade-operator")]
+    leader_election_name: String,
+    /// Run without leader election (one replica only).
+    #[arg(long, env = "PALISADE_DISABLE_LEADER_ELECTION")]
+    disable_leader_election: bool,
+    /// Address of /health, /ready and /metrics.
+    #[arg(long, env = "PALISADE_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormatArg,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Json,
+    Text,
 }
 
 /// Operator-wide settings, shared with `run`.
@@ -90,6 +125,224 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
         Command::Render(args) => render_command(args),
+        Command::Run(args) => run::run(args),
+    }
+}
+
+mod run {
+    //! `palisade-operator run`.
+
+    use std::future::Future;
+    use std::process::ExitCode;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use palisade_operator::controller::{self, RunOptions};
+    use palisade_operator::http::{AppState, app};
+    use palisade_operator::leader::LeaderElector;
+    use palisade_operator::metrics::Metrics;
+    use palisade_operator::settings::Settings;
+    use palisade_operator::telemetry::{self, LogFormat};
+    use prometheus_client::registry::Registry;
+    use tokio::sync::watch;
+
+    use super::{LogFormatArg, RunArgs};
+
+    /// How long in-flight reconciles may take to finish after a shutdown signal.
+    const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+    pub fn run(args: RunArgs) -> ExitCode {
+        // NB: kube's rustls needs a process-wide crypto provider; install ring's before any
+        // client exists. It fails only when one is installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        telemetry::init(match args.log_format {
+            LogFormatArg::Json => LogFormat::Json,
+            LogFormatArg::Text => LogFormat::Text,
+        });
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the runtime");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(serve(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %error, "palisade-operator stopped");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve(args: RunArgs) -> Result<(), String> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
+        let settings = Settings::from(args.settings);
+        let mut registry = Registry::default();
+        let metrics = Arc::new(Metrics::new(&mut registry));
+        let ready = Arc::new(AtomicBool::new(false));
+
+        // One shutdown signal for everything: SIGTERM/SIGINT, or a lost Lease.
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_signal = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_signal.send(true);
+        });
+        let stopped = {
+            let rx = stop_rx.clone();
+            async move {
+                let mut rx = rx;
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+            .shared()
+        };
+
+        let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_listen))?;
+        tracing::info!(address = %args.metrics_listen, "serving /health, /ready and /metrics");
+        let router = app(AppState {
+            registry: Arc::new(registry),
+            ready: ready.clone(),
+        });
+        let http = tokio::spawn(
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped.clone())
+                .into_future(),
+        );
+
+        let elector = (!args.disable_leader_election).then(|| {
+            let namespace = args
+                .leader_election_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into());
+            let identity = std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| format!("palisade-operator-{}", std::process::id()));
+            LeaderElector::new(
+                client.clone(),
+                &namespace,
+                &args.leader_election_name,
+                &identity,
+                Duration::from_secs(15),
+            )
+        });
+        let lost = Arc::new(AtomicBool::new(false));
+        if let Some(elector) = &elector {
+            // A follower is ready: it stands by.
+            ready.store(true, Ordering::Relaxed);
+            if !acquire(elector, stopped.clone()).await {
+                let _ = http.await;
+                return Ok(());
+            }
+            tracing::info!("leading; starting the controllers");
+            let renewer = elector.clone();
+            let lose = stop_tx.clone();
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                if !keep_renewing(&renewer).await {
+                    tracing::error!("lost the leader Lease; stopping");
+                    lost.store(true, Ordering::Relaxed);
+                    let _ = lose.send(true);
+                }
+            });
+        }
+        ready.store(true, Ordering::Relaxed);
+        let options = RunOptions {
+            namespace: args.namespace.clone(),
+        };
+        let controllers = controller::run(client, settings, options, metrics, stopped.clone());
+        // NB: kube holds a controller's runner until its cache is ready, and a graceful shutdown
+        // waits for it; without an API server that is forever. Bound the wait (well within the
+        // pod's default 30 s termination grace period).
+        let deadline = {
+            let stopped = stopped.clone();
+            async move {
+                stopped.await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+        };
+        tokio::select! {
+            () = controllers => {}
+            () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "the controllers did not stop in time; exiting"),
+        }
+        if let Some(elector) = &elector
+            && !lost.load(Ordering::Relaxed)
+            && let Err(error) = elector.release().await
+        {
+            tracing::warn!(%error, "cannot release the leader Lease");
+        }
+        let _ = http.await;
+        if lost.load(Ordering::Relaxed) {
+            Err("lost the leader Lease".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until this replica leads; `false` when shut down first.
+    async fn acquire(elector: &LeaderElector, stopped: impl Future<Output = ()>) -> bool {
+        let attempt = async {
+            loop {
+                match elector.try_acquire_or_renew().await {
+                    Ok(true) => return true,
+                    Ok(false) => tracing::debug!("another replica leads; standing by"),
+                    Err(error) => tracing::warn!(%error, "cannot read the leader Lease"),
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        };
+        tokio::select! {
+            leads = attempt => leads,
+            () = stopped => false,
+        }
+    }
+
+    /// Renews the Lease every third of its duration; returns `false` once it could not be
+    /// renewed for longer than it lasts.
+    async fn keep_renewing(elector: &LeaderElector) -> bool {
+        let period = elector.lease_duration() / 3;
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(period).await;
+            match elector.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(false) => return false,
+                Err(error) => tracing::warn!(%error, "cannot renew the leader Lease"),
+            }
+            if last_renewal.elapsed() > elector.lease_duration() {
+                return false;
+            }
+        }
+    }
+
+    async fn shutdown_signal() {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = interrupt.await;
+        }
     }
 }
 

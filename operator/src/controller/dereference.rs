@@ -1,0 +1,121 @@
+//! The dereference step: everything an McpServer refers to, read before the pure steps run.
+//!
+//! Policies come from the controller's reflector store (no API call); the ConfigMaps of
+//! `spec.documents` and the Secrets of `spec.auth` are read by name, metadata only (the operator
+//! never needs a Secret's data, and the server mounts the ConfigMaps itself). A missing ConfigMap
+//! or Secret is not an error: it is reported in the status and the server is retried, while the
+//! rest is still applied. This module decides nothing about validity; that is [`crate::validate`].
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+use palisade_crds::problem::Problem;
+use palisade_crds::{McpAccessPolicy, McpServer};
+
+use super::error::DereferenceError;
+use crate::bind::bound_policies;
+use crate::secrets::secret_uses;
+
+/// An object the McpServer names that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// Its name (in the server's namespace).
+    pub name: String,
+    /// The field of the McpServer that names it.
+    pub field_path: String,
+    /// For a Secret: whether the operator's ExternalSecret writes it.
+    pub external: bool,
+}
+
+/// What an McpServer refers to.
+#[derive(Debug, Default)]
+pub struct Dereferenced {
+    /// The policies that bind the server, sorted by name.
+    pub policies: Vec<McpAccessPolicy>,
+    /// Refused references (cross-namespace `targetRefs`, selectors that cannot be evaluated).
+    pub refused: Vec<Problem>,
+    /// ConfigMaps of `spec.documents` that do not exist.
+    pub missing_config_maps: Vec<Missing>,
+    /// Secrets of `spec.auth` that do not exist (yet).
+    pub missing_secrets: Vec<Missing>,
+}
+
+/// Reads what `server` refers to.
+pub async fn dereference(
+    client: &Client,
+    policies: &Store<DeserializeGuard<McpAccessPolicy>>,
+    server: &McpServer,
+    namespace: &str,
+) -> Result<Dereferenced, DereferenceError> {
+    let mut out = policies_of(policies, server);
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut seen = BTreeSet::new();
+    for (i, collection) in server.spec.documents.iter().enumerate() {
+        let Some(reference) = &collection.config_map_ref else {
+            continue;
+        };
+        if !seen.insert(reference.name.clone()) {
+            continue;
+        }
+        let found =
+            config_maps
+                .get_metadata_opt(&reference.name)
+                .await
+                .map_err(|source| DereferenceError::GetConfigMap {
+                    namespace: namespace.to_owned(),
+                    name: reference.name.clone(),
+                    source,
+                })?;
+        if found.is_none() {
+            out.missing_config_maps.push(Missing {
+                name: reference.name.clone(),
+                field_path: format!("spec.documents[{i}].configMapRef.name"),
+                external: false,
+            });
+        }
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut seen = BTreeSet::new();
+    for secret_use in secret_uses(server) {
+        let name = secret_use.file.secret_name.clone();
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let found = secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|source| DereferenceError::GetSecret {
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+                source,
+            })?;
+        if found.is_none() {
+            out.missing_secrets.push(Missing {
+                name,
+                field_path: secret_use.field_path.clone(),
+                external: secret_use.external().is_some(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The policies in `store` that bind `server`, and the refused references to it. Malformed
+/// policies (which the store keeps as errors) are skipped: their own status says why.
+pub fn policies_of(store: &Store<DeserializeGuard<McpAccessPolicy>>, server: &McpServer) -> Dereferenced {
+    let all = store.state();
+    let readable = all.iter().filter_map(|guard| guard.0.as_ref().ok());
+    let bound = bound_policies(server, readable);
+    let mut policies: Vec<McpAccessPolicy> = bound.policies.into_iter().cloned().collect();
+    policies.sort_by_key(|p| p.name_any());
+    Dereferenced {
+        policies,
+        refused: bound.refused,
+        ..Dereferenced::default()
+    }
+}

@@ -1,0 +1,544 @@
+//! `palisade-operator run`: the controllers.
+//!
+//! The McpServer controller reconciles one server in the steps of DESIGN.md: [`dereference`]
+//! → [`crate::validate`] (pure) → [`crate::build`] (pure) → [`apply`] → [`status`] and
+//! [`events`]. It is triggered by the McpServer, by every child it owns, by the
+//! McpAccessPolicies that target it, and by the ConfigMaps and Secrets it names. The
+//! McpAccessPolicy controller ([`policy_status`]) only writes the policies' status.
+//!
+//! Both controllers watch their own kind through [`DeserializeGuard`], so an object that does not
+//! match the Rust types (an older CRD version, a hand-edited object) is logged and skipped and
+//! never stops a watch. Neither adds a finalizer: children carry owner references, and deleting
+//! an McpServer leaves nothing behind.
+
+pub mod apply;
+pub mod dereference;
+pub mod error;
+pub mod events;
+pub mod policy_status;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{PartialObjectMeta, Patch};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use palisade_crds::compile::in_cluster_endpoint;
+use palisade_crds::{McpAccessPolicy, McpServer};
+use serde_json::json;
+
+pub use error::Error;
+
+use self::apply::{Owner, apply_params};
+use self::status::{Observation, PolicyOutcome};
+use crate::build::{ExternalSecret, build_children};
+use crate::metrics::Metrics;
+use crate::names;
+use crate::secrets::secret_uses;
+use crate::settings::Settings;
+use crate::validate::{ValidateError, validate};
+
+/// Name of the McpServer controller in metrics, logs and events.
+pub const SERVER_CONTROLLER: &str = "mcpserver";
+/// Name of the McpAccessPolicy controller in metrics and logs.
+pub const POLICY_CONTROLLER: &str = "mcpaccesspolicy";
+
+/// How often a healthy server is reconciled anyway (drift the watches missed).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a server waiting for a ConfigMap, a Secret or its pods is looked at again (the
+/// watches usually trigger it earlier).
+pub const WAITING: Duration = Duration::from_secs(30);
+/// First delay after a transient error; doubled per consecutive failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest delay after transient errors.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Operator-wide settings for the builders.
+    pub settings: Settings,
+    /// The one event recorder.
+    pub events: events::Events,
+    /// Every McpAccessPolicy (the policy controller's reflector store).
+    pub policies: Store<DeserializeGuard<McpAccessPolicy>>,
+    /// Every McpServer (the server controller's reflector store).
+    pub servers: Store<DeserializeGuard<McpServer>>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context; `policies` and `servers` are the controllers' stores (tests fill them through
+    /// a `reflector::store::Writer`).
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        policies: Store<DeserializeGuard<McpAccessPolicy>>,
+        servers: Store<DeserializeGuard<McpServer>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: names::MANAGED_BY.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            events: events::Events::new(Recorder::new(client.clone(), reporter)),
+            client,
+            settings,
+            policies,
+            servers,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The delay before retrying `key` after one more transient failure.
+    fn next_backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        let delay = FIRST_BACKOFF
+            .saturating_mul(2u32.saturating_pow(*count))
+            .min(MAX_BACKOFF);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Reconciles one McpServer.
+pub async fn reconcile(object: Arc<DeserializeGuard<McpServer>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let server = match &object.0 {
+        Ok(server) => server,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid, name = object.name_any(), namespace = object.namespace(), "skipping a malformed McpServer");
+            return Ok(Action::await_change());
+        }
+    };
+    let started = Instant::now();
+    let result = reconcile_server(server, &ctx).await;
+    ctx.metrics.reconciled(SERVER_CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&key_of(&*object));
+    }
+    result
+}
+
+#[tracing::instrument(skip_all, fields(namespace = server.namespace(), name = server.name_any()))]
+async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, Error> {
+    if server.metadata.deletion_timestamp.is_some() {
+        // Kubernetes' garbage collector deletes the children; applying now would race it.
+        tracing::debug!("deletion in progress; nothing to apply");
+        return Ok(Action::await_change());
+    }
+    let namespace = server.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = server.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    let uid = server.metadata.uid.clone().ok_or(Error::MissingMetadata("uid"))?;
+    // NB: until the policy cache has listed every McpAccessPolicy once, a server would seem to
+    // have no policy and get the deny-all one; after an operator restart that would break
+    // running servers. Wait for the first full list.
+    ctx.policies
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
+
+    let found = dereference::dereference(&ctx.client, &ctx.policies, server, &namespace).await?;
+    for refused in &found.refused {
+        tracing::info!(%refused, "refused reference");
+    }
+    let policies: Vec<&McpAccessPolicy> = found.policies.iter().collect();
+    let endpoint =
+        in_cluster_endpoint(server).replace(".svc.cluster.local", &format!(".svc.{}", ctx.settings.cluster_domain));
+    let mut observation = Observation {
+        generation: server.metadata.generation,
+        namespace: &namespace,
+        endpoint,
+        policy: PolicyOutcome::Valid {
+            hash: String::new(),
+            bound: Vec::new(),
+            reachable: 0,
+            unreachable: Vec::new(),
+        },
+        missing_config_maps: &found.missing_config_maps,
+        missing_secrets: &found.missing_secrets,
+        external_secrets: status::ExternalSecrets::NotNeeded,
+        deployment: None,
+    };
+
+    let validated = match validate(server, &policies) {
+        Ok(validated) => validated,
+        Err(invalid) => {
+            // NB: nothing is applied. The policy ConfigMap (and every other child) keeps the
+            // last valid version, so a bad policy can never break a running server.
+            observation.policy = PolicyOutcome::Invalid {
+                reason: match invalid {
+                    ValidateError::InvalidSpec(_) => palisade_crds::conditions::reason::POLICY_INVALID,
+                    ValidateError::FailedPolicyTests(_) => palisade_crds::conditions::reason::POLICY_TEST_FAILED,
+                },
+                message: invalid.problems().to_string(),
+            };
+            write_status(ctx, server, &observation).await?;
+            return Err(Error::Validate(invalid));
+        }
+    };
+    for warning in validated.warnings() {
+        tracing::debug!(%warning, "warning");
+    }
+    let (reachable, unreachable) = validated.compiled().policy.reachability();
+    observation.policy = PolicyOutcome::Valid {
+        hash: validated.policy_hash().to_owned(),
+        bound: validated.bound_policies().to_vec(),
+        reachable: i32::try_from(reachable.len()).unwrap_or(i32::MAX),
+        unreachable: unreachable.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let children = build_children(&validated, &ctx.settings);
+    let owner = Owner {
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+    };
+    let applied = apply::apply(&ctx.client, owner, &children).await?;
+    for deleted in &applied.deleted {
+        tracing::info!(%deleted, "deleted a child the spec no longer wants");
+    }
+    observation.external_secrets = applied.external_secrets;
+    observation.deployment = Some(&applied.deployment);
+    let written = write_status(ctx, server, &observation).await?;
+
+    let waiting = !found.missing_config_maps.is_empty()
+        || !found.missing_secrets.is_empty()
+        || applied.external_secrets == status::ExternalSecrets::NotInstalled
+        || !written
+            .conditions
+            .iter()
+            .any(|c| c.type_ == palisade_crds::conditions::READY && c.status == "True");
+    Ok(Action::requeue(if waiting { WAITING } else { RESYNC }))
+}
+
+/// Computes the status, writes it when it changed, and publishes the events of the change.
+async fn write_status(
+    ctx: &Context,
+    server: &McpServer,
+    observation: &Observation<'_>,
+) -> Result<palisade_crds::McpServerStatus, error::StatusError> {
+    let previous = server.status.as_ref();
+    let next = status::server_status(previous, observation, &now());
+    if previous == Some(&next) {
+        return Ok(next);
+    }
+    let namespace = observation.namespace;
+    let name = server.name_any();
+    let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": McpServer::api_version(&()),
+        "kind": McpServer::kind(&()),
+        "status": next,
+    });
+    api.patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| error::StatusError::PatchStatus {
+            kind: "McpServer",
+            namespace: namespace.to_owned(),
+            name: name.clone(),
+            source,
+        })?;
+    let changes = events::changes(previous, &next);
+    ctx.events.publish(&server.object_ref(&()), &changes).await;
+    Ok(next)
+}
+
+/// What to do after a failed reconcile: an invalid spec waits for a change of the McpServer or
+/// of what it refers to (the watches trigger that); a transient error is retried with
+/// exponential back-off.
+pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    let controller = if K::kind(&()) == "McpServer" {
+        SERVER_CONTROLLER
+    } else {
+        POLICY_CONTROLLER
+    };
+    ctx.metrics.failed(controller, error.metric_label());
+    if error.is_transient() {
+        let delay = ctx.next_backoff(&key_of(&*object));
+        tracing::warn!(%error, retry_in = ?delay, "reconcile failed; retrying");
+        Action::requeue(delay)
+    } else {
+        tracing::info!(%error, "invalid spec; waiting for a change");
+        Action::await_change()
+    }
+}
+
+/// Reconciles the status of one McpAccessPolicy.
+pub async fn reconcile_policy(
+    object: Arc<DeserializeGuard<McpAccessPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let policy = match &object.0 {
+        Ok(policy) => policy,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid, name = object.name_any(), namespace = object.namespace(), "skipping a malformed McpAccessPolicy");
+            return Ok(Action::await_change());
+        }
+    };
+    let started = Instant::now();
+    let result = reconcile_policy_status(policy, &ctx).await;
+    ctx.metrics.reconciled(POLICY_CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.succeeded(&key_of(&*object));
+    }
+    result
+}
+
+async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Result<Action, Error> {
+    if policy.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = policy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let name = policy.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
+    // Before the server cache is complete, a policy would seem to target nothing.
+    ctx.servers
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheUnavailable("McpServers"))?;
+    ctx.policies
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
+    let previous = policy.status.as_ref();
+    let next = policy_status::policy_status(policy, &ctx.servers.state(), &ctx.policies.state(), previous, &now());
+    if previous != Some(&next) {
+        let api: Api<McpAccessPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": McpAccessPolicy::api_version(&()),
+            "kind": McpAccessPolicy::kind(&()),
+            "status": next,
+        });
+        api.patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| error::StatusError::PatchStatus {
+                kind: "McpAccessPolicy",
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+    }
+    Ok(Action::requeue(RESYNC))
+}
+
+/// McpServers in `servers` that `policy` targets or had compiled in (so that a policy that stops
+/// targeting a server triggers that server too).
+pub fn servers_of_policy(
+    servers: &Store<DeserializeGuard<McpServer>>,
+    policy: &DeserializeGuard<McpAccessPolicy>,
+) -> Vec<ObjectRef<DeserializeGuard<McpServer>>> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    servers
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|server| server.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|server| {
+            let was_bound = server.status.as_ref().is_some_and(|s| s.bound_policies.contains(&name));
+            let binds = policy
+                .0
+                .as_ref()
+                .is_ok_and(|p| !crate::bind::bound_policies(server, [p]).policies.is_empty());
+            was_bound || binds
+        })
+        .map(|server| ObjectRef::new(&server.name_any()).within(&namespace))
+        .collect()
+}
+
+/// McpServers in `servers` that name the ConfigMap or Secret `object` (of kind `kind`).
+pub fn servers_naming<K: Resource<DynamicType = ()>>(
+    servers: &Store<DeserializeGuard<McpServer>>,
+    object: &PartialObjectMeta<K>,
+) -> Vec<ObjectRef<DeserializeGuard<McpServer>>> {
+    let namespace = object.namespace().unwrap_or_default();
+    let name = object.name_any();
+    let config_map = K::kind(&()) == "ConfigMap";
+    servers
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|server| server.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|server| {
+            if config_map {
+                server
+                    .spec
+                    .documents
+                    .iter()
+                    .any(|d| d.config_map_ref.as_ref().is_some_and(|r| r.name == name))
+            } else {
+                secret_uses(server).iter().any(|u| u.file.secret_name == name)
+            }
+        })
+        .map(|server| ObjectRef::new(&server.name_any()).within(&namespace))
+        .collect()
+}
+
+/// McpAccessPolicies in `policies` that target `server` or that it had compiled in.
+pub fn policies_of_server(
+    policies: &Store<DeserializeGuard<McpAccessPolicy>>,
+    server: &DeserializeGuard<McpServer>,
+) -> Vec<ObjectRef<DeserializeGuard<McpAccessPolicy>>> {
+    let namespace = server.namespace().unwrap_or_default();
+    let Ok(server) = &server.0 else {
+        return Vec::new();
+    };
+    let had: Vec<String> = server
+        .status
+        .as_ref()
+        .map(|s| s.bound_policies.clone())
+        .unwrap_or_default();
+    let all = policies.state();
+    let bound = crate::bind::bound_policies(server, all.iter().filter_map(|p| p.0.as_ref().ok()));
+    let mut names: Vec<String> = bound.policies.iter().map(|p| p.name_any()).chain(had).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| ObjectRef::new(&name).within(&namespace))
+        .collect()
+}
+
+/// Options of [`run`].
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Watch only this namespace; every namespace when `None`.
+    pub namespace: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Whether the ExternalSecret CRD (`external-secrets.io/v1`) is served.
+pub async fn external_secrets_installed(client: &Client) -> bool {
+    client
+        .list_api_group_resources("external-secrets.io/v1")
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == "externalsecrets"))
+}
+
+/// Runs both controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    options: RunOptions,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let ns = options.namespace.as_deref();
+    let all = watcher::Config::default().any_semantic();
+    let children =
+        watcher::Config::default()
+            .any_semantic()
+            .labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY));
+
+    let servers = Controller::new(api::<DeserializeGuard<McpServer>>(&client, ns), all.clone());
+    let policies = Controller::new(api::<DeserializeGuard<McpAccessPolicy>>(&client, ns), all.clone());
+    let server_store = servers.store();
+    let policy_store = policies.store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        policy_store.clone(),
+        server_store.clone(),
+        metrics,
+    ));
+
+    let mut servers = servers
+        .owns(api::<ServiceAccount>(&client, ns), children.clone())
+        .owns(api::<NetworkPolicy>(&client, ns), children.clone())
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children.clone())
+        .owns(api::<Deployment>(&client, ns), children.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), children.clone());
+    if external_secrets_installed(&client).await {
+        // Metadata only: the operator never reads an ExternalSecret back.
+        servers = servers.owns(api::<PartialObjectMeta<ExternalSecret>>(&client, ns), children.clone());
+    } else {
+        tracing::info!("the ExternalSecret CRD is not installed; McpServers that need one report SecretsReady=False");
+    }
+    let by_policy = server_store.clone();
+    let by_config_map = server_store.clone();
+    let by_secret = server_store.clone();
+    let servers = servers
+        .watches(
+            api::<DeserializeGuard<McpAccessPolicy>>(&client, ns),
+            all.clone(),
+            move |policy| servers_of_policy(&by_policy, &policy),
+        )
+        .watches(
+            api::<PartialObjectMeta<ConfigMap>>(&client, ns),
+            all.clone(),
+            move |cm| servers_naming(&by_config_map, &cm),
+        )
+        .watches(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            all.clone(),
+            move |secret| servers_naming(&by_secret, &secret),
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+            }
+        });
+
+    let by_server = policy_store.clone();
+    let policies = policies
+        .watches(api::<DeserializeGuard<McpServer>>(&client, ns), all, move |server| {
+            policies_of_server(&by_server, &server)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_policy, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "policy reconcile did not complete");
+            }
+        });
+    futures::future::join(servers, policies).await;
+}

@@ -1,0 +1,451 @@
+//! The status step, pure half: an McpServer's status from what the dereference step found, the
+//! outcome of validation, and what the apply step applied (the Deployment as the API server
+//! returned it). [`server_status`] keeps a condition's `lastTransitionTime` while its status is
+//! unchanged, so an unchanged world gives an equal status and nothing is written.
+//!
+//! It does not write anything; [`super::reconcile`] patches the status only when it changed.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use palisade_crds::McpServerStatus;
+use palisade_crds::conditions::{self, reason};
+
+use super::dereference::Missing;
+
+/// The policy outcome of one reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// The policies compiled and their tests passed; this policy was applied.
+    Valid {
+        /// `sha256:<hex>` of the compiled PolicyDocument.
+        hash: String,
+        /// Names of the bound policies.
+        bound: Vec<String>,
+        /// How many tools some role (or no scope at all) reaches.
+        reachable: i32,
+        /// Tools no role reaches, sorted.
+        unreachable: Vec<String>,
+    },
+    /// The server or a policy is invalid, or a policy's test failed: nothing was applied.
+    Invalid {
+        /// [`reason::POLICY_INVALID`] or [`reason::POLICY_TEST_FAILED`].
+        reason: &'static str,
+        /// Every problem, with its object and field path.
+        message: String,
+    },
+}
+
+/// What happened to the ExternalSecrets the server needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExternalSecrets {
+    /// The server needs none.
+    NotNeeded,
+    /// Applied.
+    Applied,
+    /// The ExternalSecret CRD is not installed; the rest was applied.
+    NotInstalled,
+}
+
+/// Everything the status is derived from.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// `metadata.generation` of the McpServer.
+    pub generation: Option<i64>,
+    /// `metadata.namespace` of the McpServer.
+    pub namespace: &'a str,
+    /// In-cluster URL of the MCP endpoint.
+    pub endpoint: String,
+    /// The policy outcome.
+    pub policy: PolicyOutcome,
+    /// ConfigMaps of `spec.documents` that do not exist.
+    pub missing_config_maps: &'a [Missing],
+    /// Secrets of `spec.auth` that do not exist.
+    pub missing_secrets: &'a [Missing],
+    /// What happened to the ExternalSecrets.
+    pub external_secrets: ExternalSecrets,
+    /// The Deployment as applied; `None` when nothing was applied.
+    pub deployment: Option<&'a Deployment>,
+}
+
+/// One condition as computed, before it is merged with the previous one.
+struct Computed {
+    type_: &'static str,
+    ok: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// The status for `observation`, keeping what `previous` says where this reconcile learned
+/// nothing new (the policy in force when the new one is invalid, the replicas when nothing was
+/// applied).
+pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observation<'_>, now: &Time) -> McpServerStatus {
+    let previous_or_default = previous.cloned().unwrap_or_default();
+    let mut status = McpServerStatus {
+        conditions: Vec::new(),
+        observed_generation: observation.generation,
+        endpoint: Some(observation.endpoint.clone()),
+        ..previous_or_default.clone()
+    };
+    if let PolicyOutcome::Valid {
+        hash,
+        bound,
+        reachable,
+        unreachable,
+    } = &observation.policy
+    {
+        status.policy_hash = Some(hash.clone());
+        status.bound_policies = bound.clone();
+        status.reachable_tools = Some(*reachable);
+        status.unreachable_tools = unreachable.clone();
+    }
+    let pods = observation.deployment.map(pods);
+    if let Some(pods) = &pods {
+        status.replicas = Some(pods.replicas);
+        status.ready_replicas = Some(pods.ready);
+    }
+
+    let policy = policy_condition(&observation.policy, previous_or_default.policy_hash.as_deref());
+    let documents = documents_condition(observation);
+    let secrets = secrets_condition(observation);
+    let ready = ready_condition(
+        &[&policy, &documents, &secrets],
+        pods.as_ref(),
+        previous_or_default.ready_replicas,
+    );
+    for computed in [ready, policy, documents, secrets] {
+        status.conditions.push(merge(
+            &previous_or_default.conditions,
+            computed,
+            observation.generation,
+            now,
+        ));
+    }
+    status
+}
+
+/// The condition of `type_` in `conditions`.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn merge(previous: &[Condition], computed: Computed, generation: Option<i64>, now: &Time) -> Condition {
+    let status = if computed.ok { "True" } else { "False" };
+    let last_transition_time = condition(previous, computed.type_)
+        .filter(|c| c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: computed.type_.to_owned(),
+        status: status.to_owned(),
+        reason: computed.reason.to_owned(),
+        message: computed.message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn policy_condition(policy: &PolicyOutcome, in_force: Option<&str>) -> Computed {
+    match policy {
+        PolicyOutcome::Valid { hash, bound, .. } if bound.is_empty() => Computed {
+            type_: conditions::POLICY_VALID,
+            ok: true,
+            reason: reason::NO_POLICY,
+            message: format!(
+                "no McpAccessPolicy in this namespace targets the server, so every call is denied (policy {hash}); \
+                 create one whose spec.targetRefs names the server"
+            ),
+        },
+        PolicyOutcome::Valid { hash, bound, .. } => Computed {
+            type_: conditions::POLICY_VALID,
+            ok: true,
+            reason: reason::AS_EXPECTED,
+            message: format!("policy {hash} compiled from {} and in force", bound.join(", ")),
+        },
+        PolicyOutcome::Invalid { reason, message } => {
+            let kept = match in_force {
+                Some(hash) => format!("the last valid policy ({hash}) stays in force"),
+                None => "nothing was rolled out".to_owned(),
+            };
+            Computed {
+                type_: conditions::POLICY_VALID,
+                ok: false,
+                reason,
+                message: format!("{message}. Fix the spec; until then {kept}"),
+            }
+        }
+    }
+}
+
+fn documents_condition(observation: &Observation<'_>) -> Computed {
+    if observation.missing_config_maps.is_empty() {
+        return Computed {
+            type_: conditions::DOCUMENTS_READY,
+            ok: true,
+            reason: reason::AS_EXPECTED,
+            message: "every document collection's source exists".into(),
+        };
+    }
+    let missing: Vec<String> = observation
+        .missing_config_maps
+        .iter()
+        .map(|m| {
+            format!(
+                "ConfigMap {}/{} (named in {})",
+                observation.namespace, m.name, m.field_path
+            )
+        })
+        .collect();
+    Computed {
+        type_: conditions::DOCUMENTS_READY,
+        ok: false,
+        reason: reason::CONFIG_MAP_NOT_FOUND,
+        message: format!(
+            "{} not found; create it in namespace {} (the pods start once it exists)",
+            missing.join(", "),
+            observation.namespace
+        ),
+    }
+}
+
+fn secrets_condition(observation: &Observation<'_>) -> Computed {
+    let ns = observation.namespace;
+    if observation.external_secrets == ExternalSecrets::NotInstalled {
+        return Computed {
+            type_: conditions::SECRETS_READY,
+            ok: false,
+            reason: reason::EXTERNAL_SECRETS_NOT_INSTALLED,
+            message: "spec.auth syncs Secrets from an external store, but the ExternalSecret CRD \
+                      (externalsecrets.external-secrets.io/v1) is not installed in this cluster: install External \
+                      Secrets Operator (https://external-secrets.io), or use secretKeyRef with an existing Secret; \
+                      everything else was applied"
+                .into(),
+        };
+    }
+    let (plain, synced): (Vec<&Missing>, Vec<&Missing>) = observation.missing_secrets.iter().partition(|m| !m.external);
+    if !plain.is_empty() {
+        let names: Vec<String> = plain
+            .iter()
+            .map(|m| format!("Secret {ns}/{} (named in {})", m.name, m.field_path))
+            .collect();
+        return Computed {
+            type_: conditions::SECRETS_READY,
+            ok: false,
+            reason: reason::SECRET_NOT_FOUND,
+            message: format!("{} not found; create it in namespace {ns}", names.join(", ")),
+        };
+    }
+    if !synced.is_empty() {
+        let names: Vec<String> = synced.iter().map(|m| format!("{ns}/{}", m.name)).collect();
+        return Computed {
+            type_: conditions::SECRETS_READY,
+            ok: false,
+            reason: reason::EXTERNAL_SECRET_NOT_READY,
+            message: format!(
+                "External Secrets Operator has not written Secret {} yet; see `kubectl describe externalsecret -n {ns}` \
+                 for the store's answer",
+                names.join(", ")
+            ),
+        };
+    }
+    Computed {
+        type_: conditions::SECRETS_READY,
+        ok: true,
+        reason: reason::AS_EXPECTED,
+        message: "every Secret the server reads exists".into(),
+    }
+}
+
+/// Pods of the Deployment as its status reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pods {
+    desired: i32,
+    replicas: i32,
+    ready: i32,
+    available: i32,
+    updated: i32,
+    current: bool,
+}
+
+fn pods(deployment: &Deployment) -> Pods {
+    let desired = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let generation = deployment.metadata.generation.unwrap_or_default();
+    Pods {
+        desired,
+        replicas: status.replicas.unwrap_or_default(),
+        ready: status.ready_replicas.unwrap_or_default(),
+        available: status.available_replicas.unwrap_or_default(),
+        updated: status.updated_replicas.unwrap_or_default(),
+        current: status.observed_generation.unwrap_or_default() >= generation,
+    }
+}
+
+fn ready_condition(others: &[&Computed], pods: Option<&Pods>, previous_ready: Option<i32>) -> Computed {
+    if let Some(failing) = others.iter().find(|c| !c.ok) {
+        return Computed {
+            type_: conditions::READY,
+            ok: false,
+            reason: failing.reason,
+            message: format!("{} is False: {}", failing.type_, failing.message),
+        };
+    }
+    let Some(pods) = pods else {
+        return Computed {
+            type_: conditions::READY,
+            ok: previous_ready.is_some_and(|r| r > 0),
+            reason: reason::PODS_NOT_READY,
+            message: "the Deployment was not applied in this reconcile".into(),
+        };
+    };
+    let all_ready =
+        pods.current && pods.updated >= pods.desired && pods.available >= pods.desired && pods.ready >= pods.desired;
+    if all_ready {
+        Computed {
+            type_: conditions::READY,
+            ok: true,
+            reason: reason::AS_EXPECTED,
+            message: format!("{} of {} pods ready", pods.ready, pods.desired),
+        }
+    } else {
+        Computed {
+            type_: conditions::READY,
+            ok: false,
+            reason: reason::PODS_NOT_READY,
+            message: format!(
+                "{} of {} pods ready ({} updated, {} available); see `kubectl get pods` for the pods of the Deployment",
+                pods.ready, pods.desired, pods.updated, pods.available
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn time(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn deployment(desired: i32, ready: i32) -> Deployment {
+        Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(desired),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                replicas: Some(desired),
+                ready_replicas: Some(ready),
+                available_replicas: Some(ready),
+                updated_replicas: Some(desired),
+                ..DeploymentStatus::default()
+            }),
+            ..Deployment::default()
+        }
+    }
+
+    fn observation<'a>(policy: PolicyOutcome, deployment: Option<&'a Deployment>) -> Observation<'a> {
+        Observation {
+            generation: Some(2),
+            namespace: "ns",
+            endpoint: "http://s.ns.svc.cluster.local/mcp".into(),
+            policy,
+            missing_config_maps: &[],
+            missing_secrets: &[],
+            external_secrets: ExternalSecrets::NotNeeded,
+            deployment,
+        }
+    }
+
+    fn valid(hash: &str) -> PolicyOutcome {
+        PolicyOutcome::Valid {
+            hash: hash.into(),
+            bound: vec!["p".into()],
+            reachable: 1,
+            unreachable: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ready_when_every_pod_is_and_unchanged_status_is_equal() {
+        let deployment = deployment(2, 2);
+        let first = server_status(None, &observation(valid("sha256:a"), Some(&deployment)), &time(1));
+        let ready = condition(&first.conditions, conditions::READY).unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "AsExpected"));
+        assert_eq!((first.replicas, first.ready_replicas), (Some(2), Some(2)));
+        assert_eq!(first.policy_hash.as_deref(), Some("sha256:a"));
+        assert_eq!(first.observed_generation, Some(2));
+        let second = server_status(
+            Some(&first),
+            &observation(valid("sha256:a"), Some(&deployment)),
+            &time(9),
+        );
+        assert_eq!(first, second, "the transition time is kept while nothing changes");
+    }
+
+    #[test]
+    fn an_invalid_policy_keeps_the_last_good_one_in_the_status() {
+        let deployment = deployment(1, 1);
+        let good = server_status(None, &observation(valid("sha256:good"), Some(&deployment)), &time(1));
+        let invalid = PolicyOutcome::Invalid {
+            reason: reason::POLICY_INVALID,
+            message: "McpAccessPolicy ns/p: spec.roles[0].scopes[0]: bad".into(),
+        };
+        let bad = server_status(Some(&good), &observation(invalid, None), &time(5));
+        assert_eq!(bad.policy_hash.as_deref(), Some("sha256:good"));
+        assert_eq!(bad.bound_policies, ["p"]);
+        let policy = condition(&bad.conditions, conditions::POLICY_VALID).unwrap();
+        assert_eq!(
+            (policy.status.as_str(), policy.reason.as_str()),
+            ("False", "PolicyInvalid")
+        );
+        assert!(policy.message.contains("spec.roles[0].scopes[0]"), "{}", policy.message);
+        assert!(
+            policy.message.contains("sha256:good) stays in force"),
+            "{}",
+            policy.message
+        );
+        assert_eq!(policy.last_transition_time, time(5));
+        let ready = condition(&bad.conditions, conditions::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "PolicyInvalid")
+        );
+    }
+
+    #[test]
+    fn missing_sources_and_uninstalled_external_secrets_say_what_to_do() {
+        let deployment = deployment(1, 0);
+        let missing_cm = [Missing {
+            name: "docs".into(),
+            field_path: "spec.documents[0].configMapRef.name".into(),
+            external: false,
+        }];
+        let mut obs = observation(valid("sha256:a"), Some(&deployment));
+        obs.missing_config_maps = &missing_cm;
+        obs.external_secrets = ExternalSecrets::NotInstalled;
+        let status = server_status(None, &obs, &time(1));
+        let docs = condition(&status.conditions, conditions::DOCUMENTS_READY).unwrap();
+        assert_eq!(docs.reason, "ConfigMapNotFound");
+        assert!(docs.message.contains("ConfigMap ns/docs"), "{}", docs.message);
+        let secrets = condition(&status.conditions, conditions::SECRETS_READY).unwrap();
+        assert_eq!(
+            (secrets.status.as_str(), secrets.reason.as_str()),
+            ("False", "ExternalSecretsNotInstalled")
+        );
+        assert!(secrets.message.contains("install External Secrets Operator"));
+        let ready = condition(&status.conditions, conditions::READY).unwrap();
+        assert_eq!(ready.status, "False");
+    }
+
+    #[test]
+    fn pods_not_ready_is_reported_with_counts() {
+        let deployment = deployment(3, 1);
+        let status = server_status(None, &observation(valid("sha256:a"), Some(&deployment)), &time(1));
+        let ready = condition(&status.conditions, conditions::READY).unwrap();
+        assert_eq!(ready.reason, "PodsNotReady");
+        assert!(ready.message.starts_with("1 of 3 pods ready"), "{}", ready.message);
+    }
+}
