@@ -239,6 +239,34 @@ impl Server {
         format!("{}/mcp", self.base_url)
     }
 
+    /// The sum of the samples of metric `name` whose labels include all of `labels`.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = http_client()
+            .get(format!("{}/metrics", self.metrics_url))
+            .send()
+            .and_then(|r| r.text())
+            .expect("scrape metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric_name, label_text) = match series.split_once('{') {
+                    Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                if metric_name != name {
+                    return None;
+                }
+                let matches = labels.iter().all(|(k, v)| {
+                    label_text
+                        .split("\",")
+                        .any(|pair| pair.trim_end_matches('"') == format!("{k}=\"{v}"))
+                });
+                matches.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+
     /// The audit events written so far.
     pub fn audit_events(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit_log)

@@ -343,32 +343,8 @@ fn visible_tools(server: &Server, token: &str) -> Vec<String> {
     names
 }
 
-/// The sum of the samples of `name` whose labels include all of `labels`.
 fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = http_client()
-        .get(format!("{}/metrics", server.metrics_url))
-        .send()
-        .and_then(|r| r.text())
-        .expect("scrape metrics");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric_name, label_text) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric_name != name {
-                return None;
-            }
-            let matches = labels.iter().all(|(k, v)| {
-                label_text
-                    .split("\",")
-                    .any(|pair| pair.trim_end_matches('"') == format!("{k}=\"{v}"))
-            });
-            matches.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+    server.metric(name, labels)
 }
 
 fn jwks_fetches(server: &Server, issuer: &str, result: &str) -> u64 {

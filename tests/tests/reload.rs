@@ -76,30 +76,7 @@ fn wait_for(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value
 }
 
 fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = http_client()
-        .get(format!("{}/metrics", server.metrics_url))
-        .send()
-        .and_then(|r| r.text())
-        .expect("scrape metrics");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric_name, label_text) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric_name != name {
-                return None;
-            }
-            let matches = labels.iter().all(|(k, v)| {
-                label_text
-                    .split("\",")
-                    .any(|pair| pair.trim_end_matches('"') == format!("{k}=\"{v}"))
-            });
-            matches.then(|| value.parse::<f64>().ok()).flatten()
-        })
-        .sum()
+    server.metric(name, labels)
 }
 
 /// One client thread: calls the tool until `stop`, the request bound or the time bound.
