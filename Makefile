@@ -26,6 +26,8 @@ crds: ## Regenerate the CRD YAML in crds/ from the Rust types
 
 bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchmarks.md
 	$(CARGO) bench -p palisade-crds --bench evaluator -- --noplot
+	$(CARGO) bench -p palisade-operator --bench reconcile -- --noplot
+	$(CARGO) run --release -q -p palisade-operator --example cache_memory > target/operator-cache-memory.json
 	python3 scripts/bench_report.py
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
