@@ -20,6 +20,19 @@ fn callable(compiled: &palisade_crds::Compiled, identity: &Identity) -> Vec<Stri
         .collect()
 }
 
+/// Each row: token scopes, and the tools they must see and may call (both, in name order).
+fn assert_matrix(compiled: &palisade_crds::Compiled, table: &[(&[&str], &[&str])]) {
+    for &(scopes, expected) in table {
+        let identity = Identity::with_scopes(scopes.iter().copied());
+        assert_eq!(visible(compiled, &identity), expected, "visible with scopes {scopes:?}");
+        assert_eq!(
+            callable(compiled, &identity),
+            expected,
+            "callable with scopes {scopes:?}"
+        );
+    }
+}
+
 #[test]
 fn seed_001_access_control_matrix() {
     let compiled = support::compiled_sample("company-info.yaml");
@@ -31,19 +44,7 @@ fn seed_001_access_control_matrix() {
         ),
         (&[], &[]),
     ];
-    for (scopes, expected) in table {
-        let identity = Identity::with_scopes(scopes.iter().copied());
-        assert_eq!(
-            visible(&compiled, &identity),
-            expected,
-            "visible with scopes {scopes:?}"
-        );
-        assert_eq!(
-            callable(&compiled, &identity),
-            expected,
-            "callable with scopes {scopes:?}"
-        );
-    }
+    assert_matrix(&compiled, &table);
 }
 
 #[test]
@@ -98,19 +99,7 @@ fn seed_002_scope_matrix() {
         ),
         (&[], &[]),
     ];
-    for (scopes, expected) in table {
-        let identity = Identity::with_scopes(scopes.iter().copied());
-        assert_eq!(
-            visible(&compiled, &identity),
-            expected,
-            "visible with scopes {scopes:?}"
-        );
-        assert_eq!(
-            callable(&compiled, &identity),
-            expected,
-            "callable with scopes {scopes:?}"
-        );
-    }
+    assert_matrix(&compiled, &table);
     // process.search alone may search but not read whole processes as resources.
     let access = compiled.policy.access(&Identity::with_scopes(["process.search"]));
     assert!(!access.check_collection("processes").effect.permits());

@@ -306,7 +306,7 @@ fn metrics_method(credential: &Credential<'_>) -> metrics::AuthMethod {
     match credential {
         Credential::None => metrics::AuthMethod::None,
         Credential::ApiKey(_) => metrics::AuthMethod::ApiKey,
-        Credential::Bearer(t) if t.bytes().filter(|&b| b == b'.').count() == 2 => metrics::AuthMethod::Jwt,
+        Credential::Bearer(t) if crate::auth::looks_like_jwt(t) => metrics::AuthMethod::Jwt,
         Credential::Bearer(_) => metrics::AuthMethod::ApiKey,
         Credential::ClientCertificate(_) => metrics::AuthMethod::ClientCertificate,
     }

@@ -41,6 +41,12 @@ use self::api_keys::ApiKeyTable;
 pub use self::error::{AuthError, Reason};
 use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
 
+/// Whether a bearer credential has the shape of a JWT (three dot-separated segments); anything
+/// else is looked up as an API key.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|&b| b == b'.').count() == 2
+}
+
 /// Most keys a token without `kid` is verified against.
 const MAX_KEYS_WITHOUT_KID: usize = 4;
 
@@ -308,9 +314,7 @@ impl Authenticator {
             Credential::Bearer(token) | Credential::ApiKey(token) if token.len() > self.settings.max_token_bytes => {
                 Err(AuthError::InvalidToken(Reason::TooLarge))
             }
-            Credential::Bearer(token) if token.bytes().filter(|&b| b == b'.').count() == 2 => {
-                self.authenticate_jwt(token, now).await
-            }
+            Credential::Bearer(token) if looks_like_jwt(token) => self.authenticate_jwt(token, now).await,
             Credential::Bearer(key) | Credential::ApiKey(key) => match &self.api_keys {
                 Some(table) => {
                     let (id, identity) = table.authenticate(key)?;
