@@ -8,7 +8,8 @@ pub const READY: &str = "Ready";
 pub const POLICY_VALID: &str = "PolicyValid";
 /// McpServer: every document collection's source exists.
 pub const DOCUMENTS_READY: &str = "DocumentsReady";
-/// McpServer: every referenced Secret exists (or its ExternalSecret is Ready).
+/// McpServer: every referenced Secret exists, and every ExternalSecret the operator applied for
+/// the server is `Ready` (External Secrets Operator's own condition).
 pub const SECRETS_READY: &str = "SecretsReady";
 /// McpAccessPolicy: valid, tests pass, and in force on its servers.
 pub const ACCEPTED: &str = "Accepted";
@@ -27,7 +28,8 @@ pub mod reason {
     pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
     /// A Secret does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    /// The ExternalSecret is not Ready yet.
+    /// An ExternalSecret is not `Ready` (not synced yet, or the store refused), or its Secret is
+    /// missing; the message carries External Secrets Operator's reason and message.
     pub const EXTERNAL_SECRET_NOT_READY: &str = "ExternalSecretNotReady";
     /// The ExternalSecret CRD is not installed in the cluster.
     pub const EXTERNAL_SECRETS_NOT_INSTALLED: &str = "ExternalSecretsNotInstalled";

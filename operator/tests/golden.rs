@@ -47,10 +47,12 @@ fn render_matches_the_golden_files() {
 
 #[test]
 fn every_sample_has_a_golden_case() {
-    let samples = std::fs::read_dir(repo_root().join("config/samples")).expect("config/samples");
-    for sample in samples {
+    let top = std::fs::read_dir(repo_root().join("config/samples")).expect("config/samples");
+    let external = std::fs::read_dir(repo_root().join("config/samples/external-secrets")).expect("samples");
+    for sample in top.chain(external) {
         let path = sample.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "yaml") {
+        let has_server = std::fs::read_to_string(&path).is_ok_and(|text| text.contains("\nkind: McpServer\n"));
+        if path.extension().is_some_and(|e| e == "yaml") && has_server {
             let relative = path.strip_prefix(repo_root()).expect("inside the repo");
             assert!(
                 CASES.iter().any(|c| relative == std::path::Path::new(c.input)),
@@ -93,7 +95,15 @@ fn a_directory_renders_every_server_in_it() {
         .filter_map(|l| l.strip_prefix("# McpServer "))
         .map(|l| l.split(':').next().unwrap_or_default())
         .collect();
-    assert_eq!(headers, ["default/company-info", "default/sso-docs", "team-c/handbook"]);
+    assert_eq!(
+        headers,
+        [
+            "default/company-info",
+            "default/sso-docs",
+            "default/vendor-handbook",
+            "team-c/handbook"
+        ]
+    );
 }
 
 /// A policy whose own test fails is refused: exit 1, the field path on stderr, nothing on stdout.

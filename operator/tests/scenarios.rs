@@ -763,6 +763,66 @@ async fn without_the_external_secret_crd_everything_else_is_applied() {
     assert_eq!(condition(status, "PolicyValid")["status"], "True");
 }
 
+/// The ExternalSecret as External Secrets Operator left it: the apply answers with its status.
+fn external_secret_answer(server: &Value, call: &Call, ready: Value) -> Reply {
+    if call.is_apply() && call.path.contains("/externalsecrets/") {
+        let mut object = call.body.clone();
+        object["status"] = json!({"refreshTime": "2026-11-22T04:00:00Z", "conditions": [ready]});
+        return Reply::Json(200, object);
+    }
+    healthy(server, call)
+}
+
+#[tokio::test]
+async fn secrets_ready_follows_the_external_secret_ready_condition() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(EXTERNAL_AUTH);
+    let object = serde_json::to_value(&server).unwrap();
+
+    // The store refuses: the target Secret exists from an earlier sync, but SecretsReady (and so
+    // Ready) is False with External Secrets Operator's own reason and message.
+    let failing = json!({"type": "Ready", "status": "False", "reason": "SecretSyncedError",
+                         "message": "could not get secret data from provider"});
+    let (result, calls) = h
+        .reconcile(&server, |c| external_secret_answer(&object, c, failing.clone()))
+        .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::WAITING));
+    let status = status_patch(&calls).unwrap();
+    let secrets = condition(status, "SecretsReady");
+    assert_eq!(
+        (&secrets["status"], &secrets["reason"], &secrets["message"]),
+        (
+            &json!("False"),
+            &json!("ExternalSecretNotReady"),
+            &json!(
+                "ExternalSecret team-a/company-info-hmac-3792426a is not Ready (SecretSyncedError: could not get \
+                 secret data from provider); the pods keep the value synced last (see `kubectl describe \
+                 externalsecret -n team-a company-info-hmac-3792426a`)"
+            )
+        )
+    );
+    assert_eq!(condition(status, "Ready")["status"], "False");
+    assert_eq!(condition(status, "PolicyValid")["status"], "True");
+    // Everything else was applied.
+    let applied: Vec<String> = applies(&calls).into_iter().map(|(p, _)| p).collect();
+    assert!(
+        applied.iter().any(|p| p.ends_with("/deployments/company-info")),
+        "{applied:?}"
+    );
+
+    // External Secrets Operator syncs: SecretsReady and Ready turn True.
+    let server = with_status(&server, &calls);
+    let synced = json!({"type": "Ready", "status": "True", "reason": "SecretSynced", "message": "secret synced"});
+    let (result, calls) = h
+        .reconcile(&server, |c| external_secret_answer(&object, c, synced.clone()))
+        .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+    let status = status_patch(&calls).unwrap();
+    assert_eq!(condition(status, "SecretsReady")["status"], "True");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}
+
 #[tokio::test]
 async fn switched_off_children_are_deleted_by_label_when_owned() {
     let mut h = harness();

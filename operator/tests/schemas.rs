@@ -30,10 +30,14 @@ fn venv_bin(tool: &str) -> PathBuf {
 }
 
 fn external_secret_crd() -> PathBuf {
-    let path = repo_root().join("../shared/schemas/external-secrets.io_externalsecrets.yaml");
+    upstream_crd("external-secrets.io_externalsecrets.yaml")
+}
+
+fn upstream_crd(file: &str) -> PathBuf {
+    let path = repo_root().join("../shared/schemas").join(file);
     assert!(
         path.exists(),
-        "{} is missing: the upstream External Secrets Operator CRD is expected in shared/schemas/ beside the repository",
+        "{} is missing: the upstream External Secrets Operator CRDs are expected in shared/schemas/ beside the repository",
         path.display()
     );
     path
@@ -74,9 +78,13 @@ fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<Strin
 }
 
 fn validate_custom_resources(file: &Path) -> Result<String, String> {
+    validate_against(&external_secret_crd(), file)
+}
+
+fn validate_against(crd: &Path, file: &Path) -> Result<String, String> {
     let output = Command::new(venv_bin("python"))
         .arg(repo_root().join("operator/tests/support/validate_custom_resources.py"))
-        .arg(external_secret_crd())
+        .arg(crd)
         .arg(file)
         .output()
         .expect("run validate_custom_resources.py");
@@ -135,8 +143,34 @@ fn external_secrets_validate_against_the_external_secrets_crd() {
             panic!("{}:\n{output}", case.name);
         }
     }
-    // The every-switch case syncs an HMAC key (ClusterSecretStore) and an API-key table (SecretStore).
-    assert!(total >= 2, "expected ExternalSecrets to validate, found {total}");
+    // The every-switch case syncs an HMAC key (ClusterSecretStore) and an API-key table (SecretStore),
+    // the external-secrets sample two (both from ClusterSecretStores: GCP and Vault).
+    assert!(total >= 4, "expected ExternalSecrets to validate, found {total}");
+}
+
+/// The sample stores (GCP Secret Manager with Workload Identity, Vault with Kubernetes auth) are
+/// valid ClusterSecretStores, and the stores the sample McpServer names are those.
+#[test]
+fn the_sample_secret_stores_validate_against_the_external_secrets_crd() {
+    let crd = upstream_crd("external-secrets.io_clustersecretstores.yaml");
+    let dir = repo_root().join("config/samples/external-secrets");
+    for store in ["gcp-secret-manager", "vault"] {
+        let file = dir.join(format!("{store}.yaml"));
+        let output = validate_against(&crd, &file).unwrap_or_else(|output| panic!("{store}:\n{output}"));
+        assert!(output.contains(&format!("ClusterSecretStore {store}")), "{output}");
+        let server = std::fs::read_to_string(dir.join("vendor-handbook.yaml")).expect("sample");
+        assert!(
+            server.contains(&format!("storeRef: {{kind: ClusterSecretStore, name: {store}}}")),
+            "vendor-handbook.yaml does not use the {store} store"
+        );
+    }
+    let broken = std::fs::read_to_string(dir.join("vault.yaml"))
+        .expect("vault.yaml")
+        .replace("version: v2", "version: v3");
+    let file = scratch("broken-store.yaml");
+    std::fs::write(&file, broken).expect("write");
+    let output = validate_against(&crd, &file).expect_err("an invalid store must fail");
+    assert!(output.contains("'v3' is not one of"), "{output}");
 }
 
 #[test]

@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApplyError;
 use super::status::ExternalSecrets;
 use crate::FIELD_MANAGER;
+use crate::build::external_secret::SyncState;
 use crate::build::{Child, Children, ExternalSecret};
 use crate::names::{self, Component};
 
@@ -35,6 +36,8 @@ pub struct Applied {
     pub deployment: Deployment,
     /// What happened to the ExternalSecrets.
     pub external_secrets: ExternalSecrets,
+    /// The sync state of each applied ExternalSecret, from the object the API server returned.
+    pub synced: Vec<SyncState>,
     /// `Kind name` of every child deleted because the spec no longer wants it.
     pub deleted: Vec<String>,
 }
@@ -58,6 +61,7 @@ pub fn apply_params() -> PatchParams {
 /// Applies `children` of `owner`, then deletes the children it no longer wants.
 pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Result<Applied, ApplyError> {
     let mut deployment = None;
+    let mut synced_states = Vec::new();
     let mut external_secrets = if children.external_secrets.is_empty() {
         ExternalSecrets::NotNeeded
     } else {
@@ -80,7 +84,7 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
                         external_secrets = ExternalSecrets::NotInstalled;
                         Ok(())
                     }
-                    other => other.map(drop),
+                    other => other.map(|applied| synced_states.push(SyncState::of(&applied))),
                 }
             }
             Child::Service(o) => apply_one(client, owner.namespace, o).await.map(drop),
@@ -159,6 +163,7 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
     Ok(Applied {
         deployment,
         external_secrets,
+        synced: synced_states,
         deleted,
     })
 }

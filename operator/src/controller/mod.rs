@@ -194,6 +194,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         missing_config_maps: &found.missing_config_maps,
         missing_secrets: &found.missing_secrets,
         external_secrets: status::ExternalSecrets::NotNeeded,
+        synced: &[],
         deployment: None,
     };
 
@@ -234,6 +235,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         tracing::info!(%deleted, "deleted a child the spec no longer wants");
     }
     observation.external_secrets = applied.external_secrets;
+    observation.synced = &applied.synced;
     observation.deployment = Some(&applied.deployment);
     let written = write_status(ctx, server, &observation).await?;
 
@@ -495,7 +497,8 @@ pub async fn run(
         .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
         .owns(api::<HorizontalPodAutoscaler>(&client, ns), children.clone());
     if external_secrets_installed(&client).await {
-        // Metadata only: the operator never reads an ExternalSecret back.
+        // Metadata only: a status change of External Secrets Operator bumps the resourceVersion,
+        // which is enough to reconcile; the status itself is read from the apply's answer.
         servers = servers.owns(api::<PartialObjectMeta<ExternalSecret>>(&client, ns), children.clone());
     } else {
         tracing::info!("the ExternalSecret CRD is not installed; McpServers that need one report SecretsReady=False");

@@ -11,6 +11,7 @@ use palisade_crds::McpServerStatus;
 use palisade_crds::conditions::{self, reason};
 
 use super::dereference::Missing;
+use crate::build::external_secret::{Sync, SyncState};
 
 /// The policy outcome of one reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct Observation<'a> {
     pub missing_secrets: &'a [Missing],
     /// What happened to the ExternalSecrets.
     pub external_secrets: ExternalSecrets,
+    /// The sync state of every applied ExternalSecret.
+    pub synced: &'a [SyncState],
     /// The Deployment as applied; `None` when nothing was applied.
     pub deployment: Option<&'a Deployment>,
 }
@@ -220,7 +223,7 @@ fn secrets_condition(observation: &Observation<'_>) -> Computed {
                 .into(),
         };
     }
-    let (plain, synced): (Vec<&Missing>, Vec<&Missing>) = observation.missing_secrets.iter().partition(|m| !m.external);
+    let plain: Vec<&Missing> = observation.missing_secrets.iter().filter(|m| !m.external).collect();
     if !plain.is_empty() {
         let names: Vec<String> = plain
             .iter()
@@ -233,17 +236,23 @@ fn secrets_condition(observation: &Observation<'_>) -> Computed {
             message: format!("{} not found; create it in namespace {ns}", names.join(", ")),
         };
     }
-    if !synced.is_empty() {
-        let names: Vec<String> = synced.iter().map(|m| format!("{ns}/{}", m.name)).collect();
+    let unsynced: Vec<String> = observation
+        .synced
+        .iter()
+        .filter_map(|state| {
+            let present = !observation
+                .missing_secrets
+                .iter()
+                .any(|m| m.external && m.name == state.name);
+            unsynced_message(ns, state, present)
+        })
+        .collect();
+    if !unsynced.is_empty() {
         return Computed {
             type_: conditions::SECRETS_READY,
             ok: false,
             reason: reason::EXTERNAL_SECRET_NOT_READY,
-            message: format!(
-                "External Secrets Operator has not written Secret {} yet; see `kubectl describe externalsecret -n {ns}` \
-                 for the store's answer",
-                names.join(", ")
-            ),
+            message: unsynced.join("; "),
         };
     }
     Computed {
@@ -251,6 +260,44 @@ fn secrets_condition(observation: &Observation<'_>) -> Computed {
         ok: true,
         reason: reason::AS_EXPECTED,
         message: "every Secret the server reads exists".into(),
+    }
+}
+
+/// Why the Secret of one ExternalSecret is not ready, or `None` when it is: External Secrets
+/// Operator reports it synced (`Ready=True`) and the Secret exists.
+fn unsynced_message(ns: &str, state: &SyncState, secret_present: bool) -> Option<String> {
+    let name = &state.name;
+    let describe = format!("see `kubectl describe externalsecret -n {ns} {name}`");
+    match (&state.sync, secret_present) {
+        (Sync::Synced, true) => None,
+        (Sync::Synced, false) => Some(format!(
+            "ExternalSecret {ns}/{name} is Ready but Secret {ns}/{name} does not exist; External Secrets \
+             Operator writes it again on its next refresh ({describe})"
+        )),
+        (Sync::Pending, present) => {
+            let secret = if present {
+                String::new()
+            } else {
+                format!(" and Secret {ns}/{name} does not exist")
+            };
+            Some(format!(
+                "ExternalSecret {ns}/{name} has not been synced yet{secret}; is External Secrets Operator running? \
+                 ({describe})"
+            ))
+        }
+        (Sync::Failed { reason, message }, present) => Some(format!(
+            "ExternalSecret {ns}/{name} is not Ready ({reason}{}); {} ({describe})",
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            },
+            if present {
+                "the pods keep the value synced last"
+            } else {
+                "the pods wait for the Secret it writes"
+            }
+        )),
     }
 }
 
@@ -355,6 +402,7 @@ mod tests {
             missing_config_maps: &[],
             missing_secrets: &[],
             external_secrets: ExternalSecrets::NotNeeded,
+            synced: &[],
             deployment,
         }
     }
@@ -438,6 +486,80 @@ mod tests {
         assert!(secrets.message.contains("install External Secrets Operator"));
         let ready = condition(&status.conditions, conditions::READY).unwrap();
         assert_eq!(ready.status, "False");
+    }
+
+    fn secrets_ready(synced: &[SyncState], missing: &[Missing]) -> (String, String, String) {
+        let deployment = deployment(1, 1);
+        let mut obs = observation(valid("sha256:a"), Some(&deployment));
+        obs.external_secrets = ExternalSecrets::Applied;
+        obs.synced = synced;
+        obs.missing_secrets = missing;
+        let status = server_status(None, &obs, &time(1));
+        let c = condition(&status.conditions, conditions::SECRETS_READY).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn state(sync: Sync) -> SyncState {
+        SyncState {
+            name: "jwt".into(),
+            sync,
+        }
+    }
+
+    #[test]
+    fn secrets_ready_follows_the_external_secret_ready_condition_and_the_secret() {
+        let missing = [Missing {
+            name: "jwt".into(),
+            field_path: "spec.auth.issuers[0].hmacKey".into(),
+            external: true,
+        }];
+        assert_eq!(
+            secrets_ready(&[state(Sync::Synced)], &[]),
+            (
+                "True".into(),
+                "AsExpected".into(),
+                "every Secret the server reads exists".into()
+            )
+        );
+        assert_eq!(
+            secrets_ready(&[state(Sync::Synced)], &missing),
+            (
+                "False".into(),
+                "ExternalSecretNotReady".into(),
+                "ExternalSecret ns/jwt is Ready but Secret ns/jwt does not exist; External Secrets Operator writes \
+                 it again on its next refresh (see `kubectl describe externalsecret -n ns jwt`)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            secrets_ready(&[state(Sync::Pending)], &missing).2,
+            "ExternalSecret ns/jwt has not been synced yet and Secret ns/jwt does not exist; is External Secrets \
+             Operator running? (see `kubectl describe externalsecret -n ns jwt`)"
+        );
+        assert_eq!(
+            secrets_ready(&[state(Sync::Pending)], &[]).2,
+            "ExternalSecret ns/jwt has not been synced yet; is External Secrets Operator running? (see `kubectl \
+             describe externalsecret -n ns jwt`)"
+        );
+        let failed = state(Sync::Failed {
+            reason: "SecretSyncedError".into(),
+            message: "could not get secret data from provider".into(),
+        });
+        assert_eq!(
+            secrets_ready(std::slice::from_ref(&failed), &[]),
+            (
+                "False".into(),
+                "ExternalSecretNotReady".into(),
+                "ExternalSecret ns/jwt is not Ready (SecretSyncedError: could not get secret data from provider); \
+                 the pods keep the value synced last (see `kubectl describe externalsecret -n ns jwt`)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            secrets_ready(&[failed], &missing).2,
+            "ExternalSecret ns/jwt is not Ready (SecretSyncedError: could not get secret data from provider); \
+             the pods wait for the Secret it writes (see `kubectl describe externalsecret -n ns jwt`)"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct Case {
 }
 
 /// Every sample of `config/samples/` (seeds 001 and 002) and the every-switch input.
-pub const CASES: [Case; 3] = [
+pub const CASES: [Case; 4] = [
     Case {
         name: "company-info",
         input: "config/samples/company-info.yaml",
@@ -31,6 +31,11 @@ pub const CASES: [Case; 3] = [
         name: "sso-docs",
         input: "config/samples/sso-docs.yaml",
         namespace: "team-b",
+    },
+    Case {
+        name: "external-secrets",
+        input: "config/samples/external-secrets/vendor-handbook.yaml",
+        namespace: "team-c",
     },
     Case {
         name: "everything",
