@@ -84,7 +84,8 @@ pub enum SecretStoreKind {
 }
 
 /// `Enforce` denies what the policy does not allow; `Audit` decides the same way and writes the
-/// same audit events, but lets denied requests through (marked `wouldDeny`), for a safe rollout.
+/// same audit events, but lets denied requests through (their audit `decision` is `would_deny`),
+/// for a safe rollout.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PolicyMode {
     /// Deny what the policy does not allow.

@@ -15,8 +15,8 @@
 //!   `Audit` mode;
 //! - a policy's **tests** run against the merged result, since that is what callers will meet.
 //!
-//! What this does not do: find the policies (the operator's dereference step does that, and
-//! refuses cross-namespace references) or read any Secret or ConfigMap.
+//! What this does not do: find the policies ([`crate::bind`] does that, and refuses
+//! cross-namespace references) or read any Secret or ConfigMap.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -28,7 +28,7 @@ use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
     DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, ToolDefinition, ToolRule,
 };
-use crate::document_check::{is_dns_label, is_dns_subdomain, is_http_url, role_name_problem};
+use crate::document_check::{HMAC_SERVICE_ACCOUNTS, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem};
 use crate::evaluator::Policy;
 use crate::mcp_server::{JwtAlgorithm, McpServer, McpServerSpec};
 use crate::policy_tests::{TestOutcome, run_policy_tests};
@@ -60,21 +60,58 @@ pub fn object_key<K: ResourceExt>(object: &K) -> String {
     format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any())
 }
 
-/// The in-cluster URL of a server's MCP endpoint.
-pub fn in_cluster_endpoint(server: &McpServer) -> String {
+/// The DNS domain of a Kubernetes cluster unless its kubelets are configured otherwise.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// What a compile depends on besides the objects: facts about the cluster the server runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileOptions<'a> {
+    /// The cluster's DNS domain (the kubelets' `--cluster-domain`). It names the server's
+    /// in-cluster endpoint `http://<name>.<namespace>.svc.<domain>/mcp`, which is the default
+    /// `auth.resource` (so the audience tokens must carry) and the McpServer's `status.endpoint`.
+    /// Defaults to [`DEFAULT_CLUSTER_DOMAIN`].
+    pub cluster_domain: &'a str,
+}
+
+impl Default for CompileOptions<'_> {
+    fn default() -> Self {
+        Self {
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN,
+        }
+    }
+}
+
+/// The in-cluster URL of a server's MCP endpoint in a cluster with DNS domain `cluster_domain`:
+/// `http://<name>.<namespace>.svc.<domain>[:<port>]/mcp`.
+pub fn in_cluster_endpoint(server: &McpServer, cluster_domain: &str) -> String {
     let port = server.spec.service.as_ref().and_then(|s| s.port).unwrap_or(80);
     let port = if port == 80 { String::new() } else { format!(":{port}") };
     format!(
-        "http://{}.{}.svc.cluster.local{port}/mcp",
+        "http://{}.{}.svc.{cluster_domain}{port}/mcp",
         server.name_any(),
         server.namespace().unwrap_or_else(|| "default".into())
     )
 }
 
-/// Compiles `server` with the policies bound to it (in any order).
-pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Compiled, Problems> {
+/// Compiles `server` with the policies bound to it (in any order), for a cluster described by
+/// `options`.
+pub fn compile(
+    server: &McpServer,
+    policies: &[&McpAccessPolicy],
+    options: &CompileOptions<'_>,
+) -> Result<Compiled, Problems> {
     let server_object = format!("McpServer {}", object_key(server));
     let mut problems = Problems::default();
+    if !is_dns_subdomain(options.cluster_domain) {
+        problems.push(
+            None,
+            "",
+            format!(
+                "the cluster domain {:?} is not a DNS subdomain (e.g. {DEFAULT_CLUSTER_DOMAIN})",
+                options.cluster_domain
+            ),
+        );
+    }
     check_server(&server.spec, &server_object, &mut problems);
 
     let mut policies: Vec<&McpAccessPolicy> = policies.to_vec();
@@ -184,7 +221,7 @@ pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Comp
             policies: policies.iter().map(|p| object_key(*p)).collect(),
         },
         mode,
-        authentication: authentication(server),
+        authentication: authentication(server, options.cluster_domain),
         collections: server
             .spec
             .documents
@@ -255,6 +292,23 @@ pub fn compile(server: &McpServer, policies: &[&McpAccessPolicy]) -> Result<Comp
             }
         }
     }
+    if !server.spec.auth.issuers.iter().any(|i| i.kubernetes_service_accounts) {
+        for p in &policies {
+            let object = format!("McpAccessPolicy {}", object_key(*p));
+            for (i, binding) in p.spec.bindings.iter().enumerate() {
+                if !binding.service_accounts.is_empty() {
+                    warnings.push(Problem::new(
+                        Some(&object),
+                        format!("spec.bindings[{i}].serviceAccounts"),
+                        format!(
+                            "no issuer of {server_object} sets kubernetesServiceAccounts: true, so no caller is \
+                             ever a service account and this binding matches none"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     let (_, unreachable) = policy.reachability();
     for tool in unreachable {
         let index = server
@@ -284,9 +338,12 @@ fn service_account_key(account: &ServiceAccountRef, default_namespace: &str) -> 
     )
 }
 
-fn authentication(server: &McpServer) -> Authentication {
+fn authentication(server: &McpServer, cluster_domain: &str) -> Authentication {
     let auth = &server.spec.auth;
-    let resource = auth.resource.clone().unwrap_or_else(|| in_cluster_endpoint(server));
+    let resource = auth
+        .resource
+        .clone()
+        .unwrap_or_else(|| in_cluster_endpoint(server, cluster_domain));
     let name = server.name_any();
     Authentication {
         resource: resource.clone(),
@@ -327,6 +384,7 @@ fn authentication(server: &McpServer) -> Authentication {
                         scopes: names.scopes.unwrap_or(defaults.scopes),
                         roles: names.roles.unwrap_or(defaults.roles),
                         groups: names.groups.unwrap_or(defaults.groups),
+                        kubernetes_service_account: issuer.kubernetes_service_accounts,
                     },
                     jwks_cache_ttl_seconds: DEFAULT_JWKS_CACHE_TTL_SECONDS,
                 }
@@ -454,6 +512,13 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
                 object,
                 format!("spec.auth.issuers[{i}]"),
                 "jwksUri and hmacKey are mutually exclusive",
+            );
+        }
+        if hmac && issuer.kubernetes_service_accounts {
+            problems.push(
+                object,
+                format!("{path}.kubernetesServiceAccounts"),
+                HMAC_SERVICE_ACCOUNTS,
             );
         }
     }
@@ -628,4 +693,158 @@ fn service_account_problem(account: &ServiceAccountRef) -> Option<String> {
         ));
     }
     (!is_dns_subdomain(&account.name)).then(|| format!("{:?} is not a service account name", account.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(yaml: &str) -> McpServer {
+        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpServer\n{yaml}");
+        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    fn policy(yaml: &str) -> McpAccessPolicy {
+        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpAccessPolicy\n{yaml}");
+        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    const SERVER: &str = r#"
+metadata: {name: docs, namespace: team-a}
+spec:
+  documents: [{collection: c, configMapRef: {name: c}}]
+  tools: [{name: read, collection: c, action: readAll}]
+  auth:
+    issuers:
+      - issuer: https://kubernetes.default.svc.corp.internal
+"#;
+
+    #[test]
+    fn the_default_resource_is_the_endpoint_in_the_clusters_domain() {
+        let server = server(SERVER);
+        let corp = CompileOptions {
+            cluster_domain: "corp.internal",
+        };
+        let compiled = compile(&server, &[], &corp).unwrap();
+        let auth = &compiled.policy.document().authentication;
+        assert_eq!(auth.resource, "http://docs.team-a.svc.corp.internal/mcp");
+        assert_eq!(auth.issuers[0].audiences, ["http://docs.team-a.svc.corp.internal/mcp"]);
+        assert_eq!(in_cluster_endpoint(&server, "corp.internal"), auth.resource);
+
+        let default = compile(&server, &[], &CompileOptions::default()).unwrap();
+        assert_eq!(
+            default.policy.document().authentication.resource,
+            "http://docs.team-a.svc.cluster.local/mcp"
+        );
+
+        let mut on_port = server.clone();
+        on_port.spec.service = Some(crate::mcp_server::ServiceSpec {
+            port: Some(8000),
+            ..Default::default()
+        });
+        assert_eq!(
+            in_cluster_endpoint(&on_port, "corp.internal"),
+            "http://docs.team-a.svc.corp.internal:8000/mcp"
+        );
+    }
+
+    #[test]
+    fn a_cluster_domain_that_is_no_dns_name_is_refused() {
+        let bad = CompileOptions {
+            cluster_domain: "Corp_Internal.",
+        };
+        let problems = compile(&server(SERVER), &[], &bad).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "the cluster domain \"Corp_Internal.\" is not a DNS subdomain (e.g. cluster.local)"
+        );
+    }
+
+    #[test]
+    fn only_issuers_declared_as_the_service_account_issuer_assert_service_accounts() {
+        let plain = server(SERVER);
+        let compiled = compile(&plain, &[], &CompileOptions::default()).unwrap();
+        assert!(
+            !compiled.policy.document().authentication.issuers[0]
+                .claims
+                .kubernetes_service_account
+        );
+        assert!(
+            !compiled
+                .policy
+                .document()
+                .to_yaml()
+                .contains("kubernetesServiceAccount")
+        );
+
+        let declared = server(&format!("{SERVER}        kubernetesServiceAccounts: true\n"));
+        let compiled = compile(&declared, &[], &CompileOptions::default()).unwrap();
+        assert!(
+            compiled.policy.document().authentication.issuers[0]
+                .claims
+                .kubernetes_service_account
+        );
+        assert!(
+            compiled
+                .policy
+                .document()
+                .to_yaml()
+                .contains("kubernetesServiceAccount: true")
+        );
+
+        let hmac = server(&SERVER.replace(
+            "      - issuer: https://kubernetes.default.svc.corp.internal\n",
+            "      - issuer: ci\n        hmacKey: {secretKeyRef: {name: k, key: k}}\n        kubernetesServiceAccounts: true\n",
+        ));
+        let problems = compile(&hmac, &[], &CompileOptions::default()).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "McpServer team-a/docs: spec.auth.issuers[0].kubernetesServiceAccounts: an hmacKey issuer cannot be the \
+             cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published \
+             by JWKS or OIDC discovery"
+        );
+    }
+
+    #[test]
+    fn service_account_bindings_without_a_service_account_issuer_are_warned_about() {
+        let binding = policy(
+            r#"
+metadata: {name: agents, namespace: team-a}
+spec:
+  targetRefs: [{name: docs}]
+  roles: [{name: reader, scopes: [c:read]}]
+  tools: [{match: read, requiredScopes: [c:read]}]
+  bindings: [{role: reader, serviceAccounts: [{name: agent}]}]
+"#,
+        );
+        let compiled = compile(&server(SERVER), &[&binding], &CompileOptions::default()).unwrap();
+        let warnings: Vec<String> = compiled.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "McpAccessPolicy team-a/agents: spec.bindings[0].serviceAccounts: no issuer of McpServer team-a/docs \
+              sets kubernetesServiceAccounts: true, so no caller is ever a service account and this binding \
+              matches none"
+            ]
+        );
+
+        let declared = server(&format!("{SERVER}        kubernetesServiceAccounts: true\n"));
+        let compiled = compile(&declared, &[&binding], &CompileOptions::default()).unwrap();
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+    }
+
+    #[test]
+    fn a_hand_written_hmac_issuer_cannot_assert_service_accounts_either() {
+        let compiled = compile(&server(SERVER), &[], &CompileOptions::default()).unwrap();
+        let mut document = compiled.policy.document().clone();
+        let issuer = &mut document.authentication.issuers[0];
+        issuer.keys = KeySource::HmacKeyFile("/k".into());
+        issuer.algorithms = vec![JwtAlgorithm::HS256];
+        issuer.claims.kubernetes_service_account = true;
+        let problems = Policy::new(document).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            format!("authentication.issuers[0].claims.kubernetesServiceAccount: {HMAC_SERVICE_ACCOUNTS}")
+        );
+    }
 }

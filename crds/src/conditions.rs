@@ -11,16 +11,21 @@ pub const DOCUMENTS_READY: &str = "DocumentsReady";
 /// McpServer: every referenced Secret exists, and every ExternalSecret the operator applied for
 /// the server is `Ready` (External Secrets Operator's own condition).
 pub const SECRETS_READY: &str = "SecretsReady";
-/// McpAccessPolicy: valid, tests pass, and in force on its servers.
+/// McpAccessPolicy: in force on every server it binds, that is every such server passes the
+/// validation that precedes a rollout (its spec, all of its policies, and their tests).
 pub const ACCEPTED: &str = "Accepted";
 
 /// Reasons, shared by both kinds.
 pub mod reason {
     /// The condition holds.
     pub const AS_EXPECTED: &str = "AsExpected";
-    /// A policy did not compile; the message names the field path.
+    /// A policy did not compile, or the McpServer's spec is invalid; the message names the
+    /// object and the field path. On an McpAccessPolicy: a server it binds refuses its policies
+    /// for that reason (the fault may be in this policy, another policy or the server; the
+    /// message says which).
     pub const POLICY_INVALID: &str = "PolicyInvalid";
-    /// A policy's own test case failed; the message names the case.
+    /// A policy's own test case failed; the message names the case. On an McpAccessPolicy: a
+    /// server it binds refuses its policies because a case (of this or another policy) failed.
     pub const POLICY_TEST_FAILED: &str = "PolicyTestFailed";
     /// No McpAccessPolicy targets the server: every call is denied.
     pub const NO_POLICY: &str = "NoPolicy";

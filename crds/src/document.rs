@@ -189,6 +189,12 @@ pub struct Claims {
     pub roles: String,
     /// Group claim.
     pub groups: String,
+    /// Whether the issuer is the cluster's Kubernetes service-account issuer, whose
+    /// `kubernetes.io` claim (`namespace`, `serviceaccount.name`) makes the caller the service
+    /// account `namespace/name` for `bindings[].serviceAccounts`. False (the default): the claim
+    /// is ignored, so that no other issuer can assert a service account. Not for HMAC issuers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kubernetes_service_account: bool,
 }
 
 impl Default for Claims {
@@ -198,6 +204,7 @@ impl Default for Claims {
             scopes: "scope".into(),
             roles: "roles".into(),
             groups: "groups".into(),
+            kubernetes_service_account: false,
         }
     }
 }

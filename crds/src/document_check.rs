@@ -200,8 +200,19 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
                 "OIDC discovery needs the issuer to be an http(s) URL; set jwksUri or an HMAC key file instead",
             );
         }
+        if hmac && issuer.claims.kubernetes_service_account {
+            problems.push(
+                None,
+                format!("{path}.claims.kubernetesServiceAccount"),
+                HMAC_SERVICE_ACCOUNTS,
+            );
+        }
     }
 }
+
+/// Why an HMAC issuer never asserts Kubernetes service accounts.
+pub const HMAC_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster's service-account issuer: \
+     Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery";
 
 /// Whether `s` is an RFC 1123 DNS label.
 pub fn is_dns_label(s: &str) -> bool {

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod access_policy;
+pub mod bind;
 pub mod common;
 pub mod compile;
 pub mod conditions;
@@ -23,7 +24,8 @@ pub mod secret_files;
 pub mod tool_match;
 
 pub use access_policy::{McpAccessPolicy, McpAccessPolicySpec, McpAccessPolicyStatus};
-pub use compile::{Compiled, compile};
+pub use bind::{Bound, bound_policies};
+pub use compile::{CompileOptions, Compiled, compile};
 pub use document::PolicyDocument;
 pub use evaluator::{Access, Decision, Effect, Identity, Policy, Reason};
 pub use mcp_server::{McpServer, McpServerSpec, McpServerStatus};

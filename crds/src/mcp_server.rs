@@ -111,14 +111,16 @@ pub struct McpServerSpec {
     pub autoscaling: Option<AutoscalingSpec>,
 }
 
-/// Image pull policy.
+/// Image pull policy: `Always` pull, pull only when the image is not on the node
+/// (`IfNotPresent`), or `Never` pull.
+// NB: no doc comments on the variants. With them, schemars describes the enum as a `oneOf` of
+// documented constants, and kube's rewrite of `Option<enum>` then replaces the description of the
+// field (`spec.imagePullPolicy`) with the enum's own; without them the field keeps its doc.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub enum ImagePullPolicy {
-    /// Always pull.
     Always,
-    /// Pull only when the image is not on the node.
     IfNotPresent,
-    /// Never pull.
     Never,
 }
 
@@ -226,7 +228,9 @@ pub struct AuthSpec {
     /// Canonical URI of this server (RFC 8707 resource indicator). Tokens must carry it in `aud`
     /// (unless an issuer lists other audiences), and it is published in the Protected Resource
     /// Metadata (RFC 9728). Defaults to the in-cluster URL
-    /// `http://<name>.<namespace>.svc.cluster.local/mcp`.
+    /// `http://<name>.<namespace>.svc.<cluster domain>/mcp` (with `:<port>` unless the Service port
+    /// is 80), where the cluster domain is the operator's `--cluster-domain`, `cluster.local` by
+    /// default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("isURL(self) && (self.startsWith('https://') || self.startsWith('http://')) && url(self).getHost() != '' && !self.contains('#')")
@@ -265,6 +269,8 @@ pub struct AuthSpec {
         .message("a JWKS or OIDC issuer never accepts HS256/HS384/HS512 (its public keys would become HMAC secrets)").field_path(".algorithms"),
     validation = Rule::new("has(self.hmacKey) || has(self.jwksUri) || self.issuer.startsWith('https://') || self.issuer.startsWith('http://')")
         .message("without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL").field_path(".issuer"),
+    validation = Rule::new("!has(self.hmacKey) || !has(self.kubernetesServiceAccounts) || !self.kubernetesServiceAccounts")
+        .message("an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery").field_path(".kubernetesServiceAccounts"),
 )]
 pub struct IssuerSpec {
     /// The exact `iss` claim value, e.g. `https://accounts.google.com`. Without `jwksUri` or
@@ -297,6 +303,15 @@ pub struct IssuerSpec {
     /// Names of the claims that carry the caller's identity, scopes, roles and groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<ClaimNames>,
+
+    /// This issuer is the cluster's Kubernetes service-account issuer (`kubectl get --raw
+    /// /.well-known/openid-configuration`): the `kubernetes.io` claim of its tokens (`namespace`,
+    /// `serviceaccount.name`) makes the caller that service account, which McpAccessPolicy
+    /// `bindings[].serviceAccounts` grant roles to. The `kubernetes.io` claim of a token from any
+    /// other issuer is ignored, since such an issuer could put any service account there. Not
+    /// with `hmacKey`. Defaults to false.
+    #[serde(default)]
+    pub kubernetes_service_accounts: bool,
 }
 
 /// JWS signature algorithms (RFC 7518, RFC 8037).

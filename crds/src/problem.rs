@@ -27,10 +27,14 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(object) = &self.object {
-            write!(f, "{object}: ")?;
+        // NB: a problem of a whole object or of the document itself has an empty path; it is left
+        // out rather than printed as `object: : message`.
+        for part in [self.object.as_deref(), Some(self.path.as_str())].into_iter().flatten() {
+            if !part.is_empty() {
+                write!(f, "{part}: ")?;
+            }
         }
-        write!(f, "{}: {}", self.path, self.message)
+        f.write_str(&self.message)
     }
 }
 
@@ -73,3 +77,29 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_path_or_object_is_left_out() {
+        let cases = [
+            (
+                Some("McpServer a/s"),
+                "spec.tools[0]",
+                "McpServer a/s: spec.tools[0]: wrong",
+            ),
+            (
+                Some("compiled policy of McpServer a/s"),
+                "",
+                "compiled policy of McpServer a/s: wrong",
+            ),
+            (None, "roles[0]", "roles[0]: wrong"),
+            (None, "", "wrong"),
+        ];
+        for (object, path, expected) in cases {
+            assert_eq!(Problem::new(object, path, "wrong").to_string(), expected);
+        }
+    }
+}

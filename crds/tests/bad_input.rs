@@ -14,7 +14,8 @@ use palisade_crds::document::{Binding, KeySource};
 use palisade_crds::mcp_server::{DocumentCollection, IssuerSpec, JwtAlgorithm, ToolSpec};
 use palisade_crds::policy_tests::TestOutcome;
 use palisade_crds::{
-    Compiled, McpAccessPolicy, McpServer, McpServerSpec, Policy, PolicyDocument, Problem, Problems, compile,
+    CompileOptions, Compiled, McpAccessPolicy, McpServer, McpServerSpec, Policy, PolicyDocument, Problem, Problems,
+    compile,
 };
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -55,7 +56,7 @@ fn sample() -> (McpServer, Vec<McpAccessPolicy>) {
 
 fn try_compile(server: &McpServer, policies: &[McpAccessPolicy]) -> Result<Compiled, Problems> {
     let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
-    compile(server, &refs)
+    compile(server, &refs, &CompileOptions::default())
 }
 
 /// The problems of a compile that must fail.

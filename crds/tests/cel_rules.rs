@@ -45,6 +45,7 @@ const JWKS_NEVER_HS: &str =
 const OIDC_NEEDS_URL: &str =
     "without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL";
 const JWKS_URI_URL: &str = "jwksUri must be an absolute http(s) URL";
+const HMAC_NO_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery";
 const PDB_EXCLUSIVE: &str = "minAvailable and maxUnavailable are mutually exclusive";
 const AUTOSCALING_RANGE: &str = "minReplicas must not exceed maxReplicas";
 const COLLECTIONS_UNIQUE: &str = "document collection names must be unique";
@@ -69,7 +70,7 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 17] = [
+const MCP_SERVER_MESSAGES: [&str; 18] = [
     NAME_DNS_1035,
     SECRET_EXACTLY_ONE,
     DOCUMENTS_EXACTLY_ONE,
@@ -82,6 +83,7 @@ const MCP_SERVER_MESSAGES: [&str; 17] = [
     JWKS_NEVER_HS,
     OIDC_NEEDS_URL,
     JWKS_URI_URL,
+    HMAC_NO_SERVICE_ACCOUNTS,
     PDB_EXCLUSIVE,
     AUTOSCALING_RANGE,
     COLLECTIONS_UNIQUE,
@@ -223,6 +225,7 @@ fn full_server() -> McpServer {
             jwks_uri: Some("https://sso.example.com/keys".into()),
             hmac_key: None,
             claims: None,
+            kubernetes_service_accounts: true,
         });
         s.spec.pod_disruption_budget = Some(PodDisruptionBudgetSpec {
             enabled: true,
@@ -580,6 +583,20 @@ fn an_oidc_issuer_is_an_http_url() {
     assert_valid("non-URL JWKS and HMAC issuers", full_server().validate_cel());
     let http = full_server_with(|s| s.spec.auth.issuers[OIDC].issuer = "http://dex.dex.svc.cluster.local:5556".into());
     assert_valid("http OIDC issuer", http.validate_cel());
+}
+
+#[test]
+fn an_hmac_issuer_is_never_the_service_account_issuer() {
+    // full_server's JWKS issuer already sets kubernetesServiceAccounts: true and passes.
+    let server = full_server_with(|s| s.spec.auth.issuers[HMAC].kubernetes_service_accounts = true);
+    assert_rejected_at(
+        "hmacKey with kubernetesServiceAccounts",
+        server.validate_cel(),
+        HMAC_NO_SERVICE_ACCOUNTS,
+        "spec.auth.issuers[1].kubernetesServiceAccounts",
+    );
+    let oidc = full_server_with(|s| s.spec.auth.issuers[OIDC].kubernetes_service_accounts = true);
+    assert_valid("OIDC issuer with kubernetesServiceAccounts", oidc.validate_cel());
 }
 
 #[test]
@@ -1361,8 +1378,8 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 17 McpServer rules (the SecretKeySource rule sits twice) and 12 McpAccessPolicy rules.
-    assert_eq!(rules, 18 + 12, "number of x-kubernetes-validations entries");
+    // 18 McpServer rules (the SecretKeySource rule sits twice) and 12 McpAccessPolicy rules.
+    assert_eq!(rules, 19 + 12, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use palisade_crds::access_policy::{BindingSpec, McpAccessPolicySpec, RoleSpec, TargetRef, ToolRuleSpec};
 use palisade_crds::common::PolicyMode;
 use palisade_crds::mcp_server::{AuthSpec, ConfigMapRef, DocumentCollection, ToolAction, ToolSpec};
-use palisade_crds::{Identity, McpAccessPolicy, McpServer, McpServerSpec, compile};
+use palisade_crds::{CompileOptions, Identity, McpAccessPolicy, McpServer, McpServerSpec, compile};
 use proptest::prelude::*;
 
 const SCOPES: [&str; 6] = ["a:read", "a:write", "b:read", "b:write", "c:read", "c:list"];
@@ -255,7 +255,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
 fn compiled(case: &Case, seed: Option<u64>) -> palisade_crds::Compiled {
     let (server, policies) = objects(case, seed);
     let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
-    compile(&server, &refs).expect("generated policies are valid")
+    compile(&server, &refs, &CompileOptions::default()).expect("generated policies are valid")
 }
 
 fn visible(compiled: &palisade_crds::Compiled, caller: &Caller) -> BTreeSet<String> {

@@ -16,17 +16,17 @@ mod support;
 fn bench_server(c: &mut Criterion, label: &str, server: &McpServer, policies: &[McpAccessPolicy]) {
     let settings = Settings::default();
     let bound: Vec<&McpAccessPolicy> = policies.iter().collect();
-    let validated = validate(server, &bound).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let validated = validate(server, &bound, &settings).unwrap_or_else(|e| panic!("{label}: {e}"));
     let children = build_children(&validated, &settings).iter().count();
     drop(validated);
     c.bench_function(&format!("operator validate: {label}"), |b| {
-        b.iter(|| validate(black_box(server), black_box(&bound)).expect("valid"))
+        b.iter(|| validate(black_box(server), black_box(&bound), &settings).expect("valid"))
     });
     c.bench_function(
         &format!("operator validate + build_children ({children} objects): {label}"),
         |b| {
             b.iter(|| {
-                let validated = validate(black_box(server), black_box(&bound)).expect("valid");
+                let validated = validate(black_box(server), black_box(&bound), &settings).expect("valid");
                 build_children(&validated, &settings)
             })
         },

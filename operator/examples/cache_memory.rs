@@ -83,7 +83,7 @@ fn main() {
             server.metadata.name.as_deref().unwrap_or("")
         );
         let refs: Vec<&McpAccessPolicy> = bound.policies.iter().collect();
-        let validated = validate(server, &refs).unwrap_or_else(|e| panic!("{e}"));
+        let validated = validate(server, &refs, &settings).unwrap_or_else(|e| panic!("{e}"));
         objects += build_children(&validated, &settings).iter().count();
     }
     let resync = start.elapsed();

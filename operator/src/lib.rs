@@ -12,6 +12,7 @@
 pub mod bind;
 pub mod build;
 pub mod controller;
+pub mod crd_reference;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -4,7 +4,8 @@
 //! - `run`: the controllers, against the cluster of the kubeconfig or the pod's service account,
 //!   with leader election, `/health`, `/ready` and `/metrics`.
 //! - `crds`: print the CustomResourceDefinitions (`kubectl apply -f -` ready), or write them into a
-//!   directory, one file per CRD.
+//!   directory, one file per CRD; `--reference FILE` also writes their Markdown reference
+//!   (see [`palisade_operator::crd_reference`]).
 //! - `render`: offline, no cluster: every child object of the McpServers in some YAML files, as
 //!   the operator would apply them (see [`palisade_operator::render`]).
 
@@ -35,6 +36,9 @@ enum Command {
         /// Write one file per CRD into this directory instead of printing them.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Also write the Markdown reference of the CRDs to this file (docs/crd-reference.md).
+        #[arg(long, value_name = "FILE")]
+        reference: Option<PathBuf>,
     },
     /// Print every child object of the McpServers in FILEs and DIRs as multi-document YAML,
     /// offline (the preview of what the operator applies). Exits 1, printing nothing, when a
@@ -123,7 +127,7 @@ impl From<SettingsArgs> for Settings {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds { out_dir } => crds(out_dir),
+        Command::Crds { out_dir, reference } => crds(out_dir, reference),
         Command::Render(args) => render_command(args),
         Command::Run(args) => run::run(args),
     }
@@ -364,7 +368,13 @@ fn render_command(args: RenderArgs) -> ExitCode {
     }
 }
 
-fn crds(out_dir: Option<PathBuf>) -> ExitCode {
+fn crds(out_dir: Option<PathBuf>, reference: Option<PathBuf>) -> ExitCode {
+    if let Some(path) = reference
+        && let Err(error) = std::fs::write(&path, palisade_operator::crd_reference::reference())
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::FAILURE;
+    }
     let yamls = palisade_crds::crd_yamls();
     match out_dir {
         None => {

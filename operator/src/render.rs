@@ -347,7 +347,7 @@ pub fn render(inputs: &Inputs, settings: &Settings) -> Result<Rendered, RenderEr
         let bound = bound_policies(server, &inputs.policies);
         warnings.extend(bound.refused.iter().map(ToString::to_string));
         bound_anywhere.extend(bound.policies.iter().map(|p| object_key(*p)));
-        let validated = match validate(server, &bound.policies) {
+        let validated = match validate(server, &bound.policies, settings) {
             Ok(validated) => validated,
             Err(error) => {
                 failures.push((key, error));

@@ -7,8 +7,8 @@ use palisade_crds::mcp_server::ImagePullPolicy;
 /// onto the matching server.
 pub const DEFAULT_SERVER_IMAGE: &str = concat!("ghcr.io/palisade-dev/palisade-server:", env!("CARGO_PKG_VERSION"));
 
-/// The cluster's DNS domain when not told otherwise.
-pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The cluster's DNS domain when not told otherwise (the compiler's default too).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = palisade_crds::compile::DEFAULT_CLUSTER_DOMAIN;
 
 /// Operator-wide settings (flags of `palisade-operator run` and `render`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,7 +18,9 @@ pub struct Settings {
     /// Image pull policy for McpServers that do not set `spec.imagePullPolicy`; `None` leaves it
     /// to Kubernetes (`Always` for `:latest`, otherwise `IfNotPresent`).
     pub image_pull_policy: Option<ImagePullPolicy>,
-    /// The cluster's DNS domain, for the server's accepted Host names (`<svc>.<ns>.svc.<domain>`).
+    /// The cluster's DNS domain: for the server's accepted Host names (`<svc>.<ns>.svc.<domain>`),
+    /// its `status.endpoint` and the default audience the policy compiles to (both
+    /// `http://<name>.<ns>.svc.<domain>/mcp`).
     pub cluster_domain: String,
 }
 

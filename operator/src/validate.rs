@@ -8,14 +8,16 @@
 //! dereference step (the controller, or `render` on files) finds the objects first.
 
 use palisade_crds::compile::object_key;
+use palisade_crds::conditions::reason;
 use palisade_crds::document::PolicyDocument;
 use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use palisade_crds::kube::{Resource, ResourceExt};
 use palisade_crds::problem::{Problem, Problems};
-use palisade_crds::{Compiled, McpAccessPolicy, McpServer, compile};
+use palisade_crds::{CompileOptions, Compiled, McpAccessPolicy, McpServer, compile};
 
 use crate::ports;
 use crate::secrets;
+use crate::settings::Settings;
 
 /// Most bytes of data a ConfigMap holds (the API server's limit is 1 MiB for the whole object;
 /// this leaves room for its metadata).
@@ -25,10 +27,12 @@ pub const MAX_CONFIG_MAP_DATA_BYTES: usize = 1_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum ValidateError {
     /// The McpServer, or a policy that binds it, is invalid (the `PolicyValid` condition's
-    /// reason `Invalid`). Every problem carries its object and field path.
+    /// reason [`reason::POLICY_INVALID`], `PolicyInvalid`). Every problem carries its object and
+    /// field path.
     #[error("invalid: {0}")]
     InvalidSpec(Problems),
-    /// The policies compile, but some of their own test cases fail (reason `TestsFailed`).
+    /// The policies compile, but some of their own test cases fail (reason
+    /// [`reason::POLICY_TEST_FAILED`], `PolicyTestFailed`).
     #[error("policy tests failed: {0}")]
     FailedPolicyTests(Problems),
 }
@@ -38,6 +42,16 @@ impl ValidateError {
     pub fn problems(&self) -> &Problems {
         match self {
             Self::InvalidSpec(problems) | Self::FailedPolicyTests(problems) => problems,
+        }
+    }
+
+    /// The reason of the `PolicyValid` condition (and of the `Accepted` condition of the
+    /// policies that target the server): [`reason::POLICY_INVALID`] or
+    /// [`reason::POLICY_TEST_FAILED`].
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec(_) => reason::POLICY_INVALID,
+            Self::FailedPolicyTests(_) => reason::POLICY_TEST_FAILED,
         }
     }
 }
@@ -102,15 +116,20 @@ impl<'a> ValidatedServer<'a> {
     }
 }
 
-/// Validates `server` with the policies that bind it (see [`crate::bind`]).
+/// Validates `server` with the policies that bind it (see [`crate::bind`]), for the cluster
+/// `settings` describe (its DNS domain names the default audience, `auth.resource`).
 pub fn validate<'a>(
     server: &'a McpServer,
     policies: &[&McpAccessPolicy],
+    settings: &Settings,
 ) -> Result<ValidatedServer<'a>, ValidateError> {
     let object = format!("McpServer {}", object_key(server));
     let mut problems = Problems::default();
     check_server(server, &object, &mut problems);
-    let compiled = match compile(server, policies) {
+    let options = CompileOptions {
+        cluster_domain: &settings.cluster_domain,
+    };
+    let compiled = match compile(server, policies, &options) {
         Ok(compiled) => compiled,
         Err(compile_problems) => {
             problems.0.extend(compile_problems.0);
@@ -261,7 +280,7 @@ spec:
             assert!(!is_dns_1035_label(bad), "{bad}");
         }
         let server = server(&SERVER.replace("name: s,", "name: 9lives,"));
-        let error = validate(&server, &[]).unwrap_err();
+        let error = validate(&server, &[], &Settings::default()).unwrap_err();
         assert!(matches!(error, ValidateError::InvalidSpec(_)));
         assert_eq!(error.problems().0[0].path, "metadata.name");
     }
@@ -269,7 +288,7 @@ spec:
     #[test]
     fn the_metrics_port_is_not_the_mcp_port() {
         let server = server(&format!("{SERVER}  service: {{port: 9090}}"));
-        let error = validate(&server, &[]).unwrap_err();
+        let error = validate(&server, &[], &Settings::default()).unwrap_err();
         assert_eq!(error.problems().0[0].path, "spec.service.port");
     }
 
@@ -288,7 +307,7 @@ spec:
     - {name: fails, identity: {}, allowed: [read]}
 "#,
         );
-        let error = validate(&server, &[&policy]).unwrap_err();
+        let error = validate(&server, &[&policy], &Settings::default()).unwrap_err();
         let ValidateError::FailedPolicyTests(problems) = &error else {
             panic!("{error}");
         };
@@ -302,7 +321,7 @@ spec:
     fn a_valid_server_lists_its_policies_and_has_no_owner_offline() {
         let server = server(SERVER);
         let policy = policy("metadata: {name: p, namespace: ns}\nspec: {targetRefs: [{name: s}]}");
-        let validated = validate(&server, &[&policy, &policy]).unwrap();
+        let validated = validate(&server, &[&policy, &policy], &Settings::default()).unwrap();
         assert_eq!(validated.bound_policies(), ["p"]);
         assert_eq!(validated.namespace(), "ns");
         assert!(validated.policy_hash().starts_with("sha256:"));
@@ -313,7 +332,7 @@ spec:
     fn a_server_read_from_the_cluster_owns_its_children() {
         let mut server = server(SERVER);
         server.metadata.uid = Some("1234".into());
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let owner = validated.owner_reference().unwrap();
         assert_eq!(owner.kind, "McpServer");
         assert_eq!(owner.api_version, "palisade.dev/v1alpha1");
@@ -326,9 +345,40 @@ spec:
         let server = server(&format!(
             "{SERVER}  replicas: 3\n  autoscaling: {{enabled: true}}\n  resources: {{requests: {{memory: 64Mi}}}}"
         ));
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let paths: Vec<&str> = validated.warnings().iter().map(|w| w.path.as_str()).collect();
         assert!(paths.contains(&"spec.replicas"), "{paths:?}");
         assert!(paths.contains(&"spec.resources.requests.cpu"), "{paths:?}");
+    }
+
+    #[test]
+    fn the_cluster_domain_names_the_default_audience_the_endpoint_and_an_accepted_host() {
+        let settings = Settings {
+            cluster_domain: "corp.internal".into(),
+            ..Settings::default()
+        };
+        let server = server(SERVER);
+        let validated = validate(&server, &[], &settings).unwrap();
+        let resource = &validated.document().authentication.resource;
+        assert_eq!(resource, "http://s.ns.svc.corp.internal/mcp");
+        // status.endpoint (the controller) and the pods' accepted Host names (the builder) agree.
+        assert_eq!(
+            *resource,
+            palisade_crds::compile::in_cluster_endpoint(&server, &settings.cluster_domain)
+        );
+        let hosts = crate::build::pod::allowed_hosts(&server, resource, &settings);
+        assert!(hosts.contains(&"s.ns.svc.corp.internal".to_owned()), "{hosts:?}");
+        assert!(!hosts.iter().any(|h| h.ends_with("cluster.local")), "{hosts:?}");
+
+        let bad = Settings {
+            cluster_domain: "corp internal".into(),
+            ..Settings::default()
+        };
+        let error = validate(&server, &[], &bad).unwrap_err();
+        assert_eq!(error.reason(), "PolicyInvalid");
+        assert_eq!(
+            error.to_string(),
+            "invalid: the cluster domain \"corp internal\" is not a DNS subdomain (e.g. cluster.local)"
+        );
     }
 }

@@ -929,6 +929,50 @@ async fn the_policy_status_reports_acceptance_bound_servers_and_test_results() {
 }
 
 #[tokio::test]
+async fn a_policy_is_not_accepted_while_its_server_refuses_the_policies() {
+    // The policy compiles and passes its test, but another policy on the same server fails its
+    // own: the server controller rolls out neither, so neither may say "in force".
+    let mut h = harness();
+    let p = policy(r#"["public:read"]"#, PASSING_TEST);
+    let mut sibling = policy(
+        r#"["public:read"]"#,
+        "    - {name: anonymous callers read, identity: {anonymous: true}, allowed: [get_public_info]}\n",
+    );
+    sibling.metadata.name = Some("company-info-anonymous".into());
+    sibling.spec.roles[0].name = "anonymous-reader".into();
+    sibling.spec.bindings[0].role = "anonymous-reader".into();
+    sibling.spec.tools.clear();
+    h.add_policy(p.clone());
+    h.add_policy(sibling);
+    h.add_server(server(PLAIN_AUTH));
+    let (result, calls) = h
+        .reconcile_policy(&p, |c| {
+            let mut object = serde_json::to_value(&p).unwrap();
+            object["status"] = c.body["status"].clone();
+            Reply::Json(200, object)
+        })
+        .await;
+    assert!(result.is_ok());
+    let status = &calls[0].body["status"];
+    let accepted = &status["conditions"][0];
+    assert_eq!(accepted["type"], "Accepted");
+    assert_eq!(accepted["status"], "False", "{status}");
+    assert_eq!(accepted["reason"], "PolicyTestFailed");
+    assert_eq!(
+        accepted["message"],
+        format!(
+            "not in force: McpServer company-info refuses its policies for reasons outside this policy \
+             (PolicyTestFailed): McpAccessPolicy {NS}/company-info-anonymous: spec.tests[0]: test \
+             \"anonymous callers read\" failed: call to get_public_info is denied (missing scopes: public:read); \
+             the last valid policy stays in force there"
+        )
+    );
+    // Its own test passed.
+    assert_eq!(status["testSummary"], "1/1");
+    assert_eq!(status["boundServers"], json!(["company-info"]));
+}
+
+#[tokio::test]
 async fn a_malformed_server_is_skipped_without_any_call() {
     let mut h = harness();
     let malformed: DeserializeGuard<McpServer> = serde_json::from_value(json!({

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use palisade_crds::compile::DEFAULT_CLUSTER_DOMAIN;
 use palisade_crds::evaluator::{Effect, Grant};
-use palisade_crds::{Identity, McpAccessPolicy, McpServer, Policy, PolicyDocument};
+use palisade_crds::{CompileOptions, Identity, McpAccessPolicy, McpServer, Policy, PolicyDocument, bound_policies};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -19,6 +20,10 @@ pub enum PolicyCommand {
         /// YAML files (several documents per file allowed).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The cluster's DNS domain, as the operator's --cluster-domain: it names the default
+        /// audience `http://<name>.<namespace>.svc.<domain>/mcp`.
+        #[arg(long, env = "PALISADE_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+        cluster_domain: String,
     },
     /// Compile McpServer and McpAccessPolicy manifests into the PolicyDocument a server pod mounts,
     /// and optionally lay out the documents of the server's ConfigMaps as the pod sees them: the
@@ -34,6 +39,10 @@ pub enum PolicyCommand {
         /// Write each collection's documents to DIR/<collection>/<name>.
         #[arg(long, value_name = "DIR")]
         documents_dir: Option<PathBuf>,
+        /// The cluster's DNS domain, as the operator's --cluster-domain: it names the default
+        /// audience `http://<name>.<namespace>.svc.<domain>/mcp`.
+        #[arg(long, env = "PALISADE_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+        cluster_domain: String,
     },
     /// Explain whether a caller may call a tool, and why.
     Explain {
@@ -67,12 +76,18 @@ pub enum PolicyCommand {
 /// Runs a `policy` subcommand.
 pub fn run(command: PolicyCommand) -> ExitCode {
     let outcome = match command {
-        PolicyCommand::Check { files } => check(&files),
+        PolicyCommand::Check { files, cluster_domain } => check(&files, &cluster_domain),
         PolicyCommand::Compile {
             files,
             secrets_dir,
             documents_dir,
-        } => compile(&files, secrets_dir.as_deref(), documents_dir.as_deref()),
+            cluster_domain,
+        } => compile_for_cluster_domain(
+            &files,
+            secrets_dir.as_deref(),
+            documents_dir.as_deref(),
+            &cluster_domain,
+        ),
         PolicyCommand::Explain {
             policy_file,
             tool,
@@ -124,7 +139,13 @@ fn documents(files: &[PathBuf]) -> Result<Vec<(String, Value)>, String> {
 }
 
 /// Checks PolicyDocuments and CR manifests; returns the report, `Err` when anything failed.
-pub fn check(files: &[PathBuf]) -> Result<String, String> {
+///
+/// Policies bind servers exactly as in the cluster ([`palisade_crds::bind`]): by `targetRefs` or
+/// `targetSelector`, in their own namespace only. Refused references (another namespace, a
+/// selector that cannot be evaluated) and policies that bind no server among the files are
+/// reported as warnings, as `palisade-operator render` does.
+pub fn check(files: &[PathBuf], cluster_domain: &str) -> Result<String, String> {
+    let options = CompileOptions { cluster_domain };
     let mut report = String::new();
     let mut failed = false;
     let mut servers: Vec<McpServer> = Vec::new();
@@ -166,15 +187,16 @@ pub fn check(files: &[PathBuf]) -> Result<String, String> {
             _ => {}
         }
     }
+    let mut bound_anywhere = std::collections::BTreeSet::new();
     for server in &servers {
-        let namespace = server.metadata.namespace.clone();
-        let name = server.metadata.name.clone().unwrap_or_default();
-        let bound: Vec<&McpAccessPolicy> = policies
-            .iter()
-            .filter(|p| p.metadata.namespace == namespace && p.spec.target_refs.iter().any(|t| t.name == name))
-            .collect();
+        let binding = bound_policies(server, &policies);
+        for refused in &binding.refused {
+            report.push_str(&format!("warning {refused}\n"));
+        }
+        let bound = binding.policies;
+        bound_anywhere.extend(bound.iter().map(|p| palisade_crds::compile::object_key(*p)));
         let key = palisade_crds::compile::object_key(server);
-        match palisade_crds::compile(server, &bound) {
+        match palisade_crds::compile(server, &bound, &options) {
             Err(problems) => {
                 failed = true;
                 for problem in problems.iter() {
@@ -206,14 +228,34 @@ pub fn check(files: &[PathBuf]) -> Result<String, String> {
             }
         }
     }
+    for policy in &policies {
+        let key = palisade_crds::compile::object_key(policy);
+        if !bound_anywhere.contains(&key) {
+            report.push_str(&format!(
+                "warning McpAccessPolicy {key}: binds no McpServer among the files; its tests did not run\n"
+            ));
+        }
+    }
     if failed { Err(report) } else { Ok(report) }
 }
 
-/// Compiles the one McpServer in `files`; see [`PolicyCommand::Compile`].
+/// [`compile_for_cluster_domain`] for a cluster with the default DNS domain, `cluster.local`.
 pub fn compile(
     files: &[PathBuf],
     secrets_dir: Option<&std::path::Path>,
     documents_dir: Option<&std::path::Path>,
+) -> Result<String, String> {
+    compile_for_cluster_domain(files, secrets_dir, documents_dir, DEFAULT_CLUSTER_DOMAIN)
+}
+
+/// Compiles the one McpServer in `files` with the policies that bind it (as in the cluster:
+/// [`palisade_crds::bind`]), for a cluster whose DNS domain is `cluster_domain`; see
+/// [`PolicyCommand::Compile`].
+pub fn compile_for_cluster_domain(
+    files: &[PathBuf],
+    secrets_dir: Option<&std::path::Path>,
+    documents_dir: Option<&std::path::Path>,
+    cluster_domain: &str,
 ) -> Result<String, String> {
     let mut servers: Vec<McpServer> = Vec::new();
     let mut policies: Vec<McpAccessPolicy> = Vec::new();
@@ -234,14 +276,9 @@ pub fn compile(
     let [server] = servers.as_slice() else {
         return Err(format!("expected exactly one McpServer, found {}\n", servers.len()));
     };
-    let name = server.metadata.name.clone().unwrap_or_default();
-    let bound: Vec<&McpAccessPolicy> = policies
-        .iter()
-        .filter(|p| {
-            p.metadata.namespace == server.metadata.namespace && p.spec.target_refs.iter().any(|t| t.name == name)
-        })
-        .collect();
-    let compiled = palisade_crds::compile(server, &bound).map_err(|p| format!("{p}\n"))?;
+    let bound = bound_policies(server, &policies).policies;
+    let compiled =
+        palisade_crds::compile(server, &bound, &CompileOptions { cluster_domain }).map_err(|p| format!("{p}\n"))?;
     if let Some(failed) = compiled.failed_tests().next() {
         return Err(format!(
             "policy test failed: {}: {}: {}\n",

@@ -662,6 +662,45 @@ async fn anonymous_callers_get_only_anonymous_roles_when_allowed() {
     assert_eq!(denial["auth_method"], "anonymous");
 }
 
+#[tokio::test]
+async fn a_kubernetes_io_claim_from_another_issuer_is_no_service_account() {
+    // The strategist role is bound to the service account team-a/strategy-bot. The development
+    // HMAC issuer is not the cluster's service-account issuer, so whoever holds its key cannot
+    // become that service account by writing a `kubernetes.io` claim.
+    let fx = Fixture::build(Sample::CompanyInfo, |policy, _| {
+        policy.bindings.push(Binding {
+            role: "strategist".into(),
+            subjects: Vec::new(),
+            groups: Vec::new(),
+            service_accounts: vec!["team-a/strategy-bot".into()],
+            anonymous: false,
+            source: None,
+        });
+        policy.bindings.sort();
+    });
+    let mut claims = fx.claims("system:serviceaccount:team-a:strategy-bot", &[]);
+    claims["kubernetes.io"] = json!({"namespace": "team-a", "serviceaccount": {"name": "strategy-bot", "uid": "u"}});
+    let token = fx.sign(&claims);
+    let answer = fx
+        .send(fx.rpc(&token, "tools/call", json!({"name": "get_confidential_info"})))
+        .await;
+    assert_eq!(answer.status, 403, "{}", answer.text());
+    assert_eq!(answer.data_code(), "INSUFFICIENT_SCOPE");
+    assert!(!answer.text().contains("strategy 2027"));
+    let events = fx.take_events();
+    let denial = events.last().unwrap();
+    assert_eq!(
+        (&denial["kind"], &denial["decision"], &denial["reason"]),
+        (&json!("authorization"), &json!("deny"), &json!("missing_scopes")),
+        "{denial}"
+    );
+    assert_eq!(denial["subject"], "system:serviceaccount:team-a:strategy-bot");
+
+    let answer = fx.send(fx.rpc(&token, "tools/list", json!({}))).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.tool_names().is_empty(), "{:?}", answer.tool_names());
+}
+
 // -------------------------------------------------------------------------------------------------
 // Authorization
 

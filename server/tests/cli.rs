@@ -91,6 +91,144 @@ fn policy_check_reports_problems_with_field_paths_and_exits_1() {
     std::fs::remove_dir_all(dir).ok();
 }
 
+/// An McpServer labelled `team: docs` and a policy that binds it by `targetSelector` only, with
+/// one test case that fails (anonymous callers have no role).
+const SELECTOR_BOUND: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: McpServer
+metadata: {name: docs, labels: {team: docs}}
+spec:
+  documents: [{collection: public, inline: [{name: a.md, content: A}]}]
+  tools: [{name: read_public, collection: public, action: readAll}]
+  auth: {allowAnonymous: true}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: McpAccessPolicy
+metadata: {name: by-label}
+spec:
+  targetSelector: {matchLabels: {team: docs}}
+  roles: [{name: reader, scopes: ["public:read"]}]
+  tools: [{match: read_public, requiredScopes: ["public:read"]}]
+  tests:
+    - name: anonymous callers read
+      identity: {anonymous: true}
+      allowed: [read_public]
+"#;
+
+#[test]
+fn policy_check_binds_by_target_selector_like_the_operator() {
+    // Before, only targetRefs names bound: "0 policies", the test never ran, exit 0.
+    let dir = temp_dir("selector");
+    let file = dir.join("selector.yaml");
+    std::fs::write(&file, SELECTOR_BOUND).unwrap();
+    let output = run(&["policy", "check", file.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("ok      McpServer default/docs: 1 policies, sha256:"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "FAIL    default/by-label: anonymous callers read: call to read_public is denied (missing scopes: \
+             public:read)\n"
+        ),
+        "{text}"
+    );
+
+    // `policy compile` binds the same way: the selector-bound policy is compiled in, and its
+    // failing test refuses the compile.
+    let output = run(&["policy", "compile", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stdout(&output),
+        "policy test failed: default/by-label: anonymous callers read: call to read_public is denied (missing \
+         scopes: public:read)\n"
+    );
+
+    // Fixed, it passes; a selector that matches nothing, a cross-namespace reference and a policy
+    // that binds no server are reported as warnings, as `palisade-operator render` does.
+    let fixed = SELECTOR_BOUND.replace(
+        "roles: [{name: reader, scopes: [\"public:read\"]}]",
+        "roles: [{name: reader, scopes: [\"public:read\"]}]\n  bindings: [{role: reader, anonymous: true}]",
+    );
+    let others = r#"
+---
+apiVersion: palisade.dev/v1alpha1
+kind: McpAccessPolicy
+metadata: {name: elsewhere, namespace: team-b}
+spec:
+  targetRefs: [{name: docs, namespace: default}]
+---
+apiVersion: palisade.dev/v1alpha1
+kind: McpAccessPolicy
+metadata: {name: other-team}
+spec:
+  targetSelector: {matchLabels: {team: other}}
+"#;
+    std::fs::write(&file, format!("{fixed}{others}")).unwrap();
+    let output = run(&["policy", "check", file.to_str().unwrap()]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("ok ")).collect();
+    assert_eq!(
+        lines,
+        [
+            "warning McpAccessPolicy team-b/elsewhere: spec.targetRefs[0].namespace: refers to McpServer \
+             default/docs in another namespace (CrossNamespaceRef); a policy binds only servers in its own namespace",
+            "pass    default/by-label: anonymous callers read",
+            "warning McpAccessPolicy team-b/elsewhere: binds no McpServer among the files; its tests did not run",
+            "warning McpAccessPolicy default/other-team: binds no McpServer among the files; its tests did not run",
+        ],
+        "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn policy_compile_takes_the_cluster_domain_for_the_default_audience() {
+    let dir = temp_dir("domain");
+    let file = dir.join("server.yaml");
+    std::fs::write(&file, SELECTOR_BOUND).unwrap();
+    let resource = |output: &Output| -> String {
+        let document: serde_json::Value = yaml_serde::from_slice(&output.stdout).unwrap();
+        document["authentication"]["resource"].as_str().unwrap().to_owned()
+    };
+    let fixed = SELECTOR_BOUND.replace("allowed: [read_public]", "denied: [read_public]");
+    std::fs::write(&file, fixed).unwrap();
+    let default = run(&["policy", "compile", file.to_str().unwrap()]);
+    assert!(default.status.success(), "{}", stdout(&default));
+    assert_eq!(resource(&default), "http://docs.default.svc.cluster.local/mcp");
+    let flag = run(&[
+        "policy",
+        "compile",
+        file.to_str().unwrap(),
+        "--cluster-domain",
+        "corp.internal",
+    ]);
+    assert_eq!(resource(&flag), "http://docs.default.svc.corp.internal/mcp");
+    let env = Command::new(binary())
+        .args(["policy", "compile", file.to_str().unwrap()])
+        .env("PALISADE_CLUSTER_DOMAIN", "corp.internal")
+        .output()
+        .unwrap();
+    assert_eq!(resource(&env), "http://docs.default.svc.corp.internal/mcp");
+
+    let bad = run(&[
+        "policy",
+        "check",
+        file.to_str().unwrap(),
+        "--cluster-domain",
+        "corp internal",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        stdout(&bad),
+        "invalid the cluster domain \"corp internal\" is not a DNS subdomain (e.g. cluster.local)\n"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
 fn compiled_policy(dir: &Path) -> PathBuf {
     let output = run(&[
         "policy",

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use palisade_crds::{McpAccessPolicy, McpServer, compile};
+use palisade_crds::{CompileOptions, McpAccessPolicy, McpServer, compile};
 use serde::Deserialize;
 
 /// The repository root.
@@ -51,5 +51,5 @@ pub fn sample(file: &str) -> (McpServer, Vec<McpAccessPolicy>) {
 pub fn compiled_sample(file: &str) -> palisade_crds::Compiled {
     let (server, policies) = sample(file);
     let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
-    compile(&server, &refs).unwrap_or_else(|e| panic!("{file}: {e}"))
+    compile(&server, &refs, &CompileOptions::default()).unwrap_or_else(|e| panic!("{file}: {e}"))
 }

@@ -171,7 +171,7 @@ spec:
     #[test]
     fn every_child_is_named_namespaced_labelled_and_owned() {
         let server = server(ALL_SWITCHES);
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let children = build_children(&validated, &Settings::default());
         let kinds: Vec<&str> = children.iter().map(|c| c.kind()).collect();
         assert_eq!(
@@ -213,7 +213,7 @@ spec:
             "metadata: {name: s, namespace: ns}\nspec:\n  auth: {allowAnonymous: true}\n  \
              networkPolicy: {enabled: false}\n  podDisruptionBudget: {enabled: false}\n  autoscaling: {enabled: false}\n",
         );
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let children = build_children(&validated, &Settings::default());
         assert!(children.network_policy.is_none());
         assert!(children.pod_disruption_budget.is_none());
@@ -227,7 +227,7 @@ spec:
     #[test]
     fn network_policy_and_pdb_defaults() {
         let server = server(ALL_SWITCHES);
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let children = build_children(&validated, &Settings::default());
         let policy = children.network_policy.unwrap().spec.unwrap();
         let ingress = policy.ingress.unwrap();
@@ -258,7 +258,7 @@ spec:
             ..Settings::default()
         };
         let image = |server: &palisade_crds::McpServer, settings: &Settings| {
-            let validated = validate(server, &[]).unwrap();
+            let validated = validate(server, &[], &Settings::default()).unwrap();
             let deployment = deployment::deployment(&validated, settings);
             let container = deployment.spec.unwrap().template.spec.unwrap().containers.remove(0);
             (container.image.unwrap(), container.image_pull_policy)

@@ -136,6 +136,7 @@ mod tests {
     use palisade_crds::document::KeySource;
 
     use super::*;
+    use crate::settings::Settings;
     use crate::test_support::server;
     use crate::validate::validate;
 
@@ -164,7 +165,7 @@ spec:
       externalSecret: {storeRef: {name: vault}, remoteKey: keys}
 "#,
         );
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let authentication = &validated.document().authentication;
         let mut policy_files: BTreeSet<String> = authentication
             .issuers
@@ -202,7 +203,7 @@ spec:
   auth: {allowAnonymous: true}
 "##,
         );
-        let validated = validate(&server, &[]).unwrap();
+        let validated = validate(&server, &[], &Settings::default()).unwrap();
         let mounts: Vec<(String, String, String)> = volumes(&validated)
             .into_iter()
             .filter_map(|(volume, mount)| {

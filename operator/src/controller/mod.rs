@@ -50,7 +50,7 @@ use crate::metrics::Metrics;
 use crate::names;
 use crate::secrets::secret_uses;
 use crate::settings::Settings;
-use crate::validate::{ValidateError, validate};
+use crate::validate::validate;
 
 /// Name of the McpServer controller in metrics, logs and events.
 pub const SERVER_CONTROLLER: &str = "mcpserver";
@@ -179,8 +179,9 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         tracing::info!(%refused, "refused reference");
     }
     let policies: Vec<&McpAccessPolicy> = found.policies.iter().collect();
-    let endpoint =
-        in_cluster_endpoint(server).replace(".svc.cluster.local", &format!(".svc.{}", ctx.settings.cluster_domain));
+    // NB: the same domain reaches `compile` through `validate`, so the endpoint shown here is the
+    // default audience of the compiled policy and one of the Host names the pods accept.
+    let endpoint = in_cluster_endpoint(server, &ctx.settings.cluster_domain);
     let mut observation = Observation {
         generation: server.metadata.generation,
         namespace: &namespace,
@@ -198,16 +199,13 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         deployment: None,
     };
 
-    let validated = match validate(server, &policies) {
+    let validated = match validate(server, &policies, &ctx.settings) {
         Ok(validated) => validated,
         Err(invalid) => {
             // NB: nothing is applied. The policy ConfigMap (and every other child) keeps the
             // last valid version, so a bad policy can never break a running server.
             observation.policy = PolicyOutcome::Invalid {
-                reason: match invalid {
-                    ValidateError::InvalidSpec(_) => palisade_crds::conditions::reason::POLICY_INVALID,
-                    ValidateError::FailedPolicyTests(_) => palisade_crds::conditions::reason::POLICY_TEST_FAILED,
-                },
+                reason: invalid.reason(),
                 message: invalid.problems().to_string(),
             };
             write_status(ctx, server, &observation).await?;
@@ -338,7 +336,14 @@ async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Res
         .await
         .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
     let previous = policy.status.as_ref();
-    let next = policy_status::policy_status(policy, &ctx.servers.state(), &ctx.policies.state(), previous, &now());
+    let next = policy_status::policy_status(
+        policy,
+        &ctx.servers.state(),
+        &ctx.policies.state(),
+        &ctx.settings,
+        previous,
+        &now(),
+    );
     if previous != Some(&next) {
         let api: Api<McpAccessPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({

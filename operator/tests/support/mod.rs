@@ -81,7 +81,8 @@ pub fn children(case: &Case) -> Vec<(bool, String)> {
     let mut out = Vec::new();
     for server in &inputs.servers {
         let bound = bound_policies(server, &inputs.policies);
-        let validated = validate(server, &bound.policies).unwrap_or_else(|e| panic!("{}: {e}", case.input));
+        let validated =
+            validate(server, &bound.policies, &Settings::default()).unwrap_or_else(|e| panic!("{}: {e}", case.input));
         for child in build_children(&validated, &Settings::default()).iter() {
             out.push((child.is_builtin(), yaml_serde::to_string(&child).expect("serializes")));
         }

@@ -1,9 +1,13 @@
 //! From verified JWT claims to the evaluator's [`Identity`], using the issuer's claim names.
 //!
 //! Scopes may be a space-separated string (RFC 8693 `scope`, RFC 9068) or an array (`scp` of
-//! Entra ID); `scp` is read when the configured claim is the default `scope` and absent. A
-//! Kubernetes projected service-account token (`kubernetes.io.serviceaccount.name`) also yields
-//! the service account as `namespace/name`, for bindings by service account.
+//! Entra ID); `scp` is read when the configured claim is the default `scope` and absent.
+//!
+//! Only a token of the cluster's service-account issuer (claims `kubernetesServiceAccount: true`
+//! in the PolicyDocument, from `kubernetesServiceAccounts: true` on the McpServer's issuer) names
+//! a service account: its `kubernetes.io` claim (`namespace`, `serviceaccount.name`) makes the
+//! caller `namespace/name`, for bindings by service account. The same claim in a token of any
+//! other issuer is ignored, since that issuer may write any service account into it.
 
 use palisade_crds::Identity;
 use palisade_crds::document::Claims;
@@ -27,7 +31,11 @@ pub fn identity(claims: &Map<String, Value>, names: &Claims) -> Result<Identity,
         scopes,
         roles: strings(claims.get(&names.roles), false)?,
         groups: strings(claims.get(&names.groups), false)?,
-        service_account: kubernetes_service_account(claims),
+        service_account: if names.kubernetes_service_account {
+            kubernetes_service_account(claims)
+        } else {
+            None
+        },
         anonymous: false,
     })
 }
@@ -88,6 +96,7 @@ mod tests {
             scopes: "permissions".into(),
             roles: "app_roles".into(),
             groups: "teams".into(),
+            kubernetes_service_account: false,
         };
         let id = identity(
             &claims(json!({"sub": "x", "email": "a@example.com", "permissions": ["p:r"], "scp": "ignored"})),
@@ -98,17 +107,30 @@ mod tests {
         assert_eq!(id.scopes, ["p:r"]);
     }
 
+    fn service_account_token() -> Map<String, Value> {
+        claims(json!({
+            "sub": "system:serviceaccount:team-a:builder",
+            "kubernetes.io": {"namespace": "team-a", "serviceaccount": {"name": "builder", "uid": "u"}}
+        }))
+    }
+
     #[test]
-    fn kubernetes_service_account_tokens_name_the_account() {
-        let id = identity(
-            &claims(json!({
-                "sub": "system:serviceaccount:team-a:builder",
-                "kubernetes.io": {"namespace": "team-a", "serviceaccount": {"name": "builder", "uid": "u"}}
-            })),
-            &Claims::default(),
-        )
-        .unwrap();
+    fn the_service_account_issuer_names_the_account() {
+        let names = Claims {
+            kubernetes_service_account: true,
+            ..Claims::default()
+        };
+        let id = identity(&service_account_token(), &names).unwrap();
         assert_eq!(id.service_account.as_deref(), Some("team-a/builder"));
+    }
+
+    #[test]
+    fn any_other_issuer_names_no_service_account() {
+        // The same claims from an issuer that is not the cluster's service-account issuer: the
+        // caller is its subject, never the service account.
+        let id = identity(&service_account_token(), &Claims::default()).unwrap();
+        assert_eq!(id.service_account, None);
+        assert_eq!(id.subject.as_deref(), Some("system:serviceaccount:team-a:builder"));
     }
 
     #[test]
