@@ -156,13 +156,26 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
-        .map_or_else(|| format!("{:032x}", rand::random::<u128>()), str::to_owned)
+        .map_or_else(|| hex::encode(rand::random::<[u8; 16]>()), str::to_owned)
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
     let mut response = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         axum::Json(body),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// 200 with a JSON body serialized already.
+fn serialized_response(body: &str, request_id: &str) -> Response {
+    let mut response = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body.to_owned(),
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(request_id) {
@@ -651,6 +664,7 @@ async fn serve_mcp(
     let (reply, authz) = methods::handle(&call, &method, &params);
     let response = match reply {
         Reply::Result(result) => json_response(200, &jsonrpc::result(&id, result), &ctx.request_id),
+        Reply::Serialized(result) => serialized_response(&jsonrpc::result_text(&id, &result), &ctx.request_id),
         Reply::Error {
             status,
             code,
@@ -710,7 +724,7 @@ fn event<'a>(
         event.issuer = principal.issuer.as_deref();
         event.auth_method = Some(principal.method.as_str());
     }
-    event.client_address = ctx.client.clone();
+    event.client_address = ctx.client.as_deref();
     event.policy_hash = Some(snapshot.policy.hash());
     if let Some(status) = status {
         event.http_status = Some(status);

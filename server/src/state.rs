@@ -25,6 +25,7 @@ use crate::auth::jwks::{FetchObserver, JwksRegistry};
 use crate::auth::{AuthSettings, Authenticator, LoadContext};
 use crate::config::ServeArgs;
 use crate::documents::{DocumentLimits, DocumentStore};
+use crate::mcp::methods::Prerendered;
 use crate::metrics::Metrics;
 
 /// One consistent view of everything a request needs.
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub auth: Authenticator,
     /// The documents of the policy's collections.
     pub documents: DocumentStore,
+    /// The answers that depend on the policy and documents only, serialized once.
+    pub prerendered: Prerendered,
     /// Fingerprint of the inputs this snapshot was built from.
     fingerprint: [u8; 32],
 }
@@ -160,10 +163,12 @@ impl AppState {
         )?;
         let collections: Vec<&str> = policy.document().collections.iter().map(|c| c.name.as_str()).collect();
         let documents = DocumentStore::load(&self.config.documents_dir, &collections, &DocumentLimits::default())?;
+        let prerendered = Prerendered::new(&policy, &documents);
         Ok(Snapshot {
             policy,
             auth,
             documents,
+            prerendered,
             fingerprint,
         })
     }

@@ -17,12 +17,15 @@
 //!     enabled: true
 //! ```
 
+use std::sync::Arc;
+
 use palisade_crds::Identity;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::{AuthError, Reason};
+use super::{AuthMethod, Principal};
 
 /// The parsed table.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,9 +71,15 @@ fn enabled() -> bool {
 
 struct Entry {
     digest: [u8; 32],
-    id: String,
-    identity: Identity,
+    /// The caller a request with this key is: built once, shared by every request.
+    principal: Arc<Principal>,
     enabled: bool,
+}
+
+impl Entry {
+    fn id(&self) -> &str {
+        self.principal.issuer.as_deref().unwrap_or_default()
+    }
 }
 
 /// A loaded table, ready for lookups.
@@ -81,7 +90,7 @@ pub struct ApiKeyTable {
 impl std::fmt::Debug for ApiKeyTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // NB: never print hashes; the ids are enough to tell tables apart.
-        let ids: Vec<&str> = self.entries.iter().map(|e| e.id.as_str()).collect();
+        let ids: Vec<&str> = self.entries.iter().map(Entry::id).collect();
         f.debug_struct("ApiKeyTable").field("ids", &ids).finish()
     }
 }
@@ -113,7 +122,7 @@ impl ApiKeyTable {
                 .ok()
                 .and_then(|bytes| bytes.try_into().ok())
                 .ok_or_else(|| ApiKeyTableError::Invalid(format!("keys[{i}].sha256 is not 64 hexadecimal digits")))?;
-            if entries.iter().any(|e| e.id == key.id) {
+            if entries.iter().any(|e| e.id() == key.id) {
                 return Err(ApiKeyTableError::Invalid(format!(
                     "keys[{i}].id {:?} is used twice",
                     key.id
@@ -121,15 +130,19 @@ impl ApiKeyTable {
             }
             entries.push(Entry {
                 digest,
-                identity: Identity {
-                    subject: Some(key.subject.unwrap_or_else(|| key.id.clone())),
-                    scopes: key.scopes,
-                    roles: key.roles,
-                    groups: key.groups,
-                    service_account: None,
-                    anonymous: false,
-                },
-                id: key.id,
+                principal: Arc::new(Principal {
+                    identity: Identity {
+                        subject: Some(key.subject.unwrap_or_else(|| key.id.clone())),
+                        scopes: key.scopes,
+                        roles: key.roles,
+                        groups: key.groups,
+                        service_account: None,
+                        anonymous: false,
+                    },
+                    method: AuthMethod::ApiKey,
+                    issuer: Some(key.id),
+                    expires_at: None,
+                }),
                 enabled: key.enabled,
             });
         }
@@ -146,8 +159,9 @@ impl ApiKeyTable {
         self.entries.is_empty()
     }
 
-    /// The id and identity of `key`. Compares against every entry, in constant time each.
-    pub fn authenticate(&self, key: &str) -> Result<(&str, &Identity), AuthError> {
+    /// The caller presenting `key` (its `issuer` is the key's id). Compares against every entry,
+    /// in constant time each.
+    pub fn authenticate(&self, key: &str) -> Result<&Arc<Principal>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found: Option<&Entry> = None;
         for entry in &self.entries {
@@ -156,7 +170,7 @@ impl ApiKeyTable {
             }
         }
         match found {
-            Some(entry) if entry.enabled => Ok((&entry.id, &entry.identity)),
+            Some(entry) if entry.enabled => Ok(&entry.principal),
             Some(_) => Err(AuthError::InvalidToken(Reason::DisabledApiKey)),
             None => Err(AuthError::InvalidToken(Reason::UnknownApiKey)),
         }
@@ -186,8 +200,10 @@ mod tests {
     #[test]
     fn a_known_key_yields_its_identity() {
         let table = table();
-        let (id, identity) = table.authenticate("pk_live_ci").unwrap();
-        assert_eq!(id, "ci");
+        let principal = table.authenticate("pk_live_ci").unwrap();
+        assert_eq!(principal.issuer.as_deref(), Some("ci"));
+        assert_eq!(principal.method, AuthMethod::ApiKey);
+        let identity = &principal.identity;
         assert_eq!(identity.subject.as_deref(), Some("ci"));
         assert_eq!(identity.roles, ["reader"]);
         assert_eq!(identity.scopes, ["process.search"]);

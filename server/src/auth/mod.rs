@@ -175,7 +175,9 @@ pub struct Authenticator {
     settings: AuthSettings,
     issuers: HashMap<String, Verifier>,
     api_keys: Option<ApiKeyTable>,
-    cache: RwLock<HashMap<[u8; 32], Principal>>,
+    cache: RwLock<HashMap<[u8; 32], Arc<Principal>>>,
+    /// The one anonymous caller, shared by every anonymous request.
+    anonymous: Arc<Principal>,
 }
 
 /// What [`Authenticator::load`] needs from the running server.
@@ -288,21 +290,22 @@ impl Authenticator {
             issuers,
             api_keys,
             cache: RwLock::new(HashMap::new()),
-        })
-    }
-
-    /// Authenticates a request's credentials at time `now` (Unix seconds).
-    pub async fn authenticate(&self, credential: Credential<'_>, now: u64) -> Result<Principal, AuthError> {
-        match credential {
-            Credential::None if self.allow_anonymous => Ok(Principal {
+            anonymous: Arc::new(Principal {
                 identity: Identity::anonymous(),
                 method: AuthMethod::Anonymous,
                 issuer: None,
                 expires_at: None,
             }),
+        })
+    }
+
+    /// Authenticates a request's credentials at time `now` (Unix seconds).
+    pub async fn authenticate(&self, credential: Credential<'_>, now: u64) -> Result<Arc<Principal>, AuthError> {
+        match credential {
+            Credential::None if self.allow_anonymous => Ok(Arc::clone(&self.anonymous)),
             Credential::None => Err(AuthError::MissingAuthorization),
             // Verified (chain, validity, CA) during the handshake; only its subject is left.
-            Credential::ClientCertificate(subject) => Ok(Principal {
+            Credential::ClientCertificate(subject) => Ok(Arc::new(Principal {
                 identity: Identity {
                     subject: Some(subject.to_owned()),
                     ..Identity::default()
@@ -310,21 +313,13 @@ impl Authenticator {
                 method: AuthMethod::ClientCertificate,
                 issuer: None,
                 expires_at: None,
-            }),
+            })),
             Credential::Bearer(token) | Credential::ApiKey(token) if token.len() > self.settings.max_token_bytes => {
                 Err(AuthError::InvalidToken(Reason::TooLarge))
             }
             Credential::Bearer(token) if looks_like_jwt(token) => self.authenticate_jwt(token, now).await,
             Credential::Bearer(key) | Credential::ApiKey(key) => match &self.api_keys {
-                Some(table) => {
-                    let (id, identity) = table.authenticate(key)?;
-                    Ok(Principal {
-                        identity: identity.clone(),
-                        method: AuthMethod::ApiKey,
-                        issuer: Some(id.to_owned()),
-                        expires_at: None,
-                    })
-                }
+                Some(table) => table.authenticate(key).map(Arc::clone),
                 None if matches!(credential, Credential::ApiKey(_)) => {
                     Err(AuthError::InvalidToken(Reason::UnknownApiKey))
                 }
@@ -333,20 +328,20 @@ impl Authenticator {
         }
     }
 
-    async fn authenticate_jwt(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+    async fn authenticate_jwt(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(principal) = self.cache.read().expect("token cache lock").get(&digest)
             && principal.expires_at.is_some_and(|exp| now <= exp + self.leeway)
         {
-            return Ok(principal.clone());
+            return Ok(Arc::clone(principal));
         }
-        let principal = self.verify_jwt(token, now).await?;
+        let principal = Arc::new(self.verify_jwt(token, now).await?);
         let mut cache = self.cache.write().expect("token cache lock");
         if cache.len() >= self.settings.token_cache_capacity {
             // Bounded: start over rather than grow. Expired entries go with the rest.
             cache.clear();
         }
-        cache.insert(digest, principal.clone());
+        cache.insert(digest, Arc::clone(&principal));
         Ok(principal)
     }
 

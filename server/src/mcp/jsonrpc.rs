@@ -158,6 +158,18 @@ pub fn result(id: &Id, result: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "result": result})
 }
 
+/// [`result`] around a result serialized already: the same text `result` would serialize to.
+pub fn result_text(id: &Id, result: &str) -> String {
+    let id = serde_json::to_string(id).expect("ids serialize");
+    let mut text = String::with_capacity(result.len() + id.len() + 32);
+    text.push_str("{\"id\":");
+    text.push_str(&id);
+    text.push_str(",\"jsonrpc\":\"2.0\",\"result\":");
+    text.push_str(result);
+    text.push('}');
+    text
+}
+
 /// An error response body.
 pub fn error(id: &Id, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({"code": code, "message": message});

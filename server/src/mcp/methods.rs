@@ -8,6 +8,8 @@
 //!
 //! What this does not do: authenticate, parse JSON-RPC, or touch HTTP (see `http.rs`).
 
+use std::borrow::Cow;
+
 use palisade_crds::evaluator::{Decision, Effect, Grant, Reason};
 use palisade_crds::mcp_server::ToolAction;
 use palisade_crds::{Access, document::ToolDefinition};
@@ -23,9 +25,11 @@ const LIST_TTL_MS: u64 = 60_000;
 
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Reply {
+pub enum Reply<'p> {
     /// A JSON-RPC result.
     Result(Value),
+    /// A JSON-RPC result already serialized for the caller's revision (see [`Prerendered`]).
+    Serialized(Cow<'p, str>),
     /// A JSON-RPC error with its HTTP status.
     Error {
         /// HTTP status.
@@ -46,7 +50,7 @@ pub enum Reply {
     },
 }
 
-fn error(status: u16, code: i64, message: impl Into<String>, data: Option<Value>) -> Reply {
+fn error(status: u16, code: i64, message: impl Into<String>, data: Option<Value>) -> Reply<'static> {
     Reply::Error {
         status,
         code,
@@ -108,7 +112,11 @@ pub struct Call<'a, 'p> {
 }
 
 /// Answers `method` with `params`.
-pub fn handle<'p>(call: &Call<'_, 'p>, method: &str, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+pub fn handle<'p>(
+    call: &Call<'_, 'p>,
+    method: &str,
+    params: &Map<String, Value>,
+) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let modern = call.revision.is_modern();
     let (reply, authz) = match method {
         "initialize" if !modern => (Reply::Result(initialize(call, params)), None),
@@ -180,12 +188,20 @@ fn discover(call: &Call<'_, '_>) -> Value {
 /// Adds what the modern revision requires of every result: `resultType`, the server info in
 /// `_meta`, and cache hints on cacheable results (`private` wherever the answer depends on the
 /// caller).
-fn decorate(call: &Call<'_, '_>, method: &str, reply: Reply) -> Reply {
-    let Reply::Result(Value::Object(mut result)) = reply else {
-        return reply;
+fn decorate<'p>(call: &Call<'_, '_>, method: &str, reply: Reply<'p>) -> Reply<'p> {
+    match reply {
+        Reply::Result(result) => Reply::Result(decorate_result(call.revision, method, result)),
+        other => other,
+    }
+}
+
+/// [`decorate`] of one result.
+fn decorate_result(revision: Revision, method: &str, result: Value) -> Value {
+    let Value::Object(mut result) = result else {
+        return result;
     };
-    if !call.revision.is_modern() {
-        return Reply::Result(Value::Object(result));
+    if !revision.is_modern() {
+        return Value::Object(result);
     }
     result.insert("resultType".into(), json!("complete"));
     let meta = result.entry("_meta").or_insert_with(|| json!({}));
@@ -199,7 +215,7 @@ fn decorate(call: &Call<'_, '_>, method: &str, reply: Reply) -> Reply {
         result.insert("ttlMs".into(), json!(LIST_TTL_MS));
         result.insert("cacheScope".into(), json!(scope));
     }
-    Reply::Result(Value::Object(result))
+    Value::Object(result)
 }
 
 fn input_schema(action: ToolAction) -> Value {
@@ -244,13 +260,99 @@ fn tool_json(tool: &ToolDefinition) -> Value {
     value
 }
 
-fn list_tools<'p>(call: &Call<'_, 'p>) -> (Reply, Option<AuthzRecord<'p>>) {
-    let tools: Vec<Value> = call.access.visible_tools().map(tool_json).collect();
+fn list_tools<'p>(call: &Call<'_, 'p>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let tools = call.snapshot.policy.tools();
+    let visible = call
+        .access
+        .visible_tools()
+        .map(|tool| index_in(tools, tool).expect("the evaluator yields the policy's own tools"));
+    let (text, count) = call.snapshot.prerendered.tools_list(visible, call.revision);
     (
-        Reply::Result(json!({"tools": tools})),
-        Some(list_record(format!("tools:{}", tools.len()))),
+        Reply::Serialized(Cow::Owned(text)),
+        Some(list_record(format!("tools:{count}"))),
     )
 }
+
+/// The position of `item` in `slice`, when it is one of its elements (by address, O(1)).
+fn index_in<T>(slice: &[T], item: &T) -> Option<usize> {
+    let offset = (item as *const T as usize).checked_sub(slice.as_ptr() as usize)?;
+    let index = offset / std::mem::size_of::<T>().max(1);
+    slice
+        .get(index)
+        .filter(|candidate| std::ptr::eq(*candidate, item))
+        .map(|_| index)
+}
+
+/// The answers that depend on nothing but the snapshot, serialized once when the snapshot is
+/// built instead of on every request: each tool's `tools/list` entry, the `tools/list` result
+/// around them, and the results of the tools that take no arguments (`list`, `readAll`). Each
+/// comes from the same functions as the answers built per request, for both revision families
+/// (`[legacy, modern]`), so a serialized answer is byte for byte what the request would build.
+#[derive(Debug, Default)]
+pub struct Prerendered {
+    /// `tools/list` entry of each tool, in the policy's tool order.
+    tools: Vec<String>,
+    /// The `tools/list` result before and after its tools, per revision family.
+    tools_list: [(String, String); 2],
+    /// `tools/call` result of each argument-free tool, per revision family.
+    calls: Vec<Option<[String; 2]>>,
+}
+
+impl Prerendered {
+    /// Serializes the snapshot's constant answers.
+    pub fn new(policy: &palisade_crds::Policy, documents: &documents::DocumentStore) -> Self {
+        let tools = policy.tools();
+        let families = [Revision::Legacy20250618, Revision::Modern];
+        let tools_list = families.map(|revision| {
+            let empty = decorate_result(revision, "tools/list", json!({"tools": []}));
+            let text = serde_json::to_string(&empty).expect("JSON values serialize");
+            let (before, after) = text
+                .split_once(EMPTY_TOOLS)
+                .expect("the tools/list result has one empty tools array");
+            (format!("{before}\"tools\":["), format!("]{after}"))
+        });
+        let calls = tools
+            .iter()
+            .map(|tool| {
+                let result = execute_without_arguments(documents, tool)?;
+                Some(families.map(|revision| {
+                    let decorated = decorate_result(revision, "tools/call", result.clone());
+                    serde_json::to_string(&decorated).expect("JSON values serialize")
+                }))
+            })
+            .collect();
+        Self {
+            tools: tools
+                .iter()
+                .map(|tool| serde_json::to_string(&tool_json(tool)).expect("JSON values serialize"))
+                .collect(),
+            tools_list,
+            calls,
+        }
+    }
+}
+
+impl Prerendered {
+    /// The `tools/list` result listing the tools at `indices` (positions in the policy's tools),
+    /// and how many it lists.
+    pub fn tools_list(&self, indices: impl Iterator<Item = usize>, revision: Revision) -> (String, usize) {
+        let (before, after) = &self.tools_list[usize::from(revision.is_modern())];
+        let mut text = String::with_capacity(before.len() + after.len() + 512);
+        text.push_str(before);
+        let mut count = 0;
+        for index in indices {
+            if count > 0 {
+                text.push(',');
+            }
+            text.push_str(&self.tools[index]);
+            count += 1;
+        }
+        text.push_str(after);
+        (text, count)
+    }
+}
+
+const EMPTY_TOOLS: &str = "\"tools\":[]";
 
 fn list_record<'p>(target: String) -> AuthzRecord<'p> {
     AuthzRecord {
@@ -295,7 +397,7 @@ fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Dec
     }
 }
 
-fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply {
+fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply<'static> {
     let message = match decision.reason {
         Reason::NoMatchingRule => format!(
             "Access to {what} is not granted by any policy.\n\nAction: ask the owner of this server's McpAccessPolicy for access."
@@ -312,7 +414,7 @@ fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply {
     }
 }
 
-fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return (
             error(200, code::INVALID_PARAMS, "Invalid params: name must be a string", None),
@@ -356,19 +458,31 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Op
 }
 
 /// A tool execution error: reported in the result so the model can see and correct it.
-fn tool_error(message: impl Into<String>) -> Reply {
-    Reply::Result(json!({"content": [{"type": "text", "text": message.into()}], "isError": true}))
+fn tool_error(message: impl Into<String>) -> Reply<'static> {
+    Reply::Result(tool_error_value(message.into()))
 }
 
-fn text_result(text: String, structured: Option<Value>) -> Reply {
+fn tool_error_value(message: String) -> Value {
+    json!({"content": [{"type": "text", "text": message}], "isError": true})
+}
+
+fn text_result(text: String, structured: Option<Value>) -> Reply<'static> {
+    Reply::Result(text_value(text, structured))
+}
+
+fn text_value(text: String, structured: Option<Value>) -> Value {
     let mut result = json!({"content": [{"type": "text", "text": text}], "isError": false});
     if let Some(structured) = structured {
         result["structuredContent"] = structured;
     }
-    Reply::Result(result)
+    result
 }
 
-fn string_argument<'a>(call: &Call<'_, '_>, arguments: &'a Map<String, Value>, key: &str) -> Result<&'a str, Reply> {
+fn string_argument<'a>(
+    call: &Call<'_, '_>,
+    arguments: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, Reply<'static>> {
     match arguments.get(key) {
         Some(Value::String(value)) => Ok(value),
         _ => {
@@ -384,38 +498,32 @@ fn string_argument<'a>(call: &Call<'_, '_>, arguments: &'a Map<String, Value>, k
     }
 }
 
-fn document_error(error: &DocumentError) -> Reply {
+fn document_error(error: &DocumentError) -> Reply<'static> {
     tool_error(error.to_string())
 }
 
 /// Runs an allowed tool; the flag says whether its arguments tried to leave the collection.
-fn run_tool(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> (Reply, bool) {
+fn run_tool<'p>(call: &Call<'_, 'p>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> (Reply<'p>, bool) {
     let name = arguments.get("name").and_then(Value::as_str).unwrap_or_default();
     let traversal = tool.action == ToolAction::Get && looks_like_traversal(name);
     (execute(call, tool, arguments), traversal)
 }
 
-fn execute(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> Reply {
+fn execute<'p>(call: &Call<'_, 'p>, tool: &ToolDefinition, arguments: &Map<String, Value>) -> Reply<'p> {
     let store = &call.snapshot.documents;
     let collection = tool.collection.as_str();
     match tool.action {
-        ToolAction::List => match store.list(collection) {
-            Ok(documents) => {
-                let lines: Vec<String> = documents
-                    .iter()
-                    .map(|d| match &d.title {
-                        Some(title) => format!("- {} ({title})", d.name),
-                        None => format!("- {}", d.name),
-                    })
-                    .collect();
-                let items: Vec<Value> = documents
-                    .iter()
-                    .map(|d| json!({"name": d.name, "title": d.title, "uri": documents::resource_uri(collection, &d.name), "mimeType": d.mime_type}))
-                    .collect();
-                text_result(lines.join("\n"), Some(json!({"documents": items})))
+        ToolAction::List | ToolAction::ReadAll => {
+            let prerendered = index_in(call.snapshot.policy.tools(), tool)
+                .and_then(|index| call.snapshot.prerendered.calls.get(index))
+                .and_then(Option::as_ref);
+            match prerendered {
+                Some(results) => Reply::Serialized(Cow::Borrowed(&results[usize::from(call.revision.is_modern())])),
+                None => {
+                    Reply::Result(execute_without_arguments(store, tool).expect("list and readAll take no arguments"))
+                }
             }
-            Err(e) => document_error(&e),
-        },
+        }
         ToolAction::Get => {
             let name = match string_argument(call, arguments, "name") {
                 Ok(name) => name,
@@ -450,6 +558,31 @@ fn execute(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, V
                 Err(e) => document_error(&e),
             }
         }
+    }
+}
+
+/// The result of a tool that takes no arguments (`list`, `readAll`): a function of the documents
+/// only, which [`Prerendered`] serializes once per snapshot. `None` for tools with arguments.
+fn execute_without_arguments(store: &documents::DocumentStore, tool: &ToolDefinition) -> Option<Value> {
+    let collection = tool.collection.as_str();
+    Some(match tool.action {
+        ToolAction::List => match store.list(collection) {
+            Ok(documents) => {
+                let lines: Vec<String> = documents
+                    .iter()
+                    .map(|d| match &d.title {
+                        Some(title) => format!("- {} ({title})", d.name),
+                        None => format!("- {}", d.name),
+                    })
+                    .collect();
+                let items: Vec<Value> = documents
+                    .iter()
+                    .map(|d| json!({"name": d.name, "title": d.title, "uri": documents::resource_uri(collection, &d.name), "mimeType": d.mime_type}))
+                    .collect();
+                text_value(lines.join("\n"), Some(json!({"documents": items})))
+            }
+            Err(e) => tool_error_value(e.to_string()),
+        },
         ToolAction::ReadAll => match store.read_all(collection) {
             Ok(documents) => {
                 let text = documents
@@ -457,14 +590,15 @@ fn execute(call: &Call<'_, '_>, tool: &ToolDefinition, arguments: &Map<String, V
                     .map(|d| format!("<document name=\"{}\">\n{}\n</document>", d.name, d.content.trim_end()))
                     .collect::<Vec<_>>()
                     .join("\n\n");
-                text_result(text, None)
+                text_value(text, None)
             }
-            Err(e) => document_error(&e),
+            Err(e) => tool_error_value(e.to_string()),
         },
-    }
+        ToolAction::Get | ToolAction::Search => return None,
+    })
 }
 
-fn list_resources<'p>(call: &Call<'_, 'p>) -> (Reply, Option<AuthzRecord<'p>>) {
+fn list_resources<'p>(call: &Call<'_, 'p>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let store = &call.snapshot.documents;
     let mut resources = Vec::new();
     for collection in call.access.visible_collections() {
@@ -488,7 +622,7 @@ fn list_resources<'p>(call: &Call<'_, 'p>) -> (Reply, Option<AuthzRecord<'p>>) {
     )
 }
 
-fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply, Option<AuthzRecord<'p>>) {
+fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let Some(uri) = params.get("uri").and_then(Value::as_str) else {
         return (
             error(200, code::INVALID_PARAMS, "Invalid params: uri must be a string", None),
@@ -539,5 +673,106 @@ fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply
             Some(authz),
         ),
         Err(_) => (not_found(), Some(authz)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use palisade_crds::{Policy, PolicyDocument};
+
+    use super::*;
+    use crate::documents::{DocumentLimits, DocumentStore};
+    use crate::mcp::jsonrpc::{self, Id};
+
+    /// A sample compiled into a temporary directory.
+    fn sample(file: &str) -> (Policy, DocumentStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("palisade-prerendered-{}", rand::random::<u64>()));
+        let documents_dir = dir.join("documents");
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../config/samples")
+            .join(file);
+        let yaml = crate::policy_cli::compile(&[sample], Some(&dir.join("secrets")), Some(&documents_dir))
+            .expect("the sample compiles");
+        let policy = Policy::new(PolicyDocument::from_yaml(&yaml).expect("parses")).expect("valid");
+        let collections: Vec<&str> = policy.document().collections.iter().map(|c| c.name.as_str()).collect();
+        let documents = DocumentStore::load(&documents_dir, &collections, &DocumentLimits::default()).expect("loads");
+        (policy, documents, dir)
+    }
+
+    #[test]
+    fn prerendered_answers_are_what_serializing_per_request_gives() {
+        // company-info: readAll tools; sso-docs: list, get and search tools.
+        for file in ["company-info.yaml", "sso-docs.yaml"] {
+            prerendered_answers_match(file);
+        }
+    }
+
+    fn prerendered_answers_match(file: &str) {
+        let (policy, documents, dir) = sample(file);
+        let prerendered = Prerendered::new(&policy, &documents);
+        let tools = policy.tools();
+        assert!(
+            tools
+                .iter()
+                .any(|t| matches!(t.action, ToolAction::ReadAll | ToolAction::List))
+        );
+        for revision in [Revision::Legacy20250618, Revision::Legacy20251125, Revision::Modern] {
+            // tools/list for no tool, one tool, every tool.
+            let subsets: [Vec<usize>; 3] = [vec![], vec![tools.len() - 1], (0..tools.len()).collect()];
+            for subset in subsets {
+                let expected = decorate_result(
+                    revision,
+                    "tools/list",
+                    json!({"tools": subset.iter().map(|&i| tool_json(&tools[i])).collect::<Vec<_>>()}),
+                );
+                let (text, count) = prerendered.tools_list(subset.iter().copied(), revision);
+                assert_eq!(count, subset.len());
+                assert_eq!(
+                    text,
+                    serde_json::to_string(&expected).unwrap(),
+                    "{revision:?} {subset:?}"
+                );
+            }
+            // tools/call of every argument-free tool; none for the others.
+            for (index, tool) in tools.iter().enumerate() {
+                let family = usize::from(revision.is_modern());
+                match execute_without_arguments(&documents, tool) {
+                    Some(result) => {
+                        let expected = decorate_result(revision, "tools/call", result);
+                        let calls = prerendered.calls[index].as_ref().expect("prerendered");
+                        assert_eq!(calls[family], serde_json::to_string(&expected).unwrap());
+                    }
+                    None => assert!(prerendered.calls[index].is_none(), "{}", tool.name),
+                }
+            }
+        }
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_serialized_result_is_wrapped_as_the_value_would_be() {
+        let result = json!({"content": [{"type": "text", "text": "a \"quoted\" line\n"}], "isError": false});
+        let serialized = serde_json::to_string(&result).unwrap();
+        for id in [
+            Id::Number(7),
+            Id::Number(-1),
+            Id::String("a\"b\\c\u{2028}".into()),
+            Id::Null,
+        ] {
+            assert_eq!(
+                jsonrpc::result_text(&id, &serialized),
+                serde_json::to_string(&jsonrpc::result(&id, result.clone())).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn index_in_finds_only_elements_of_the_slice() {
+        let items = [1u32, 2, 3];
+        assert_eq!(index_in(&items, &items[2]), Some(2));
+        let other = 2u32;
+        assert_eq!(index_in(&items, &other), None);
     }
 }
