@@ -5,7 +5,7 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test lint fmt crds bench run e2e-deps e2e
+.PHONY: help test lint fmt crds bench run e2e-deps e2e chart-test image
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -21,8 +21,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate the CRD YAML in crds/ from the Rust types
-	$(CARGO) run -q -p palisade-operator -- crds --out-dir crds
+crds: ## Regenerate the CRD YAML in crds/, its copies in the chart, and docs/crd-reference.md
+	$(CARGO) run -q -p palisade-operator -- crds --out-dir crds --reference docs/crd-reference.md
+	scripts/sync_chart_crds.sh
 
 bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchmarks.md
 	$(CARGO) bench -p palisade-crds --bench evaluator -- --noplot
@@ -32,6 +33,12 @@ bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
+
+chart-test: e2e-deps ## helm lint/template and promtool checks of charts/palisade (each skipped without its tool)
+	PATH="$(CURDIR)/$(E2E_DEPS)/venv/bin:$$PATH" scripts/chart_test.sh
+
+image: ## Build the operator and server images (docker, podman or buildah; skips without one)
+	scripts/image.sh
 
 e2e: ## Operator end to end on the cluster of KUBECONFIG (kind, k3d); skips when there is none
 	$(CARGO) test -p palisade-operator --test e2e_cluster -- --nocapture

@@ -1,0 +1,58 @@
+-- Argo CD health of a palisade.dev McpServer (argocd-cm key
+-- resource.customizations.health.palisade.dev_McpServer), from the status the operator writes:
+--   Healthy      Ready=True, and the status describes the current spec (observedGeneration)
+--   Progressing  no status yet, a status of an older generation, no Ready condition yet,
+--                Ready=Unknown, or Ready=False while something is still on its way by itself:
+--                pods rolling out (PodsNotReady), External Secrets Operator not done yet
+--                (ExternalSecretNotReady)
+--   Degraded     Ready=False for any other reason: someone has to act (a policy that does not
+--                compile or fails its tests, a missing ConfigMap or Secret, no External Secrets
+--                Operator); also a reason this check does not know, so that nothing new is
+--                mistaken for "wait"
+-- The message is the Ready condition's. Reasons: crds/src/conditions.rs. Embedded verbatim in
+-- config/argocd/argocd-cm-patch.yaml; operator/tests/argocd_health.rs checks both.
+local waiting = { PodsNotReady = true, ExternalSecretNotReady = true }
+
+local hs = {}
+local generation = obj.metadata.generation
+local status = obj.status
+if status == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Palisade operator to reconcile the McpServer"
+  return hs
+end
+if generation ~= nil and status.observedGeneration ~= generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Palisade operator to reconcile generation " .. tostring(generation)
+  return hs
+end
+local ready = nil
+if status.conditions ~= nil then
+  for _, condition in ipairs(status.conditions) do
+    if condition.type == "Ready" then
+      ready = condition
+    end
+  end
+end
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Palisade operator to report the Ready condition"
+  return hs
+end
+if generation ~= nil and ready.observedGeneration ~= nil and ready.observedGeneration ~= generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Palisade operator to reconcile generation " .. tostring(generation)
+  return hs
+end
+hs.message = ready.message
+if hs.message == nil or hs.message == "" then
+  hs.message = "Ready is " .. tostring(ready.status) .. " (" .. tostring(ready.reason) .. ")"
+end
+if ready.status == "True" then
+  hs.status = "Healthy"
+elseif ready.status == "False" and not waiting[ready.reason] then
+  hs.status = "Degraded"
+else
+  hs.status = "Progressing"
+end
+return hs
