@@ -33,9 +33,12 @@ pub mod reason {
     pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
     /// A Secret does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    /// An ExternalSecret is not `Ready` (not synced yet, or the store refused), or its Secret is
-    /// missing; the message carries External Secrets Operator's reason and message.
+    /// An ExternalSecret has not been synced yet (no `Ready` condition), or its Secret is
+    /// missing although it is `Ready`: External Secrets Operator has yet to act.
     pub const EXTERNAL_SECRET_NOT_READY: &str = "ExternalSecretNotReady";
+    /// External Secrets Operator reports an ExternalSecret `Ready=False` (or `Unknown`): the
+    /// store refused or failed; the message carries its reason and message.
+    pub const EXTERNAL_SECRET_SYNC_FAILED: &str = "ExternalSecretSyncFailed";
     /// The ExternalSecret CRD is not installed in the cluster.
     pub const EXTERNAL_SECRETS_NOT_INSTALLED: &str = "ExternalSecretsNotInstalled";
     /// The Deployment's pods are not all available yet.

@@ -250,8 +250,11 @@ mod run {
             let renewer = elector.clone();
             let lose = stop_tx.clone();
             let lost = lost.clone();
+            let renewing = tokio::spawn(async move { keep_renewing(&renewer).await });
             tokio::spawn(async move {
-                if !keep_renewing(&renewer).await {
+                // NB: a renewer that panics is a lost Lease too: leading on without renewing
+                // would let a second replica take the Lease and lead at the same time.
+                if !renewing.await.unwrap_or(false) {
                     tracing::error!("lost the leader Lease; stopping");
                     lost.store(true, Ordering::Relaxed);
                     let _ = lose.send(true);

@@ -234,9 +234,10 @@ fn every_reason() -> BTreeSet<String> {
 
 /// How an McpServer with `Ready=False` and each reason is reported: "Progressing" where the
 /// cluster gets there by itself, "Degraded" where someone has to act.
-const SERVER_NOT_READY: [(&str, &str); 7] = [
+const SERVER_NOT_READY: [(&str, &str); 8] = [
     (reason::PODS_NOT_READY, "Progressing"),
     (reason::EXTERNAL_SECRET_NOT_READY, "Progressing"),
+    (reason::EXTERNAL_SECRET_SYNC_FAILED, "Degraded"),
     (reason::POLICY_INVALID, "Degraded"),
     (reason::POLICY_TEST_FAILED, "Degraded"),
     (reason::CONFIG_MAP_NOT_FOUND, "Degraded"),

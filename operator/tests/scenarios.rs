@@ -794,7 +794,7 @@ async fn secrets_ready_follows_the_external_secret_ready_condition() {
         (&secrets["status"], &secrets["reason"], &secrets["message"]),
         (
             &json!("False"),
-            &json!("ExternalSecretNotReady"),
+            &json!("ExternalSecretSyncFailed"),
             &json!(
                 "ExternalSecret team-a/company-info-hmac-3792426a is not Ready (SecretSyncedError: could not get \
                  secret data from provider); the pods keep the value synced last (see `kubectl describe \

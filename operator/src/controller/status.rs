@@ -248,10 +248,16 @@ fn secrets_condition(observation: &Observation<'_>) -> Computed {
         })
         .collect();
     if !unsynced.is_empty() {
+        // A store that refuses needs someone to act; a sync that has not happened yet, time.
+        let refused = observation.synced.iter().any(|s| matches!(s.sync, Sync::Failed { .. }));
         return Computed {
             type_: conditions::SECRETS_READY,
             ok: false,
-            reason: reason::EXTERNAL_SECRET_NOT_READY,
+            reason: if refused {
+                reason::EXTERNAL_SECRET_SYNC_FAILED
+            } else {
+                reason::EXTERNAL_SECRET_NOT_READY
+            },
             message: unsynced.join("; "),
         };
     }
@@ -549,7 +555,7 @@ mod tests {
             secrets_ready(std::slice::from_ref(&failed), &[]),
             (
                 "False".into(),
-                "ExternalSecretNotReady".into(),
+                "ExternalSecretSyncFailed".into(),
                 "ExternalSecret ns/jwt is not Ready (SecretSyncedError: could not get secret data from provider); \
                  the pods keep the value synced last (see `kubectl describe externalsecret -n ns jwt`)"
                     .into()
