@@ -156,7 +156,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| {
             !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
-        .map_or_else(|| hex::encode(rand::random::<[u8; 16]>()), str::to_owned)
+        .map_or_else(crate::audit::random_id, str::to_owned)
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
