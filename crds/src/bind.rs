@@ -118,16 +118,7 @@ fn requirement_matches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server(yaml: &str) -> McpServer {
-        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpServer\n{yaml}");
-        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn policy(yaml: &str) -> McpAccessPolicy {
-        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpAccessPolicy\n{yaml}");
-        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
+    use crate::test_objects::{policy, server};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()

@@ -698,16 +698,7 @@ fn service_account_problem(account: &ServiceAccountRef) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server(yaml: &str) -> McpServer {
-        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpServer\n{yaml}");
-        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
-
-    fn policy(yaml: &str) -> McpAccessPolicy {
-        let text = format!("apiVersion: palisade.dev/v1alpha1\nkind: McpAccessPolicy\n{yaml}");
-        yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
-    }
+    use crate::test_objects::{policy, server};
 
     const SERVER: &str = r#"
 metadata: {name: docs, namespace: team-a}

@@ -21,6 +21,8 @@ pub mod policy_tests;
 pub mod problem;
 pub mod scope;
 pub mod secret_files;
+#[cfg(test)]
+mod test_objects;
 pub mod tool_match;
 
 pub use access_policy::{McpAccessPolicy, McpAccessPolicySpec, McpAccessPolicyStatus};

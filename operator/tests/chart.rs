@@ -27,7 +27,7 @@ use std::process::{Command, Stdio};
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{repo_root, target_dir};
+use support::{kubernetes_validate, repo_root, target_dir, upstream_crd, validate_custom_resources};
 
 /// The oldest Kubernetes the chart supports (`kubeVersion`), the one the operator is built for,
 /// and the newest `kubernetes-validate` 1.37.0 ships.
@@ -351,12 +351,6 @@ fn merge(into: &mut Value, from: &Value) {
     }
 }
 
-fn venv_bin(tool: &str) -> PathBuf {
-    let path = target_dir().join("e2e-deps/venv/bin").join(tool);
-    assert!(path.exists(), "{} is missing: run `make e2e-deps`", path.display());
-    path
-}
-
 fn scratch(name: &str, objects: &[&Value]) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart");
     std::fs::create_dir_all(&dir).expect("create scratch dir");
@@ -371,52 +365,9 @@ fn scratch(name: &str, objects: &[&Value]) -> PathBuf {
     path
 }
 
-/// kubernetes-validate on a file with `count` objects; Ok only if every one passed.
-fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<(), String> {
-    let output = Command::new(venv_bin("kubernetes-validate"))
-        .args(["--strict", "--kubernetes-version", version])
-        .arg(file)
-        .output()
-        .expect("run kubernetes-validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // NB: kubernetes-validate exits 0 with a WARN for kinds it has no schema for: count passes.
-    let passed = text.matches(" passed for resource ").count();
-    if output.status.success() && passed == count && !text.contains("WARN") {
-        Ok(())
-    } else {
-        Err(text)
-    }
-}
-
 /// The upstream CRD of a monitoring.coreos.com kind, in `../shared/schemas`.
 fn monitoring_crd(plural: &str) -> PathBuf {
-    let path = repo_root().join(format!("../shared/schemas/monitoring.coreos.com_{plural}.yaml"));
-    assert!(
-        path.exists(),
-        "{} is missing: the Prometheus Operator's CRDs are expected in shared/schemas/ beside the repository",
-        path.display()
-    );
-    path
-}
-
-/// `support/validate_custom_resources.py`: custom resources against their CRD's schema, strict.
-fn validate_custom_resources(crd: &Path, file: &Path) -> Result<String, String> {
-    let output = Command::new(venv_bin("python"))
-        .arg(repo_root().join("operator/tests/support/validate_custom_resources.py"))
-        .arg(crd)
-        .arg(file)
-        .output()
-        .expect("run validate_custom_resources.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() { Ok(text) } else { Err(text) }
+    upstream_crd(&format!("monitoring.coreos.com_{plural}.yaml"))
 }
 
 /// Validates every object: built-ins against the Kubernetes schemas, ServiceMonitors and

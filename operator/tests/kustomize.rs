@@ -19,7 +19,7 @@ use std::process::Command;
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{repo_root, target_dir};
+use support::{kubernetes_validate, repo_root};
 
 /// The oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml), the one the operator
 /// is built for (k8s-openapi `v1_34`), and the newest `kubernetes-validate` 1.37.0 ships.
@@ -69,33 +69,6 @@ fn normalize(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
         other => other.clone(),
-    }
-}
-
-fn venv_bin(tool: &str) -> PathBuf {
-    let path = target_dir().join("e2e-deps/venv/bin").join(tool);
-    assert!(path.exists(), "{} is missing: run `make e2e-deps`", path.display());
-    path
-}
-
-/// kubernetes-validate on a file with `count` objects; Ok only if every one passed.
-fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<(), String> {
-    let output = Command::new(venv_bin("kubernetes-validate"))
-        .args(["--strict", "--kubernetes-version", version])
-        .arg(file)
-        .output()
-        .expect("run kubernetes-validate");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // NB: kubernetes-validate exits 0 with a WARN for kinds it has no schema for: count passes.
-    let passed = text.matches(" passed for resource ").count();
-    if output.status.success() && passed == count && !text.contains("WARN") {
-        Ok(())
-    } else {
-        Err(text)
     }
 }
 

@@ -11,36 +11,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use support::{CASES, children, repo_root, target_dir};
+use support::{
+    CASES, children, kubernetes_validate, repo_root, upstream_crd, validate_custom_resources as validate_against,
+};
 
 /// Kubernetes versions to validate against: 1.34 (k8s-openapi's `v1_34`, the API the operator is
 /// built for) and 1.37 (the newest `kubernetes-validate` 1.37.0 ships, the current release).
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.34.0", "1.37.0"];
 
-fn venv_bin(tool: &str) -> PathBuf {
-    let path = target_dir().join("e2e-deps/venv/bin").join(tool);
-    assert!(
-        path.exists(),
-        "{} is missing: run `make e2e-deps` (installs the pinned kubernetes-validate and jsonschema)",
-        path.display()
-    );
-    path
-}
-
 fn external_secret_crd() -> PathBuf {
     upstream_crd("external-secrets.io_externalsecrets.yaml")
-}
-
-fn upstream_crd(file: &str) -> PathBuf {
-    let path = repo_root().join("../shared/schemas").join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: the upstream External Secrets Operator CRDs are expected in shared/schemas/ beside the repository",
-        path.display()
-    );
-    path
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -56,48 +37,9 @@ fn write_documents(name: &str, documents: &[&String]) -> PathBuf {
     path
 }
 
-/// Runs kubernetes-validate on a file with `count` objects; Ok(stdout) only if every one passed.
-fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<String, String> {
-    let output = Command::new(venv_bin("kubernetes-validate"))
-        .args(["--strict", "--kubernetes-version", version])
-        .arg(file)
-        .output()
-        .expect("run kubernetes-validate");
-    let stdout = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    // NB: kubernetes-validate exits 0 with a WARN for kinds it has no schema for: count passes.
-    let passed = stdout.matches(" passed for resource ").count();
-    if output.status.success() && passed == count && !stdout.contains("WARN") {
-        Ok(stdout)
-    } else {
-        Err(stdout)
-    }
-}
-
+/// ExternalSecrets against External Secrets Operator's CRD.
 fn validate_custom_resources(file: &Path) -> Result<String, String> {
     validate_against(&external_secret_crd(), file)
-}
-
-fn validate_against(crd: &Path, file: &Path) -> Result<String, String> {
-    let output = Command::new(venv_bin("python"))
-        .arg(repo_root().join("operator/tests/support/validate_custom_resources.py"))
-        .arg(crd)
-        .arg(file)
-        .output()
-        .expect("run validate_custom_resources.py");
-    let stdout = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(stdout)
-    }
 }
 
 #[test]

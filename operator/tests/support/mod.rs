@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use palisade_operator::bind::bound_policies;
 use palisade_operator::render::{Inputs, render};
@@ -88,4 +89,66 @@ pub fn children(case: &Case) -> Vec<(bool, String)> {
         }
     }
     out
+}
+
+/// A tool of the test virtualenv (`make e2e-deps`: the pinned kubernetes-validate, jsonschema,
+/// Helm's engine).
+pub fn venv_bin(tool: &str) -> PathBuf {
+    let path = target_dir().join("e2e-deps/venv/bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make e2e-deps` (installs the pinned kubernetes-validate, jsonschema and helm-python-sdk)",
+        path.display()
+    );
+    path
+}
+
+/// An upstream CRD in `../shared/schemas` (External Secrets Operator, Prometheus Operator).
+pub fn upstream_crd(file: &str) -> PathBuf {
+    let path = repo_root().join("../shared/schemas").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: the upstream CRDs are expected in shared/schemas/ beside the repository",
+        path.display()
+    );
+    path
+}
+
+fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `kubernetes-validate --strict` for Kubernetes `version` on a file with `count` objects;
+/// Ok(its output) only if every one passed.
+pub fn kubernetes_validate(file: &Path, version: &str, count: usize) -> Result<String, String> {
+    let output = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", version])
+        .arg(file)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = output_text(&output);
+    // NB: kubernetes-validate exits 0 with a WARN for kinds it has no schema for: count passes.
+    let passed = text.matches(" passed for resource ").count();
+    if output.status.success() && passed == count && !text.contains("WARN") {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// `support/validate_custom_resources.py`: the custom resources in `file` against the schema of
+/// `crd`, strict; Ok(its output) only if every one passed.
+pub fn validate_custom_resources(crd: &Path, file: &Path) -> Result<String, String> {
+    let output = Command::new(venv_bin("python"))
+        .arg(repo_root().join("operator/tests/support/validate_custom_resources.py"))
+        .arg(crd)
+        .arg(file)
+        .output()
+        .expect("run validate_custom_resources.py");
+    let text = output_text(&output);
+    if output.status.success() { Ok(text) } else { Err(text) }
 }
