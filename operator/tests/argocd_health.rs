@@ -6,9 +6,10 @@
 //! The Lua cases need `lua5.4` on PATH (Debian/Ubuntu: `apt-get install lua5.4`); without it they
 //! fail, unless `PALISADE_SKIP_LUA=1`.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -22,23 +23,12 @@ use palisade_operator::Settings;
 use palisade_operator::controller::policy_status::policy_status;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use support::{read_repo_file as read, repo_root};
 
 const LUA: &str = "lua5.4";
 const SERVER_CHECK: &str = "config/argocd/health/mcpserver.lua";
 const POLICY_CHECK: &str = "config/argocd/health/mcpaccesspolicy.lua";
 const GENERATION: i64 = 3;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the operator crate lives in the workspace")
-        .to_path_buf()
-}
-
-fn read(relative: &str) -> String {
-    let path = repo_root().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// The documents of a (multi-document) YAML file, as JSON.
 fn yaml_documents(relative: &str) -> Vec<Value> {

@@ -25,9 +25,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{kubernetes_validate, repo_root, target_dir, upstream_crd, validate_custom_resources};
+use support::{
+    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, target_dir, upstream_crd,
+    validate_custom_resources, yaml_documents as documents,
+};
 
 /// The oldest Kubernetes the chart supports (`kubeVersion`), the one the operator is built for,
 /// and the newest `kubernetes-validate` 1.37.0 ships.
@@ -44,31 +46,8 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn documents(text: &str) -> Vec<Value> {
-    yaml_serde::Deserializer::from_str(text)
-        .map(|document| Value::deserialize(document).expect("valid YAML"))
-        .filter(|value| !value.is_null())
-        .collect()
-}
-
 fn yaml_file(path: &Path) -> Value {
     yaml_serde::from_str(&read(path)).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn key(object: &Value) -> String {
-    format!(
-        "{} {}/{}",
-        object["kind"].as_str().unwrap_or("?"),
-        object["metadata"]["namespace"].as_str().unwrap_or(""),
-        object["metadata"]["name"].as_str().unwrap_or("?"),
-    )
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", objects.iter().map(key).collect::<Vec<_>>()))
 }
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -491,14 +470,8 @@ fn helm_refuses_values_the_schema_refuses() {
 #[test]
 fn the_default_release_installs_what_config_default_installs() {
     let chart = render(&default_values()).objects;
-    let output = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join("config/default"))
-        .output()
-        .expect("run `kubectl kustomize` (kubectl must be on PATH)");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     // Helm does not create its release namespace; kustomize does.
-    let kustomize: Vec<Value> = documents(&String::from_utf8(output.stdout).expect("UTF-8"))
+    let kustomize: Vec<Value> = kustomize("config/default")
         .into_iter()
         .filter(|o| o["kind"] != "Namespace")
         .collect();

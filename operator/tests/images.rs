@@ -2,24 +2,13 @@
 //! binaries are built with `cargo build --release --locked`, each final stage runs its binary as
 //! user 65532 (the user the operator's pods run as), and the build context holds the workspace.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use palisade_operator::build::pod::RUN_AS;
 use palisade_operator::ports;
+use support::{read_repo_file as read, repo_root};
 
 const DOCKERFILE: &str = "images/Dockerfile";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the operator crate lives in the workspace")
-        .to_path_buf()
-}
-
-fn read(relative: &str) -> String {
-    let path = repo_root().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// One `FROM` and the instructions after it, as `(KEYWORD, arguments)`.
 #[derive(Debug)]

@@ -14,53 +14,16 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{kubernetes_validate, repo_root};
+use support::{
+    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, yaml_documents as documents,
+};
 
 /// The oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml), the one the operator
 /// is built for (k8s-openapi `v1_34`), and the newest `kubernetes-validate` 1.37.0 ships.
 const KUBERNETES_VERSIONS: [&str; 3] = ["1.29.0", "1.34.0", "1.37.0"];
-
-fn kustomize(dir: &str) -> Vec<Value> {
-    let output = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(repo_root().join(dir))
-        .output()
-        .expect("run `kubectl kustomize` (kubectl must be on PATH)");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    documents(&String::from_utf8(output.stdout).expect("UTF-8"))
-}
-
-fn documents(text: &str) -> Vec<Value> {
-    yaml_serde::Deserializer::from_str(text)
-        .map(|document| Value::deserialize(document).expect("valid YAML"))
-        .filter(|value| !value.is_null())
-        .collect()
-}
-
-fn key(object: &Value) -> String {
-    format!(
-        "{} {}/{}",
-        object["kind"].as_str().unwrap_or("?"),
-        object["metadata"]["namespace"].as_str().unwrap_or(""),
-        object["metadata"]["name"].as_str().unwrap_or("?"),
-    )
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} in {:?}", objects.iter().map(key).collect::<Vec<_>>()))
-}
 
 /// Every number as a float: YAML writers differ on `65535.0` against `65535`.
 fn normalize(value: &Value) -> Value {

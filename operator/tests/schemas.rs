@@ -12,9 +12,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{
-    CASES, children, kubernetes_validate, repo_root, upstream_crd, validate_custom_resources as validate_against,
-};
+use support::{CASES, children, kubernetes_validate, repo_root, upstream_crd, validate_custom_resources};
 
 /// Kubernetes versions to validate against: 1.34 (k8s-openapi's `v1_34`, the API the operator is
 /// built for) and 1.37 (the newest `kubernetes-validate` 1.37.0 ships, the current release).
@@ -38,8 +36,8 @@ fn write_documents(name: &str, documents: &[&String]) -> PathBuf {
 }
 
 /// ExternalSecrets against External Secrets Operator's CRD.
-fn validate_custom_resources(file: &Path) -> Result<String, String> {
-    validate_against(&external_secret_crd(), file)
+fn validate_external_secrets(file: &Path) -> Result<String, String> {
+    validate_custom_resources(&external_secret_crd(), file)
 }
 
 #[test]
@@ -81,7 +79,7 @@ fn external_secrets_validate_against_the_external_secrets_crd() {
         }
         total += external.len();
         let file = write_documents(&format!("{}-external-secrets.yaml", case.name), &external);
-        if let Err(output) = validate_custom_resources(&file) {
+        if let Err(output) = validate_external_secrets(&file) {
             panic!("{}:\n{output}", case.name);
         }
     }
@@ -98,7 +96,7 @@ fn the_sample_secret_stores_validate_against_the_external_secrets_crd() {
     let dir = repo_root().join("config/samples/external-secrets");
     for store in ["gcp-secret-manager", "vault"] {
         let file = dir.join(format!("{store}.yaml"));
-        let output = validate_against(&crd, &file).unwrap_or_else(|output| panic!("{store}:\n{output}"));
+        let output = validate_custom_resources(&crd, &file).unwrap_or_else(|output| panic!("{store}:\n{output}"));
         assert!(output.contains(&format!("ClusterSecretStore {store}")), "{output}");
         let server = std::fs::read_to_string(dir.join("vendor-handbook.yaml")).expect("sample");
         assert!(
@@ -111,7 +109,7 @@ fn the_sample_secret_stores_validate_against_the_external_secrets_crd() {
         .replace("version: v2", "version: v3");
     let file = scratch("broken-store.yaml");
     std::fs::write(&file, broken).expect("write");
-    let output = validate_against(&crd, &file).expect_err("an invalid store must fail");
+    let output = validate_custom_resources(&crd, &file).expect_err("an invalid store must fail");
     assert!(output.contains("'v3' is not one of"), "{output}");
 }
 
@@ -125,7 +123,7 @@ fn the_external_secrets_check_rejects_an_invalid_object() {
     let broken = external.replace("creationPolicy: Owner", "creationPolicy: Owned\n    bogusField: 1");
     assert_ne!(broken, external);
     let file = write_documents("broken-external-secret.yaml", &[&broken]);
-    let output = validate_custom_resources(&file).expect_err("an invalid ExternalSecret must fail");
+    let output = validate_external_secrets(&file).expect_err("an invalid ExternalSecret must fail");
     assert!(
         output.contains("bogusField") && output.contains("'Owned' is not one of"),
         "{output}"

@@ -92,7 +92,7 @@ impl<'a> AuditEvent<'a> {
     /// A new event with a fresh random id and the current time; the optional fields are empty, set them directly.
     pub fn new(request_id: &'a str, kind: AuditKind, decision: &'a str, reason: &'a str) -> Self {
         Self::with_id_and_time(
-            new_event_id(),
+            random_id(),
             rfc3339_millis(SystemTime::now()),
             request_id,
             kind,
@@ -135,10 +135,6 @@ impl<'a> AuditEvent<'a> {
 }
 
 /// A random 128-bit id as 32 lower-case hex digits.
-fn new_event_id() -> String {
-    random_id()
-}
-
 /// 128 random bits as 32 lower-case hex digits: the id of an audit event or of a request that
 /// brought none. Written with a table; `hex::encode`'s iterator chain costs several times more,
 /// and this runs up to three times per request.
@@ -623,7 +619,7 @@ mod tests {
     }
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("palisade-{name}-{}-{}", std::process::id(), new_event_id()));
+        let dir = std::env::temp_dir().join(format!("palisade-{name}-{}-{}", std::process::id(), random_id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -160,24 +160,21 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
-    let mut response = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        axum::Json(body),
-    )
-        .into_response();
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
-    response
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    with_request_id((status, axum::Json(body)).into_response(), request_id)
 }
 
 /// 200 with a JSON body serialized already.
-fn serialized_response(body: &str, request_id: &str) -> Response {
-    let mut response = (
+fn serialized_response(body: String, request_id: &str) -> Response {
+    let response = (
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body.to_owned(),
+        body,
     )
         .into_response();
+    with_request_id(response, request_id)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -664,7 +661,7 @@ async fn serve_mcp(
     let (reply, authz) = methods::handle(&call, &method, &params);
     let response = match reply {
         Reply::Result(result) => json_response(200, &jsonrpc::result(&id, result), &ctx.request_id),
-        Reply::Serialized(result) => serialized_response(&jsonrpc::result_text(&id, &result), &ctx.request_id),
+        Reply::Serialized(result) => serialized_response(jsonrpc::result_text(&id, &result), &ctx.request_id),
         Reply::Error {
             status,
             code,

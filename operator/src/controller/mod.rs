@@ -140,18 +140,37 @@ fn key_of<K: Resource<DynamicType = ()>>(object: &K) -> String {
 
 /// Reconciles one McpServer.
 pub async fn reconcile(object: Arc<DeserializeGuard<McpServer>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let server = match &object.0 {
-        Ok(server) => server,
+    measured(&object, &ctx, SERVER_CONTROLLER, |server| {
+        reconcile_server(server, &ctx)
+    })
+    .await
+}
+
+/// Runs `work` on the object of one reconcile, timed and counted for `controller`, and forgets
+/// the object's failures (its back-off) when it succeeds. A malformed object (kept by the store
+/// as its parse error) is skipped until it changes: its own problem, logged, never a crash.
+async fn measured<'a, K, Fut>(
+    object: &'a DeserializeGuard<K>,
+    ctx: &Context,
+    controller: &'static str,
+    work: impl FnOnce(&'a K) -> Fut,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+    Fut: Future<Output = Result<Action, Error>>,
+{
+    let resource = match &object.0 {
+        Ok(resource) => resource,
         Err(invalid) => {
-            tracing::warn!(error = %invalid, name = object.name_any(), namespace = object.namespace(), "skipping a malformed McpServer");
+            tracing::warn!(error = %invalid, name = object.name_any(), namespace = object.namespace(), kind = %K::kind(&()), "skipping a malformed object");
             return Ok(Action::await_change());
         }
     };
     let started = Instant::now();
-    let result = reconcile_server(server, &ctx).await;
-    ctx.metrics.reconciled(SERVER_CONTROLLER, started.elapsed());
+    let result = work(resource).await;
+    ctx.metrics.reconciled(controller, started.elapsed());
     if result.is_ok() {
-        ctx.succeeded(&key_of(&*object));
+        ctx.succeeded(&key_of(object));
     }
     result
 }
@@ -304,20 +323,10 @@ pub async fn reconcile_policy(
     object: Arc<DeserializeGuard<McpAccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let policy = match &object.0 {
-        Ok(policy) => policy,
-        Err(invalid) => {
-            tracing::warn!(error = %invalid, name = object.name_any(), namespace = object.namespace(), "skipping a malformed McpAccessPolicy");
-            return Ok(Action::await_change());
-        }
-    };
-    let started = Instant::now();
-    let result = reconcile_policy_status(policy, &ctx).await;
-    ctx.metrics.reconciled(POLICY_CONTROLLER, started.elapsed());
-    if result.is_ok() {
-        ctx.succeeded(&key_of(&*object));
-    }
-    result
+    measured(&object, &ctx, POLICY_CONTROLLER, |policy| {
+        reconcile_policy_status(policy, &ctx)
+    })
+    .await
 }
 
 async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Result<Action, Error> {

@@ -152,3 +152,56 @@ pub fn validate_custom_resources(crd: &Path, file: &Path) -> Result<String, Stri
     let text = output_text(&output);
     if output.status.success() { Ok(text) } else { Err(text) }
 }
+
+/// A file of the repository, by its path relative to the root.
+pub fn read_repo_file(relative: &str) -> String {
+    let path = repo_root().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The documents of a multi-document YAML text, empty ones left out.
+pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    yaml_serde::Deserializer::from_str(text)
+        .map(|document| serde_json::Value::deserialize(document).expect("valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+/// `Kind namespace/name` of an object.
+pub fn object_key(object: &serde_json::Value) -> String {
+    format!(
+        "{} {}/{}",
+        object["kind"].as_str().unwrap_or("?"),
+        object["metadata"]["namespace"].as_str().unwrap_or(""),
+        object["metadata"]["name"].as_str().unwrap_or("?"),
+    )
+}
+
+/// The object of `kind` named `name`; panics, listing what there is, when there is none.
+pub fn find_object<'a>(objects: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {kind} {name} in {:?}",
+                objects.iter().map(object_key).collect::<Vec<_>>()
+            )
+        })
+}
+
+/// `kubectl kustomize` of a directory of the repository.
+pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo_root().join(dir))
+        .output()
+        .expect("run `kubectl kustomize` (kubectl must be on PATH)");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    yaml_documents(&String::from_utf8(output.stdout).expect("UTF-8"))
+}
