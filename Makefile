@@ -5,7 +5,7 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test lint fmt crds bench run e2e-deps e2e chart-test image
+.PHONY: help test lint fmt crds bench profile run e2e-deps e2e chart-test image
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
+
+profile: ## Instructions per request under callgrind (valgrind, wrk): noise-free costs of the request path
+	scripts/callgrind_request.sh
 
 chart-test: e2e-deps ## helm lint/template and promtool checks of charts/palisade (each skipped without its tool)
 	PATH="$(CURDIR)/$(E2E_DEPS)/venv/bin:$$PATH" scripts/chart_test.sh
