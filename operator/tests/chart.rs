@@ -27,8 +27,8 @@ use std::process::{Command, Stdio};
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
 use serde_json::{Value, json};
 use support::{
-    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, target_dir, upstream_crd,
-    validate_custom_resources, yaml_documents as documents,
+    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, scratch_documents, target_dir,
+    upstream_crd, validate_custom_resources, yaml_documents as documents,
 };
 
 /// The oldest Kubernetes the chart supports (`kubeVersion`), the one the operator is built for,
@@ -330,20 +330,6 @@ fn merge(into: &mut Value, from: &Value) {
     }
 }
 
-fn scratch(name: &str, objects: &[&Value]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chart");
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    let path = dir.join(name);
-    let text: String = objects
-        .iter()
-        // NB: JSON, not yaml_serde's YAML: it writes the string "on" unquoted, which
-        // kubernetes-validate (PyYAML, YAML 1.1) reads as a boolean.
-        .map(|o| format!("---\n{}\n", serde_json::to_string_pretty(o).expect("serializes")))
-        .collect();
-    std::fs::write(&path, text).expect("write objects");
-    path
-}
-
 /// The upstream CRD of a monitoring.coreos.com kind, in `../shared/schemas`.
 fn monitoring_crd(plural: &str) -> PathBuf {
     upstream_crd(&format!("monitoring.coreos.com_{plural}.yaml"))
@@ -358,7 +344,7 @@ fn validate_all(name: &str, objects: &[Value]) -> BTreeMap<String, usize> {
             .is_some_and(|v| v.starts_with("monitoring.coreos.com/"))
     };
     let builtin: Vec<&Value> = objects.iter().filter(|o| !monitoring(o)).collect();
-    let file = scratch(&format!("{name}-builtin.yaml"), &builtin);
+    let file = scratch_documents("chart", &format!("{name}-builtin.yaml"), builtin.iter().copied());
     for version in KUBERNETES_VERSIONS {
         if let Err(output) = kubernetes_validate(&file, version, builtin.len()) {
             panic!("{name} against Kubernetes {version}:\n{output}");
@@ -374,7 +360,7 @@ fn validate_all(name: &str, objects: &[Value]) -> BTreeMap<String, usize> {
         if custom.is_empty() {
             continue;
         }
-        let file = scratch(&format!("{name}-{plural}.yaml"), &custom);
+        let file = scratch_documents("chart", &format!("{name}-{plural}.yaml"), custom.iter().copied());
         if let Err(output) = validate_custom_resources(&monitoring_crd(plural), &file) {
             panic!("{name}: {kind} against the Prometheus Operator's CRD:\n{output}");
         }
@@ -626,7 +612,7 @@ fn as_prometheus_rule(spec: &Value) -> Value {
 fn the_rules_file_is_a_valid_prometheus_rule_spec() {
     let crd = monitoring_crd("prometheusrules");
     let rule = as_prometheus_rule(&rules_file());
-    let file = scratch("prometheus-rule.yaml", &[&rule]);
+    let file = scratch_documents("chart", "prometheus-rule.yaml", [&rule]);
     if let Err(output) = validate_custom_resources(&crd, &file) {
         panic!("files/prometheus-rules.yaml as a PrometheusRule:\n{output}");
     }
@@ -634,7 +620,7 @@ fn the_rules_file_is_a_valid_prometheus_rule_spec() {
     let mut broken = rule.clone();
     broken["spec"]["groups"][0]["rules"][0]["for"] = json!("2 minutes");
     broken["spec"]["groups"][0]["rules"][0]["severity"] = json!("warning");
-    let file = scratch("broken-prometheus-rule.yaml", &[&broken]);
+    let file = scratch_documents("chart", "broken-prometheus-rule.yaml", [&broken]);
     let output = validate_custom_resources(&crd, &file).expect_err("an invalid PrometheusRule must fail");
     assert!(
         output.contains("spec.groups.0.rules.0.for: '2 minutes' does not match")

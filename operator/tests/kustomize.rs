@@ -13,12 +13,12 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use palisade_operator::settings::DEFAULT_SERVER_IMAGE;
 use serde_json::{Value, json};
 use support::{
-    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, yaml_documents as documents,
+    find_object as find, kubernetes_validate, kustomize, object_key as key, repo_root, scratch_documents,
+    yaml_documents as documents,
 };
 
 /// The oldest Kubernetes the chart supports (`kubeVersion` in Chart.yaml), the one the operator
@@ -33,20 +33,6 @@ fn normalize(value: &Value) -> Value {
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
         other => other.clone(),
     }
-}
-
-fn scratch(name: &str, objects: &[Value]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kustomize");
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    let path = dir.join(name);
-    let text: String = objects
-        .iter()
-        // NB: JSON, not yaml_serde's YAML: it writes the string "on" unquoted, which
-        // kubernetes-validate (PyYAML, YAML 1.1) reads as a boolean.
-        .map(|o| format!("---\n{}\n", serde_json::to_string_pretty(o).expect("serializes")))
-        .collect();
-    std::fs::write(&path, text).expect("write objects");
-    path
 }
 
 #[test]
@@ -110,7 +96,7 @@ fn config_default_installs_the_crds_rbac_and_operator_into_palisade_system() {
 #[test]
 fn every_object_of_config_default_validates_against_the_kubernetes_schemas() {
     let objects = kustomize("config/default");
-    let file = scratch("config-default.yaml", &objects);
+    let file = scratch_documents("kustomize", "config-default.yaml", &objects);
     for version in KUBERNETES_VERSIONS {
         if let Err(output) = kubernetes_validate(&file, version, objects.len()) {
             panic!("config/default against Kubernetes {version}:\n{output}");

@@ -277,22 +277,7 @@ async fn write_status(
     if previous == Some(&next) {
         return Ok(next);
     }
-    let namespace = observation.namespace;
-    let name = server.name_any();
-    let api: Api<McpServer> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({
-        "apiVersion": McpServer::api_version(&()),
-        "kind": McpServer::kind(&()),
-        "status": next,
-    });
-    api.patch_status(&name, &apply_params(), &Patch::Apply(&patch))
-        .await
-        .map_err(|source| error::StatusError::PatchStatus {
-            kind: "McpServer",
-            namespace: namespace.to_owned(),
-            name: name.clone(),
-            source,
-        })?;
+    apply_status::<McpServer>(ctx, "McpServer", observation.namespace, &server.name_any(), &next).await?;
     let changes = events::changes(previous, &next);
     ctx.events.publish(&server.object_ref(&()), &changes).await;
     Ok(next)
@@ -316,6 +301,38 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(object: Arc<K>, error: &Error
         tracing::info!(%error, "invalid spec; waiting for a change");
         Action::await_change()
     }
+}
+
+/// Server-side applies `status` to the status subresource of the `K` named `name`, as the
+/// operator's field manager.
+async fn apply_status<K>(
+    ctx: &Context,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    status: &impl serde::Serialize,
+) -> Result<(), error::StatusError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &apply_params(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| error::StatusError::PatchStatus {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(())
 }
 
 /// Reconciles the status of one McpAccessPolicy.
@@ -354,20 +371,7 @@ async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Res
         &now(),
     );
     if previous != Some(&next) {
-        let api: Api<McpAccessPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": McpAccessPolicy::api_version(&()),
-            "kind": McpAccessPolicy::kind(&()),
-            "status": next,
-        });
-        api.patch_status(&name, &apply_params(), &Patch::Apply(&patch))
-            .await
-            .map_err(|source| error::StatusError::PatchStatus {
-                kind: "McpAccessPolicy",
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
+        apply_status::<McpAccessPolicy>(ctx, "McpAccessPolicy", &namespace, &name, &next).await?;
     }
     Ok(Action::requeue(RESYNC))
 }

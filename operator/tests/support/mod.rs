@@ -205,3 +205,22 @@ pub fn kustomize(dir: &str) -> Vec<serde_json::Value> {
     );
     yaml_documents(&String::from_utf8(output.stdout).expect("UTF-8"))
 }
+
+/// Writes `objects` as multi-document YAML into `<CARGO_TARGET_TMPDIR>/<dir>/<name>`, for the
+/// validators. Each document is JSON (valid YAML): yaml_serde writes the string "on" unquoted,
+/// which kubernetes-validate (PyYAML, YAML 1.1) would read as a boolean.
+pub fn scratch_documents<'a>(
+    dir: &str,
+    name: &str,
+    objects: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    let path = dir.join(name);
+    let text: String = objects
+        .into_iter()
+        .map(|o| format!("---\n{}\n", serde_json::to_string_pretty(o).expect("serializes")))
+        .collect();
+    std::fs::write(&path, text).expect("write objects");
+    path
+}
