@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 chart=charts/palisade
 venv=target/e2e-deps/venv/bin
-schemas=../shared/schemas
+schemas=tests/schemas/upstream
 versions=(1.29.0 1.34.0 1.37.0)
 
 if command -v helm >/dev/null 2>&1; then

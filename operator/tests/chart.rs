@@ -15,8 +15,8 @@
 //!   includes) are a valid PrometheusRule spec and use the metric and label names the server
 //!   and the operator expose. (promtool's unit tests of the alerts: `scripts/chart_test.sh`.)
 //!
-//! Needs `make e2e-deps` (the virtualenv), `kubectl`, and `../shared/schemas` beside the
-//! repository.
+//! Needs `make e2e-deps` (the virtualenv) and `kubectl`; the Prometheus Operator's CRDs are
+//! vendored in `tests/schemas/upstream/`.
 
 mod support;
 
@@ -330,7 +330,7 @@ fn merge(into: &mut Value, from: &Value) {
     }
 }
 
-/// The upstream CRD of a monitoring.coreos.com kind, in `../shared/schemas`.
+/// The upstream CRD of a monitoring.coreos.com kind, vendored in `tests/schemas/upstream/`.
 fn monitoring_crd(plural: &str) -> PathBuf {
     upstream_crd(&format!("monitoring.coreos.com_{plural}.yaml"))
 }

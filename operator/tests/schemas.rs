@@ -5,7 +5,8 @@
 //! - ExternalSecrets against External Secrets Operator's CRD (`external-secrets.io/v1`), with the
 //!   same strictness, by `support/validate_custom_resources.py` and the pinned `jsonschema`.
 //!
-//! Needs `make e2e-deps` (the test virtualenv) and `../shared/schemas` beside the repository.
+//! Needs `make e2e-deps` (the test virtualenv); the upstream CRDs are vendored in
+//! `tests/schemas/upstream/`.
 //! Each validator is also shown a broken object, so a validator that accepts everything fails.
 
 mod support;

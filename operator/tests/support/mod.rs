@@ -103,12 +103,13 @@ pub fn venv_bin(tool: &str) -> PathBuf {
     path
 }
 
-/// An upstream CRD in `../shared/schemas` (External Secrets Operator, Prometheus Operator).
+/// An upstream CRD vendored in `tests/schemas/upstream/` (External Secrets Operator, Prometheus
+/// Operator; `scripts/refresh_upstream_schemas.sh` refreshes them).
 pub fn upstream_crd(file: &str) -> PathBuf {
-    let path = repo_root().join("../shared/schemas").join(file);
+    let path = repo_root().join("tests/schemas/upstream").join(file);
     assert!(
         path.exists(),
-        "{} is missing: the upstream CRDs are expected in shared/schemas/ beside the repository",
+        "{} is missing: the upstream CRDs are vendored in tests/schemas/upstream/ (scripts/refresh_upstream_schemas.sh)",
         path.display()
     );
     path
