@@ -5,12 +5,12 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test lint fmt crds bench profile run e2e-deps e2e chart-test image
+.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-test: lint e2e-deps ## Format check, clippy, and every test (unit, property, end-to-end with real clients)
+test: test-deps lint e2e-deps ## Format check, clippy, and every test (unit, property, end-to-end with real clients)
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
 
@@ -45,6 +45,9 @@ image: ## Build the operator and server images (docker, podman or buildah; skips
 
 e2e: ## Operator end to end on the cluster of KUBECONFIG (kind, k3d); skips when there is none
 	$(CARGO) test -p palisade-operator --test e2e_cluster -- --nocapture
+
+test-deps: ## Install the system tools the tests run (lua5.4, kubectl) where missing: apt-get as root
+	scripts/install_test_tools.sh
 
 e2e-deps: $(E2E_DEPS)/venv/.installed $(E2E_DEPS)/node/.installed ## Install the pinned third-party test clients
 
