@@ -7,11 +7,28 @@
 //! |---|---|
 //! | ServiceAccount, Deployment, Service, NetworkPolicy, PodDisruptionBudget, HorizontalPodAutoscaler | `<server>` |
 //! | ConfigMap with the compiled PolicyDocument | `<server>-policy` |
-//! | ConfigMap of an inline document collection | `<server>-docs-<collection>` |
-//! | ExternalSecret | the name of the Secret it writes ([`palisade_crds::secret_files::secret_file`]) |
+//! | ConfigMap of an inline document collection | `<server>.docs.<collection>` |
+//! | ExternalSecret | the Secret it writes ([`palisade_crds::secret_files::secret_file`]): `externalSecret.targetSecretName`, else `<server>-api-keys` or `<server>-hmac-<8 hex digits of sha256(issuer)>` |
 //!
-//! Objects of different kinds may share a name; the server's name is a DNS-1035 label of at most
-//! 63 characters (checked by [`mod@crate::validate`]), so every derived name is a valid object name.
+//! **No two servers, and no two children of one server, share a (kind, name)**, whatever the
+//! servers and collections are called (`tests/child_names.rs` tries adversarial names):
+//! - a server's name is a DNS-1035 label (CEL on the CRD, and [`mod@crate::validate`]): no dot,
+//!   at most 63 characters. So the first `.` of a document ConfigMap's name ends the server's
+//!   name, and a name without a dot is never a document ConfigMap: `<server>-policy` and
+//!   `<server>.docs.<collection>` cannot meet, and each gives its server back (strip `-policy`;
+//!   cut at the first dot). Before, `foo`'s collection `policy` and server `foo-docs`'s policy
+//!   were both `foo-docs-policy`.
+//! - the default Secret names end in `-api-keys` or in `-hmac-` and 8 hex digits (`api-keys` is
+//!   not hex), so the suffix gives the server back too. A `targetSecretName` the user writes is
+//!   taken as written.
+//! - every other child kind exists once per server and is named after it.
+//!
+//! Every name fits its limit without truncation: at most 63 + 6 + 50 = 119 characters (collection
+//! names are DNS labels of at most 50), under the 253 of an object name; labels and Service names
+//! are the server's name (at most 63).
+//!
+//! The operator deletes children it owns under any other name ([`crate::controller::apply`]), so a
+//! change of this scheme is an upgrade: the children under the old names are pruned.
 
 use std::collections::BTreeMap;
 
@@ -120,9 +137,11 @@ pub fn policy_config_map(server: &str) -> String {
     format!("{server}-policy")
 }
 
-/// Name of the ConfigMap the operator builds from an inline document collection.
+/// Name of the ConfigMap the operator builds from an inline document collection:
+/// `<server>.docs.<collection>`. The dots are what keeps it apart from every other server's
+/// children (a server's name never has one; see the module documentation).
 pub fn documents_config_map(server: &str, collection: &str) -> String {
-    format!("{server}-docs-{collection}")
+    format!("{server}.docs.{collection}")
 }
 
 /// Name of the pod volume with the policy ConfigMap.
@@ -159,7 +178,19 @@ mod tests {
         assert_eq!(deployment("company-info"), "company-info");
         assert_eq!(service("company-info"), "company-info");
         assert_eq!(policy_config_map("company-info"), "company-info-policy");
-        assert_eq!(documents_config_map("company-info", "faq"), "company-info-docs-faq");
+        assert_eq!(documents_config_map("company-info", "faq"), "company-info.docs.faq");
+    }
+
+    /// The collision of issue 12: McpServer `foo` with an inline collection `policy`, and
+    /// McpServer `foo-docs`, both wrote ConfigMap `foo-docs-policy`.
+    #[test]
+    fn a_collection_never_takes_another_server_s_policy_name() {
+        assert_ne!(documents_config_map("foo", "policy"), policy_config_map("foo-docs"));
+        assert_ne!(
+            documents_config_map("a", "b-docs-c"),
+            documents_config_map("a-docs-b", "c")
+        );
+        assert!(!policy_config_map("foo-docs").contains('.'));
     }
 
     #[test]

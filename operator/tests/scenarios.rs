@@ -256,8 +256,17 @@ async fn call_of(request: Request<Body>) -> Call {
 fn check_call(call: &Call) {
     if call.method == Method::PATCH && !call.path.contains("/events/") {
         assert_eq!(call.content_type, "application/apply-patch+yaml", "{call:?}");
-        assert!(call.query.contains("fieldManager=palisade-operator"), "{call:?}");
-        assert!(call.query.contains("force=true"), "{call:?}");
+        if call.query.contains("fieldManager=palisade-operator-replicas-handover") {
+            // The replica handover (autoscaling switched on): never forced, Deployments only.
+            assert!(call.path.contains("/deployments/"), "{call:?}");
+            assert!(!call.query.contains("force"), "{call:?}");
+        } else {
+            assert!(
+                call.query.split('&').any(|q| q == "fieldManager=palisade-operator"),
+                "{call:?}"
+            );
+            assert!(call.query.contains("force=true"), "{call:?}");
+        }
     }
     let (group, resource) = group_resource(&call.path);
     let verb = match call.method.as_str() {
@@ -400,21 +409,25 @@ async fn first_reconcile_applies_every_child_in_order_and_writes_the_status() {
         (Method::GET, format!("{core}/secrets/company-info-jwt")),
         (Method::PATCH, format!("{core}/serviceaccounts/company-info")),
         (Method::PATCH, format!("{core}/configmaps/company-info-policy")),
-        (Method::PATCH, format!("{core}/configmaps/company-info-docs-faq")),
+        (Method::PATCH, format!("{core}/configmaps/company-info.docs.faq")),
         (Method::PATCH, format!("{core}/services/company-info")),
         (
             Method::PATCH,
             format!("/apis/apps/v1/namespaces/{NS}/deployments/company-info"),
+        ),
+        // Every kind of child is listed by label, to delete what was not applied.
+        (Method::GET, format!("{core}/serviceaccounts")),
+        (
+            Method::GET,
+            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
         ),
         (Method::GET, format!("{core}/configmaps")),
         (
             Method::GET,
             format!("/apis/external-secrets.io/v1/namespaces/{NS}/externalsecrets"),
         ),
-        (
-            Method::GET,
-            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
-        ),
+        (Method::GET, format!("{core}/services")),
+        (Method::GET, format!("/apis/apps/v1/namespaces/{NS}/deployments")),
         (
             Method::GET,
             format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"),
@@ -439,14 +452,15 @@ async fn first_reconcile_applies_every_child_in_order_and_writes_the_status() {
     for call in &calls[..2] {
         assert!(call.accept.contains("as=PartialObjectMetadata"), "{call:?}");
     }
-    // Deletion candidates are found by the children's labels.
-    assert!(
-        calls[7]
-            .query
-            .contains("labelSelector=app.kubernetes.io%2Finstance%3Dcompany-info"),
-        "{:?}",
-        calls[7]
-    );
+    // Deletion candidates are found by the children's labels, whatever their component.
+    for call in &calls[7..15] {
+        assert_eq!(
+            call.query,
+            "&labelSelector=app.kubernetes.io%2Finstance%3Dcompany-info%2Capp.kubernetes.io%2Fmanaged-by%3Dpalisade-operator",
+            "{call:?}"
+        );
+        assert!(call.accept.contains("as=PartialObjectMetadataList"), "{call:?}");
+    }
     for (path, body) in applies(&calls) {
         let owner = &body["metadata"]["ownerReferences"][0];
         assert_eq!(owner["uid"], "uid-server", "{path}");
@@ -823,58 +837,234 @@ async fn secrets_ready_follows_the_external_secret_ready_condition() {
     assert_eq!(condition(status, "Ready")["status"], "True");
 }
 
+/// A child labelled for McpServer company-info, controlled by the owner with `uid`.
+fn owned(name: &str, uid: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": NS,
+           "ownerReferences": [{"apiVersion": "palisade.dev/v1alpha1", "kind": "McpServer",
+                                "name": "company-info", "uid": uid, "controller": true}]}})
+}
+
+fn metadata_list(items: Vec<Value>) -> Reply {
+    Reply::Json(
+        200,
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
+    )
+}
+
+fn deleted(calls: &[Call]) -> Vec<&str> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(|c| c.path.as_str())
+        .collect()
+}
+
+/// Answers the lists of `listed` (path → items) and every delete; the rest as [`healthy`].
+fn with_children<'a>(object: &'a Value, listed: &'a [(String, Vec<Value>)]) -> impl FnMut(&Call) -> Reply + 'a {
+    move |c| {
+        if let Some((_, items)) = listed.iter().find(|(path, _)| c.is(&Method::GET, path)) {
+            return metadata_list(items.clone());
+        }
+        if c.method == Method::DELETE {
+            return Reply::Json(
+                200,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+            );
+        }
+        healthy(object, c)
+    }
+}
+
 #[tokio::test]
 async fn switched_off_children_are_deleted_by_label_when_owned() {
     let mut h = harness();
     h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
     let server = server(PLAIN_AUTH);
     let object = serde_json::to_value(&server).unwrap();
-    let owned = |name: &str, uid: &str| {
-        json!({"metadata": {"name": name, "namespace": NS,
-               "ownerReferences": [{"apiVersion": "palisade.dev/v1alpha1", "kind": "McpServer",
-                                    "name": "company-info", "uid": uid, "controller": true}]}})
-    };
     let (nps, cms) = (
         format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"),
         format!("/api/v1/namespaces/{NS}/configmaps"),
     );
+    let listed = [
+        (nps.clone(), vec![owned("company-info", "uid-server")]),
+        (
+            cms.clone(),
+            vec![
+                owned("company-info-policy", "uid-server"),
+                owned("company-info.docs.faq", "uid-server"),
+                // A collection removed from the spec.
+                owned("company-info.docs.old", "uid-server"),
+                // Labelled like a child, but another server's.
+                owned("company-info.docs.other", "uid-someone-else"),
+            ],
+        ),
+    ];
+    let (result, calls) = h.reconcile(&server, with_children(&object, &listed)).await;
+    assert!(result.is_ok());
+    assert_eq!(
+        deleted(&calls),
+        [format!("{nps}/company-info"), format!("{cms}/company-info.docs.old")]
+    );
+}
+
+/// Children under the names of an older operator (`<server>-docs-<collection>` before the
+/// collision-free `<server>.docs.<collection>`), or of any kind, are deleted once the new names
+/// are applied: a change of the naming scheme is an upgrade that leaves nothing behind.
+#[tokio::test]
+async fn an_upgrade_prunes_children_under_the_names_an_older_operator_gave_them() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(PLAIN_AUTH);
+    let object = serde_json::to_value(&server).unwrap();
+    let (cms, services) = (
+        format!("/api/v1/namespaces/{NS}/configmaps"),
+        format!("/api/v1/namespaces/{NS}/services"),
+    );
+    let listed = [
+        (
+            cms.clone(),
+            vec![
+                owned("company-info-policy", "uid-server"),
+                owned("company-info-docs-faq", "uid-server"),
+                owned("company-info.docs.faq", "uid-server"),
+            ],
+        ),
+        (
+            services.clone(),
+            vec![
+                owned("company-info", "uid-server"),
+                owned("company-info-headless", "uid-server"),
+            ],
+        ),
+    ];
+    let (result, calls) = h.reconcile(&server, with_children(&object, &listed)).await;
+    assert!(result.is_ok());
+    // The new names are applied before anything is deleted.
+    let faq = calls
+        .iter()
+        .position(|c| c.is(&Method::PATCH, &format!("{cms}/company-info.docs.faq")))
+        .expect("the collection is applied under its new name");
+    let first_delete = calls.iter().position(|c| c.method == Method::DELETE).unwrap();
+    assert!(faq < first_delete);
+    assert_eq!(
+        deleted(&calls),
+        [
+            format!("{cms}/company-info-docs-faq"),
+            format!("{services}/company-info-headless")
+        ]
+    );
+    // The pods mount the collection under its new name.
+    let deployment = applies(&calls)
+        .into_iter()
+        .find(|(path, _)| path.ends_with("/deployments/company-info"))
+        .unwrap()
+        .1;
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v["configMap"]["name"] == "company-info.docs.faq"),
+        "{volumes:?}"
+    );
+}
+
+/// A live Deployment whose `spec.replicas` (at `replicas`) was last set by `manager`'s apply.
+fn live_deployment(replicas: i32, manager: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "7"},
+           "items": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": {"name": "company-info", "namespace": NS,
+                                   "managedFields": [{"manager": manager, "operation": "Apply",
+                                                      "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                                                      "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+                      "spec": {"replicas": replicas,
+                               "selector": {"matchLabels": {"app.kubernetes.io/instance": "company-info"}},
+                               "template": {}}}]})
+}
+
+/// Switching the autoscaler on drops `spec.replicas` from the operator's apply. So that the
+/// Deployment keeps its pods until the autoscaler acts, a second field manager first applies
+/// the live count (not forced); once the autoscaler owns the count, nothing is handed over.
+#[tokio::test]
+async fn switching_autoscaling_on_hands_the_replica_count_over_before_the_apply() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(&format!("{PLAIN_AUTH}  autoscaling: {{enabled: true}}\n"));
+    let object = serde_json::to_value(&server).unwrap();
+    let deployments = format!("/apis/apps/v1/namespaces/{NS}/deployments");
+    let by_name = "fieldSelector=metadata.name%3Dcompany-info";
     let (result, calls) = h
         .reconcile(&server, |c| {
-            if c.is(&Method::GET, &nps) {
-                return Reply::Json(
-                    200,
-                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                    "metadata": {}, "items": [owned("company-info", "uid-server")]}),
-                );
-            }
-            if c.is(&Method::GET, &cms) {
-                return Reply::Json(
-                    200,
-                    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
-                    "metadata": {}, "items": [owned("company-info-docs-faq", "uid-server"),
-                                              owned("company-info-docs-old", "uid-server"),
-                                              owned("company-info-docs-other", "uid-someone-else")]}),
-                );
-            }
-            if c.method == Method::DELETE {
-                return Reply::Json(
-                    200,
-                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
-                );
+            if c.is(&Method::GET, &deployments) && c.query.contains(by_name) {
+                return Reply::Json(200, live_deployment(4, "palisade-operator"));
             }
             healthy(&object, c)
         })
         .await;
     assert!(result.is_ok());
-    let deleted: Vec<&str> = calls
+    let patches: Vec<&Call> = calls
         .iter()
-        .filter(|c| c.method == Method::DELETE)
-        .map(|c| c.path.as_str())
+        .filter(|c| c.is(&Method::PATCH, &format!("{deployments}/company-info")))
         .collect();
-    assert_eq!(
-        deleted,
-        [format!("{cms}/company-info-docs-old"), format!("{nps}/company-info"),]
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    let (handover, apply) = (patches[0], patches[1]);
+    assert!(
+        handover
+            .query
+            .contains("fieldManager=palisade-operator-replicas-handover")
     );
+    assert!(!handover.query.contains("force"), "{handover:?}");
+    assert_eq!(handover.body["spec"], json!({"replicas": 4}));
+    assert_eq!(
+        apply.body["spec"].get("replicas"),
+        None,
+        "the operator's apply drops the count"
+    );
+    assert!(
+        calls.iter().any(|c| c.is(
+            &Method::PATCH,
+            &format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/company-info")
+        )),
+        "the autoscaler is applied"
+    );
+
+    // Handed over: the operator's apply no longer owns the count; one Deployment patch.
+    let (result, calls) = h
+        .reconcile(&server, |c| {
+            if c.is(&Method::GET, &deployments) && c.query.contains(by_name) {
+                return Reply::Json(200, live_deployment(5, "kube-controller-manager"));
+            }
+            healthy(&object, c)
+        })
+        .await;
+    assert!(result.is_ok());
+    let patches = calls
+        .iter()
+        .filter(|c| c.is(&Method::PATCH, &format!("{deployments}/company-info")))
+        .count();
+    assert_eq!(patches, 1);
+
+    // The autoscaler changed the count between the read and the handover: a conflict, and the
+    // apply goes on.
+    let (result, calls) = h
+        .reconcile(&server, |c| {
+            if c.is(&Method::GET, &deployments) && c.query.contains(by_name) {
+                return Reply::Json(200, live_deployment(4, "palisade-operator"));
+            }
+            if c.query.contains("replicas-handover") {
+                return status_error(409, "Conflict");
+            }
+            healthy(&object, c)
+        })
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+    let patches = calls
+        .iter()
+        .filter(|c| c.is(&Method::PATCH, &format!("{deployments}/company-info")))
+        .count();
+    assert_eq!(patches, 2);
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub fn policy_config_map(input: &ValidatedServer<'_>) -> ConfigMap {
     }
 }
 
-/// One ConfigMap `<server>-docs-<collection>` per inline collection: document name → content.
+/// One ConfigMap `<server>.docs.<collection>` ([`names::documents_config_map`]) per inline collection: document name → content.
 pub fn document_config_maps(input: &ValidatedServer<'_>) -> Vec<ConfigMap> {
     input
         .server()

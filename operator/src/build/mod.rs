@@ -11,6 +11,8 @@ use palisade_crds::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use palisade_crds::k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use palisade_crds::k8s_openapi::api::networking::v1::NetworkPolicy;
 use palisade_crds::k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use palisade_crds::kube::core::ApiResource;
 use serde::Serialize;
 
 use crate::settings::Settings;
@@ -68,59 +70,98 @@ pub fn build_children(input: &ValidatedServer<'_>, settings: &Settings) -> Child
     }
 }
 
-/// One child object, borrowed from [`Children`]; serializes as the object itself.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[serde(untagged)]
-#[allow(missing_docs)]
-pub enum Child<'a> {
-    ServiceAccount(&'a ServiceAccount),
-    NetworkPolicy(&'a NetworkPolicy),
-    ConfigMap(&'a ConfigMap),
-    ExternalSecret(&'a ExternalSecret),
-    Service(&'a Service),
-    Deployment(&'a Deployment),
-    PodDisruptionBudget(&'a PodDisruptionBudget),
-    HorizontalPodAutoscaler(&'a HorizontalPodAutoscaler),
+/// The one table of child kinds: every kind of object the operator builds, in the order of
+/// [`Children::iter`]. It defines [`Child`] (one built object) and [`ChildKind`] (with
+/// [`ChildKind::ALL`]); the apply step applies every [`Child`] and prunes every kind of
+/// [`ChildKind::ALL`], so a new kind added here is both applied and pruned (and every `match` on
+/// either enum must handle it).
+macro_rules! child_kinds {
+    ($($kind:ident),+ $(,)?) => {
+        /// One child object, borrowed from [`Children`]; serializes as the object itself.
+        #[derive(Debug, Clone, Copy, Serialize)]
+        #[serde(untagged)]
+        #[allow(missing_docs)]
+        pub enum Child<'a> {
+            $($kind(&'a $kind),)+
+        }
+
+        /// A kind of child object.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[allow(missing_docs)]
+        pub enum ChildKind {
+            $($kind,)+
+        }
+
+        impl ChildKind {
+            /// Every kind the operator builds, in apply order.
+            pub const ALL: &'static [ChildKind] = &[$(ChildKind::$kind,)+];
+
+            /// The `kind`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$kind => stringify!($kind),)+
+                }
+            }
+
+            /// Group, version and plural of the kind, for a client.
+            pub fn api_resource(self) -> ApiResource {
+                match self {
+                    $(Self::$kind => ApiResource::erase::<$kind>(&()),)+
+                }
+            }
+        }
+
+        impl<'a> Child<'a> {
+            /// The object's kind.
+            pub fn child_kind(&self) -> ChildKind {
+                match self {
+                    $(Self::$kind(_) => ChildKind::$kind,)+
+                }
+            }
+
+            /// The object's metadata.
+            pub fn metadata(&self) -> &'a ObjectMeta {
+                match *self {
+                    $(Self::$kind(o) => &o.metadata,)+
+                }
+            }
+        }
+    };
 }
 
-impl Child<'_> {
+child_kinds!(
+    ServiceAccount,
+    NetworkPolicy,
+    ConfigMap,
+    ExternalSecret,
+    Service,
+    Deployment,
+    PodDisruptionBudget,
+    HorizontalPodAutoscaler,
+);
+
+impl ChildKind {
+    /// Whether the kind is built into Kubernetes (rather than a custom resource of another
+    /// project, which needs that project's CRD).
+    pub fn is_builtin(self) -> bool {
+        self != Self::ExternalSecret
+    }
+}
+
+impl<'a> Child<'a> {
     /// The object's `kind`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::ServiceAccount(_) => "ServiceAccount",
-            Self::NetworkPolicy(_) => "NetworkPolicy",
-            Self::ConfigMap(_) => "ConfigMap",
-            Self::ExternalSecret(_) => "ExternalSecret",
-            Self::Service(_) => "Service",
-            Self::Deployment(_) => "Deployment",
-            Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
-            Self::HorizontalPodAutoscaler(_) => "HorizontalPodAutoscaler",
-        }
-    }
-
-    /// The object's metadata.
-    pub fn metadata(&self) -> &palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            Self::ServiceAccount(o) => &o.metadata,
-            Self::NetworkPolicy(o) => &o.metadata,
-            Self::ConfigMap(o) => &o.metadata,
-            Self::ExternalSecret(o) => &o.metadata,
-            Self::Service(o) => &o.metadata,
-            Self::Deployment(o) => &o.metadata,
-            Self::PodDisruptionBudget(o) => &o.metadata,
-            Self::HorizontalPodAutoscaler(o) => &o.metadata,
-        }
+        self.child_kind().as_str()
     }
 
     /// The object's name.
-    pub fn name(&self) -> &str {
+    pub fn name(&self) -> &'a str {
         self.metadata().name.as_deref().unwrap_or_default()
     }
 
-    /// Whether the kind is built into Kubernetes (rather than a custom resource of another
-    /// project, which needs that project's CRD).
+    /// Whether the kind is built into Kubernetes (see [`ChildKind::is_builtin`]).
     pub fn is_builtin(&self) -> bool {
-        !matches!(self, Self::ExternalSecret(_))
+        self.child_kind().is_builtin()
     }
 }
 
@@ -188,7 +229,13 @@ spec:
                 "HorizontalPodAutoscaler",
             ]
         );
+        // The table of kinds is every kind `iter` yields, in the same order.
+        let mut distinct = kinds.clone();
+        distinct.dedup();
+        let table: Vec<&str> = ChildKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(distinct, table);
         for child in children.iter() {
+            assert_eq!(child.child_kind().api_resource().kind, child.kind());
             let metadata = child.metadata();
             assert!(!child.name().is_empty());
             assert_eq!(metadata.namespace.as_deref(), Some("ns"), "{}", child.kind());
@@ -201,7 +248,7 @@ spec:
         }
         assert_eq!(
             children.document_config_maps[0].metadata.name.as_deref(),
-            Some("s-docs-faq")
+            Some("s.docs.faq")
         );
         // The autoscaler owns the replica count.
         assert_eq!(children.deployment.spec.as_ref().unwrap().replicas, None);

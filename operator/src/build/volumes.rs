@@ -222,7 +222,7 @@ spec:
                 ),
                 (
                     "docs-faq".into(),
-                    "s-docs-faq".into(),
+                    "s.docs.faq".into(),
                     "/var/lib/palisade/documents/faq".into()
                 ),
             ]

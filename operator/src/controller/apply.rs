@@ -1,9 +1,20 @@
 //! The apply step: server-side apply of every child, in the order of [`Children::iter`], as
 //! [`FIELD_MANAGER`] with `force` (the operator owns every field it sets; a person's `kubectl
-//! edit` of such a field is drift and is corrected), then deletion of the children a change
-//! of the spec no longer wants: optional kinds switched off, ConfigMaps of removed inline
-//! collections, unused ExternalSecrets. Those are found by the children's labels and deleted
-//! only when the McpServer owns them.
+//! edit` of such a field is drift and is corrected), then deletion of every child the operator
+//! made for this server that it did not just apply: optional kinds switched off, ConfigMaps of
+//! removed collections, unused ExternalSecrets, and children under names an older operator
+//! version used.
+//!
+//! Pruning is generic: for every kind of [`ChildKind::ALL`] (the table the builders' [`Child`]
+//! comes from), the objects labelled `app.kubernetes.io/managed-by=palisade-operator` and
+//! `app.kubernetes.io/instance=<server>` whose controller owner reference is this McpServer's
+//! uid are deleted unless their (kind, name) was applied. An object with the labels but another
+//! owner (or none) is never touched.
+//!
+//! While the HorizontalPodAutoscaler is on, the Deployment is applied without `spec.replicas`.
+//! If the operator's last apply still owns that field (autoscaling was just switched on), a
+//! second field manager first applies the live replica count ([`replicas_handover`]), so that
+//! dropping the field does not reset the Deployment to one pod before the autoscaler acts.
 //!
 //! Deleting the McpServer itself needs nothing here: every child has a controller owner
 //! reference, and Kubernetes' garbage collector removes them (no finalizer).
@@ -13,11 +24,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,9 +32,10 @@ use serde::de::DeserializeOwned;
 use super::error::ApplyError;
 use super::status::ExternalSecrets;
 use crate::FIELD_MANAGER;
+use crate::build::deployment::{REPLICAS_HANDOVER_MANAGER, replicas_handover};
 use crate::build::external_secret::SyncState;
-use crate::build::{Child, Children, ExternalSecret};
-use crate::names::{self, Component};
+use crate::build::{Child, ChildKind, Children};
+use crate::names;
 
 /// What the apply step did.
 #[derive(Debug, Clone)]
@@ -88,9 +96,12 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
                 }
             }
             Child::Service(o) => apply_one(client, owner.namespace, o).await.map(drop),
-            Child::Deployment(o) => apply_one(client, owner.namespace, o)
-                .await
-                .map(|d| deployment = Some(d)),
+            Child::Deployment(o) => match hand_over_replicas(client, owner.namespace, o).await {
+                Ok(()) => apply_one(client, owner.namespace, o)
+                    .await
+                    .map(|d| deployment = Some(d)),
+                Err(error) => Err(error),
+            },
             Child::PodDisruptionBudget(o) => apply_one(client, owner.namespace, o).await.map(drop),
             Child::HorizontalPodAutoscaler(o) => apply_one(client, owner.namespace, o).await.map(drop),
         };
@@ -103,62 +114,17 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
     }
     let deployment = deployment.expect("Children::iter always yields the Deployment");
 
+    let applied: BTreeSet<(ChildKind, &str)> = children.iter().map(|c| (c.child_kind(), c.name())).collect();
     let mut deleted = Vec::new();
-    let documents: BTreeSet<&str> = children
-        .document_config_maps
-        .iter()
-        .filter_map(|c| c.metadata.name.as_deref())
-        .collect();
-    prune::<ConfigMap>(
-        "ConfigMap",
-        client,
-        owner,
-        Component::Documents,
-        &documents,
-        &mut deleted,
-    )
-    .await?;
-    let synced: BTreeSet<&str> = children
-        .external_secrets
-        .iter()
-        .filter_map(|c| c.metadata.name.as_deref())
-        .collect();
-    if external_secrets != ExternalSecrets::NotInstalled {
-        prune::<ExternalSecret>(
-            "ExternalSecret",
-            client,
-            owner,
-            Component::Secrets,
-            &synced,
-            &mut deleted,
-        )
-        .await?;
-    }
-    let none = BTreeSet::new();
-    if children.network_policy.is_none() {
-        prune::<NetworkPolicy>("NetworkPolicy", client, owner, Component::Server, &none, &mut deleted).await?;
-    }
-    if children.pod_disruption_budget.is_none() {
-        prune::<PodDisruptionBudget>(
-            "PodDisruptionBudget",
-            client,
-            owner,
-            Component::Server,
-            &none,
-            &mut deleted,
-        )
-        .await?;
-    }
-    if children.horizontal_pod_autoscaler.is_none() {
-        prune::<HorizontalPodAutoscaler>(
-            "HorizontalPodAutoscaler",
-            client,
-            owner,
-            Component::Server,
-            &none,
-            &mut deleted,
-        )
-        .await?;
+    for &kind in ChildKind::ALL {
+        if kind == ChildKind::ExternalSecret && external_secrets == ExternalSecrets::NotInstalled {
+            continue;
+        }
+        let existing = list_children(client, owner, kind).await?;
+        for name in stale(&existing, kind, &applied, owner.uid) {
+            delete_child(client, owner, kind, &name).await?;
+            deleted.push(format!("{} {name}", kind.as_str()));
+        }
     }
     Ok(Applied {
         deployment,
@@ -177,72 +143,164 @@ where
     api.patch(name, &apply_params(), &Patch::Apply(object)).await
 }
 
-/// The label selector of `owner`'s children of `component`.
-pub fn children_selector(server: &str, component: Component) -> String {
+/// Before a Deployment without `spec.replicas` is applied: when the operator's field manager
+/// still owns the field on the live Deployment, [`REPLICAS_HANDOVER_MANAGER`] applies the live
+/// count first (not forced), so the field keeps an owner and its value. A conflict means another
+/// manager (the autoscaler) changed the count meanwhile and owns it: nothing to hand over.
+async fn hand_over_replicas(client: &Client, namespace: &str, built: &Deployment) -> Result<(), kube::Error> {
+    if built.spec.as_ref().is_some_and(|s| s.replicas.is_some()) {
+        return Ok(());
+    }
+    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let name = built.metadata.name.as_deref().unwrap_or_default();
+    // NB: a list by name, not a get: the operator's RBAC grants list (and watch) on its
+    // children, and the object comes back whole, with its managed fields.
+    let params = ListParams::default().fields(&format!("metadata.name={name}"));
+    let Some(live) = api.list(&params).await?.items.into_iter().next() else {
+        return Ok(());
+    };
+    let Some(patch) = replicas_handover(built, &live) else {
+        return Ok(());
+    };
+    match api
+        .patch(
+            name,
+            &PatchParams::apply(REPLICAS_HANDOVER_MANAGER),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// The label selector of every child of McpServer `server`.
+pub fn children_selector(server: &str) -> String {
     format!(
-        "{}={server},{}={},{}={}",
+        "{}={server},{}={}",
         names::LABEL_INSTANCE,
         names::LABEL_MANAGED_BY,
         names::MANAGED_BY,
-        names::LABEL_COMPONENT,
-        component.as_str()
     )
 }
 
-/// Deletes every `K` with the labels of `owner`'s children of `component`, owned by `owner`,
-/// whose name is not in `wanted`.
-async fn prune<K>(
-    kind: &'static str,
-    client: &Client,
-    owner: Owner<'_>,
-    component: Component,
-    wanted: &BTreeSet<&str>,
-    deleted: &mut Vec<String>,
-) -> Result<(), ApplyError>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), owner.namespace);
-    let params = ListParams::default().labels(&children_selector(owner.name, component));
-    let list = match api.list_metadata(&params).await {
-        Ok(list) => list,
-        // The ExternalSecret CRD is not installed: there is nothing to delete.
-        Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
-        Err(source) => {
-            return Err(ApplyError::ListChildren {
-                kind,
-                namespace: owner.namespace.to_owned(),
-                server: owner.name.to_owned(),
-                source,
-            });
-        }
-    };
-    for object in list.items {
-        let Some(name) = object.metadata.name.as_deref() else {
-            continue;
-        };
-        let owned = object
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|r| r.uid == owner.uid && r.controller == Some(true));
-        if wanted.contains(name) || !owned {
-            continue;
-        }
-        match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
-            Err(source) => {
-                return Err(ApplyError::DeleteChild {
-                    kind,
-                    namespace: owner.namespace.to_owned(),
-                    name: name.to_owned(),
-                    source,
-                });
-            }
-        }
-        deleted.push(format!("{kind} {name}"));
+/// An object with the labels of a child: its name and the uid of its controller owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Labelled {
+    /// Name.
+    pub name: String,
+    /// The uid of its controller owner reference, if it has one.
+    pub controller: Option<String>,
+}
+
+/// The objects of `kind` labelled as children of `owner` (metadata only). A kind whose API
+/// answers 404 (the ExternalSecret CRD is not installed) has none.
+async fn list_children(client: &Client, owner: Owner<'_>, kind: ChildKind) -> Result<Vec<Labelled>, ApplyError> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), owner.namespace, &kind.api_resource());
+    let params = ListParams::default().labels(&children_selector(owner.name));
+    match api.list_metadata(&params).await {
+        Ok(list) => Ok(list
+            .items
+            .into_iter()
+            .filter_map(|object| {
+                let controller = object
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|r| r.controller == Some(true))
+                    .map(|r| r.uid.clone());
+                Some(Labelled {
+                    name: object.metadata.name?,
+                    controller,
+                })
+            })
+            .collect()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
+        Err(source) => Err(ApplyError::ListChildren {
+            kind: kind.as_str(),
+            namespace: owner.namespace.to_owned(),
+            server: owner.name.to_owned(),
+            source,
+        }),
     }
-    Ok(())
+}
+
+/// The names of the `existing` objects of `kind` to delete: those `owner_uid` controls that
+/// were not `applied`.
+pub fn stale(
+    existing: &[Labelled],
+    kind: ChildKind,
+    applied: &BTreeSet<(ChildKind, &str)>,
+    owner_uid: &str,
+) -> Vec<String> {
+    existing
+        .iter()
+        .filter(|o| o.controller.as_deref() == Some(owner_uid))
+        .filter(|o| !applied.contains(&(kind, o.name.as_str())))
+        .map(|o| o.name.clone())
+        .collect()
+}
+
+async fn delete_child(client: &Client, owner: Owner<'_>, kind: ChildKind, name: &str) -> Result<(), ApplyError> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), owner.namespace, &kind.api_resource());
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(ApplyError::DeleteChild {
+            kind: kind.as_str(),
+            namespace: owner.namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labelled(name: &str, controller: Option<&str>) -> Labelled {
+        Labelled {
+            name: name.into(),
+            controller: controller.map(String::from),
+        }
+    }
+
+    #[test]
+    fn only_owned_children_that_were_not_applied_are_stale() {
+        let applied = BTreeSet::from([(ChildKind::ConfigMap, "s-policy"), (ChildKind::ConfigMap, "s.docs.faq")]);
+        let existing = [
+            labelled("s-policy", Some("uid-s")),
+            labelled("s.docs.faq", Some("uid-s")),
+            // The name an older operator gave the same collection.
+            labelled("s-docs-faq", Some("uid-s")),
+            // Labelled like a child, but another object's (or nobody's).
+            labelled("s-docs-other", Some("uid-other")),
+            labelled("s-docs-orphan", None),
+        ];
+        assert_eq!(
+            stale(&existing, ChildKind::ConfigMap, &applied, "uid-s"),
+            ["s-docs-faq"]
+        );
+        // The same name of another kind is not what was applied.
+        assert_eq!(
+            stale(
+                &[labelled("s-policy", Some("uid-s"))],
+                ChildKind::Service,
+                &applied,
+                "uid-s"
+            ),
+            ["s-policy"]
+        );
+    }
+
+    #[test]
+    fn the_selector_finds_every_child_of_the_server_whatever_its_component() {
+        assert_eq!(
+            children_selector("company-info"),
+            "app.kubernetes.io/instance=company-info,app.kubernetes.io/managed-by=palisade-operator"
+        );
+    }
 }
