@@ -3,6 +3,10 @@
 //! evaluator that the operator (to test a policy before rollout) and the server (on every
 //! request) both use.
 //!
+//! It also holds the one validation every part runs before a policy is rolled out or passed:
+//! [`manifests`] reads objects strictly ([`strict`]: unknown fields are errors), [`validate`]
+//! checks one McpServer with its policies, [`verdicts`] every McpServer of a set of manifests.
+//!
 //! This crate does no I/O: no Kubernetes client, no HTTP, no files, no clock.
 
 #![forbid(unsafe_code)]
@@ -16,22 +20,29 @@ pub mod conditions;
 pub mod document;
 pub mod document_check;
 pub mod evaluator;
+pub mod manifests;
 pub mod mcp_server;
 pub mod policy_tests;
 pub mod problem;
 pub mod scope;
 pub mod secret_files;
+pub mod secret_uses;
+pub mod strict;
 #[cfg(test)]
 mod test_objects;
 pub mod tool_match;
+pub mod validate;
+pub mod verdicts;
 
 pub use access_policy::{McpAccessPolicy, McpAccessPolicySpec, McpAccessPolicyStatus};
 pub use bind::{Bound, bound_policies};
 pub use compile::{CompileOptions, Compiled, compile};
 pub use document::PolicyDocument;
 pub use evaluator::{Access, Decision, Effect, Identity, Policy, Reason};
+pub use manifests::Manifests;
 pub use mcp_server::{McpServer, McpServerSpec, McpServerStatus};
 pub use problem::{Problem, Problems};
+pub use validate::{ValidateError, ValidatedServer, validate};
 
 /// Re-exported so that every crate uses the same kube and k8s-openapi.
 pub use k8s_openapi;

@@ -1,5 +1,8 @@
 //! Logging: JSON lines on standard error by default (one object per event, for log pipelines),
-//! or human-readable text; the level from `RUST_LOG` (default `info`).
+//! or human-readable text (coloured only when standard error is a terminal); the level from
+//! `RUST_LOG` (default `info`).
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +24,7 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
+        // Colours only for a person at a terminal, never into a redirected file or a pipe.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

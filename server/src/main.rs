@@ -1,7 +1,10 @@
-//! `palisade-server` command line: `serve`, `token`, `policy check`, `policy explain`.
+//! `palisade-server` command line: `serve`, `token`, `policy check`, `policy compile`, `policy explain`.
+//! Documents (tokens, policies, reports) go to standard output; logs, warnings and errors to
+//! standard error.
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -55,7 +58,8 @@ fn init_logging(args: &ServeArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if args.log_format == "text" {
-        builder.init();
+        // Colours only for a person at a terminal, never into a redirected file or a pipe.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     } else {
         builder.json().flatten_event(true).with_current_span(false).init();
     }

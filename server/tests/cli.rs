@@ -1,5 +1,6 @@
 //! The command line: `token`, `policy check`, `policy compile` and `policy explain`, run as the
-//! real binary, with the exact output and exit status a person sees.
+//! real binary, with the exact output, the stream it goes to (documents and reports on standard
+//! output, warnings and errors on standard error) and the exit status a person sees.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,6 +24,10 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("palisade-cli-{name}-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -39,7 +44,8 @@ fn policy_check_compiles_the_samples_and_runs_their_tests() {
         samples.join("sso-docs.yaml").to_str().unwrap(),
     ]);
     let text = stdout(&output);
-    assert!(output.status.success(), "{text}");
+    assert!(output.status.success(), "{text}{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
     assert!(
         text.contains("ok      McpServer default/company-info: 1 policies, sha256:"),
         "{text}"
@@ -56,7 +62,7 @@ fn policy_check_compiles_the_samples_and_runs_their_tests() {
 }
 
 #[test]
-fn policy_check_reports_problems_with_field_paths_and_exits_1() {
+fn policy_check_reports_problems_with_field_paths_on_stderr_and_exits_1() {
     let dir = temp_dir("check");
     let sample = std::fs::read_to_string(repo().join("config/samples/company-info.yaml")).unwrap();
     let broken = sample.replace(
@@ -67,26 +73,128 @@ fn policy_check_reports_problems_with_field_paths_and_exits_1() {
     std::fs::write(&file, broken).unwrap();
     let output = run(&["policy", "check", file.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "");
     assert_eq!(
-        stdout(&output),
-        "invalid McpAccessPolicy default/company-info-access: spec.roles[1].scopes[0]: malformed wildcard: \
-         '*' must stand for a whole ':'-separated segment, e.g. 'docs:*'\n"
+        stderr(&output),
+        "error: McpServer default/company-info is invalid:\n  McpAccessPolicy default/company-info-access: \
+         spec.roles[1].scopes[0]: malformed wildcard: '*' must stand for a whole ':'-separated segment, e.g. \
+         'docs:*'\n"
     );
 
     let failing = sample.replace(
-        "denied: [get_confidential_info]\n    - name: a token with both",
-        "allowed: [get_confidential_info]\n    - name: a token with both",
+        "      allowed: [get_public_info]\n      denied: [get_confidential_info]\n    - name: a token with both",
+        "      allowed: [get_public_info, get_confidential_info]\n    - name: a token with both",
     );
     std::fs::write(&file, failing).unwrap();
     let output = run(&["policy", "check", file.to_str().unwrap()]);
-    let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains(
-            "FAIL    default/company-info-access: a public token sees only public information: call to \
-             get_confidential_info is denied (missing scopes: confidential:read)"
-        ),
-        "{text}"
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(
+        stderr(&output),
+        "error: McpServer default/company-info fails its policy tests:\n  McpAccessPolicy \
+         default/company-info-access: spec.tests[0]: test \"a public token sees only public information\" failed: \
+         call to get_confidential_info is denied (missing scopes: confidential:read)\n"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// The company-info sample with the third test case's `denied:` misspelt `deny:`.
+fn misspelt_sample(dir: &Path) -> PathBuf {
+    let sample = std::fs::read_to_string(repo().join("config/samples/company-info.yaml")).unwrap();
+    let misspelt = sample.replace(
+        "      denied: [get_public_info, get_confidential_info]",
+        "      deny: [get_public_info, get_confidential_info]",
+    );
+    assert_ne!(misspelt, sample);
+    let file = dir.join("misspelt.yaml");
+    std::fs::write(&file, misspelt).unwrap();
+    file
+}
+
+#[test]
+fn unknown_fields_are_errors_in_every_policy_command() {
+    // Before, `policy check` passed this file: the case checked nothing, and "pass" was printed.
+    let dir = temp_dir("misspelt");
+    let file = misspelt_sample(&dir);
+    let file = file.to_str().unwrap();
+    let expected = format!(
+        "error: {file} (document 4): McpAccessPolicy default/company-info-access: unknown field(s): \
+         spec.tests[2].deny\n"
+    );
+    for args in [
+        vec!["policy", "check", file],
+        vec!["policy", "compile", file],
+        vec!["policy", "explain", file, "--tool", "get_public_info"],
+    ] {
+        let output = run(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(stdout(&output), "", "{args:?}");
+        assert_eq!(stderr(&output), expected, "{args:?}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn policy_compile_writes_only_the_document_to_stdout() {
+    let dir = temp_dir("streams");
+    let file = misspelt_sample(&dir);
+    // `policy compile x.yaml > policy.yaml`: the error goes to the terminal, not into the file.
+    let output = run(&["policy", "compile", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert!(stderr(&output).starts_with("error: "), "{}", stderr(&output));
+
+    let output = run(&[
+        "policy",
+        "compile",
+        repo().join("config/samples/company-info.yaml").to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+    let document = palisade_crds::PolicyDocument::from_yaml(&stdout(&output)).expect("stdout is the PolicyDocument");
+    assert_eq!(document.metadata.server.as_deref(), Some("default/company-info"));
+
+    // Warnings go to standard error too, beside a document on standard output.
+    let unbound = format!(
+        "{SELECTOR_BOUND}---\napiVersion: palisade.dev/v1alpha1\nkind: McpAccessPolicy\nmetadata: {{name: other}}\n\
+         spec: {{targetRefs: [{{name: nothing}}]}}\n"
+    )
+    .replace("allowed: [read_public]", "denied: [read_public]");
+    let file = dir.join("unbound.yaml");
+    std::fs::write(&file, unbound).unwrap();
+    let output = run(&["policy", "compile", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("apiVersion: palisade.dev/v1alpha1\nkind: PolicyDocument\n"));
+    assert_eq!(
+        stderr(&output),
+        "warning: McpAccessPolicy default/other binds no McpServer among the inputs; its tests did not run\n"
+    );
+
+    // Two servers: one command compiles one.
+    let server = SELECTOR_BOUND
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("name: docs,", "name: more,");
+    let two = dir.join("two.yaml");
+    std::fs::write(&two, format!("{SELECTOR_BOUND}---{server}")).unwrap();
+    let output = run(&["policy", "compile", two.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(output.stdout.is_empty());
+    assert_eq!(
+        stderr(&output),
+        "error: expected exactly one McpServer among the files, found 2\n"
+    );
+
+    let missing = run(&["policy", "check", dir.join("absent.yaml").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+    assert_eq!(
+        stderr(&missing),
+        format!(
+            "error: cannot read {}: No such file or directory (os error 2)\n",
+            dir.join("absent.yaml").display()
+        )
     );
     std::fs::remove_dir_all(dir).ok();
 }
@@ -121,30 +229,20 @@ fn policy_check_binds_by_target_selector_like_the_operator() {
     let dir = temp_dir("selector");
     let file = dir.join("selector.yaml");
     std::fs::write(&file, SELECTOR_BOUND).unwrap();
+    let failed = "error: McpServer default/docs fails its policy tests:\n  McpAccessPolicy default/by-label: \
+                  spec.tests[0]: test \"anonymous callers read\" failed: call to read_public is denied (missing \
+                  scopes: public:read)\n";
     let output = run(&["policy", "check", file.to_str().unwrap()]);
-    let text = stdout(&output);
-    assert_eq!(output.status.code(), Some(1), "{text}");
-    assert!(
-        text.starts_with("ok      McpServer default/docs: 1 policies, sha256:"),
-        "{text}"
-    );
-    assert!(
-        text.ends_with(
-            "FAIL    default/by-label: anonymous callers read: call to read_public is denied (missing scopes: \
-             public:read)\n"
-        ),
-        "{text}"
-    );
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "");
+    assert_eq!(stderr(&output), failed);
 
     // `policy compile` binds the same way: the selector-bound policy is compiled in, and its
-    // failing test refuses the compile.
+    // failing test refuses the compile, with the same message.
     let output = run(&["policy", "compile", file.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(
-        stdout(&output),
-        "policy test failed: default/by-label: anonymous callers read: call to read_public is denied (missing \
-         scopes: public:read)\n"
-    );
+    assert_eq!(stdout(&output), "");
+    assert_eq!(stderr(&output), failed);
 
     // Fixed, it passes; a selector that matches nothing, a cross-namespace reference and a policy
     // that binds no server are reported as warnings, as `palisade-operator render` does.
@@ -171,16 +269,15 @@ spec:
     let text = stdout(&output);
     assert!(output.status.success(), "{text}");
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("ok ")).collect();
+    assert_eq!(lines, ["pass    default/by-label: anonymous callers read"], "{text}");
     assert_eq!(
-        lines,
+        stderr(&output).lines().collect::<Vec<_>>(),
         [
-            "warning McpAccessPolicy team-b/elsewhere: spec.targetRefs[0].namespace: refers to McpServer \
+            "warning: McpAccessPolicy team-b/elsewhere: spec.targetRefs[0].namespace: refers to McpServer \
              default/docs in another namespace (CrossNamespaceRef); a policy binds only servers in its own namespace",
-            "pass    default/by-label: anonymous callers read",
-            "warning McpAccessPolicy team-b/elsewhere: binds no McpServer among the files; its tests did not run",
-            "warning McpAccessPolicy default/other-team: binds no McpServer among the files; its tests did not run",
-        ],
-        "{text}"
+            "warning: McpAccessPolicy team-b/elsewhere binds no McpServer among the inputs; its tests did not run",
+            "warning: McpAccessPolicy default/other-team binds no McpServer among the inputs; its tests did not run",
+        ]
     );
     std::fs::remove_dir_all(dir).ok();
 }
@@ -222,9 +319,11 @@ fn policy_compile_takes_the_cluster_domain_for_the_default_audience() {
         "corp internal",
     ]);
     assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(stdout(&bad), "");
     assert_eq!(
-        stdout(&bad),
-        "invalid the cluster domain \"corp internal\" is not a DNS subdomain (e.g. cluster.local)\n"
+        stderr(&bad),
+        "error: McpServer default/docs is invalid:\n  the cluster domain \"corp internal\" is not a DNS subdomain \
+         (e.g. cluster.local)\n"
     );
     std::fs::remove_dir_all(dir).ok();
 }
@@ -313,6 +412,114 @@ fn policy_explain_says_what_granted_and_what_is_missing() {
     assert!(
         text.starts_with("get_public_info: allow (granted)\nnote: the token's signature was not verified\n"),
         "{text}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn policy_explain_reads_manifests_as_policy_compile_does() {
+    let sample = repo().join("config/samples/company-info.yaml");
+    let sample = sample.to_str().unwrap();
+    let denied = run(&[
+        "policy",
+        "explain",
+        sample,
+        "--tool",
+        "get_confidential_info",
+        "--scope",
+        "public:read",
+    ]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(stderr(&denied), "");
+    assert_eq!(
+        stdout(&denied),
+        "get_confidential_info: deny (missing_scopes)\nroles held: none\n\
+         rule: \"get_confidential_info\" requires [confidential:read] (default/company-info-access)\n\
+         missing: confidential:read\n"
+    );
+    let allowed = run(&[
+        "policy",
+        "explain",
+        sample,
+        "-n",
+        "team-a",
+        "--tool",
+        "get_confidential_info",
+        "--group",
+        "strategy-team",
+    ]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    assert_eq!(stderr(&allowed), "");
+    assert_eq!(
+        stdout(&allowed),
+        "get_confidential_info: allow (granted)\nroles held: strategist\n\
+         rule: \"get_confidential_info\" requires [confidential:read] (team-a/company-info-access)\n\
+         granted: confidential:read (from role strategist)\n"
+    );
+
+    // The same answer as from the compiled PolicyDocument; a PALISADE_POLICY_FILE in the
+    // environment does not stand in the way of manifests.
+    let dir = temp_dir("explain-manifests");
+    let policy = compiled_policy(&dir);
+    let from_document = run(&[
+        "policy",
+        "explain",
+        "--policy-file",
+        policy.to_str().unwrap(),
+        "--tool",
+        "get_confidential_info",
+        "--scope",
+        "public:read",
+    ]);
+    assert_eq!(stdout(&from_document), stdout(&denied));
+    let with_env = Command::new(binary())
+        .args([
+            "policy",
+            "explain",
+            sample,
+            "--tool",
+            "get_confidential_info",
+            "--scope",
+            "public:read",
+        ])
+        .env("PALISADE_POLICY_FILE", "/nonexistent/policy.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&with_env), stdout(&denied));
+
+    // Both a file and --policy-file: which one is meant is unclear, so it is a usage error.
+    let both = run(&[
+        "policy",
+        "explain",
+        sample,
+        "--policy-file",
+        policy.to_str().unwrap(),
+        "--tool",
+        "x",
+    ]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(both.stdout.is_empty());
+    assert!(
+        stderr(&both).starts_with("error: the argument '[FILES]...' cannot be used with '--policy-file <POLICY_FILE>'"),
+        "{}",
+        stderr(&both)
+    );
+    let absent = run(&[
+        "policy",
+        "explain",
+        "--policy-file",
+        dir.join("absent.yaml").to_str().unwrap(),
+        "--tool",
+        "x",
+    ]);
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(absent.stdout.is_empty());
+    assert_eq!(
+        stderr(&absent),
+        format!(
+            "error: cannot read {}: No such file or directory (os error 2)\n",
+            dir.join("absent.yaml").display()
+        )
     );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -1,0 +1,120 @@
+//! `policy explain`: whether a caller may call a tool, the rule that decides, what granted each
+//! required scope and what is missing, from the evaluator every request goes through.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use palisade_crds::evaluator::{Effect, Grant};
+use palisade_crds::{Identity, Policy, PolicyDocument};
+use serde_json::{Map, Value};
+
+use super::{ManifestArgs, Outcome, PolicyCliError, read_manifests, validated_server};
+
+/// Where `explain` finds the policy.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    /// A compiled PolicyDocument (`--policy-file`).
+    PolicyFile(PathBuf),
+    /// McpServer and McpAccessPolicy manifests, validated and compiled as `policy compile` does.
+    Manifests(Vec<PathBuf>, ManifestArgs),
+}
+
+/// Explains the decision about `tool` for a caller: `identity`, or the (unverified) claims of
+/// `token`. The explanation is the output; a denied call makes the exit status 1.
+pub fn explain(source: &PolicySource, tool: &str, token: Option<&str>, identity: Identity) -> Outcome {
+    let mut outcome = Outcome::default();
+    let explained = match source {
+        PolicySource::PolicyFile(path) => {
+            policy_file(path).and_then(|policy| explain_with(&policy, tool, token, identity))
+        }
+        PolicySource::Manifests(files, args) => read_manifests(files, &args.namespace).and_then(|manifests| {
+            let validated = validated_server(&manifests, args, &mut outcome.warnings)?;
+            explain_with(&validated.compiled().policy, tool, token, identity)
+        }),
+    };
+    match explained {
+        Ok((report, allowed)) => {
+            outcome.output = report;
+            outcome.denied = !allowed;
+        }
+        Err(error) => outcome.errors.push(error),
+    }
+    outcome
+}
+
+fn policy_file(path: &PathBuf) -> Result<Policy, PolicyCliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyCliError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let document = PolicyDocument::from_yaml(&text).map_err(|source| PolicyCliError::PolicyFile {
+        path: path.clone(),
+        source,
+    })?;
+    Policy::new(document).map_err(|problems| PolicyCliError::InvalidPolicyFile {
+        path: path.clone(),
+        problems,
+    })
+}
+
+/// The identity a JWT's (unverified) claims describe, with the claim names of its issuer.
+fn identity_from_token(policy: &Policy, token: &str) -> Result<Identity, PolicyCliError> {
+    let claims: Map<String, Value> =
+        jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(|e| PolicyCliError::Token(e.to_string()))?;
+    let issuer = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    let names = policy
+        .document()
+        .authentication
+        .issuers
+        .iter()
+        .find(|i| i.issuer == issuer)
+        .map(|i| i.claims.clone())
+        .unwrap_or_default();
+    crate::auth::claims::identity(&claims, &names).map_err(|e| PolicyCliError::Token(e.to_string()))
+}
+
+/// The explanation, and whether the call is allowed.
+fn explain_with(
+    policy: &Policy,
+    tool: &str,
+    token: Option<&str>,
+    identity: Identity,
+) -> Result<(String, bool), PolicyCliError> {
+    let identity = match token {
+        Some(token) => identity_from_token(policy, token)?,
+        None => identity,
+    };
+    let access = policy.access(&identity);
+    let explanation = access.explain_tool(tool);
+    let decision = explanation.decision;
+    let mut report = format!("{tool}: {} ({})\n", decision.effect.as_str(), decision.reason.code());
+    if token.is_some() {
+        report.push_str("note: the token's signature was not verified\n");
+    }
+    let roles: Vec<&str> = access.roles().collect();
+    let roles = if roles.is_empty() {
+        "none".to_owned()
+    } else {
+        roles.join(", ")
+    };
+    let _ = writeln!(report, "roles held: {roles}");
+    if let Some(rule) = decision.rule {
+        let _ = writeln!(
+            report,
+            "rule: {:?} requires [{}] ({})",
+            rule.match_,
+            rule.required_scopes.join(", "),
+            rule.sources.join(", ")
+        );
+    }
+    for (scope, grant) in &explanation.granted {
+        let _ = match grant {
+            Grant::Token => writeln!(report, "granted: {scope} (from the token)"),
+            Grant::Role(role) => writeln!(report, "granted: {scope} (from role {role})"),
+        };
+    }
+    if !explanation.missing.is_empty() {
+        let _ = writeln!(report, "missing: {}", explanation.missing.join(", "));
+    }
+    Ok((report, decision.effect == Effect::Allow))
+}
