@@ -44,15 +44,12 @@ pub const LITERAL_SCOPE_REGEX: &str = r"^[!#-)+-\[\]-~]+$";
 #[x_kube(
     validation = Rule::new("size(self.targetRefs) > 0 || has(self.targetSelector)")
         .message("a policy must target servers: set targetRefs or targetSelector"),
-    validation = Rule::new("self.roles.all(r, self.roles.exists_one(s, s.name == r.name))")
-        .message("role names must be unique").field_path(".roles"),
-    validation = Rule::new("self.tools.all(t, self.tools.exists_one(u, u.match == t.match))")
-        .message("each tool match may appear only once").field_path(".tools"),
     validation = Rule::new("self.bindings.all(b, self.roles.exists(r, r.name == b.role))")
         .message("every binding must name a role defined in spec.roles").field_path(".bindings"),
-    validation = Rule::new("self.tests.all(t, self.tests.exists_one(u, u.name == t.name))")
-        .message("test names must be unique").field_path(".tests"),
 )]
+// NB: roles, tool rules and tests are list-maps (`x-kubernetes-list-type: map`) on their required
+// `name` or `match`: the API server refuses duplicates itself, and server-side apply merges them
+// item by item. Bindings have no key (several may grant one role) and stay atomic.
 pub struct McpAccessPolicySpec {
     /// McpServers in this policy's namespace that the policy applies to, by name.
     #[serde(default)]
@@ -64,16 +61,19 @@ pub struct McpAccessPolicySpec {
     pub target_selector: Option<LabelSelector>,
 
     /// Roles: a name and the scopes it grants. A scope may use `*` for one whole `:`-separated
-    /// segment (`docs:*`).
+    /// segment (`docs:*`). Keyed by `name`: the API server refuses two roles with one name.
     #[serde(default)]
     #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub roles: Vec<RoleSpec>,
 
     /// The scopes each tool requires. A caller sees and may call a tool only when it holds all of
     /// them; a tool no rule matches is invisible and uncallable. The most specific match decides:
     /// an exact name beats a glob, a glob with more literal characters beats a shorter one.
+    /// Keyed by `match`: the API server refuses two rules for one match.
     #[serde(default)]
     #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["match".into()]))]
     pub tools: Vec<ToolRuleSpec>,
 
     /// Who holds which role.
@@ -86,9 +86,10 @@ pub struct McpAccessPolicySpec {
     pub mode: PolicyMode,
 
     /// Cases the operator evaluates before rolling the policy out; one failing case keeps the last
-    /// good policy in force.
+    /// good policy in force. Keyed by `name`: the API server refuses two cases with one name.
     #[serde(default)]
     #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub tests: Vec<PolicyTestSpec>,
 }
 
@@ -117,8 +118,10 @@ pub struct RoleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
-    /// Scopes the role grants; `*` may stand for one whole segment (`docs:*`).
-    #[schemars(length(max = 128), inner(length(min = 1, max = 256)))]
+    /// Scopes the role grants; `*` may stand for one whole segment (`docs:*`). At most 64
+    /// scopes of at most 128 characters each (the bound keeps the API server's CEL cost
+    /// estimate of the rule below within its budget).
+    #[schemars(length(max = 64), inner(length(min = 1, max = 128)))]
     #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(GRANTED_SCOPE_REGEX)))
         .message("scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'"))]
     pub scopes: Vec<String>,
@@ -250,7 +253,9 @@ pub struct TestIdentity {
 #[serde(rename_all = "camelCase")]
 pub struct McpAccessPolicyStatus {
     /// `Accepted` (the policy is valid, its tests pass, and it is in force on its servers).
+    /// Keyed by `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,8 +266,9 @@ pub struct McpAccessPolicyStatus {
     /// `<passed>/<total>` of the policy's test cases, over every bound server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_summary: Option<String>,
-    /// The result of each test case on each bound server.
+    /// The result of each test case on each bound server. Keyed by `name` and `server`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into(), "server".into()]))]
     pub test_results: Vec<TestResultStatus>,
 }
 

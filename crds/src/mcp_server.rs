@@ -44,11 +44,10 @@ use crate::common::SecretKeySource;
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
+// NB: lists whose items have a natural key are list-maps (`x-kubernetes-list-type: map`): the API
+// server refuses a duplicate key itself (no O(n^2) CEL rule), and server-side apply merges the
+// items one by one, so two GitOps sources can each own some. Every key is a required field.
 #[x_kube(
-    validation = Rule::new("self.documents.all(d, self.documents.exists_one(e, e.collection == d.collection))")
-        .message("document collection names must be unique").field_path(".documents"),
-    validation = Rule::new("self.tools.all(t, self.tools.exists_one(u, u.name == t.name))")
-        .message("tool names must be unique").field_path(".tools"),
     validation = Rule::new("self.tools.all(t, self.documents.exists(d, d.collection == t.collection))")
         .message("every tool must serve a collection listed in spec.documents").field_path(".tools"),
 )]
@@ -69,14 +68,18 @@ pub struct McpServerSpec {
     pub image_pull_policy: Option<ImagePullPolicy>,
 
     /// Document collections the server reads. Each becomes a directory of documents in the pod.
+    /// Keyed by `collection`: the API server refuses two collections with one name.
     #[serde(default)]
     #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["collection".into()]))]
     pub documents: Vec<DocumentCollection>,
 
     /// Tools the server offers. Each serves one collection with one action. Which callers see and
-    /// may call a tool is decided by the McpAccessPolicies that target this server.
+    /// may call a tool is decided by the McpAccessPolicies that target this server. Keyed by
+    /// `name`: the API server refuses two tools with one name.
     #[serde(default)]
     #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub tools: Vec<ToolSpec>,
 
     /// How callers authenticate.
@@ -141,11 +144,11 @@ pub struct DocumentCollection {
     /// A ConfigMap in the same namespace whose keys are document names and values their content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapRef>,
-    /// Documents written in place; the operator puts them into a ConfigMap it owns.
+    /// Documents written in place; the operator puts them into a ConfigMap it owns. Keyed by
+    /// `name`: the API server refuses two documents with one name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
-    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(e, e.name == d.name))")
-        .message("inline document names must be unique"))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub inline: Option<Vec<InlineDocument>>,
 }
 
@@ -221,8 +224,6 @@ impl ToolAction {
 #[x_kube(
     validation = Rule::new("size(self.issuers) > 0 || has(self.apiKeys) || self.allowAnonymous")
         .message("configure at least one issuer or an apiKeys table, or set allowAnonymous: true explicitly"),
-    validation = Rule::new("self.issuers.all(i, self.issuers.exists_one(j, j.issuer == i.issuer))")
-        .message("issuers must be unique").field_path(".issuers"),
 )]
 pub struct AuthSpec {
     /// Canonical URI of this server (RFC 8707 resource indicator). Tokens must carry it in `aud`
@@ -237,9 +238,11 @@ pub struct AuthSpec {
         .message("resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)"))]
     pub resource: Option<String>,
 
-    /// Token issuers whose JWTs the server accepts.
+    /// Token issuers whose JWTs the server accepts. Keyed by `issuer`: the API server refuses two
+    /// entries for one issuer.
     #[serde(default)]
     #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["issuer".into()]))]
     pub issuers: Vec<IssuerSpec>,
 
     /// A table of API keys (stored as SHA-256 hashes) with the identity, roles and scopes of each.
@@ -480,8 +483,9 @@ pub struct AutoscalingSpec {
 #[serde(rename_all = "camelCase")]
 pub struct McpServerStatus {
     /// `Ready`, `PolicyValid`, `DocumentsReady` and `SecretsReady`, each with a reason and a
-    /// message a person can act on.
+    /// message a person can act on. Keyed by `type`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,6 +2,11 @@
 //! `validate_cel` (kube-cel): the samples pass, every rule rejects what it is meant to reject (and
 //! nothing else fires), the scope regexes agree with the Rust scope parser, and kube-cel's static
 //! analysis finds no cost, scope or bounds problem in any rule.
+//!
+//! Uniqueness is not CEL's job: lists whose items have a natural key are list-maps
+//! (`x-kubernetes-list-type: map`), which the API server checks itself. The tests of section 5
+//! check the same offline ([`list_map_duplicates`]): every such list has its key, and a duplicate
+//! key is found where the API server would refuse it.
 
 mod support;
 
@@ -32,10 +37,8 @@ use serde_json::Value;
 const NAME_DNS_1035: &str = "the name must be a DNS-1035 label of at most 63 characters: it names the server's Service";
 const SECRET_EXACTLY_ONE: &str = "set exactly one of secretKeyRef or externalSecret";
 const DOCUMENTS_EXACTLY_ONE: &str = "set exactly one of configMapRef or inline";
-const INLINE_UNIQUE: &str = "inline document names must be unique";
 const AUTH_SOMETHING: &str =
     "configure at least one issuer or an apiKeys table, or set allowAnonymous: true explicitly";
-const ISSUERS_UNIQUE: &str = "issuers must be unique";
 const RESOURCE_URI: &str = "resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)";
 const JWKS_XOR_HMAC: &str =
     "jwksUri and hmacKey are mutually exclusive: an issuer signs either with an HMAC key or with keys from a JWKS";
@@ -48,16 +51,11 @@ const JWKS_URI_URL: &str = "jwksUri must be an absolute http(s) URL";
 const HMAC_NO_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery";
 const PDB_EXCLUSIVE: &str = "minAvailable and maxUnavailable are mutually exclusive";
 const AUTOSCALING_RANGE: &str = "minReplicas must not exceed maxReplicas";
-const COLLECTIONS_UNIQUE: &str = "document collection names must be unique";
-const TOOLS_UNIQUE: &str = "tool names must be unique";
 const TOOL_COLLECTION_EXISTS: &str = "every tool must serve a collection listed in spec.documents";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
-const ROLES_UNIQUE: &str = "role names must be unique";
-const TOOL_MATCH_UNIQUE: &str = "each tool match may appear only once";
 const BINDING_ROLE_DEFINED: &str = "every binding must name a role defined in spec.roles";
-const TESTS_UNIQUE: &str = "test names must be unique";
 const GRANTED_SCOPE: &str =
     "scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'";
 const REQUIRED_SCOPE: &str =
@@ -70,13 +68,11 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 18] = [
+const MCP_SERVER_MESSAGES: [&str; 14] = [
     NAME_DNS_1035,
     SECRET_EXACTLY_ONE,
     DOCUMENTS_EXACTLY_ONE,
-    INLINE_UNIQUE,
     AUTH_SOMETHING,
-    ISSUERS_UNIQUE,
     RESOURCE_URI,
     JWKS_XOR_HMAC,
     HMAC_ONLY_HS,
@@ -86,16 +82,11 @@ const MCP_SERVER_MESSAGES: [&str; 18] = [
     HMAC_NO_SERVICE_ACCOUNTS,
     PDB_EXCLUSIVE,
     AUTOSCALING_RANGE,
-    COLLECTIONS_UNIQUE,
-    TOOLS_UNIQUE,
     TOOL_COLLECTION_EXISTS,
 ];
-const MCP_ACCESS_POLICY_MESSAGES: [&str; 12] = [
+const MCP_ACCESS_POLICY_MESSAGES: [&str; 9] = [
     POLICY_TARGETS,
-    ROLES_UNIQUE,
-    TOOL_MATCH_UNIQUE,
     BINDING_ROLE_DEFINED,
-    TESTS_UNIQUE,
     GRANTED_SCOPE,
     REQUIRED_SCOPE,
     BINDING_SOMEONE,
@@ -266,11 +257,13 @@ fn every_sample_object_passes_every_cel_rule() {
                 Some("McpServer") => {
                     let server: McpServer = serde_json::from_value(document).unwrap();
                     assert_valid(&name, server.validate_cel());
+                    assert_eq!(list_map_duplicates(&server), Vec::<String>::new(), "{name}");
                     servers += 1;
                 }
                 Some("McpAccessPolicy") => {
                     let policy: McpAccessPolicy = serde_json::from_value(document).unwrap();
                     assert_valid(&name, policy.validate_cel());
+                    assert_eq!(list_map_duplicates(&policy), Vec::<String>::new(), "{name}");
                     policies += 1;
                 }
                 _ => {}
@@ -428,12 +421,7 @@ fn inline_document_names_are_unique() {
             .unwrap()
             .push(inline_document("intro.md"));
     });
-    assert_rejected_at(
-        "duplicate inline name",
-        duplicate.validate_cel(),
-        INLINE_UNIQUE,
-        "spec.documents[2].inline",
-    );
+    assert_duplicate_at("duplicate inline name", &duplicate, "spec.documents[2].inline[2]");
 
     // Names differing only in case or extension are different files.
     let distinct = full_server_with(|s| {
@@ -441,7 +429,7 @@ fn inline_document_names_are_unique() {
         inline.push(inline_document("Intro.md"));
         inline.push(inline_document("intro.txt"));
     });
-    assert_valid("distinct inline names", distinct.validate_cel());
+    assert_no_duplicate("distinct inline names", &distinct);
 }
 
 #[test]
@@ -473,12 +461,11 @@ fn issuers_are_unique() {
         let google = s.spec.auth.issuers[OIDC].clone();
         s.spec.auth.issuers.push(google);
     });
-    let errors = assert_rejected("duplicate issuer", duplicate.validate_cel(), ISSUERS_UNIQUE);
-    assert_eq!(errors.len(), 1);
+    assert_duplicate_at("duplicate issuer", &duplicate, "spec.auth.issuers[3]");
 
     // Same issuer value with different settings is still a duplicate: `iss` alone picks the issuer.
     let same_iss = full_server_with(|s| s.spec.auth.issuers[JWKS].issuer = s.spec.auth.issuers[OIDC].issuer.clone());
-    assert_rejected("same iss, other keys", same_iss.validate_cel(), ISSUERS_UNIQUE);
+    assert_duplicate_at("same iss, other keys", &same_iss, "spec.auth.issuers[2]");
 }
 
 #[test]
@@ -679,12 +666,7 @@ fn document_collections_are_unique() {
         let public = s.spec.documents[0].clone();
         s.spec.documents.push(public);
     });
-    assert_rejected_at(
-        "duplicate collection",
-        duplicate.validate_cel(),
-        COLLECTIONS_UNIQUE,
-        "spec.documents",
-    );
+    assert_duplicate_at("duplicate collection", &duplicate, "spec.documents[3]");
 }
 
 #[test]
@@ -694,7 +676,8 @@ fn tool_names_are_unique() {
         tool.collection = "confidential".into();
         s.spec.tools.push(tool);
     });
-    assert_rejected_at("duplicate tool", duplicate.validate_cel(), TOOLS_UNIQUE, "spec.tools");
+    let at = format!("spec.tools[{}]", duplicate.spec.tools.len() - 1);
+    assert_duplicate_at("duplicate tool", &duplicate, &at);
 
     // Names are case-sensitive (MCP tool names are).
     let case = full_server_with(|s| {
@@ -702,7 +685,7 @@ fn tool_names_are_unique() {
         tool.name = "Get_Public_Info".into();
         s.spec.tools.push(tool);
     });
-    assert_valid("names differing in case", case.validate_cel());
+    assert_no_duplicate("names differing in case", &case);
 }
 
 #[test]
@@ -765,7 +748,8 @@ fn role_names_are_unique() {
         role.scopes = vec!["confidential:read".into()];
         p.spec.roles.push(role);
     });
-    assert_rejected_at("duplicate role", duplicate.validate_cel(), ROLES_UNIQUE, "spec.roles");
+    let at = format!("spec.roles[{}]", duplicate.spec.roles.len() - 1);
+    assert_duplicate_at("duplicate role", &duplicate, &at);
 }
 
 #[test]
@@ -775,12 +759,8 @@ fn tool_matches_are_unique() {
         rule.required_scopes = vec![];
         p.spec.tools.push(rule);
     });
-    assert_rejected_at(
-        "duplicate match",
-        duplicate.validate_cel(),
-        TOOL_MATCH_UNIQUE,
-        "spec.tools",
-    );
+    let at = format!("spec.tools[{}]", duplicate.spec.tools.len() - 1);
+    assert_duplicate_at("duplicate match", &duplicate, &at);
 
     // Overlapping globs are different matches (the most specific wins at evaluation).
     let globs = mutated_policy(|p| {
@@ -791,7 +771,7 @@ fn tool_matches_are_unique() {
             });
         }
     });
-    assert_valid("overlapping globs", globs.validate_cel());
+    assert_no_duplicate("overlapping globs", &globs);
 }
 
 #[test]
@@ -815,7 +795,8 @@ fn test_names_are_unique() {
         test.name = p.spec.tests[0].name.clone();
         p.spec.tests.push(test);
     });
-    assert_rejected_at("duplicate test", duplicate.validate_cel(), TESTS_UNIQUE, "spec.tests");
+    let at = format!("spec.tests[{}]", duplicate.spec.tests.len() - 1);
+    assert_duplicate_at("duplicate test", &duplicate, &at);
 }
 
 fn policy_with_granted_scope(scope: &str) -> McpAccessPolicy {
@@ -1378,11 +1359,237 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 18 McpServer rules (the SecretKeySource rule sits twice) and 12 McpAccessPolicy rules.
-    assert_eq!(rules, 19 + 12, "number of x-kubernetes-validations entries");
+    // 14 McpServer rules (the SecretKeySource rule sits twice) and 9 McpAccessPolicy rules.
+    assert_eq!(rules, 15 + 9, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
         problems.join("\n  ")
     );
+}
+
+// ── 5. List-map keys instead of uniqueness rules ─────────────────────────────────────────────────
+
+/// Both kinds, for the offline list-map check.
+trait Checked: CustomResourceExt + serde::Serialize {
+    fn cel(&self) -> Result<(), ValidationErrors>;
+}
+
+impl Checked for McpServer {
+    fn cel(&self) -> Result<(), ValidationErrors> {
+        self.validate_cel()
+    }
+}
+
+impl Checked for McpAccessPolicy {
+    fn cel(&self) -> Result<(), ValidationErrors> {
+        self.validate_cel()
+    }
+}
+
+/// Field paths of the list items the API server refuses as `Duplicate value`: an item of a
+/// list-map (`x-kubernetes-list-type: map`) whose keys an earlier item of the list has.
+fn list_map_duplicates<K: Checked>(object: &K) -> Vec<String> {
+    fn walk(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(fields) => {
+                for (name, child) in fields {
+                    if let Some(child_schema) = schema.get("properties").and_then(|p| p.get(name)) {
+                        let child_path = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
+                        walk(child_schema, child, &child_path, out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if schema["x-kubernetes-list-type"] == "map" {
+                    let keys = schema["x-kubernetes-list-map-keys"].as_array().expect("map keys");
+                    let mut seen = BTreeSet::new();
+                    for (i, item) in items.iter().enumerate() {
+                        let key: Vec<&Value> = keys
+                            .iter()
+                            .map(|k| item.get(k.as_str().unwrap()).unwrap_or(&Value::Null))
+                            .collect();
+                        if !seen.insert(serde_json::to_string(&key).unwrap()) {
+                            out.push(format!("{path}[{i}]"));
+                        }
+                    }
+                }
+                for (i, item) in items.iter().enumerate() {
+                    walk(&schema["items"], item, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &schema_of(&K::crd()),
+        &serde_json::to_value(object).unwrap(),
+        "",
+        &mut out,
+    );
+    out
+}
+
+/// No CEL rule refuses `object` (uniqueness is no rule's job), and the API server's list-map
+/// check refuses exactly the item at `path`.
+#[track_caller]
+fn assert_duplicate_at<K: Checked>(what: &str, object: &K, path: &str) {
+    assert_valid(what, object.cel());
+    assert_eq!(list_map_duplicates(object), [path], "{what}");
+}
+
+/// Neither CEL nor the list-map check refuses `object`.
+#[track_caller]
+fn assert_no_duplicate<K: Checked>(what: &str, object: &K) {
+    assert_valid(what, object.cel());
+    assert_eq!(list_map_duplicates(object), Vec::<String>::new(), "{what}");
+}
+
+/// Every list-map of a schema: `(path, keys)`, `[]` marking list items.
+fn list_maps(schema: &Value) -> Vec<(String, Vec<String>)> {
+    fn walk(node: &Value, path: String, out: &mut Vec<(String, Vec<String>)>) {
+        if node["x-kubernetes-list-type"] == "map" {
+            let keys = node["x-kubernetes-list-map-keys"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: a list-map without x-kubernetes-list-map-keys"))
+                .iter()
+                .map(|k| k.as_str().unwrap().to_owned())
+                .collect();
+            out.push((path.clone(), keys));
+        }
+        for (name, child) in node.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            let child_path = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            walk(child, child_path, out);
+        }
+        if let Some(items) = node.get("items") {
+            walk(items, format!("{path}[]"), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, String::new(), &mut out);
+    out
+}
+
+/// The schema node at a path of [`list_maps`].
+fn node_at<'a>(schema: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(schema, |node, segment| {
+        let (name, items) = match segment.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (segment, false),
+        };
+        let node = &node["properties"][name];
+        if items { &node["items"] } else { node }
+    })
+}
+
+fn keyed(entries: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    entries
+        .iter()
+        .map(|(path, keys)| ((*path).to_owned(), keys.iter().map(|k| (*k).to_owned()).collect()))
+        .collect()
+}
+
+#[test]
+fn the_lists_with_a_natural_key_are_list_maps() {
+    let mut servers = list_maps(&schema_of(&McpServer::crd()));
+    servers.sort();
+    assert_eq!(
+        servers,
+        keyed(&[
+            ("spec.auth.issuers", &["issuer"]),
+            ("spec.documents", &["collection"]),
+            ("spec.documents[].inline", &["name"]),
+            ("spec.tools", &["name"]),
+            ("status.conditions", &["type"]),
+        ])
+    );
+    let mut policies = list_maps(&schema_of(&McpAccessPolicy::crd()));
+    policies.sort();
+    // Bindings have no key (several may grant one role); targetRefs' namespace is optional.
+    assert_eq!(
+        policies,
+        keyed(&[
+            ("spec.roles", &["name"]),
+            ("spec.tests", &["name"]),
+            ("spec.tools", &["match"]),
+            ("status.conditions", &["type"]),
+            ("status.testResults", &["name", "server"]),
+        ])
+    );
+}
+
+/// The API server accepts a list-map only when its items are objects whose keys are required (or
+/// defaulted) scalars; and an existing object stays valid when the key was required before.
+#[test]
+fn every_list_map_key_is_a_required_scalar() {
+    for (kind, schema) in [
+        ("McpServer", schema_of(&McpServer::crd())),
+        ("McpAccessPolicy", schema_of(&McpAccessPolicy::crd())),
+    ] {
+        for (path, keys) in list_maps(&schema) {
+            let items = &node_at(&schema, &path)["items"];
+            assert_eq!(items["type"], "object", "{kind} {path}");
+            let required: Vec<&str> = items["required"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            for key in keys {
+                let property = &items["properties"][&key];
+                assert!(
+                    ["string", "integer", "boolean"].contains(&property["type"].as_str().unwrap_or_default()),
+                    "{kind} {path}: key {key} is not a scalar: {property}"
+                );
+                assert!(
+                    required.contains(&key.as_str()) || property.get("default").is_some(),
+                    "{kind} {path}: key {key} is neither required nor defaulted"
+                );
+                assert!(
+                    property.get("nullable").is_none(),
+                    "{kind} {path}: key {key} is nullable"
+                );
+            }
+        }
+    }
+}
+
+/// The O(n^2) `exists_one` uniqueness rules are gone: the list-maps replace them.
+#[test]
+fn no_rule_does_uniqueness_with_exists_one() {
+    for schema in [schema_of(&McpServer::crd()), schema_of(&McpAccessPolicy::crd())] {
+        for site in rule_sites(&schema) {
+            for rule in site.rules {
+                let text = rule["rule"].as_str().unwrap();
+                assert!(!text.contains("exists_one"), "{}: {text}", site.path);
+            }
+        }
+    }
+}
+
+#[test]
+fn test_results_are_keyed_by_case_and_server() {
+    let mut policy = policy();
+    let result = |name: &str, server: &str| palisade_crds::access_policy::TestResultStatus {
+        name: name.into(),
+        server: server.into(),
+        passed: true,
+        message: None,
+    };
+    policy.status = Some(palisade_crds::McpAccessPolicyStatus {
+        test_results: vec![result("a", "s1"), result("a", "s2"), result("b", "s1")],
+        ..Default::default()
+    });
+    assert_no_duplicate("one case on two servers", &policy);
+    policy.status.as_mut().unwrap().test_results.push(result("a", "s2"));
+    assert_duplicate_at("one case twice on one server", &policy, "status.testResults[3]");
 }
