@@ -32,14 +32,25 @@ pub fn target_dir() -> PathBuf {
 /// The `palisade-server` binary, built if needed.
 pub fn server_binary() -> PathBuf {
     static BUILD: Once = Once::new();
-    let binary = target_dir().join("debug").join("palisade-server");
-    BUILD.call_once(|| {
+    built_binary(&BUILD, "palisade-server")
+}
+
+/// The `palisade-operator` binary, built if needed.
+pub fn operator_binary() -> PathBuf {
+    static BUILD: Once = Once::new();
+    built_binary(&BUILD, "palisade-operator")
+}
+
+/// The binary `name` of the package of the same name, built once per test process.
+fn built_binary(build: &Once, name: &str) -> PathBuf {
+    let binary = target_dir().join("debug").join(name);
+    build.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "palisade-server", "--bin", "palisade-server"])
+            .args(["build", "--quiet", "-p", name, "--bin", name])
             .current_dir(repo_root())
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "cargo build -p palisade-server failed");
+        assert!(status.success(), "cargo build -p {name} failed");
     });
     binary
 }
