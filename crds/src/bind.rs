@@ -27,6 +27,34 @@ pub struct Bound<'a> {
 }
 
 /// The policies among `policies` that bind `server`.
+///
+/// ```
+/// use palisade_crds::{McpAccessPolicy, McpServer, bound_policies};
+///
+/// let server: McpServer = yaml_serde::from_str(
+///     "apiVersion: palisade.dev/v1alpha1\nkind: McpServer\n\
+///      metadata: {name: docs, namespace: team-a, labels: {team: docs}}\n\
+///      spec: {auth: {allowAnonymous: true}}\n",
+/// )
+/// .unwrap();
+/// let policy = |name: &str, namespace: &str, spec: &str| -> McpAccessPolicy {
+///     yaml_serde::from_str(&format!(
+///         "apiVersion: palisade.dev/v1alpha1\nkind: McpAccessPolicy\n\
+///          metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+///     ))
+///     .unwrap()
+/// };
+/// let policies = [
+///     policy("by-name", "team-a", "{targetRefs: [{name: docs}]}"),
+///     policy("by-label", "team-a", "{targetSelector: {matchLabels: {team: docs}}}"),
+///     policy("elsewhere", "team-b", "{targetRefs: [{name: docs, namespace: team-a}]}"),
+/// ];
+/// let bound = bound_policies(&server, &policies);
+/// let names: Vec<&str> = bound.policies.iter().map(|p| p.metadata.name.as_deref().unwrap()).collect();
+/// assert_eq!(names, ["by-label", "by-name"]);
+/// // A reference from another namespace never binds; it is reported.
+/// assert_eq!(bound.refused[0].path, "spec.targetRefs[0].namespace");
+/// ```
 pub fn bound_policies<'a>(server: &McpServer, policies: impl IntoIterator<Item = &'a McpAccessPolicy>) -> Bound<'a> {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_default();

@@ -95,6 +95,53 @@ pub fn in_cluster_endpoint(server: &McpServer, cluster_domain: &str) -> String {
 
 /// Compiles `server` with the policies bound to it (in any order), for a cluster described by
 /// `options`.
+///
+/// ```
+/// use palisade_crds::{CompileOptions, McpAccessPolicy, McpServer, compile};
+///
+/// let server: McpServer = yaml_serde::from_str(
+///     r#"
+/// apiVersion: palisade.dev/v1alpha1
+/// kind: McpServer
+/// metadata: {name: docs, namespace: team-a}
+/// spec:
+///   documents: [{collection: handbook, inline: [{name: a.md, content: A}]}]
+///   tools: [{name: read_handbook, collection: handbook, action: readAll}]
+///   auth: {issuers: [{issuer: "https://accounts.google.com"}]}
+/// "#,
+/// )
+/// .unwrap();
+/// let policy: McpAccessPolicy = yaml_serde::from_str(
+///     r#"
+/// apiVersion: palisade.dev/v1alpha1
+/// kind: McpAccessPolicy
+/// metadata: {name: readers, namespace: team-a}
+/// spec:
+///   targetRefs: [{name: docs}]
+///   roles: [{name: reader, scopes: ["handbook:read"]}]
+///   tools: [{match: read_handbook, requiredScopes: ["handbook:read"]}]
+///   bindings: [{role: reader, groups: [staff]}]
+///   tests:
+///     - {name: staff read the handbook, identity: {groups: [staff]}, allowed: [read_handbook]}
+///     - {name: others do not, identity: {groups: [guests]}, denied: [read_handbook]}
+/// "#,
+/// )
+/// .unwrap();
+/// let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
+/// // The default audience is the in-cluster endpoint.
+/// assert_eq!(
+///     compiled.policy.document().authentication.resource,
+///     "http://docs.team-a.svc.cluster.local/mcp"
+/// );
+/// assert_eq!(compiled.tests.len(), 2);
+/// assert_eq!(compiled.failed_tests().count(), 0);
+///
+/// // A rule for a scope no role grants is still valid; a malformed wildcard is not.
+/// let mut broken = policy.clone();
+/// broken.spec.roles[0].scopes = vec!["hand*:read".into()];
+/// let problems = compile(&server, &[&broken], &CompileOptions::default()).unwrap_err();
+/// assert_eq!(problems.0[0].path, "spec.roles[0].scopes[0]");
+/// ```
 pub fn compile(
     server: &McpServer,
     policies: &[&McpAccessPolicy],

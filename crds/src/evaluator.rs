@@ -388,6 +388,39 @@ impl Policy {
     }
 
     /// Resolves what a caller holds. Do this once per request, then ask the [`Access`].
+    ///
+    /// ```
+    /// use palisade_crds::{Effect, Identity, Policy, PolicyDocument, Reason};
+    ///
+    /// let document = PolicyDocument::from_yaml(
+    ///     r#"
+    /// apiVersion: palisade.dev/v1alpha1
+    /// kind: PolicyDocument
+    /// metadata: {}
+    /// authentication: {resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true}
+    /// collections: [{name: handbook}]
+    /// tools: [{name: read_handbook, collection: handbook, action: readAll}]
+    /// rules: [{match: read_handbook, requiredScopes: ["handbook:read"]}]
+    /// roles: [{name: reader, scopes: ["handbook:*"]}]
+    /// bindings: [{role: reader, groups: [staff]}]
+    /// "#,
+    /// )
+    /// .unwrap();
+    /// let policy = Policy::new(document).unwrap();
+    ///
+    /// let staff = Identity { groups: vec!["staff".into()], ..Identity::default() };
+    /// let access = policy.access(&staff);
+    /// assert_eq!(access.check_tool("read_handbook").effect, Effect::Allow);
+    /// assert_eq!(access.visible_tools().count(), 1);
+    ///
+    /// // Listing and calling agree: what a caller may not call, it does not see.
+    /// let access = policy.access(&Identity::anonymous());
+    /// let decision = access.check_tool("read_handbook");
+    /// assert_eq!(decision.effect, Effect::Deny);
+    /// assert_eq!(decision.reason, Reason::MissingScopes);
+    /// assert_eq!(access.missing_scopes("read_handbook"), ["handbook:read"]);
+    /// assert_eq!(access.visible_tools().count(), 0);
+    /// ```
     pub fn access(&self, identity: &Identity) -> Access<'_> {
         let mut covered = ScopeSet::empty(self.words);
         let mut roles: Vec<u32> = Vec::new();
