@@ -52,7 +52,10 @@ use crate::common::SecretKeySource;
         .message("every tool must serve a collection listed in spec.documents").field_path(".tools"),
 )]
 pub struct McpServerSpec {
-    /// Number of server pods. Ignored while `autoscaling.enabled` is true. Defaults to 1.
+    /// Number of server pods. Defaults to 1. Ignored while `autoscaling.enabled` is true: the
+    /// HorizontalPodAutoscaler owns the count (switching it on keeps the current count until it
+    /// acts). Switching autoscaling off scales to this number: set it in the same change to keep
+    /// the capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: Option<i32>,
@@ -96,6 +99,11 @@ pub struct McpServerSpec {
     /// Where the pods may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<SchedulingSpec>,
+
+    /// Extra labels and annotations on the server pods (service-mesh injection, a Vault agent,
+    /// cost allocation). Changing them rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateMetadata>,
 
     /// The ServiceAccount the pods run as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -411,6 +419,49 @@ pub struct SchedulingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub priority_class_name: Option<String>,
+}
+
+/// Labels the operator puts on every server pod; they select the pods (Deployment, Service,
+/// NetworkPolicy, PodDisruptionBudget), so `podTemplate.labels` may not set them.
+pub const OPERATOR_POD_LABELS: [&str; 4] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/component",
+];
+
+/// Annotations the operator puts on every server pod, which `podTemplate.annotations` may not
+/// set.
+pub const OPERATOR_POD_ANNOTATIONS: [&str; 4] = [
+    "kubectl.kubernetes.io/default-container",
+    "prometheus.io/scrape",
+    "prometheus.io/port",
+    "prometheus.io/path",
+];
+
+/// A CEL rule on a map: none of `keys` is set.
+fn none_of(keys: &[&str]) -> String {
+    let list: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+    format!("![{}].exists(k, k in self)", list.join(", "))
+}
+
+/// Labels and annotations added to the pod template of the server Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateMetadata {
+    /// Labels on the pods, besides the operator's own `app.kubernetes.io/name`, `instance`,
+    /// `managed-by` and `component`, which select the pods and cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(none_of(&OPERATOR_POD_LABELS))
+        .message("podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods"))]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations on the pods (e.g. `sidecar.istio.io/inject`, `vault.hashicorp.com/agent-inject`),
+    /// besides the operator's own `kubectl.kubernetes.io/default-container` and
+    /// `prometheus.io/scrape`, `port` and `path`, which cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(none_of(&OPERATOR_POD_ANNOTATIONS))
+        .message("podTemplate.annotations cannot set kubectl.kubernetes.io/default-container or prometheus.io/scrape, port or path: the operator sets them"))]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// The ServiceAccount the pods run as.

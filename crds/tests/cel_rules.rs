@@ -25,7 +25,7 @@ use palisade_crds::kube::core::cel::{
 };
 use palisade_crds::mcp_server::{
     AutoscalingSpec, ConfigMapRef, DocumentCollection, InlineDocument, IssuerSpec, JwtAlgorithm,
-    PodDisruptionBudgetSpec,
+    OPERATOR_POD_ANNOTATIONS, OPERATOR_POD_LABELS, PodDisruptionBudgetSpec, PodTemplateMetadata,
 };
 use palisade_crds::scope::{ScopeGrant, check_literal_scope};
 use palisade_crds::{McpAccessPolicy, McpServer};
@@ -52,6 +52,8 @@ const HMAC_NO_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster'
 const PDB_EXCLUSIVE: &str = "minAvailable and maxUnavailable are mutually exclusive";
 const AUTOSCALING_RANGE: &str = "minReplicas must not exceed maxReplicas";
 const TOOL_COLLECTION_EXISTS: &str = "every tool must serve a collection listed in spec.documents";
+const POD_LABELS_RESERVED: &str = "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods";
+const POD_ANNOTATIONS_RESERVED: &str = "podTemplate.annotations cannot set kubectl.kubernetes.io/default-container or prometheus.io/scrape, port or path: the operator sets them";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
@@ -68,7 +70,7 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 14] = [
+const MCP_SERVER_MESSAGES: [&str; 16] = [
     NAME_DNS_1035,
     SECRET_EXACTLY_ONE,
     DOCUMENTS_EXACTLY_ONE,
@@ -83,6 +85,8 @@ const MCP_SERVER_MESSAGES: [&str; 14] = [
     PDB_EXCLUSIVE,
     AUTOSCALING_RANGE,
     TOOL_COLLECTION_EXISTS,
+    POD_LABELS_RESERVED,
+    POD_ANNOTATIONS_RESERVED,
 ];
 const MCP_ACCESS_POLICY_MESSAGES: [&str; 9] = [
     POLICY_TARGETS,
@@ -713,6 +717,42 @@ fn every_tool_serves_a_listed_collection() {
         s.spec.documents.clear();
     });
     assert_valid("no tools, no documents", empty.validate_cel());
+}
+
+#[test]
+fn pod_template_cannot_set_the_operator_s_labels_or_annotations() {
+    let with = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| {
+        let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        full_server_with(|s| {
+            s.spec.pod_template = Some(PodTemplateMetadata {
+                labels: pairs(labels),
+                annotations: pairs(annotations),
+            })
+        })
+    };
+    let mesh = with(
+        &[("team", "search"), ("app.kubernetes.io/part-of", "portal")],
+        &[("sidecar.istio.io/inject", "true"), ("prometheus.io/scheme", "https")],
+    );
+    assert_valid("own labels and annotations", mesh.validate_cel());
+    for label in OPERATOR_POD_LABELS {
+        let server = with(&[("team", "search"), (label, "x")], &[]);
+        assert_rejected_at(
+            label,
+            server.validate_cel(),
+            POD_LABELS_RESERVED,
+            "spec.podTemplate.labels",
+        );
+    }
+    for annotation in OPERATOR_POD_ANNOTATIONS {
+        let server = with(&[], &[(annotation, "x")]);
+        assert_rejected_at(
+            annotation,
+            server.validate_cel(),
+            POD_ANNOTATIONS_RESERVED,
+            "spec.podTemplate.annotations",
+        );
+    }
 }
 
 // ── 2. McpAccessPolicy rules ─────────────────────────────────────────────────────────────────────
@@ -1359,8 +1399,8 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 14 McpServer rules (the SecretKeySource rule sits twice) and 9 McpAccessPolicy rules.
-    assert_eq!(rules, 15 + 9, "number of x-kubernetes-validations entries");
+    // 16 McpServer rules (the SecretKeySource rule sits twice) and 9 McpAccessPolicy rules.
+    assert_eq!(rules, 17 + 9, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",

@@ -152,6 +152,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
             service: None,
             resources: None,
             scheduling: None,
+            pod_template: None,
             service_account: None,
             network_policy: None,
             pod_disruption_budget: None,

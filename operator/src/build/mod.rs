@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::settings::Settings;
 use crate::validate::ValidatedServer;
 
+pub mod cluster_issuer;
 pub mod config_maps;
 pub mod deployment;
 pub mod external_secret;

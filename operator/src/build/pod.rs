@@ -3,12 +3,16 @@
 //!
 //! - runs as user and group 65532 (non-root), read-only root filesystem, no privilege escalation,
 //!   every capability dropped, `RuntimeDefault` seccomp;
-//! - no service-account token (the server calls no Kubernetes API) and no service links;
+//! - no service-account token (the server calls no Kubernetes API) and no service links; only
+//!   when an issuer is the cluster's service-account issuer, a short-lived projected token and the
+//!   cluster CA for its OIDC discovery ([`super::cluster_issuer`]);
 //! - configured through the `PALISADE_*` environment (the server's flags' twins), with the file
 //!   layout of [`super::volumes`];
 //! - liveness `/health`, readiness `/ready` (policy and documents loaded), a startup probe, and a
 //!   short `preStop` sleep so that endpoints are gone before the server drains;
-//! - spread over nodes and zones unless `spec.scheduling.topologySpreadConstraints` says otherwise.
+//! - spread over nodes and zones unless `spec.scheduling.topologySpreadConstraints` says otherwise;
+//! - the labels and annotations of `spec.podTemplate` under the operator's own, which always win
+//!   (the labels select the pods).
 //!
 //! What deliberately is not on the template: the policy hash or any content hash. The server
 //! reloads the policy, documents and secret files in place, so content changes must not roll the
@@ -29,6 +33,7 @@ use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelecto
 use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_crds::mcp_server::ImagePullPolicy;
 
+use super::cluster_issuer;
 use super::volumes::volumes;
 use crate::names::{self, Component};
 use crate::ports;
@@ -43,20 +48,11 @@ pub fn pod_template(input: &ValidatedServer<'_>, settings: &Settings) -> PodTemp
     let spec = &input.server().spec;
     let scheduling = spec.scheduling.clone().unwrap_or_default();
     let (volumes, mounts): (Vec<_>, Vec<_>) = volumes(input).into_iter().unzip();
-    let metrics_port = ports::METRICS.to_string();
-    let annotations = BTreeMap::from([
-        (
-            "kubectl.kubernetes.io/default-container".to_owned(),
-            names::CONTAINER.to_owned(),
-        ),
-        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
-        ("prometheus.io/port".to_owned(), metrics_port),
-        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
-    ]);
+    let extra = spec.pod_template.clone().unwrap_or_default();
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(names::labels(input.name(), Component::Server)),
-            annotations: Some(annotations),
+            labels: Some(under(extra.labels, names::labels(input.name(), Component::Server))),
+            annotations: Some(under(extra.annotations, operator_annotations())),
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
@@ -91,9 +87,30 @@ pub fn pod_template(input: &ValidatedServer<'_>, settings: &Settings) -> PodTemp
     }
 }
 
+/// The annotations the operator puts on every pod: the default container for `kubectl`, and
+/// where Prometheus scrapes.
+pub fn operator_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "kubectl.kubernetes.io/default-container".to_owned(),
+            names::CONTAINER.to_owned(),
+        ),
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), ports::METRICS.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ])
+}
+
+/// `user`'s entries under `operator`'s: on a key both set, the operator's value wins (CEL refuses
+/// such keys at admission; this holds for objects that never passed it, such as `render` input).
+fn under(mut user: BTreeMap<String, String>, operator: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    user.extend(operator);
+    user
+}
+
 fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
     let spec = &input.server().spec;
-    let env = [
+    let mut env = vec![
         ("PALISADE_POLICY_FILE", DEFAULT_POLICY_PATH.to_owned()),
         ("PALISADE_DOCUMENTS_DIR", DEFAULT_DOCUMENTS_DIR.to_owned()),
         ("PALISADE_LISTEN", format!("0.0.0.0:{}", ports::MCP)),
@@ -108,6 +125,9 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
             .join(","),
         ),
     ];
+    if cluster_issuer::needed(input.server()) {
+        env.extend(cluster_issuer::env());
+    }
     Container {
         name: names::CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| settings.server_image.clone())),
@@ -303,6 +323,43 @@ mod tests {
         let hosts = allowed_hosts(&server, "http://docs.team-a.svc.corp.internal/mcp", &settings);
         assert_eq!(hosts.len(), 7);
         assert_eq!(hosts[3], "docs.team-a.svc.corp.internal");
+    }
+
+    #[test]
+    fn pod_labels_and_annotations_from_the_spec_never_override_the_operator_s() {
+        let server = server(
+            r#"
+metadata: {name: docs, namespace: team-a}
+spec:
+  auth: {allowAnonymous: true}
+  podTemplate:
+    labels: {team: search, app.kubernetes.io/instance: hijack, app.kubernetes.io/part-of: portal}
+    annotations: {sidecar.istio.io/inject: "true", prometheus.io/port: "1"}
+"#,
+        );
+        let validated = crate::validate::validate(&server, &[], &Settings::default()).unwrap();
+        let metadata = pod_template(&validated, &Settings::default()).metadata.unwrap();
+        let labels = metadata.labels.unwrap();
+        assert_eq!(labels["team"], "search");
+        assert_eq!(labels["app.kubernetes.io/part-of"], "portal");
+        for (key, value) in names::labels("docs", Component::Server) {
+            assert_eq!(labels[&key], value, "{key}");
+        }
+        assert_eq!(labels.len(), 6);
+        let annotations = metadata.annotations.unwrap();
+        assert_eq!(annotations["sidecar.istio.io/inject"], "true");
+        assert_eq!(annotations["prometheus.io/port"], ports::METRICS.to_string());
+        assert_eq!(annotations.len(), 5);
+
+        // The keys the CRD refuses are exactly those the operator sets.
+        let label_keys: Vec<String> = names::labels("docs", Component::Server).into_keys().collect();
+        let mut reserved: Vec<&str> = palisade_crds::mcp_server::OPERATOR_POD_LABELS.to_vec();
+        reserved.sort_unstable();
+        assert_eq!(label_keys, reserved);
+        let annotation_keys: Vec<String> = operator_annotations().into_keys().collect();
+        let mut reserved: Vec<&str> = palisade_crds::mcp_server::OPERATOR_POD_ANNOTATIONS.to_vec();
+        reserved.sort_unstable();
+        assert_eq!(annotation_keys, reserved);
     }
 
     #[test]

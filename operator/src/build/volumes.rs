@@ -5,6 +5,7 @@
 //! | `/etc/palisade/policy/` (`policy.yaml`) | ConfigMap `<server>-policy` |
 //! | `/var/lib/palisade/documents/<collection>/` | the collection's ConfigMap, all keys |
 //! | `/etc/palisade/secrets/<secret>/` | each Secret `spec.auth` reads, only the keys it uses |
+//! | `/var/run/secrets/palisade/kubernetes/` | a service-account token and the cluster CA, only for an issuer declared `kubernetesServiceAccounts: true` ([`super::cluster_issuer`]) |
 //! | `/tmp` | an `emptyDir` (the root filesystem is read-only) |
 //!
 //! The paths come from the constants and functions of `palisade-crds` that the policy compiler
@@ -21,6 +22,7 @@ use palisade_crds::k8s_openapi::api::core::v1::{
 };
 use palisade_crds::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use super::cluster_issuer;
 use crate::names;
 use crate::secrets::{mounted_secrets, secret_uses};
 use crate::validate::ValidatedServer;
@@ -45,7 +47,8 @@ pub fn policy_file_name() -> &'static str {
 }
 
 /// Every volume of the pod with its mount in the server container, in a stable order: policy,
-/// document collections (spec order), Secrets (by name), `/tmp`.
+/// document collections (spec order), Secrets (by name), the service-account issuer's token and
+/// CA (when needed), `/tmp`.
 pub fn volumes(input: &ValidatedServer<'_>) -> Vec<(Volume, VolumeMount)> {
     let mut volumes = vec![(
         Volume {
@@ -101,6 +104,9 @@ pub fn volumes(input: &ValidatedServer<'_>) -> Vec<(Volume, VolumeMount)> {
             },
             read_only(&volume, &format!("{SECRETS_DIR}/{secret}")),
         ));
+    }
+    if cluster_issuer::needed(input.server()) {
+        volumes.push(cluster_issuer::volume(FILE_MODE));
     }
     volumes.push((
         Volume {
