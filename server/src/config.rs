@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// Least time between two refetches of an issuer's JWKS caused by unknown key ids.
     #[arg(long, env = "PALISADE_JWKS_REFETCH_INTERVAL", default_value = "10s", value_parser = duration)]
     pub jwks_refetch_interval: Duration,
+    /// CA bundle (PEM) trusted, besides the system roots, for the discovery and JWKS of the
+    /// cluster's service-account issuer (`claims.kubernetesServiceAccount: true`); read at each
+    /// fetch. The operator mounts the cluster CA here when an issuer needs it.
+    #[arg(long, env = "PALISADE_SERVICE_ACCOUNT_ISSUER_CA_FILE")]
+    pub service_account_issuer_ca_file: Option<PathBuf>,
+    /// Bearer token sent to the discovery and JWKS of the cluster's service-account issuer when
+    /// they answer 401 or 403 (the API server serves them to service accounts only); read at each
+    /// fetch, as the kubelet rotates it. The operator mounts a projected token here.
+    #[arg(long, env = "PALISADE_SERVICE_ACCOUNT_ISSUER_TOKEN_FILE")]
+    pub service_account_issuer_token_file: Option<PathBuf>,
     /// Serve TLS on `--listen` with this certificate chain (PEM, leaf first); needs `--tls-key`.
     /// Reloaded when the file changes. Metrics stay plain HTTP.
     #[arg(long, env = "PALISADE_TLS_CERT", requires = "tls_key")]

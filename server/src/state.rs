@@ -21,6 +21,7 @@ use palisade_crds::{Policy, PolicyDocument};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditSink;
+use crate::auth::cluster_issuer::ServiceAccountIssuerFiles;
 use crate::auth::jwks::{FetchObserver, JwksRegistry};
 use crate::auth::{AuthSettings, Authenticator, LoadContext};
 use crate::config::ServeArgs;
@@ -159,6 +160,10 @@ impl AppState {
                 http: &self.http,
                 observer,
                 settings: self.auth_settings(),
+                service_account_issuer: ServiceAccountIssuerFiles {
+                    ca_file: self.config.service_account_issuer_ca_file.clone(),
+                    token_file: self.config.service_account_issuer_token_file.clone(),
+                },
             },
         )?;
         let collections: Vec<&str> = policy.document().collections.iter().map(|c| c.name.as_str()).collect();

@@ -10,6 +10,9 @@
 //! - OIDC discovery (`<issuer>/.well-known/openid-configuration`) must return the same `issuer`
 //!   (OpenID Connect Discovery 1.0 §4.3), else its `jwks_uri` is not trusted.
 //!
+//! - The keys of the cluster's service-account issuer may be fetched with the cluster CA and a
+//!   service-account token ([`super::cluster_issuer`]).
+//!
 //! What this does not do: trust keys embedded in a token (`jwk`, `jku`, `x5u`, `x5c` headers are
 //! ignored), or accept keys over anything but the configured URLs.
 
@@ -17,9 +20,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use http::StatusCode;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use serde::Deserialize;
+
+use super::cluster_issuer::ServiceAccountIssuerFiles;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -88,6 +94,7 @@ pub struct JwksCache {
     ttl: Duration,
     min_refetch_interval: Duration,
     http: reqwest::Client,
+    service_account_issuer: Option<ServiceAccountIssuerFiles>,
     observer: FetchObserver,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
@@ -136,10 +143,18 @@ impl JwksCache {
             ttl,
             min_refetch_interval,
             http,
+            service_account_issuer: None,
             observer,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Fetches with `files`: the issuer is the cluster's service-account issuer
+    /// ([`super::cluster_issuer`]).
+    pub fn with_service_account_issuer(mut self, files: ServiceAccountIssuerFiles) -> Self {
+        self.service_account_issuer = Some(files);
+        self
     }
 
     fn snapshot(&self) -> (Arc<Vec<Key>>, Option<Instant>, Option<Instant>) {
@@ -258,14 +273,27 @@ impl JwksCache {
             url: url.to_owned(),
             source,
         };
-        let mut response = self
-            .http
-            .get(url)
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(http)?;
+        let invalid = |message| FetchError::Invalid {
+            url: url.to_owned(),
+            message,
+        };
+        let client = match &self.service_account_issuer {
+            Some(files) => files.client(&self.http).map_err(invalid)?,
+            None => self.http.clone(),
+        };
+        let request = || client.get(url).header(http::header::ACCEPT, "application/json");
+        let mut response = request().send().await.map_err(http)?;
+        // NB: the service-account token goes only to an endpoint that asks for credentials.
+        if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            && let Some(token) = self.service_account_issuer.as_ref().and_then(|f| f.token())
+        {
+            response = request()
+                .bearer_auth(token.map_err(invalid)?)
+                .send()
+                .await
+                .map_err(http)?;
+        }
+        let mut response = response.error_for_status().map_err(http)?;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(http)? {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
@@ -280,24 +308,25 @@ impl JwksCache {
     }
 }
 
+/// What a key cache is for: the issuer, where its keys are, and how they are fetched (with the
+/// files of the cluster's service-account issuer, or not).
+pub type CacheKey = (String, KeyLocation, Option<ServiceAccountIssuerFiles>);
+
 /// The key caches of every issuer, kept across policy reloads.
 #[derive(Default)]
 pub struct JwksRegistry {
-    caches: std::sync::Mutex<HashMap<(String, KeyLocation), Arc<JwksCache>>>,
+    caches: std::sync::Mutex<HashMap<CacheKey, Arc<JwksCache>>>,
 }
 
 impl JwksRegistry {
-    /// The cache for `issuer` at `location`, created on first use.
-    pub fn cache(&self, issuer: &str, location: KeyLocation, create: impl FnOnce() -> JwksCache) -> Arc<JwksCache> {
+    /// The cache for `key`, created on first use.
+    pub fn cache(&self, key: CacheKey, create: impl FnOnce() -> JwksCache) -> Arc<JwksCache> {
         let mut caches = self.caches.lock().expect("jwks registry lock");
-        caches
-            .entry((issuer.to_owned(), location))
-            .or_insert_with(|| Arc::new(create()))
-            .clone()
+        caches.entry(key).or_insert_with(|| Arc::new(create())).clone()
     }
 
     /// Drops caches no issuer uses any more.
-    pub fn retain(&self, used: &[(String, KeyLocation)]) {
+    pub fn retain(&self, used: &[CacheKey]) {
         let mut caches = self.caches.lock().expect("jwks registry lock");
         caches.retain(|key, _| used.contains(key));
     }

@@ -23,6 +23,7 @@
 
 pub mod api_keys;
 pub mod claims;
+pub mod cluster_issuer;
 pub mod error;
 pub mod jwks;
 
@@ -38,6 +39,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use self::api_keys::ApiKeyTable;
+use self::cluster_issuer::ServiceAccountIssuerFiles;
 pub use self::error::{AuthError, Reason};
 use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
 
@@ -190,6 +192,9 @@ pub struct LoadContext<'a> {
     pub observer: FetchObserver,
     /// Limits.
     pub settings: AuthSettings,
+    /// How to reach the cluster's service-account issuer (the issuers with
+    /// `claims.kubernetesServiceAccount: true`); empty: like any other issuer.
+    pub service_account_issuer: ServiceAccountIssuerFiles,
 }
 
 fn read_secret(path: &str) -> Result<Vec<u8>, AuthLoadError> {
@@ -250,16 +255,24 @@ impl Authenticator {
                             issuer: issuer.issuer.clone(),
                         },
                     };
-                    used.push((issuer.issuer.clone(), location.clone()));
-                    Keys::Jwks(context.registry.cache(&issuer.issuer, location.clone(), || {
-                        JwksCache::new(
+                    let cluster = Some(&context.service_account_issuer)
+                        .filter(|files| issuer.claims.kubernetes_service_account && !files.is_empty())
+                        .cloned();
+                    let key = (issuer.issuer.clone(), location.clone(), cluster.clone());
+                    used.push(key.clone());
+                    Keys::Jwks(context.registry.cache(key, || {
+                        let cache = JwksCache::new(
                             &issuer.issuer,
                             location,
                             Duration::from_secs(issuer.jwks_cache_ttl_seconds.into()),
                             context.settings.jwks_min_refetch_interval,
                             context.http.clone(),
                             context.observer.clone(),
-                        )
+                        );
+                        match cluster {
+                            Some(files) => cache.with_service_account_issuer(files),
+                            None => cache,
+                        }
                     }))
                 }
             };
