@@ -141,8 +141,9 @@ mod tests {
     /// Requests an issuer saw: path, and whether they carried [`TOKEN`].
     type Seen = Arc<std::sync::Mutex<Vec<(&'static str, bool)>>>;
 
-    /// An issuer like the API server: discovery and JWKS over TLS, to bearers of [`TOKEN`] only.
-    /// Returns its URL, the CA file, and the requests it sees.
+    /// An issuer like the API server: discovery and JWKS over TLS, to bearers of [`TOKEN`] only,
+    /// and the JWKS only to a request that accepts `application/jwk-set+json` (else 406). Returns
+    /// its URL, the CA file, and the requests it sees.
     async fn api_server(dir: &Dir) -> (String, PathBuf, Seen) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (ca, cert, key) = certificates();
@@ -178,6 +179,10 @@ mod tests {
             .route(
                 "/openid/v1/jwks",
                 get(move |headers: HeaderMap| async move {
+                    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    if !accept.contains("application/jwk-set+json") {
+                        return Err(StatusCode::NOT_ACCEPTABLE);
+                    }
                     if authorized_too("jwks", &headers) {
                         Ok(axum::Json(
                             json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig",

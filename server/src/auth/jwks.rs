@@ -29,6 +29,11 @@ use super::cluster_issuer::ServiceAccountIssuerFiles;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// `Accept` of a discovery document.
+const ACCEPT_DISCOVERY: &str = "application/json";
+/// `Accept` of a JWKS: its own media type first (RFC 7517 section 8.5.2; the Kubernetes API
+/// server answers 406 to a request that does not accept it), plain JSON for the rest.
+const ACCEPT_JWKS: &str = "application/jwk-set+json, application/json";
 
 /// Where an issuer's keys are published.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -228,7 +233,7 @@ impl JwksCache {
                 }
             }
         };
-        let body = self.get(&jwks_uri).await?;
+        let body = self.get(&jwks_uri, ACCEPT_JWKS).await?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
             url: jwks_uri.clone(),
             message: format!("not a JWK set: {e}"),
@@ -254,7 +259,7 @@ impl JwksCache {
 
     async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
         let url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
-        let body = self.get(&url).await?;
+        let body = self.get(&url, ACCEPT_DISCOVERY).await?;
         let discovery: Discovery = serde_json::from_slice(&body).map_err(|e| FetchError::Invalid {
             url: url.clone(),
             message: format!("not an OpenID Provider configuration: {e}"),
@@ -268,7 +273,7 @@ impl JwksCache {
         Ok(discovery.jwks_uri)
     }
 
-    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+    async fn get(&self, url: &str, accept: &str) -> Result<Vec<u8>, FetchError> {
         let http = |source| FetchError::Http {
             url: url.to_owned(),
             source,
@@ -281,7 +286,7 @@ impl JwksCache {
             Some(files) => files.client(&self.http).map_err(invalid)?,
             None => self.http.clone(),
         };
-        let request = || client.get(url).header(http::header::ACCEPT, "application/json");
+        let request = || client.get(url).header(http::header::ACCEPT, accept);
         let mut response = request().send().await.map_err(http)?;
         // NB: the service-account token goes only to an endpoint that asks for credentials.
         if matches!(response.status(), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
