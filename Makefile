@@ -5,12 +5,12 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image
+.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
-test: test-deps lint e2e-deps ## Format check, clippy, and every test (unit, property, end-to-end with real clients)
+test: test-deps lint e2e-deps cluster-build ## Format check, clippy, and every test (unit, property, end-to-end with real clients, the cluster suite)
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
 
@@ -43,8 +43,17 @@ chart-test: e2e-deps ## helm lint/template and promtool checks of charts/palisad
 image: ## Build the operator and server images (docker, podman or buildah; skips without one)
 	scripts/image.sh
 
-e2e: ## Operator end to end on the cluster of KUBECONFIG (kind, k3d); skips when there is none
-	$(CARGO) test -p palisade-operator --test e2e_cluster -- --nocapture
+e2e: e2e-deps cluster-build ## The cluster suite: the operator and server against a local control plane it starts
+	$(CARGO) test --locked -p palisade-cluster --test cluster
+
+cluster-build: ## Build kube-apiserver, kube-controller-manager and etcd from the pinned Go modules (cached in target/)
+	tests/cluster/controlplane/build.sh
+
+cluster: cluster-build ## Start a local control plane on loopback (admin kubeconfig in target/cluster/run/); prints how to use it
+	$(CARGO) run --locked -q -p palisade-cluster -- up
+
+cluster-down: ## Stop the control plane of make cluster
+	$(CARGO) run --locked -q -p palisade-cluster -- down
 
 test-deps: ## Install the system tools the tests run (lua5.4, kubectl) where missing: apt-get as root
 	scripts/install_test_tools.sh

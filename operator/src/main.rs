@@ -145,7 +145,7 @@ mod run {
     use futures::FutureExt;
     use palisade_operator::controller::{self, RunOptions};
     use palisade_operator::http::{AppState, app};
-    use palisade_operator::leader::LeaderElector;
+    use palisade_operator::leader::{LeaderElector, Timing};
     use palisade_operator::metrics::Metrics;
     use palisade_operator::settings::Settings;
     use palisade_operator::telemetry::{self, LogFormat};
@@ -182,9 +182,10 @@ mod run {
     }
 
     async fn serve(args: RunArgs) -> Result<(), String> {
-        let client = kube::Client::try_default()
+        let clients = controller::Clients::infer()
             .await
             .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
+        let client = clients.calls.clone();
         let settings = Settings::from(args.settings);
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
@@ -230,12 +231,12 @@ mod run {
             let identity = std::env::var("POD_NAME")
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("palisade-operator-{}", std::process::id()));
-            LeaderElector::new(
+            LeaderElector::with_timing(
                 client.clone(),
                 &namespace,
                 &args.leader_election_name,
                 &identity,
-                Duration::from_secs(15),
+                Timing::default(),
             )
         });
         let lost = Arc::new(AtomicBool::new(false));
@@ -255,9 +256,12 @@ mod run {
                 // NB: a renewer that panics is a lost Lease too: leading on without renewing
                 // would let a second replica take the Lease and lead at the same time.
                 if !renewing.await.unwrap_or(false) {
-                    tracing::error!("lost the leader Lease; stopping");
+                    // Exit at once: a graceful stop would let in-flight reconciles write on
+                    // after another replica may have taken the Lease.
+                    tracing::error!("lost the leader Lease; exiting");
                     lost.store(true, Ordering::Relaxed);
                     let _ = lose.send(true);
+                    std::process::exit(1);
                 }
             });
         }
@@ -265,7 +269,7 @@ mod run {
         let options = RunOptions {
             namespace: args.namespace.clone(),
         };
-        let controllers = controller::run(client, settings, options, metrics, stopped.clone());
+        let controllers = controller::run(clients, settings, options, metrics, stopped.clone());
         // NB: kube holds a controller's runner until its cache is ready, and a graceful shutdown
         // waits for it; without an API server that is forever. Bound the wait (well within the
         // pod's default 30 s termination grace period).
@@ -303,7 +307,7 @@ mod run {
                     Ok(false) => tracing::debug!("another replica leads; standing by"),
                     Err(error) => tracing::warn!(%error, "cannot read the leader Lease"),
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::time::sleep(elector.timing().retry_period).await;
             }
         };
         tokio::select! {
@@ -312,20 +316,29 @@ mod run {
         }
     }
 
-    /// Renews the Lease every third of its duration; returns `false` once it could not be
-    /// renewed for longer than it lasts.
+    /// Renews the Lease every retry period; returns `false` (step down) when no renewal has
+    /// succeeded within the renew deadline. Each attempt is bounded by the time left, so a hung
+    /// call cannot carry the holder past the point where others may take over.
     async fn keep_renewing(elector: &LeaderElector) -> bool {
-        let period = elector.lease_duration() / 3;
+        let timing = elector.timing();
         let mut last_renewal = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(period).await;
-            match elector.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
-                Ok(false) => return false,
-                Err(error) => tracing::warn!(%error, "cannot renew the leader Lease"),
-            }
-            if last_renewal.elapsed() > elector.lease_duration() {
-                return false;
+            tokio::time::sleep(timing.retry_period).await;
+            loop {
+                let left = timing.renew_deadline.saturating_sub(last_renewal.elapsed());
+                if left.is_zero() {
+                    return false;
+                }
+                match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
+                    Ok(Ok(true)) => {
+                        last_renewal = tokio::time::Instant::now();
+                        break;
+                    }
+                    Ok(Ok(false)) => return false,
+                    Ok(Err(error)) => tracing::warn!(%error, "cannot renew the leader Lease"),
+                    Err(_) => tracing::warn!("renewing the leader Lease timed out"),
+                }
+                tokio::time::sleep(timing.retry_period.min(left)).await;
             }
         }
     }

@@ -16,13 +16,14 @@ pub mod dereference;
 pub mod error;
 pub mod events;
 pub mod policy_status;
+pub mod shared;
 pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -479,14 +480,51 @@ pub async fn external_secrets_installed(client: &Client) -> bool {
         .is_ok_and(|list| list.resources.iter().any(|r| r.name == "externalsecrets"))
 }
 
+/// How long one API call (a get, list, apply, delete or Lease renewal) may take before it fails:
+/// a half-open connection never hangs a reconcile or a Lease renewal.
+pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The operator's two API clients.
+#[derive(Clone)]
+pub struct Clients {
+    /// For calls: every response must start within [`API_CALL_TIMEOUT`].
+    pub calls: Client,
+    /// For watches, which stay open for minutes: kube's watcher bounds them with its own idle
+    /// timeout (the server-side watch timeout plus a margin) instead of a read timeout.
+    pub watches: Client,
+}
+
+impl Clients {
+    /// Both clients from the in-cluster configuration or `KUBECONFIG`.
+    pub async fn infer() -> Result<Self, kube::Error> {
+        let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+        Self::from_config(config)
+    }
+
+    /// Both clients from one configuration.
+    pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let watches = Client::try_from(config.clone())?;
+        let mut calls = config;
+        calls.read_timeout = Some(API_CALL_TIMEOUT);
+        // The timeout counts from the request, not from when a pooled connection went idle.
+        calls.reset_reader_on_write = true;
+        Ok(Self {
+            calls: Client::try_from(calls)?,
+            watches,
+        })
+    }
+}
+
 /// Runs both controllers until `shutdown` resolves.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     settings: Settings,
     options: RunOptions,
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let client = clients.watches;
+    let calls = clients.calls;
     let ns = options.namespace.as_deref();
     let all = watcher::Config::default().any_semantic();
     let children =
@@ -494,19 +532,30 @@ pub async fn run(
             .any_semantic()
             .labels(&format!("{}={}", names::LABEL_MANAGED_BY, names::MANAGED_BY));
 
-    let servers = Controller::new(api::<DeserializeGuard<McpServer>>(&client, ns), all.clone());
-    let policies = Controller::new(api::<DeserializeGuard<McpAccessPolicy>>(&client, ns), all.clone());
-    let server_store = servers.store();
-    let policy_store = policies.store();
+    let shared::Shared {
+        servers: server_store,
+        policies: policy_store,
+        server_changes,
+        servers_by_policy,
+        policy_changes,
+        policies_by_server,
+        server_watch,
+        policy_watch,
+    } = shared::shared(
+        api::<DeserializeGuard<McpServer>>(&client, ns),
+        api::<DeserializeGuard<McpAccessPolicy>>(&client, ns),
+        all.clone(),
+    );
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        calls.clone(),
         settings,
         policy_store.clone(),
         server_store.clone(),
         metrics,
     ));
 
-    let mut servers = servers
+    let mut servers = Controller::for_stream(server_changes, server_store.clone())
+        .reconcile_on(servers_by_policy)
         .owns(api::<ServiceAccount>(&client, ns), children.clone())
         .owns(api::<NetworkPolicy>(&client, ns), children.clone())
         .owns(api::<ConfigMap>(&client, ns), children.clone())
@@ -514,32 +563,24 @@ pub async fn run(
         .owns(api::<Deployment>(&client, ns), children.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
         .owns(api::<HorizontalPodAutoscaler>(&client, ns), children.clone());
-    if external_secrets_installed(&client).await {
+    if external_secrets_installed(&calls).await {
         // Metadata only: a status change of External Secrets Operator bumps the resourceVersion,
         // which is enough to reconcile; the status itself is read from the apply's answer.
         servers = servers.owns(api::<PartialObjectMeta<ExternalSecret>>(&client, ns), children.clone());
     } else {
         tracing::info!("the ExternalSecret CRD is not installed; McpServers that need one report SecretsReady=False");
     }
-    let by_policy = server_store.clone();
     let by_config_map = server_store.clone();
-    let by_secret = server_store.clone();
+    let by_secret = server_store;
     let servers = servers
-        .watches(
-            api::<DeserializeGuard<McpAccessPolicy>>(&client, ns),
-            all.clone(),
-            move |policy| servers_of_policy(&by_policy, &policy),
-        )
         .watches(
             api::<PartialObjectMeta<ConfigMap>>(&client, ns),
             all.clone(),
             move |cm| servers_naming(&by_config_map, &cm),
         )
-        .watches(
-            api::<PartialObjectMeta<Secret>>(&client, ns),
-            all.clone(),
-            move |secret| servers_naming(&by_secret, &secret),
-        )
+        .watches(api::<PartialObjectMeta<Secret>>(&client, ns), all, move |secret| {
+            servers_naming(&by_secret, &secret)
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
@@ -549,17 +590,21 @@ pub async fn run(
             }
         });
 
-    let by_server = policy_store.clone();
-    let policies = policies
-        .watches(api::<DeserializeGuard<McpServer>>(&client, ns), all, move |server| {
-            policies_of_server(&by_server, &server)
-        })
-        .graceful_shutdown_on(shutdown)
+    let policies = Controller::for_stream(policy_changes, policy_store)
+        .reconcile_on(policies_by_server)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_policy, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "policy reconcile did not complete");
             }
         });
-    futures::future::join(servers, policies).await;
+    // The watches end with the controllers (their trigger channels close).
+    let watches = async move {
+        tokio::select! {
+            () = futures::future::join(server_watch, policy_watch).map(|_| ()) => {}
+            () = shutdown => {}
+        }
+    };
+    futures::future::join3(servers, policies, watches).await;
 }

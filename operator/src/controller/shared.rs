@@ -1,0 +1,178 @@
+//! One watch and one reflector store per Palisade kind, shared by both controllers.
+//!
+//! Each kind's watch feeds its store first and only then triggers anything, so a reconcile
+//! triggered by an object always finds that object (or a newer one) in the store it reads. The
+//! McpServer controller reads the McpAccessPolicy store that its policy triggers come from, and
+//! the McpAccessPolicy status controller reads the McpServer store that its server triggers come
+//! from: a changed policy is never compiled from a stale copy.
+//!
+//! An McpServer triggers its own controller only when its `metadata.generation` changed (a change
+//! of `spec`) or it is being deleted: its status, written by the operator itself, does not
+//! reconcile it again. Its status does trigger the policies bound to it, whose status is drawn
+//! from it.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use futures::channel::mpsc;
+use futures::{SinkExt, Stream, StreamExt};
+use kube::core::DeserializeGuard;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use palisade_crds::{McpAccessPolicy, McpServer};
+
+use super::{policies_of_server, servers_of_policy};
+
+type ServerObject = DeserializeGuard<McpServer>;
+type PolicyObject = DeserializeGuard<McpAccessPolicy>;
+
+/// How many triggers may wait for a controller before the watch waits for it.
+const TRIGGER_BUFFER: usize = 1024;
+
+/// The stores, the trigger streams of both controllers, and the futures that drive both watches
+/// (they must be polled for anything to happen).
+pub struct Shared {
+    /// Every McpServer.
+    pub servers: Store<ServerObject>,
+    /// Every McpAccessPolicy.
+    pub policies: Store<PolicyObject>,
+    /// McpServers whose spec changed: the server controller's own trigger.
+    pub server_changes: mpsc::Receiver<Result<ServerObject, watcher::Error>>,
+    /// McpServers to reconcile because a policy that targets them (or did) changed or went away.
+    pub servers_by_policy: mpsc::Receiver<ObjectRef<ServerObject>>,
+    /// McpAccessPolicies that changed: the policy controller's own trigger.
+    pub policy_changes: mpsc::Receiver<Result<PolicyObject, watcher::Error>>,
+    /// McpAccessPolicies whose status depends on an McpServer that changed or went away.
+    pub policies_by_server: mpsc::Receiver<ObjectRef<PolicyObject>>,
+    /// Drives the McpServer watch.
+    pub server_watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Drives the McpAccessPolicy watch.
+    pub policy_watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// One watch per kind on `servers` and `policies`, with `config`.
+pub fn shared(servers: Api<ServerObject>, policies: Api<PolicyObject>, config: watcher::Config) -> Shared {
+    let (server_store, server_writer) = reflector::store();
+    let (policy_store, policy_writer) = reflector::store();
+    let (server_tx, server_changes) = mpsc::channel(TRIGGER_BUFFER);
+    let (servers_by_policy_tx, servers_by_policy) = mpsc::channel(TRIGGER_BUFFER);
+    let (policy_tx, policy_changes) = mpsc::channel(TRIGGER_BUFFER);
+    let (policies_by_server_tx, policies_by_server) = mpsc::channel(TRIGGER_BUFFER);
+
+    let server_events = reflector::reflector(server_writer, watcher(servers, config.clone()).default_backoff());
+    let server_watch = {
+        let policy_store = policy_store.clone();
+        drive(
+            server_events,
+            ServerRouting {
+                own: server_tx,
+                others: policies_by_server_tx,
+                policies: policy_store,
+                generations: HashMap::new(),
+            },
+        )
+    };
+    let policy_events = reflector::reflector(policy_writer, watcher(policies, config).default_backoff());
+    let policy_watch = {
+        let server_store = server_store.clone();
+        drive(
+            policy_events,
+            PolicyRouting {
+                own: policy_tx,
+                others: servers_by_policy_tx,
+                servers: server_store,
+            },
+        )
+    };
+    Shared {
+        servers: server_store,
+        policies: policy_store,
+        server_changes,
+        servers_by_policy,
+        policy_changes,
+        policies_by_server,
+        server_watch: Box::pin(server_watch),
+        policy_watch: Box::pin(policy_watch),
+    }
+}
+
+/// Where the events of one kind go once its store has them.
+trait Routing<K> {
+    /// An object was created or changed (`initial`: listed at the start or after a resync).
+    fn applied(&mut self, object: K, initial: bool) -> impl Future<Output = ()> + Send;
+    /// An object was deleted.
+    fn deleted(&mut self, object: K) -> impl Future<Output = ()> + Send;
+}
+
+async fn drive<K, R>(events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send, mut routing: R)
+where
+    K: Send,
+    R: Routing<K> + Send,
+{
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(object)) => routing.applied(object, false).await,
+            Ok(watcher::Event::InitApply(object)) => routing.applied(object, true).await,
+            Ok(watcher::Event::Delete(object)) => routing.deleted(object).await,
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
+            // The watcher retries with back-off; the store keeps what it had meanwhile.
+            Err(error) => tracing::warn!(%error, "watch failed; retrying"),
+        }
+    }
+}
+
+struct ServerRouting {
+    own: mpsc::Sender<Result<ServerObject, watcher::Error>>,
+    others: mpsc::Sender<ObjectRef<PolicyObject>>,
+    policies: Store<PolicyObject>,
+    /// The last generation seen per server, to tell spec changes from status-only ones.
+    generations: HashMap<ObjectRef<ServerObject>, Option<i64>>,
+}
+
+impl Routing<ServerObject> for ServerRouting {
+    async fn applied(&mut self, server: ServerObject, initial: bool) {
+        for policy in policies_of_server(&self.policies, &server) {
+            let _ = self.others.send(policy).await;
+        }
+        let key = ObjectRef::from_obj(&server);
+        let generation = server.meta().generation;
+        let deleting = server.meta().deletion_timestamp.is_some();
+        let previous = self.generations.insert(key, generation);
+        if initial || deleting || previous != Some(generation) {
+            let _ = self.own.send(Ok(server)).await;
+        }
+    }
+
+    async fn deleted(&mut self, server: ServerObject) {
+        self.generations.remove(&ObjectRef::from_obj(&server));
+        for policy in policies_of_server(&self.policies, &server) {
+            let _ = self.others.send(policy).await;
+        }
+    }
+}
+
+struct PolicyRouting {
+    own: mpsc::Sender<Result<PolicyObject, watcher::Error>>,
+    others: mpsc::Sender<ObjectRef<ServerObject>>,
+    servers: Store<ServerObject>,
+}
+
+impl Routing<PolicyObject> for PolicyRouting {
+    async fn applied(&mut self, policy: PolicyObject, initial: bool) {
+        // At start every server is reconciled through its own initial listing.
+        if !initial {
+            for server in servers_of_policy(&self.servers, &policy) {
+                let _ = self.others.send(server).await;
+            }
+        }
+        let _ = self.own.send(Ok(policy)).await;
+    }
+
+    async fn deleted(&mut self, policy: PolicyObject) {
+        for server in servers_of_policy(&self.servers, &policy) {
+            let _ = self.others.send(server).await;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The cases, in the order they run.
+
+pub mod api;
+mod leader;
+mod pod;
+mod reconcile;
+mod restart;
+
+use crate::support::harness::CaseFn;
+
+/// Every case: (name, function).
+pub const ALL: &[(&str, CaseFn)] = &[
+    ("api::crds_install_and_are_established", |c| {
+        Box::pin(api::crds_install_and_are_established(c))
+    }),
+    ("api::samples_are_accepted", |c| Box::pin(api::samples_are_accepted(c))),
+    ("api::kubectl_get_explain_and_printer_columns", |c| {
+        Box::pin(api::kubectl_get_explain_and_printer_columns(c))
+    }),
+    (
+        "reconcile::the_operator_reconciles_a_sample_as_its_service_account",
+        |c| Box::pin(reconcile::the_operator_reconciles_a_sample_as_its_service_account(c)),
+    ),
+    (
+        "pod::the_running_server_follows_kubectl_apply_without_a_failed_request",
+        |c| {
+            Box::pin(pod::the_running_server_follows_kubectl_apply_without_a_failed_request(
+                c,
+            ))
+        },
+    ),
+    ("leader::exactly_one_of_two_operators_writes", |c| {
+        Box::pin(leader::exactly_one_of_two_operators_writes(c))
+    }),
+    (
+        "restart::the_operator_recovers_from_an_api_server_and_etcd_restart",
+        |c| Box::pin(restart::the_operator_recovers_from_an_api_server_and_etcd_restart(c)),
+    ),
+];

@@ -1,0 +1,310 @@
+//! The harness plays kubelet for a `palisade-server` pod: it reads the pod template of the
+//! Deployment the operator applied, projects its ConfigMap and Secret volumes the way kubelet
+//! does (files under a timestamped directory, a `..data` symlink swapped atomically on every
+//! change, one symlink per key), and runs the locally built `palisade-server` with the
+//! template's arguments and environment, the volumes bind-mounted at the template's mount paths
+//! in a mount namespace of its own (`unshare`, as root), so the process sees exactly the paths
+//! the compiled policy names.
+//!
+//! What it does not do: pull images, isolate the network (the pod listens on a loopback port,
+//! given by overriding `PALISADE_LISTEN` and `PALISADE_METRICS_LISTEN`), enforce the security
+//! context, run probes or restart the container.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Secret, Volume};
+use kube::{Api, Client};
+
+/// A running pod of a Deployment; stopped on drop.
+pub struct Pod {
+    child: Child,
+    stop: Arc<AtomicBool>,
+    projector: Option<tokio::task::JoinHandle<()>>,
+    /// `http://127.0.0.1:<port>`: the MCP port.
+    pub base_url: String,
+    /// The server's log.
+    pub log: PathBuf,
+}
+
+/// What one volume mount projects.
+#[derive(Clone)]
+struct Projection {
+    source: Source,
+    items: Option<Vec<KeyToPath>>,
+    local: PathBuf,
+}
+
+#[derive(Clone)]
+enum Source {
+    ConfigMap(String),
+    Secret(String),
+    EmptyDir,
+}
+
+impl Pod {
+    /// Starts the first container of Deployment `namespace/name` in `dir`.
+    pub async fn start(client: &Client, namespace: &str, name: &str, dir: &Path) -> Self {
+        let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("Deployment {namespace}/{name}: {e}"));
+        let template = deployment.spec.expect("spec").template.spec.expect("pod spec");
+        let container = template.containers.first().expect("a container").clone();
+        let volumes = template.volumes.unwrap_or_default();
+        let mounts = mounts(&container, &volumes, dir);
+        let projections: Vec<Projection> = mounts.iter().map(|(_, p)| p.clone()).collect();
+        for projection in &projections {
+            std::fs::create_dir_all(&projection.local).expect("volume dir");
+            project_once(client, namespace, projection).await;
+        }
+        let port = palisade_e2e::free_port();
+        let metrics_port = palisade_e2e::free_port();
+        let log = dir.join("server.log");
+        let child = spawn(&container, &mounts, port, metrics_port, &log);
+        let stop = Arc::new(AtomicBool::new(false));
+        let projector = {
+            let (client, namespace, stop) = (client.clone(), namespace.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    for projection in &projections {
+                        project_once(&client, &namespace, projection).await;
+                    }
+                }
+            })
+        };
+        let pod = Self {
+            child,
+            stop,
+            projector: Some(projector),
+            base_url: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        pod.wait_ready().await;
+        pod
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("{}/ready", self.base_url);
+        for _ in 0..200 {
+            let url = url.clone();
+            let ok = tokio::task::spawn_blocking(move || {
+                palisade_e2e::http_client()
+                    .get(url)
+                    .send()
+                    .is_ok_and(|r| r.status().as_u16() == 200)
+            })
+            .await
+            .unwrap_or(false);
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "the pod's palisade-server did not become ready; its log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// `<base>/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base_url)
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(projector) = self.projector.take() {
+            projector.abort();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `(mount path, projection)` of every volume mount of `container`.
+fn mounts(container: &Container, volumes: &[Volume], dir: &Path) -> Vec<(String, Projection)> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|mount| {
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .unwrap_or_else(|| panic!("volume {} of a mount", mount.name));
+            let (source, items) = if let Some(config_map) = &volume.config_map {
+                (Source::ConfigMap(config_map.name.clone()), config_map.items.clone())
+            } else if let Some(secret) = &volume.secret {
+                (
+                    Source::Secret(secret.secret_name.clone().expect("secretName")),
+                    secret.items.clone(),
+                )
+            } else if volume.empty_dir.is_some() {
+                (Source::EmptyDir, None)
+            } else {
+                panic!("volume {} is of a kind this kubelet does not project", volume.name)
+            };
+            let local = dir.join("volumes").join(&volume.name);
+            (mount.mount_path.clone(), Projection { source, items, local })
+        })
+        .collect()
+}
+
+/// The files of a projection as they are in the API now (`None`: the object does not exist).
+async fn files(client: &Client, namespace: &str, projection: &Projection) -> Option<BTreeMap<String, Vec<u8>>> {
+    let all: BTreeMap<String, Vec<u8>> = match &projection.source {
+        Source::EmptyDir => return None,
+        Source::ConfigMap(name) => {
+            let map = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await
+                .ok()??;
+            let mut files: BTreeMap<String, Vec<u8>> = map
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            files.extend(map.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            files
+        }
+        Source::Secret(name) => Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .ok()??
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
+    };
+    Some(match &projection.items {
+        None => all,
+        Some(items) => items
+            .iter()
+            .filter_map(|item| Some((item.path.clone(), all.get(&item.key)?.clone())))
+            .collect(),
+    })
+}
+
+async fn project_once(client: &Client, namespace: &str, projection: &Projection) {
+    if let Some(files) = files(client, namespace, projection).await {
+        atomic_write(&projection.local, &files).expect("project a volume");
+    }
+}
+
+/// kubelet's AtomicWriter: the files go into a fresh `..<timestamp>` directory, `..data` is
+/// swapped to it by a rename (atomic), each top-level name is a symlink through `..data`, and
+/// the old directory is removed. Does nothing when the files are unchanged.
+pub fn atomic_write(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
+    let data = dir.join("..data");
+    if let Ok(current) = std::fs::read_link(&data) {
+        let same = files
+            .iter()
+            .all(|(name, content)| std::fs::read(dir.join(&current).join(name)).is_ok_and(|c| &c == content))
+            && count_files(&dir.join(&current)) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos()
+    );
+    let fresh = dir.join(&stamp);
+    std::fs::create_dir_all(&fresh)?;
+    for (name, content) in files {
+        let path = fresh.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+    }
+    let previous = std::fs::read_link(&data).ok();
+    let temporary = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&temporary);
+    std::os::unix::fs::symlink(&stamp, &temporary)?;
+    std::fs::rename(&temporary, &data)?;
+    let top: std::collections::BTreeSet<String> = files
+        .keys()
+        .map(|k| k.split('/').next().unwrap_or(k).to_owned())
+        .collect();
+    for name in &top {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !top.contains(&name) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(dir.join(previous))?;
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+            .sum()
+    })
+}
+
+/// `unshare` a mount namespace, bind-mount every volume at its mount path, then exec the
+/// server with the container's arguments and environment.
+fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metrics_port: u16, log: &Path) -> Child {
+    let mut script = String::from("set -e\n");
+    for (mount_path, projection) in mounts {
+        // The mount point must exist in the (shared) file system; an empty directory is all
+        // that is left behind outside the namespace.
+        std::fs::create_dir_all(mount_path).unwrap_or_else(|e| panic!("mount point {mount_path}: {e}"));
+        script.push_str(&format!(
+            "mount --bind '{}' '{}'\n",
+            projection.local.display(),
+            mount_path
+        ));
+    }
+    script.push_str("exec \"$@\"\n");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"])
+        .arg(palisade_e2e::server_binary())
+        .args(container.args.iter().flatten());
+    command.env_clear().env("PATH", "/usr/bin:/bin");
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            command.env(&var.name, value);
+        }
+    }
+    command
+        .env("PALISADE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PALISADE_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"));
+    let out = File::create(log).expect("server log");
+    let err = out.try_clone().expect("server log");
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start the pod's palisade-server under unshare (needs root)")
+}
