@@ -3,7 +3,7 @@
 //! codes unless standard error is a terminal.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_palisade-operator")
