@@ -55,7 +55,7 @@ cluster: cluster-build ## Start a local control plane on loopback (admin kubecon
 cluster-down: ## Stop the control plane of make cluster
 	$(CARGO) run --locked -q -p palisade-cluster -- down
 
-test-deps: ## Install the system tools the tests run (lua5.4, kubectl) where missing: apt-get as root
+test-deps: ## Install the system tools the tests run (lua5.4, kubectl, python3-venv) where missing: apt-get as root
 	scripts/install_test_tools.sh
 
 e2e-deps: $(E2E_DEPS)/venv/.installed $(E2E_DEPS)/node/.installed ## Install the pinned third-party test clients

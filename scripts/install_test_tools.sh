@@ -3,17 +3,15 @@
 # the system package manager when they are missing.
 #   lua5.4   runs the Argo CD health checks (operator/tests/argocd_health.rs)
 #   kubectl  renders the kustomize install (operator/tests/kustomize.rs, operator/tests/chart.rs)
+#   python3-venv  lets `make e2e-deps` create the test virtualenv (Debian splits it from python3)
 # As root (CI, containers) it installs them with apt-get; otherwise it stops with the one command
-# to run. It changes nothing when both are present.
+# to run. It changes nothing when all are present.
 set -euo pipefail
 
-# command → Debian package
-declare -A package=([lua5.4]=lua5.4 [kubectl]=kubectl)
-
 missing=()
-for tool in lua5.4 kubectl; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
-done
+command -v lua5.4 >/dev/null 2>&1 || missing+=(lua5.4)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubectl)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
@@ -59,4 +57,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for tool in lua5.4 kubectl; do
   command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is still missing after apt-get install" >&2; exit 1; }
 done
+python3 -c 'import ensurepip, venv' || { echo "error: python3 still cannot create a virtualenv" >&2; exit 1; }
 echo "== installed ${missing[*]}: $(lua5.4 -v 2>&1 | head -1); kubectl $(kubectl version --client -o yaml 2>/dev/null | sed -n 's/^ *gitVersion: //p' | head -1)"

@@ -29,7 +29,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Mint an HS256 development token.
     Token(token::TokenArgs),
-    /// Check or explain a policy.
+    /// Check, compile or explain policies: McpServer and McpAccessPolicy manifests, or compiled
+    /// PolicyDocuments.
     #[command(subcommand)]
     Policy(policy_cli::PolicyCommand),
 }
