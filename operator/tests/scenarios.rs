@@ -48,6 +48,8 @@ impl Call {
 /// A scripted answer.
 enum Reply {
     Json(u16, Value),
+    /// A plain-text answer, as the API server gives for a kind it does not serve.
+    Text(u16, &'static str),
     /// The connection fails (as on a timeout).
     Fail,
 }
@@ -208,6 +210,13 @@ impl Harness {
                                     .status(code)
                                     .header("content-type", "application/json")
                                     .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                                    .unwrap(),
+                            ),
+                            Reply::Text(code, body) => send.send_response(
+                                Response::builder()
+                                    .status(code)
+                                    .header("content-type", "text/plain; charset=utf-8")
+                                    .body(Body::from(body.as_bytes().to_vec()))
                                     .unwrap(),
                             ),
                             Reply::Fail => send.send_error(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
@@ -728,6 +737,19 @@ async fn nothing_is_applied_while_the_server_is_being_deleted() {
 
 #[tokio::test]
 async fn without_the_external_secret_crd_everything_else_is_applied() {
+    // A Status, or what a real API server answers for a kind it does not serve: plain text.
+    for (what, crd_missing) in [
+        (
+            "a Status",
+            (|| not_found("the server could not find the requested resource")) as fn() -> Reply,
+        ),
+        ("plain text", || Reply::Text(404, "404 page not found\n")),
+    ] {
+        without_the_external_secret_crd(what, crd_missing).await;
+    }
+}
+
+async fn without_the_external_secret_crd(what: &str, crd_missing: fn() -> Reply) {
     let mut h = harness();
     h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
     let server = server(EXTERNAL_AUTH);
@@ -735,7 +757,7 @@ async fn without_the_external_secret_crd_everything_else_is_applied() {
     let (result, calls) = h
         .reconcile(&server, |c| {
             if c.path.contains("/externalsecrets") {
-                return not_found("the server could not find the requested resource");
+                return crd_missing();
             }
             if c.method == Method::GET && c.path.contains("/secrets/") {
                 return not_found("secret");
@@ -743,7 +765,7 @@ async fn without_the_external_secret_crd_everything_else_is_applied() {
             healthy(&object, c)
         })
         .await;
-    assert_eq!(result.unwrap(), Action::requeue(controller::WAITING));
+    assert_eq!(result.unwrap(), Action::requeue(controller::WAITING), "{what}");
     let applied: Vec<String> = applies(&calls).into_iter().map(|(p, _)| p).collect();
     assert!(
         applied
@@ -834,6 +856,32 @@ async fn secrets_ready_follows_the_external_secret_ready_condition() {
     assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
     let status = status_patch(&calls).unwrap();
     assert_eq!(condition(status, "SecretsReady")["status"], "True");
+    assert_eq!(condition(status, "Ready")["status"], "True");
+}
+
+/// A server that syncs no secret, in a cluster without External Secrets Operator: the prune
+/// step's list of ExternalSecrets answers 404 in plain text, which means "none".
+#[tokio::test]
+async fn a_cluster_without_the_external_secret_crd_has_no_external_secrets_to_prune() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(PLAIN_AUTH);
+    let object = serde_json::to_value(&server).unwrap();
+    let (result, calls) = h
+        .reconcile(&server, |c| {
+            if c.path.contains("/externalsecrets") {
+                return Reply::Text(404, "404 page not found\n");
+            }
+            healthy(&object, c)
+        })
+        .await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.method == Method::GET && c.path.contains("/externalsecrets"))
+    );
+    let status = status_patch(&calls).unwrap();
     assert_eq!(condition(status, "Ready")["status"], "True");
 }
 

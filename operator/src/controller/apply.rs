@@ -88,7 +88,7 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
                     // NB: a 404 on the apply of a custom resource means that its CRD is not
                     // installed (the namespace exists: the McpServer is in it). Everything else
                     // is still applied, and the status says what to install.
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {
+                    Err(error) if is_not_found(&error) => {
                         external_secrets = ExternalSecrets::NotInstalled;
                         Ok(())
                     }
@@ -175,6 +175,16 @@ async fn hand_over_replicas(client: &Client, namespace: &str, built: &Deployment
     }
 }
 
+/// Whether the API server answered 404: the object, or the whole kind, does not exist.
+///
+/// NB: by the code, not by `Status::is_not_found`. For a kind it does not serve (the
+/// ExternalSecret CRD is not installed) the API server answers `404 page not found` in plain
+/// text; kube then makes a `Status` with the code 404 and the reason "Failed to parse error data",
+/// which `is_not_found` (kube 5) does not count.
+pub fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
 /// The label selector of every child of McpServer `server`.
 pub fn children_selector(server: &str) -> String {
     format!(
@@ -217,7 +227,7 @@ async fn list_children(client: &Client, owner: Owner<'_>, kind: ChildKind) -> Re
                 })
             })
             .collect()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Vec::new()),
+        Err(error) if is_not_found(&error) => Ok(Vec::new()),
         Err(source) => Err(ApplyError::ListChildren {
             kind: kind.as_str(),
             namespace: owner.namespace.to_owned(),
@@ -247,7 +257,7 @@ async fn delete_child(client: &Client, owner: Owner<'_>, kind: ChildKind, name: 
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), owner.namespace, &kind.api_resource());
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(()),
         Err(source) => Err(ApplyError::DeleteChild {
             kind: kind.as_str(),
             namespace: owner.namespace.to_owned(),
