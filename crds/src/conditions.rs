@@ -43,6 +43,10 @@ pub mod reason {
     pub const EXTERNAL_SECRETS_NOT_INSTALLED: &str = "ExternalSecretsNotInstalled";
     /// The Deployment's pods are not all available yet.
     pub const PODS_NOT_READY: &str = "PodsNotReady";
+    /// The API server refused to apply a child (an admission webhook, a quota, a policy engine,
+    /// a conflict with another field manager); the message carries the API server's own. The
+    /// operator retries with back-off; the children applied before it stay as they are.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
     /// A policy names a server in another namespace.
     pub const CROSS_NAMESPACE_REF: &str = "CrossNamespaceRef";
     /// A policy targets no existing server.

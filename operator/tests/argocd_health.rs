@@ -224,7 +224,7 @@ fn every_reason() -> BTreeSet<String> {
 
 /// How an McpServer with `Ready=False` and each reason is reported: "Progressing" where the
 /// cluster gets there by itself, "Degraded" where someone has to act.
-const SERVER_NOT_READY: [(&str, &str); 8] = [
+const SERVER_NOT_READY: [(&str, &str); 9] = [
     (reason::PODS_NOT_READY, "Progressing"),
     (reason::EXTERNAL_SECRET_NOT_READY, "Progressing"),
     (reason::EXTERNAL_SECRET_SYNC_FAILED, "Degraded"),
@@ -233,6 +233,7 @@ const SERVER_NOT_READY: [(&str, &str); 8] = [
     (reason::CONFIG_MAP_NOT_FOUND, "Degraded"),
     (reason::SECRET_NOT_FOUND, "Degraded"),
     (reason::EXTERNAL_SECRETS_NOT_INSTALLED, "Degraded"),
+    (reason::APPLY_FAILED, "Degraded"),
 ];
 
 /// Reasons an McpServer's Ready condition never has with status False: AsExpected and NoPolicy

@@ -217,6 +217,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         external_secrets: status::ExternalSecrets::NotNeeded,
         synced: &[],
         deployment: None,
+        apply_error: None,
     };
 
     let validated = match validate(server, &policies, &ctx.settings) {
@@ -248,7 +249,18 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         namespace: &namespace,
         uid: &uid,
     };
-    let applied = apply::apply(&ctx.client, owner, &children).await?;
+    let applied = match apply::apply(&ctx.client, owner, &children).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            // The refusal reaches the status (Ready=False, ApplyFailed) and a Warning event;
+            // the reconcile is retried with back-off.
+            observation.apply_error = Some(error.to_string());
+            if let Err(status_error) = write_status(ctx, server, &observation).await {
+                tracing::warn!(error = %status_error, "cannot write the status of a failed apply");
+            }
+            return Err(error.into());
+        }
+    };
     for deleted in &applied.deleted {
         tracing::info!(%deleted, "deleted a child the spec no longer wants");
     }

@@ -68,6 +68,8 @@ pub struct Observation<'a> {
     pub synced: &'a [SyncState],
     /// The Deployment as applied; `None` when nothing was applied.
     pub deployment: Option<&'a Deployment>,
+    /// The API server's refusal of a child, when applying failed.
+    pub apply_error: Option<String>,
 }
 
 /// One condition as computed, before it is merged with the previous one.
@@ -89,12 +91,14 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         endpoint: Some(observation.endpoint.clone()),
         ..previous_or_default.clone()
     };
+    // NB: a policy counts as rolled out only when its ConfigMap was applied.
     if let PolicyOutcome::Valid {
         hash,
         bound,
         reachable,
         unreachable,
     } = &observation.policy
+        && observation.apply_error.is_none()
     {
         status.policy_hash = Some(hash.clone());
         status.bound_policies = bound.clone();
@@ -110,11 +114,19 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
     let policy = policy_condition(&observation.policy, previous_or_default.policy_hash.as_deref());
     let documents = documents_condition(observation);
     let secrets = secrets_condition(observation);
-    let ready = ready_condition(
-        &[&policy, &documents, &secrets],
-        pods.as_ref(),
-        previous_or_default.ready_replicas,
-    );
+    let ready = match &observation.apply_error {
+        Some(message) => Computed {
+            type_: conditions::READY,
+            ok: false,
+            reason: reason::APPLY_FAILED,
+            message: format!("the API server refused a child: {message}"),
+        },
+        None => ready_condition(
+            &[&policy, &documents, &secrets],
+            pods.as_ref(),
+            previous_or_default.ready_replicas,
+        ),
+    };
     for computed in [ready, policy, documents, secrets] {
         status.conditions.push(merge(
             &previous_or_default.conditions,
@@ -410,6 +422,7 @@ mod tests {
             external_secrets: ExternalSecrets::NotNeeded,
             synced: &[],
             deployment,
+            apply_error: None,
         }
     }
 
@@ -420,6 +433,33 @@ mod tests {
             reachable: 1,
             unreachable: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_refused_apply_is_ready_false_and_keeps_the_policy_in_force() {
+        let now = Time(Timestamp::from_second(100).unwrap());
+        let deployment = deployment(1, 1);
+        let before = server_status(None, &observation(valid("sha256:old"), Some(&deployment)), &now);
+        let mut refused = observation(valid("sha256:new"), None);
+        refused.apply_error = Some(
+            "cannot apply Deployment ns/s: admission webhook \"policy.example.com\" denied the request: no".into(),
+        );
+        let after = server_status(Some(&before), &refused, &now);
+        let ready = condition(&after.conditions, conditions::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason::APPLY_FAILED)
+        );
+        assert_eq!(
+            ready.message,
+            "the API server refused a child: cannot apply Deployment ns/s: admission webhook \"policy.example.com\" denied the request: no"
+        );
+        assert_eq!(after.policy_hash.as_deref(), Some("sha256:old"), "not rolled out");
+        let events = super::super::events::changes(Some(&before), &after);
+        assert!(
+            events.iter().any(|e| e.warning && e.reason == reason::APPLY_FAILED),
+            "{events:?}"
+        );
     }
 
     #[test]

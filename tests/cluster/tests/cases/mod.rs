@@ -22,6 +22,14 @@ pub const ALL: &[(&str, CaseFn)] = &[
         |c| Box::pin(reconcile::the_operator_reconciles_a_sample_as_its_service_account(c)),
     ),
     (
+        "reconcile::an_apply_refused_by_the_api_server_reaches_status_and_events",
+        |c| {
+            Box::pin(reconcile::an_apply_refused_by_the_api_server_reaches_status_and_events(
+                c,
+            ))
+        },
+    ),
+    (
         "pod::the_running_server_follows_kubectl_apply_without_a_failed_request",
         |c| {
             Box::pin(pod::the_running_server_follows_kubectl_apply_without_a_failed_request(

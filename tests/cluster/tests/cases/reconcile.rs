@@ -292,3 +292,75 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
     .await;
     drop(operator);
 }
+
+/// An apply the API server refuses (here a ResourceQuota that allows no Deployment) reaches the
+/// McpServer's status and a Warning event with the API server's message; once the quota is
+/// gone, the retry applies and the condition clears.
+pub async fn an_apply_refused_by_the_api_server_reaches_status_and_events(cluster: &mut Cluster) {
+    const NS: &str = "team-quota";
+    let kubeconfig = install_rbac(cluster).await;
+    cluster.namespace(NS).await;
+    cluster.kubectl().apply(
+        NS,
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: no-deployments}\nspec: {hard: {count/deployments.apps: \"0\"}}\n",
+    );
+    let operator = Operator::start(cluster, &kubeconfig, "quota-one", &[]);
+    hmac_secret(cluster, NS);
+    cluster
+        .kubectl()
+        .apply(NS, &repo_file("config/samples/company-info.yaml"));
+    let servers: Api<McpServer> = Api::namespaced(cluster.client.clone(), NS);
+    let message = wait_for("Ready=False (ApplyFailed)", Duration::from_secs(60), || {
+        let servers = servers.clone();
+        async move {
+            let server = servers.get(SERVER).await.ok()?;
+            let ready = server.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+            (ready.reason == "ApplyFailed").then_some(ready.message)
+        }
+    })
+    .await;
+    assert!(
+        message.starts_with("the API server refused a child: cannot apply Deployment team-quota/company-info:")
+            && message.contains("exceeded quota: no-deployments"),
+        "{message}"
+    );
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
+    wait_for("an ApplyFailed Warning event", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ApplyFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.note.as_deref().is_some_and(|n| n.contains("exceeded quota"))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let server = servers.get(SERVER).await.expect("server");
+    assert_eq!(
+        server.status.and_then(|s| s.policy_hash),
+        None,
+        "a policy whose ConfigMap may not have been applied is not reported as rolled out"
+    );
+
+    cluster
+        .kubectl()
+        .ok(&["delete", "resourcequota", "no-deployments", "-n", NS]);
+    wait_for(
+        "the retry applies once the quota is gone",
+        Duration::from_secs(90),
+        || {
+            let servers = servers.clone();
+            async move {
+                let server = servers.get(SERVER).await.ok()?;
+                (condition(&server, "Ready")? == ("False".into(), "PodsNotReady".into())).then_some(())
+            }
+        },
+    )
+    .await;
+    drop(operator);
+}
