@@ -45,38 +45,47 @@ fn documents() -> Vec<String> {
     files
 }
 
-/// A fenced block: its language, its first line number and its logical lines (continuations
-/// joined), each with its line number.
+/// A fenced block: its language and its logical lines (continuations joined), each with its line
+/// number.
 #[derive(Debug)]
 struct Block {
     language: String,
     lines: Vec<(usize, String)>,
 }
 
+/// A block being read, and the indentation of its fence.
+struct OpenBlock {
+    block: Block,
+    indent: usize,
+}
+
 /// The fenced blocks of a Markdown text (indented ones in lists too).
 fn blocks(text: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let mut open: Option<(String, usize, Vec<(usize, String)>)> = None;
+    let mut open: Option<OpenBlock> = None;
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let trimmed = line.trim_start();
         match (&mut open, trimmed.strip_prefix("```")) {
             (None, Some(language)) => {
-                open = Some((language.trim().to_owned(), line.len() - trimmed.len(), Vec::new()));
+                open = Some(OpenBlock {
+                    block: Block {
+                        language: language.trim().to_owned(),
+                        lines: Vec::new(),
+                    },
+                    indent: line.len() - trimmed.len(),
+                });
             }
-            (Some(_), Some(_)) => {
-                let (language, _, lines) = open.take().expect("open");
-                blocks.push(Block { language, lines });
-            }
-            (Some((_, indent, lines)), None) => {
+            (Some(_), Some(_)) => blocks.extend(open.take().map(|o| o.block)),
+            (Some(OpenBlock { block, indent }), None) => {
                 let content = line.get(*indent..).unwrap_or(line.trim_start()).to_owned();
-                match lines.last_mut() {
+                match block.lines.last_mut() {
                     Some((_, last)) if last.ends_with('\\') => {
                         last.pop();
                         last.push(' ');
                         last.push_str(content.trim_start());
                     }
-                    _ => lines.push((number, content)),
+                    _ => block.lines.push((number, content)),
                 }
             }
             (None, None) => {}
@@ -413,9 +422,7 @@ impl Checker {
     /// that ran.
     fn command(&mut self, at: &str, line: &str, runnable: bool) -> Option<String> {
         let words = words(line);
-        let Some(first) = words.first().map(String::as_str) else {
-            return None;
-        };
+        let first = words.first().map(String::as_str)?;
         if let Some((binary, arguments)) = binary_and_arguments(&words) {
             let (problems, path) = check_against_help(&mut self.binaries, binary, &arguments);
             self.checked += 1;
