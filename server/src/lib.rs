@@ -1,7 +1,7 @@
 //! `palisade-server`: the MCP server every Palisade pod runs.
 //!
-//! It reads the compiled policy, the documents and the secret files mounted into the pod (see
-//! DESIGN.md, "What a server pod sees"), authenticates every request ([`auth`]), authorizes it with
+//! It reads the compiled policy, the documents and the secret files mounted into the pod
+//! (docs/server.md, "What it reads"), authenticates every request ([`auth`]), authorizes it with
 //! the shared evaluator of `palisade-crds`, serves documents as tools and resources ([`mcp`],
 //! [`documents`]), writes an audit event for every decision ([`audit`]) and exposes metrics
 //! ([`metrics`]). Files are reloaded without a restart ([`state`]). TLS, with optional client
