@@ -94,6 +94,13 @@ fn healthy(server: &Value, call: &Call) -> Reply {
     if call.method == Method::GET && call.query.contains("labelSelector") {
         return empty_list();
     }
+    // A list by name (the live Deployment, read while autoscaling is on): not there yet.
+    if call.method == Method::GET && call.query.contains("fieldSelector") {
+        return Reply::Json(
+            200,
+            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
+    }
     if call.method == Method::GET
         && let Some(name) = call
             .path
@@ -1017,6 +1024,33 @@ async fn an_upgrade_prunes_children_under_the_names_an_older_operator_gave_them(
             .any(|v| v["configMap"]["name"] == "company-info.docs.faq"),
         "{volumes:?}"
     );
+}
+
+/// A new server with autoscaling on: no live Deployment, nothing to hand over, and the one
+/// Deployment apply leaves the count to the autoscaler.
+#[tokio::test]
+async fn a_new_server_with_autoscaling_has_nothing_to_hand_over() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(&format!("{PLAIN_AUTH}  autoscaling: {{enabled: true}}\n"));
+    let object = serde_json::to_value(&server).unwrap();
+    let (result, calls) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    assert!(result.is_ok(), "{result:?}");
+    let deployments = format!("/apis/apps/v1/namespaces/{NS}/deployments");
+    let read = calls
+        .iter()
+        .find(|c| c.is(&Method::GET, &deployments) && c.query.contains("fieldSelector"))
+        .expect("the live Deployment is looked up by name");
+    assert!(
+        read.query.contains("fieldSelector=metadata.name%3Dcompany-info"),
+        "{read:?}"
+    );
+    let patches: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.is(&Method::PATCH, &format!("{deployments}/company-info")))
+        .collect();
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].body["spec"].get("replicas"), None);
 }
 
 /// A live Deployment whose `spec.replicas` (at `replicas`) was last set by `manager`'s apply.
