@@ -577,14 +577,38 @@ async fn an_invalid_policy_is_not_rolled_out() {
     bad.spec.bindings[0].role = "nobody".into();
     h.add_policy(bad);
     let object = serde_json::to_value(&server).unwrap();
-    let (result, calls) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    // The policy ConfigMap in force, as the first reconcile applied it.
+    let policy_path = format!("/api/v1/namespaces/{NS}/configmaps/company-info-policy");
+    let in_force = applies(&first)
+        .into_iter()
+        .find(|(path, _)| *path == policy_path)
+        .map(|(_, body)| body)
+        .expect("the first reconcile applied the policy");
+    let (result, calls) = h
+        .reconcile(&server, |c| {
+            if c.is(&Method::GET, &policy_path) {
+                Reply::Json(200, in_force.clone())
+            } else {
+                healthy(&object, c)
+            }
+        })
+        .await;
     let error = result.unwrap_err();
     assert!(!error.is_transient(), "{error}");
     assert_eq!(
         controller::error_policy(Arc::new(DeserializeGuard(Ok(server.clone()))), &error, h.ctx.clone()),
         Action::await_change()
     );
-    assert!(applies(&calls).is_empty(), "nothing is applied: {calls:?}");
+    // Every other child still follows the server's spec; the policy ConfigMap is applied with
+    // the policy in force, byte for byte.
+    let applied = applies(&calls);
+    assert_eq!(applied.len(), applies(&first).len(), "{calls:?}");
+    let kept = &applied.iter().find(|(path, _)| *path == policy_path).expect("policy").1;
+    assert_eq!(kept["data"], in_force["data"]);
+    assert_eq!(
+        kept["metadata"]["annotations"]["palisade.dev/policy-hash"],
+        good_hash.as_str()
+    );
     let status = status_patch(&calls).unwrap();
     let policy_valid = condition(status, "PolicyValid");
     assert_eq!(policy_valid["status"], "False");
@@ -614,7 +638,17 @@ async fn a_failing_policy_test_is_not_rolled_out() {
     ));
     let server = server(PLAIN_AUTH);
     let object = serde_json::to_value(&server).unwrap();
-    let (result, calls) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    // No policy was ever rolled out (no policy ConfigMap): nothing is applied.
+    let policy_path = format!("/api/v1/namespaces/{NS}/configmaps/company-info-policy");
+    let (result, calls) = h
+        .reconcile(&server, |c| {
+            if c.is(&Method::GET, &policy_path) {
+                not_found("configmaps \"company-info-policy\"")
+            } else {
+                healthy(&object, c)
+            }
+        })
+        .await;
     assert!(matches!(result, Err(Error::Validate(_))));
     assert!(applies(&calls).is_empty());
     let policy_valid = condition(status_patch(&calls).unwrap(), "PolicyValid").clone();

@@ -44,6 +44,19 @@ pub enum ApplyError {
         /// The API error.
         source: kube::Error,
     },
+    /// Reading a child (the policy ConfigMap in force, kept while new policies are invalid)
+    /// failed.
+    #[error("cannot read {kind} {namespace}/{name}: {source}")]
+    ReadChild {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API error.
+        source: kube::Error,
+    },
     /// Listing the children of one kind (to delete those no longer wanted) failed.
     #[error("cannot list {kind}s of McpServer {namespace}/{server}: {source}")]
     ListChildren {

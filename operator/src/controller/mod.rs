@@ -220,34 +220,42 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         apply_error: None,
     };
 
-    let validated = match validate(server, &policies, &ctx.settings) {
-        Ok(validated) => validated,
-        Err(invalid) => {
-            // NB: nothing is applied. The policy ConfigMap (and every other child) keeps the
-            // last valid version, so a bad policy can never break a running server.
-            observation.policy = PolicyOutcome::Invalid {
-                reason: invalid.reason(),
-                message: invalid.problems().to_string(),
-            };
-            write_status(ctx, server, &observation).await?;
-            return Err(Error::Validate(invalid));
-        }
-    };
-    for warning in validated.warnings() {
-        tracing::debug!(%warning, "warning");
-    }
-    let (reachable, unreachable) = validated.compiled().policy.reachability();
-    observation.policy = PolicyOutcome::Valid {
-        hash: validated.policy_hash().to_owned(),
-        bound: validated.bound_policies().to_vec(),
-        reachable: i32::try_from(reachable.len()).unwrap_or(i32::MAX),
-        unreachable: unreachable.iter().map(|t| (*t).to_owned()).collect(),
-    };
-    let children = build_children(&validated, &ctx.settings);
     let owner = Owner {
         name: &name,
         namespace: &namespace,
         uid: &uid,
+    };
+    let (children, invalid) = match validate(server, &policies, &ctx.settings) {
+        Ok(validated) => {
+            for warning in validated.warnings() {
+                tracing::debug!(%warning, "warning");
+            }
+            let (reachable, unreachable) = validated.compiled().policy.reachability();
+            observation.policy = PolicyOutcome::Valid {
+                hash: validated.policy_hash().to_owned(),
+                bound: validated.bound_policies().to_vec(),
+                reachable: i32::try_from(reachable.len()).unwrap_or(i32::MAX),
+                unreachable: unreachable.iter().map(|t| (*t).to_owned()).collect(),
+            };
+            (build_children(&validated, &ctx.settings), None)
+        }
+        Err(invalid) => {
+            observation.policy = PolicyOutcome::Invalid {
+                reason: invalid.reason(),
+                message: invalid.problems().to_string(),
+            };
+            match children_keeping_the_policy_in_force(ctx, server, owner).await? {
+                // A broken policy holds back only the policy: the other children follow the
+                // server's spec (image, security settings, replicas).
+                Some(children) => (children, Some(invalid)),
+                // The server's own spec is invalid, or no policy was ever rolled out: nothing
+                // is applied.
+                None => {
+                    write_status(ctx, server, &observation).await?;
+                    return Err(Error::Validate(invalid));
+                }
+            }
+        }
     };
     let applied = match apply::apply(&ctx.client, owner, &children).await {
         Ok(applied) => applied,
@@ -268,6 +276,9 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
     observation.synced = &applied.synced;
     observation.deployment = Some(&applied.deployment);
     let written = write_status(ctx, server, &observation).await?;
+    if let Some(invalid) = invalid {
+        return Err(Error::Validate(invalid));
+    }
 
     let waiting = !found.missing_config_maps.is_empty()
         || !found.missing_secrets.is_empty()
@@ -277,6 +288,47 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             .iter()
             .any(|c| c.type_ == palisade_crds::conditions::READY && c.status == "True");
     Ok(Action::requeue(if waiting { WAITING } else { RESYNC }))
+}
+
+/// When the McpAccessPolicies bound to `server` are invalid but its own spec is valid and a
+/// policy was rolled out before: every child built from the server's spec, with the policy
+/// ConfigMap as it is in the cluster (the last good policy stays in force, byte for byte).
+/// `None` when the server's own spec is invalid or no policy ConfigMap exists yet.
+async fn children_keeping_the_policy_in_force(
+    ctx: &Context,
+    server: &McpServer,
+    owner: Owner<'_>,
+) -> Result<Option<crate::build::Children>, Error> {
+    let Ok(alone) = validate(server, &[], &ctx.settings) else {
+        return Ok(None);
+    };
+    let policy_map = names::policy_config_map(owner.name);
+    let in_force = Api::<ConfigMap>::namespaced(ctx.client.clone(), owner.namespace)
+        .get_opt(&policy_map)
+        .await
+        .map_err(|source| error::ApplyError::ReadChild {
+            kind: "ConfigMap",
+            namespace: owner.namespace.to_owned(),
+            name: policy_map.clone(),
+            source,
+        })?;
+    let Some(in_force) = in_force else {
+        return Ok(None);
+    };
+    let mut children = build_children(&alone, &ctx.settings);
+    let kept = &mut children.policy_config_map;
+    kept.data = in_force.data;
+    kept.binary_data = in_force.binary_data;
+    let hash = in_force
+        .metadata
+        .annotations
+        .and_then(|a| a.get(names::POLICY_HASH_ANNOTATION).cloned());
+    let annotations = kept.metadata.annotations.get_or_insert_with(Default::default);
+    match hash {
+        Some(hash) => annotations.insert(names::POLICY_HASH_ANNOTATION.to_owned(), hash),
+        None => annotations.remove(names::POLICY_HASH_ANNOTATION),
+    };
+    Ok(Some(children))
 }
 
 /// Computes the status, writes it when it changed, and publishes the events of the change.

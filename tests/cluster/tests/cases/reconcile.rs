@@ -259,6 +259,32 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
         .await
         .expect("policy ConfigMap");
     assert_eq!(kept.data, changed, "the last good policy stays in force");
+    // ... and the broken policy holds back nothing else: the Deployment follows the server.
+    servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale the server");
+    wait_for(
+        "the Deployment follows the server while its policy is broken",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get(&names::deployment(SERVER)).await.ok()?;
+                (deployment.spec?.replicas == Some(3)).then_some(())
+            }
+        },
+    )
+    .await;
+    let kept = config_maps
+        .get(&names::policy_config_map(SERVER))
+        .await
+        .expect("policy ConfigMap");
+    assert_eq!(kept.data, changed, "the last good policy is still in force");
 
     // Deleting the McpServer: kube-controller-manager's garbage collector removes every child.
     servers
