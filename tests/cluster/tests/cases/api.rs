@@ -8,6 +8,9 @@ use kube::Api;
 
 use crate::support::{Cluster, repo_file, wait_for};
 
+#[path = "../../../../crds/tests/cel_table/cases.rs"]
+mod cel_table;
+
 /// The CRDs of External Secrets Operator, vendored for the samples that use them.
 const ESO_CRDS: &[&str] = &[
     "tests/schemas/upstream/external-secrets.io_clustersecretstores.yaml",
@@ -115,5 +118,41 @@ pub async fn kubectl_get_explain_and_printer_columns(cluster: &mut Cluster) {
     assert!(
         explained.contains(&first_words),
         "kubectl explain shows the field's doc comment ({first_words:?}):\n{explain}"
+    );
+}
+
+/// Every CEL rule's bad-input case of `crds/tests/cel_table/cases.rs` is rejected by the API
+/// server itself with the same message as kube's offline `validate_cel` gives (the same table
+/// runs in `crds/tests/cel_table.rs`).
+pub async fn every_cel_rule_rejects_its_bad_input_in_the_api_server(cluster: &mut Cluster) {
+    cluster.namespace("cel").await;
+    let kubectl = cluster.kubectl();
+    let sample = repo_file("config/samples/company-info.yaml");
+    let objects: Vec<serde_json::Value> = sample
+        .split("\n---\n")
+        .map(|d| yaml_serde::from_str(d).expect("sample YAML"))
+        .collect();
+    for case in cel_table::CASES {
+        let mut object = objects
+            .iter()
+            .find(|o| o["kind"] == case.kind)
+            .expect("the sample has the kind")
+            .clone();
+        cel_table::merge_patch(&mut object, &(case.patch)());
+        let output = kubectl.run(
+            &["apply", "--dry-run=server", "--server-side", "-n", "cel", "-f", "-"],
+            Some(&object.to_string()),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.contains(case.message),
+            "{}: the API server should refuse it with {:?}, said: {stderr}",
+            case.name,
+            case.message
+        );
+    }
+    eprintln!(
+        "    {} cases refused by the API server with their rule's message",
+        cel_table::CASES.len()
     );
 }

@@ -17,6 +17,9 @@ pub const ALL: &[(&str, CaseFn)] = &[
     ("api::kubectl_get_explain_and_printer_columns", |c| {
         Box::pin(api::kubectl_get_explain_and_printer_columns(c))
     }),
+    ("api::every_cel_rule_rejects_its_bad_input_in_the_api_server", |c| {
+        Box::pin(api::every_cel_rule_rejects_its_bad_input_in_the_api_server(c))
+    }),
     (
         "reconcile::the_operator_reconciles_a_sample_as_its_service_account",
         |c| Box::pin(reconcile::the_operator_reconciles_a_sample_as_its_service_account(c)),

@@ -1,0 +1,224 @@
+//! One bad-input case per CEL rule of both CRDs, as a JSON merge patch (RFC 7386) on the
+//! company-info sample, with the message the rule gives. Shared by the offline test
+//! (`crds/tests/cel_table.rs`, kube's `validate_cel`) and the cluster suite (the API server
+//! itself, `tests/cluster/tests/cases/api.rs`): one table, run both ways, the same message.
+
+use serde_json::{Value, json};
+
+/// One case.
+pub struct CelCase {
+    /// `McpServer` or `McpAccessPolicy`.
+    pub kind: &'static str,
+    /// What is wrong.
+    pub name: &'static str,
+    /// The merge patch that makes the sample object wrong.
+    pub patch: fn() -> Value,
+    /// The rule's message.
+    pub message: &'static str,
+}
+
+/// Applies an RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = Value::Object(serde_json::Map::new());
+            }
+            let object = target.as_object_mut().expect("an object");
+            for (key, value) in fields {
+                if value.is_null() {
+                    object.remove(key);
+                } else {
+                    merge_patch(object.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+const GOOGLE: &str = "https://accounts.google.com";
+const RESOURCE: &str = "https://company-info.team-a.example.com/mcp";
+
+fn hmac_issuer(extra: Value) -> Value {
+    let mut issuer =
+        json!({"issuer": "palisade-dev", "hmacKey": {"secretKeyRef": {"name": "company-info-jwt", "key": "hmac-key"}}});
+    merge_patch(&mut issuer, &extra);
+    issuer
+}
+
+fn issuers(list: Value) -> Value {
+    json!({"spec": {"auth": {"issuers": list}}})
+}
+
+/// Every case, one per rule.
+pub const CASES: &[CelCase] = &[
+    CelCase {
+        kind: "McpServer",
+        name: "a server name that is not a DNS-1035 label",
+        patch: || json!({"metadata": {"name": "company.info"}}),
+        message: "the name must be a DNS-1035 label of at most 63 characters: it names the server's Service",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an API-key table with neither source",
+        patch: || json!({"spec": {"auth": {"apiKeys": {}}}}),
+        message: "set exactly one of secretKeyRef or externalSecret",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a collection with neither a ConfigMap nor inline documents",
+        patch: || {
+            json!({"spec": {"documents": [
+            {"collection": "public", "description": "Public company information"},
+            {"collection": "confidential", "configMapRef": {"name": "company-confidential-docs"}}]}})
+        },
+        message: "set exactly one of configMapRef or inline",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "no issuer, no API keys, anonymous not allowed",
+        patch: || issuers(json!([])),
+        message: "configure at least one issuer or an apiKeys table, or set allowAnonymous: true explicitly",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a resource URI with a fragment",
+        patch: || json!({"spec": {"auth": {"resource": "https://company-info.team-a.example.com/mcp#x"}}}),
+        message: "resource must be an absolute http(s) URI without a fragment (RFC 8707 section 2)",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an issuer with both a JWKS URI and an HMAC key",
+        patch: || issuers(json!([hmac_issuer(json!({"jwksUri": "https://example.com/jwks"}))])),
+        message: "jwksUri and hmacKey are mutually exclusive: an issuer signs either with an HMAC key or with keys from a JWKS",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an HMAC issuer accepting RS256",
+        patch: || issuers(json!([hmac_issuer(json!({"algorithms": ["RS256"]}))])),
+        message: "an hmacKey issuer accepts only HS256, HS384 or HS512",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an OIDC issuer accepting HS256",
+        patch: || issuers(json!([{"issuer": GOOGLE, "audiences": [RESOURCE], "algorithms": ["HS256"]}])),
+        message: "a JWKS or OIDC issuer never accepts HS256/HS384/HS512 (its public keys would become HMAC secrets)",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an OIDC issuer that is not a URL",
+        patch: || issuers(json!([{"issuer": "accounts-google", "audiences": [RESOURCE]}])),
+        message: "without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a JWKS URI that is not an http(s) URL",
+        patch: || issuers(json!([{"issuer": GOOGLE, "audiences": [RESOURCE], "jwksUri": "ftp://example.com/jwks"}])),
+        message: "jwksUri must be an absolute http(s) URL",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an HMAC issuer as the service-account issuer",
+        patch: || issuers(json!([hmac_issuer(json!({"kubernetesServiceAccounts": true}))])),
+        message: "an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a PodDisruptionBudget with both bounds",
+        patch: || json!({"spec": {"podDisruptionBudget": {"enabled": true, "minAvailable": 1, "maxUnavailable": 1}}}),
+        message: "minAvailable and maxUnavailable are mutually exclusive",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "autoscaling with min above max",
+        patch: || json!({"spec": {"autoscaling": {"enabled": true, "minReplicas": 5, "maxReplicas": 2}}}),
+        message: "minReplicas must not exceed maxReplicas",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a tool serving a collection that is not listed",
+        patch: || json!({"spec": {"tools": [{"name": "get_public_info", "collection": "nope", "action": "readAll"}]}}),
+        message: "every tool must serve a collection listed in spec.documents",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a pod label the operator sets",
+        patch: || json!({"spec": {"podTemplate": {"labels": {"app.kubernetes.io/instance": "other"}}}}),
+        message: "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a pod annotation the operator sets",
+        patch: || json!({"spec": {"podTemplate": {"annotations": {"prometheus.io/scrape": "false"}}}}),
+        message: "podTemplate.annotations cannot set kubectl.kubernetes.io/default-container or prometheus.io/scrape, port or path: the operator sets them",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a policy that targets nothing",
+        patch: || json!({"spec": {"targetRefs": []}}),
+        message: "a policy must target servers: set targetRefs or targetSelector",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a binding to an undefined role",
+        patch: || json!({"spec": {"bindings": [{"role": "nobody", "groups": ["employees"]}]}}),
+        message: "every binding must name a role defined in spec.roles",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a granted scope with a partial-segment wildcard",
+        patch: || {
+            json!({"spec": {"roles": [
+            {"name": "employee", "scopes": ["public:re*"]},
+            {"name": "strategist", "scopes": ["public:*", "confidential:read"]}]}})
+        },
+        message: "scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a required scope with a wildcard",
+        patch: || {
+            json!({"spec": {"tools": [
+            {"match": "get_public_info", "requiredScopes": ["public:*"]},
+            {"match": "get_confidential_info", "requiredScopes": ["confidential:read"]}]}})
+        },
+        message: "required scopes are literal RFC 6749 scope tokens; '*' is only allowed in the scopes a role grants",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a binding that names nobody",
+        patch: || json!({"spec": {"bindings": [{"role": "employee"}]}}),
+        message: "a binding must name at least one subject, group or service account, or set anonymous: true",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a wildcard subject",
+        patch: || json!({"spec": {"bindings": [{"role": "employee", "subjects": ["*"]}]}}),
+        message: "bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous/system:unauthenticated",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a test that asserts nothing",
+        patch: || json!({"spec": {"tests": [{"name": "nothing", "identity": {"subject": "alice"}}]}}),
+        message: "a test must assert something: set visibleTools, allowed or denied",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a tool both allowed and denied",
+        patch: || {
+            json!({"spec": {"tests": [{"name": "both", "identity": {"subject": "alice"},
+            "allowed": ["get_public_info"], "denied": ["get_public_info"]}]}})
+        },
+        message: "a tool cannot be both allowed and denied in one test",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "an anonymous identity with a subject",
+        patch: || {
+            json!({"spec": {"tests": [{"name": "anonymous alice", "identity": {"anonymous": true, "subject": "alice"},
+            "denied": ["get_public_info"]}]}})
+        },
+        message: "an anonymous identity has no subject, scopes, roles, groups or service account",
+    },
+];
