@@ -30,6 +30,7 @@ fn documents() -> Vec<String> {
         "README.md",
         "operator/README.md",
         "tests/README.md",
+        "tests/cluster/README.md",
         "tests/schemas/upstream/README.md",
     ]
     .map(str::to_owned)
