@@ -174,19 +174,6 @@ mod tests {
     }
 
     #[test]
-    fn misspelt_fields_are_refused_with_their_path() {
-        let error = inputs(
-            "apiVersion: palisade.dev/v1alpha1\nkind: McpServer\nmetadata: {name: s}\n\
-             spec: {auth: {allowAnonymous: true}, networkPolicy: {enable: true}, scheduling: {nodeSelector: {}}}",
-        )
-        .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "test.yaml (document 1): McpServer default/s: unknown field(s): spec.networkPolicy.enable"
-        );
-    }
-
-    #[test]
     fn duplicates_and_other_versions_are_refused() {
         let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n";
         let error = inputs(&format!("{cm}---\n{cm}")).unwrap_err();

@@ -4,14 +4,9 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use palisade_crds::McpAccessPolicy;
-use palisade_operator::names;
-use serde_json::json;
 
-use super::reconcile::{hmac_secret, wait_reconciled};
+use super::reconcile::{hmac_secret, switch_to_audit_and_wait, wait_reconciled};
 use crate::support::operator::{OPERATOR_NAMESPACE, Operator, install_rbac};
 use crate::support::{Cluster, repo_file, wait_for};
 
@@ -88,23 +83,12 @@ pub async fn exactly_one_of_two_operators_writes(cluster: &mut Cluster) {
         handover <= LEASE_DURATION + RETRY_PERIOD * 2,
         "handover took {handover:?}"
     );
-    let policies: Api<McpAccessPolicy> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    policies
-        .patch(
-            "company-info-access",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mode": "Audit"}})),
-        )
-        .await
-        .expect("change the policy");
-    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    wait_for("the new leader rolls out the change", Duration::from_secs(60), || {
-        let config_maps = config_maps.clone();
-        async move {
-            let map = config_maps.get(&names::policy_config_map("company-info")).await.ok()?;
-            map.data?.values().any(|v| v.contains("mode: Audit")).then_some(())
-        }
-    })
+    switch_to_audit_and_wait(
+        &cluster.client,
+        NAMESPACE,
+        "the new leader rolls out a change",
+        Duration::from_secs(60),
+    )
     .await;
     assert!(second.metric(RECONCILES).await > 0.0, "the new leader reconciles");
     assert!(!second.exited(), "the new leader keeps running");

@@ -55,6 +55,42 @@ pub async fn wait_reconciled(servers: &Api<McpServer>, name: &str, policies: &[&
     .await
 }
 
+/// Waits until namespace `namespace` has an event that `matches`.
+pub async fn wait_event(client: &kube::Client, namespace: &str, what: &str, matches: impl Fn(&Event) -> bool) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let matches = &matches;
+    wait_for(what, Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.iter().any(matches).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Switches the sample's policy in `namespace` to Audit mode and waits (up to `timeout`) until
+/// the policy ConfigMap carries it: `what` names the wait.
+pub async fn switch_to_audit_and_wait(client: &kube::Client, namespace: &str, what: &str, timeout: Duration) {
+    Api::<McpAccessPolicy>::namespaced(client.clone(), namespace)
+        .patch(
+            POLICY,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"mode": "Audit"}})),
+        )
+        .await
+        .expect("switch the policy to Audit");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    wait_for(what, timeout, || {
+        let config_maps = config_maps.clone();
+        async move {
+            let map = config_maps.get(&names::policy_config_map(SERVER)).await.ok()?;
+            map.data?.values().any(|v| v.contains("mode: Audit")).then_some(())
+        }
+    })
+    .await;
+}
+
 fn owned_by(meta: &kube::api::ObjectMeta, server: &McpServer) -> bool {
     meta.owner_references.as_ref().is_some_and(|owners| {
         owners.iter().any(|o| {
@@ -142,20 +178,10 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
     assert!(managers.contains(&names::MANAGED_BY.to_owned()), "{managers:?}");
 
     // Events, as documented (events.k8s.io, regarding the McpServer).
-    let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
-    wait_for("a PolicyRolledOut event", Duration::from_secs(30), || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("PolicyRolledOut")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(SERVER)
-                        && e.reporting_controller.as_deref() == Some(names::MANAGED_BY)
-                })
-                .then_some(())
-        }
+    wait_event(&client, NAMESPACE, "a PolicyRolledOut event", |e| {
+        e.reason.as_deref() == Some("PolicyRolledOut")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(SERVER)
+            && e.reporting_controller.as_deref() == Some(names::MANAGED_BY)
     })
     .await;
 
@@ -243,15 +269,8 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
         }
     })
     .await;
-    wait_for("a PolicyTestFailed Warning event", Duration::from_secs(30), || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("PolicyTestFailed") && e.type_.as_deref() == Some("Warning"))
-                .then_some(())
-        }
+    wait_event(&client, NAMESPACE, "a PolicyTestFailed Warning event", |e| {
+        e.reason.as_deref() == Some("PolicyTestFailed") && e.type_.as_deref() == Some("Warning")
     })
     .await;
     let kept = config_maps
@@ -350,20 +369,10 @@ pub async fn an_apply_refused_by_the_api_server_reaches_status_and_events(cluste
             && message.contains("exceeded quota: no-deployments"),
         "{message}"
     );
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
-    wait_for("an ApplyFailed Warning event", Duration::from_secs(30), || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("ApplyFailed")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.note.as_deref().is_some_and(|n| n.contains("exceeded quota"))
-                })
-                .then_some(())
-        }
+    wait_event(&cluster.client, NS, "an ApplyFailed Warning event", |e| {
+        e.reason.as_deref() == Some("ApplyFailed")
+            && e.type_.as_deref() == Some("Warning")
+            && e.note.as_deref().is_some_and(|n| n.contains("exceeded quota"))
     })
     .await;
     let server = servers.get(SERVER).await.expect("server");

@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use palisade_cluster::Component;
-use palisade_crds::{McpAccessPolicy, McpServer};
+use palisade_crds::McpServer;
 use palisade_operator::names;
-use serde_json::json;
 
-use super::reconcile::{hmac_secret, wait_reconciled};
+use super::reconcile::{hmac_secret, switch_to_audit_and_wait, wait_reconciled};
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{Cluster, repo_file, wait_for};
+use crate::support::{Cluster, repo_file};
 
 const NAMESPACE: &str = "team-restart";
 
@@ -49,27 +48,14 @@ pub async fn the_operator_recovers_from_an_api_server_and_etcd_restart(cluster: 
     assert!(!operator.exited(), "the operator survived without a restart");
 
     // Watches were re-established: a change made after the restart is rolled out.
-    Api::<McpAccessPolicy>::namespaced(client.clone(), NAMESPACE)
-        .patch(
-            "company-info-access",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"mode": "Audit"}})),
-        )
-        .await
-        .expect("change the policy");
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-    wait_for(
+    switch_to_audit_and_wait(
+        &client,
+        NAMESPACE,
         "the change after the restart rolled out",
         Duration::from_secs(90),
-        || {
-            let config_maps = config_maps.clone();
-            async move {
-                let map = config_maps.get(&names::policy_config_map("company-info")).await.ok()?;
-                map.data?.values().any(|v| v.contains("mode: Audit")).then_some(())
-            }
-        },
     )
     .await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
 
     // Exactly the expected ConfigMaps, each once, all owned by the server.
     let server = servers.get("company-info").await.expect("server");
