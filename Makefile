@@ -8,7 +8,7 @@ SERVER := target/debug/palisade-server
 .PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down
 
 help: ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 test: test-deps lint e2e-deps cluster-build ## Format check, clippy, and every test (unit, property, end-to-end with real clients, the cluster suite)
 	$(CARGO) test --workspace --all-targets --locked

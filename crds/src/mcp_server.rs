@@ -264,7 +264,9 @@ pub struct AuthSpec {
 
     /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds. Defaults to 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 300))]
+    // NB: `int32`, a format the API server knows (schemars writes `uint32` for a u32, which
+    // `kubectl apply` of the CRD warns about).
+    #[schemars(range(min = 0, max = 300), extend("format" = "int32"))]
     pub leeway_seconds: Option<u32>,
 }
 

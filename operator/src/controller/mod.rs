@@ -189,8 +189,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
     // NB: until the policy cache has listed every McpAccessPolicy once, a server would seem to
     // have no policy and get the deny-all one; after an operator restart that would break
     // running servers. Wait for the first full list.
-    ctx.policies
-        .wait_until_ready()
+    shared::until_ready(&ctx.policies)
         .await
         .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
 
@@ -418,12 +417,10 @@ async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Res
     let namespace = policy.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = policy.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     // Before the server cache is complete, a policy would seem to target nothing.
-    ctx.servers
-        .wait_until_ready()
+    shared::until_ready(&ctx.servers)
         .await
         .map_err(|_| Error::CacheUnavailable("McpServers"))?;
-    ctx.policies
-        .wait_until_ready()
+    shared::until_ready(&ctx.policies)
         .await
         .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
     let previous = policy.status.as_ref();

@@ -141,6 +141,7 @@ impl Routing<ServerObject> for ServerRouting {
         let deleting = server.meta().deletion_timestamp.is_some();
         let previous = self.generations.insert(key, generation);
         if initial || deleting || previous != Some(generation) {
+            tracing::debug!(server = %super::key_of(&server), initial, "the McpServer changed: reconcile it");
             let _ = self.own.send(Ok(server)).await;
         }
     }
@@ -173,6 +174,59 @@ impl Routing<PolicyObject> for PolicyRouting {
     async fn deleted(&mut self, policy: PolicyObject) {
         for server in servers_of_policy(&self.servers, &policy) {
             let _ = self.others.send(server).await;
+        }
+    }
+}
+
+/// Waits until `store` has listed its kind once.
+///
+/// NB: kube's `Store::wait_until_ready` wakes only the last of several tasks waiting at once (its
+/// `DelayedInit` keeps one waker, that of a `oneshot::Receiver`). Found in the cluster suite: an
+/// operator started with four McpServers in the cluster reconciled one, and the other three
+/// waited forever. A fresh wait every 100 ms does not depend on being woken.
+pub async fn until_ready<K>(store: &Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) = tokio::time::timeout(UNTIL_READY_POLL, store.wait_until_ready()).await {
+            return result;
+        }
+    }
+}
+
+/// How often [`until_ready`] looks again.
+const UNTIL_READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use super::until_ready;
+
+    #[tokio::test]
+    async fn every_task_waiting_for_a_store_wakes_when_it_is_ready() {
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { until_ready(&store).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        for task in waiting {
+            tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .expect("woken")
+                .expect("joined")
+                .expect("ready");
         }
     }
 }

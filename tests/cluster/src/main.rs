@@ -53,12 +53,12 @@ fn up(dir: PathBuf) -> Result<(), String> {
     let status = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["apply", "--server-side", "-f"])
+        .args(["apply", "--server-side", "-k"])
         .arg(&crds)
         .status()
         .map_err(|e| format!("kubectl: {e}"))?;
     if !status.success() {
-        return Err(format!("kubectl apply -f {} failed", crds.display()));
+        return Err(format!("kubectl apply -k {} failed", crds.display()));
     }
     println!(
         "control plane ready in {:.1} s at {server} (etcd, kube-apiserver, kube-controller-manager; no kubelet)\n\

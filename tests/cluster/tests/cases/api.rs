@@ -40,17 +40,29 @@ async fn established(cluster: &Cluster, name: &str) {
 pub async fn crds_install_and_are_established(cluster: &mut Cluster) {
     let kubectl = cluster.kubectl();
     let root = palisade_cluster::repo_root();
-    let out = kubectl.ok(&[
-        "apply",
-        "--server-side",
-        "-f",
-        &root.join("crds/palisade.dev_mcpservers.yaml").display().to_string(),
-        "-f",
-        &root
-            .join("crds/palisade.dev_mcpaccesspolicies.yaml")
-            .display()
-            .to_string(),
-    ]);
+    let output = kubectl.run(
+        &[
+            "apply",
+            "--server-side",
+            "-f",
+            &root.join("crds/palisade.dev_mcpservers.yaml").display().to_string(),
+            "-f",
+            &root
+                .join("crds/palisade.dev_mcpaccesspolicies.yaml")
+                .display()
+                .to_string(),
+        ],
+        None,
+    );
+    let (out, warnings) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{warnings}");
+    assert!(
+        warnings.trim().is_empty(),
+        "the API server has no warning about the CRDs: {warnings}"
+    );
     assert!(out.contains("mcpservers.palisade.dev serverside-applied"), "{out}");
     established(cluster, "mcpservers.palisade.dev").await;
     established(cluster, "mcpaccesspolicies.palisade.dev").await;

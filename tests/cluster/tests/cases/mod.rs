@@ -21,6 +21,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
         Box::pin(api::every_cel_rule_rejects_its_bad_input_in_the_api_server(c))
     }),
     (
+        "reconcile::an_operator_started_late_reconciles_every_existing_server",
+        |c| Box::pin(reconcile::an_operator_started_late_reconciles_every_existing_server(c)),
+    ),
+    (
         "reconcile::the_operator_reconciles_a_sample_as_its_service_account",
         |c| Box::pin(reconcile::the_operator_reconciles_a_sample_as_its_service_account(c)),
     ),

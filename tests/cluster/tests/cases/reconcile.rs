@@ -399,3 +399,37 @@ pub async fn an_apply_refused_by_the_api_server_reaches_status_and_events(cluste
     .await;
     drop(operator);
 }
+
+/// An operator that starts with McpServers already in the cluster (the samples of the `api`
+/// cases) reconciles every one of them. Found by this suite: all but one waited forever for the
+/// policy cache (kube's `Store::wait_until_ready` wakes one of several waiters).
+pub async fn an_operator_started_late_reconciles_every_existing_server(cluster: &mut Cluster) {
+    let kubeconfig = install_rbac(cluster).await;
+    let servers: Api<McpServer> = Api::namespaced(cluster.client.clone(), "samples");
+    let names: Vec<String> = servers
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|s| s.metadata.name)
+        .collect();
+    assert!(names.len() >= 3, "the api cases left the samples: {names:?}");
+    let operator = Operator::start(cluster, &kubeconfig, "late-one", &[]);
+    wait_for(
+        "every McpServer in samples has a status of its generation",
+        Duration::from_secs(60),
+        || {
+            let servers = servers.clone();
+            async move {
+                let list = servers.list(&ListParams::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .all(|s| s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    drop(operator);
+}
