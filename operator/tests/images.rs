@@ -223,15 +223,26 @@ fn the_build_context_holds_every_workspace_member_and_no_build_output() {
         Some(&"*"),
         ".dockerignore starts by excluding everything (an allow-list)"
     );
-    for needed in ["!Cargo.toml", "!Cargo.lock"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(members.iter().map(|m| format!("!{m}/")))
-    {
+    for needed in ["Cargo.toml", "Cargo.lock"] {
         assert!(
-            patterns.contains(&needed.as_str()),
-            ".dockerignore must let in {needed}: cargo loads every workspace member"
+            patterns.contains(&format!("!{needed}").as_str()),
+            ".dockerignore must let in {needed}"
         );
+    }
+    for member in &members {
+        // Let in by its own line or by a parent's (`!tests/` lets in `tests/cluster`).
+        let let_in = patterns.iter().any(|p| {
+            p.strip_prefix('!')
+                .is_some_and(|allowed| format!("{member}/").starts_with(allowed))
+        });
+        assert!(
+            let_in,
+            ".dockerignore must let in {member}/: cargo loads every workspace member"
+        );
+        let excluded = patterns
+            .iter()
+            .any(|p| !p.starts_with('!') && *p != "*" && format!("{member}/").starts_with(p));
+        assert!(!excluded, ".dockerignore must not exclude {member}/ again");
     }
     assert!(patterns.contains(&"**/target/"), ".dockerignore keeps target/ out");
 }
