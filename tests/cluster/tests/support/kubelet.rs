@@ -272,9 +272,22 @@ fn count_files(dir: &Path) -> usize {
 
 /// `unshare` a mount namespace, bind-mount every volume at its mount path, then exec the
 /// server with the container's arguments and environment.
+///
+/// NB: a mount path may hide the harness's own files (the template mounts an emptyDir at `/tmp`,
+/// and a clone of the repository may live under `/tmp`): such mounts come after the volumes
+/// whose sources they would hide, and the server is executed through a file descriptor opened
+/// before any mount.
 fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metrics_port: u16, log: &Path) -> Child {
-    let mut script = String::from("set -e\n");
-    for (mount_path, projection) in mounts {
+    let hides = |mount_path: &str| {
+        mounts
+            .iter()
+            .any(|(_, p)| p.local.starts_with(mount_path) && p.local != Path::new(mount_path))
+    };
+    let mut ordered: Vec<&(String, Projection)> = mounts.iter().collect();
+    // Stable: those that hide nothing first, in template order.
+    ordered.sort_by_key(|(mount_path, _)| hides(mount_path));
+    let mut script = String::from("set -e\nexec 3<\"$1\"\n");
+    for (mount_path, projection) in ordered {
         // The mount point must exist in the (shared) file system; an empty directory is all
         // that is left behind outside the namespace.
         std::fs::create_dir_all(mount_path).unwrap_or_else(|e| panic!("mount point {mount_path}: {e}"));
@@ -284,7 +297,7 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metr
             mount_path
         ));
     }
-    script.push_str("exec \"$@\"\n");
+    script.push_str("shift\nexec /proc/self/fd/3 \"$@\"\n");
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"])
