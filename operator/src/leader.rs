@@ -82,19 +82,6 @@ pub fn decide(lease: Option<&Lease>, identity: &str, unchanged_for: Option<Durat
     }
 }
 
-/// The parts of a Lease whose change shows that its holder is alive.
-fn record(lease: &Lease) -> String {
-    let spec = lease.spec.clone().unwrap_or_default();
-    format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
-        spec.holder_identity,
-        spec.renew_time.map(|t| t.0),
-        spec.acquire_time.map(|t| t.0),
-        spec.lease_duration_seconds,
-        spec.lease_transitions
-    )
-}
-
 /// One replica's side of the election.
 #[derive(Clone)]
 pub struct LeaderElector {
@@ -102,8 +89,8 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     timing: Timing,
-    /// The Lease record last seen and when (this replica's monotonic clock).
-    observed: Arc<Mutex<Option<(String, Instant)>>>,
+    /// The Lease record (its spec) last seen and when, on this replica's monotonic clock.
+    observed: Arc<Mutex<Option<(LeaseSpec, Instant)>>>,
 }
 
 impl LeaderElector {
@@ -147,7 +134,7 @@ impl LeaderElector {
             return None;
         };
         let now = Instant::now();
-        let current = record(lease);
+        let current = lease.spec.clone().unwrap_or_default();
         match observed.as_ref() {
             Some((seen, since)) if *seen == current => Some(now.duration_since(*since)),
             _ => {

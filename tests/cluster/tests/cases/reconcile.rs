@@ -273,11 +273,14 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
         e.reason.as_deref() == Some("PolicyTestFailed") && e.type_.as_deref() == Some("Warning")
     })
     .await;
-    let kept = config_maps
-        .get(&names::policy_config_map(SERVER))
-        .await
-        .expect("policy ConfigMap");
-    assert_eq!(kept.data, changed, "the last good policy stays in force");
+    let policy_in_force = || async {
+        config_maps
+            .get(&names::policy_config_map(SERVER))
+            .await
+            .expect("policy ConfigMap")
+            .data
+    };
+    assert_eq!(policy_in_force().await, changed, "the last good policy stays in force");
     // ... and the broken policy holds back nothing else: the Deployment follows the server.
     servers
         .patch(
@@ -299,11 +302,11 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
         },
     )
     .await;
-    let kept = config_maps
-        .get(&names::policy_config_map(SERVER))
-        .await
-        .expect("policy ConfigMap");
-    assert_eq!(kept.data, changed, "the last good policy is still in force");
+    assert_eq!(
+        policy_in_force().await,
+        changed,
+        "the last good policy is still in force"
+    );
 
     // Deleting the McpServer: kube-controller-manager's garbage collector removes every child.
     servers
