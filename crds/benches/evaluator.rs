@@ -9,7 +9,7 @@ use palisade_crds::document::{
     API_VERSION, Authentication, Binding, Collection, KIND, PolicyDocument, Role, ToolDefinition, ToolRule,
 };
 use palisade_crds::mcp_server::ToolAction;
-use palisade_crds::{Identity, Policy};
+use palisade_crds::{Identity, IdentitySource, Policy};
 
 /// 500 tools over 10 collections, each requiring two of 200 scopes (`svcN:read|write|list|admin`);
 /// 100 roles of five grants each, a fifth of them wildcards; 100 group bindings.
@@ -55,6 +55,7 @@ fn large_policy() -> Policy {
             service_accounts: vec![],
             anonymous: false,
             source: None,
+            from: Some(IdentitySource::ApiKeys),
         })
         .collect();
     let document = PolicyDocument {
@@ -67,7 +68,7 @@ fn large_policy() -> Policy {
             allow_anonymous: true,
             leeway_seconds: 60,
             issuers: vec![],
-            api_keys_file: None,
+            api_keys_file: Some("/etc/palisade/secrets/keys/keys.yaml".into()),
         },
         collections: (0..10)
             .map(|c| Collection {
@@ -85,6 +86,7 @@ fn large_policy() -> Policy {
 
 fn caller() -> Identity {
     Identity {
+        source: Some(IdentitySource::ApiKeys),
         subject: Some("alice".into()),
         scopes: vec!["svc1:read".into(), "svc2:write".into(), "svc3:list".into()],
         roles: vec!["role7".into(), "role42".into()],

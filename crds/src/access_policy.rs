@@ -11,6 +11,10 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::common::PolicyMode;
+use crate::identity_source::BindingSource;
+
+/// Message of the CEL rule (and the compile check) that refuses `issuer` with `source`.
+pub const ISSUER_XOR_SOURCE: &str = "issuer and source are mutually exclusive: set issuer for a JWT issuer's identities, or source: ApiKeys or ClientCertificates";
 
 /// CEL regular expression for a granted scope: RFC 6749 scope-token characters, `:`-separated
 /// segments, `*` only as a whole segment. Kept equal to [`crate::scope::ScopeGrant::parse`] by a test.
@@ -152,16 +156,35 @@ pub struct ToolRuleSpec {
         .message("a binding must name at least one subject, group or service account, or set anonymous: true"),
     validation = Rule::new("!self.subjects.exists(s, s == '*' || s == 'system:anonymous') && !self.groups.exists(g, g == '*' || g == 'system:unauthenticated')")
         .message("bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous/system:unauthenticated"),
+    validation = Rule::new("!has(self.issuer) || !has(self.source)")
+        .message(ISSUER_XOR_SOURCE),
+    validation = Rule::new("(!has(self.issuer) && !has(self.source)) || size(self.subjects) > 0 || size(self.groups) > 0")
+        .message("issuer and source qualify subjects and groups: a binding that sets one must name a subject or group"),
 )]
 pub struct BindingSpec {
     /// The role granted; it must be defined in this policy's `roles`.
     #[schemars(length(min = 1, max = 128))]
     pub role: String,
-    /// Subjects (the token's subject claim, or an API key's identity) that hold the role.
+    /// The JWT issuer (one of the server's `auth.issuers[].issuer`) whose subjects and groups
+    /// this binding means. Identities from different sources never match one another's bindings:
+    /// `alice` of one issuer is not `alice` of another issuer or of an API key. Required (this or
+    /// `source`) when the server accepts more than one issuer or API keys besides an issuer;
+    /// without it the binding means the server's only source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: Option<String>,
+    /// The non-JWT source of this binding's subjects and groups: `ApiKeys` (the subjects and groups
+    /// of the server's API-key table) or `ClientCertificates` (the subject of a client
+    /// certificate verified by a server run with `--tls-client-ca`). Not with `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BindingSource>,
+    /// Subjects (the token's subject claim, an API key's subject, or a client certificate's
+    /// subject, of the binding's source) that hold the role.
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 512)))]
     pub subjects: Vec<String>,
-    /// Groups (values of the token's groups claim) whose members hold the role.
+    /// Groups (values of the token's groups claim, or an API key's groups, of the binding's
+    /// source) whose members hold the role.
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 512)))]
     pub groups: Vec<String>,
@@ -221,9 +244,23 @@ pub struct PolicyTestSpec {
 /// The caller of a test case.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.anonymous || (!has(self.subject) && size(self.scopes) == 0 && size(self.roles) == 0 && size(self.groups) == 0 && !has(self.serviceAccount))")
-    .message("an anonymous identity has no subject, scopes, roles, groups or service account"))]
+#[x_kube(
+    validation = Rule::new("!self.anonymous || (!has(self.subject) && size(self.scopes) == 0 && size(self.roles) == 0 && size(self.groups) == 0 && !has(self.serviceAccount))")
+        .message("an anonymous identity has no subject, scopes, roles, groups or service account"),
+    validation = Rule::new("!has(self.issuer) || !has(self.source)")
+        .message(ISSUER_XOR_SOURCE),
+)]
 pub struct TestIdentity {
+    /// The JWT issuer of the caller's token, as in `bindings[].issuer`. Required (this or
+    /// `source`) for a caller with a subject or groups when the server accepts identities from more
+    /// than one source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: Option<String>,
+    /// The caller authenticated with an API key (`ApiKeys`) or a client certificate
+    /// (`ClientCertificates`), as in `bindings[].source`. Not with `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BindingSource>,
     /// Subject of the caller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]

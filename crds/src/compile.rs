@@ -22,14 +22,17 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use kube::ResourceExt;
 
-use crate::access_policy::{McpAccessPolicy, McpAccessPolicySpec, ServiceAccountRef};
+use crate::access_policy::{ISSUER_XOR_SOURCE, McpAccessPolicy, McpAccessPolicySpec, ServiceAccountRef, TestIdentity};
 use crate::common::PolicyMode;
 use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
     DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, ToolDefinition, ToolRule,
 };
-use crate::document_check::{HMAC_SERVICE_ACCOUNTS, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem};
+use crate::document_check::{
+    HMAC_SERVICE_ACCOUNTS, INSECURE_KEYS_URL, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem,
+};
 use crate::evaluator::Policy;
+use crate::identity_source::{BindingSource, IdentitySource, check_known, configured_sources, resolve};
 use crate::mcp_server::{JwtAlgorithm, McpServer, McpServerSpec};
 use crate::policy_tests::{TestOutcome, run_policy_tests};
 use crate::problem::{Problem, Problems};
@@ -165,6 +168,8 @@ pub fn compile(
     policies.sort_by_key(|p| object_key(*p));
     policies.dedup_by_key(|p| object_key(*p));
 
+    let auth = authentication(server, options.cluster_domain);
+    let sources = configured_sources(&auth);
     let tool_names: HashSet<&str> = server.spec.tools.iter().map(|t| t.name.as_str()).collect();
     let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
     let mut rules: BTreeMap<String, (ToolRule, String)> = BTreeMap::new();
@@ -238,7 +243,23 @@ pub fn compile(
                 }
             }
         }
-        for binding in &spec.bindings {
+        for (i, binding) in spec.bindings.iter().enumerate() {
+            let path = format!("spec.bindings[{i}]");
+            let names_identities = !binding.subjects.is_empty() || !binding.groups.is_empty();
+            let from = qualifier(binding.issuer.as_deref(), binding.source)
+                .filter(|_| names_identities)
+                .map_or_else(
+                    || {
+                        names_identities
+                            .then(|| resolve(&sources, QUALIFY_POLICY_BINDING))
+                            .transpose()
+                    },
+                    |source| check_known(&source, &auth).map(|()| Some(source)),
+                )
+                .unwrap_or_else(|message| {
+                    problems.push(Some(&object), path.clone(), message);
+                    None
+                });
             bindings.push(Binding {
                 role: binding.role.clone(),
                 subjects: binding.subjects.clone(),
@@ -250,6 +271,7 @@ pub fn compile(
                     .collect(),
                 anonymous: binding.anonymous,
                 source: Some(key.clone()),
+                from,
             });
         }
     }
@@ -268,7 +290,7 @@ pub fn compile(
             policies: policies.iter().map(|p| object_key(*p)).collect(),
         },
         mode,
-        authentication: authentication(server, options.cluster_domain),
+        authentication: auth,
         collections: server
             .spec
             .documents
@@ -315,6 +337,16 @@ pub fn compile(
         )
     })?;
 
+    let mut test_problems = Problems::default();
+    for p in &policies {
+        let object = format!("McpAccessPolicy {}", object_key(*p));
+        for (i, test) in p.spec.tests.iter().enumerate() {
+            if let Err(message) = test_source(&test.identity, &policy.document().authentication) {
+                test_problems.push(Some(&object), format!("spec.tests[{i}].identity"), message);
+            }
+        }
+    }
+    test_problems.into_result()?;
     let mut tests = Vec::new();
     for p in &policies {
         tests.extend(run_policy_tests(
@@ -356,6 +388,21 @@ pub fn compile(
             }
         }
     }
+    for p in &policies {
+        let object = format!("McpAccessPolicy {}", object_key(*p));
+        for (i, binding) in p.spec.bindings.iter().enumerate() {
+            if binding.source == Some(BindingSource::ClientCertificates) {
+                warnings.push(Problem::new(
+                    Some(&object),
+                    format!("spec.bindings[{i}].source"),
+                    format!(
+                        "the operator runs {server_object} without client certificates, so this binding matches \
+                         only on a palisade-server run by hand with --tls-client-ca"
+                    ),
+                ));
+            }
+        }
+    }
     let (_, unreachable) = policy.reachability();
     for tool in unreachable {
         let index = server
@@ -375,6 +422,34 @@ pub fn compile(
         warnings,
         tests,
     })
+}
+
+/// How to qualify a binding of an McpAccessPolicy.
+pub const QUALIFY_POLICY_BINDING: &str =
+    "set issuer: <one of the server's auth.issuers[].issuer>, or source: ApiKeys (or ClientCertificates)";
+
+/// How to qualify the identity of an McpAccessPolicy test case.
+pub const QUALIFY_TEST_IDENTITY: &str = "set identity.issuer: <one of the server's auth.issuers[].issuer>, or identity.source: ApiKeys (or ClientCertificates)";
+
+/// The source an McpAccessPolicy binding or test identity names, if any.
+fn qualifier(issuer: Option<&str>, source: Option<BindingSource>) -> Option<IdentitySource> {
+    match (issuer, source) {
+        (Some(issuer), _) => Some(IdentitySource::Issuer(issuer.to_owned())),
+        (None, Some(source)) => Some(source.into()),
+        (None, None) => None,
+    }
+}
+
+/// The source of a test case's caller on a server with `auth`: the one it names, else the
+/// server's only source; `None` for a caller without subject and groups that names none.
+pub fn test_source(identity: &TestIdentity, auth: &Authentication) -> Result<Option<IdentitySource>, String> {
+    match qualifier(identity.issuer.as_deref(), identity.source) {
+        Some(source) => check_known(&source, auth).map(|()| Some(source)),
+        None if identity.subject.is_some() || !identity.groups.is_empty() => {
+            resolve(&configured_sources(auth), QUALIFY_TEST_IDENTITY).map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
 fn service_account_key(account: &ServiceAccountRef, default_namespace: &str) -> String {
@@ -434,6 +509,7 @@ fn authentication(server: &McpServer, cluster_domain: &str) -> Authentication {
                         kubernetes_service_account: issuer.kubernetes_service_accounts,
                     },
                     jwks_cache_ttl_seconds: DEFAULT_JWKS_CACHE_TTL_SECONDS,
+                    allow_insecure_http: issuer.allow_insecure_http,
                 }
             })
             .collect(),
@@ -540,6 +616,24 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
                 "jwksUri must be an absolute http(s) URL",
             );
         }
+        if !hmac && !issuer.allow_insecure_http {
+            match &issuer.jwks_uri {
+                Some(uri) if uri.starts_with("http://") => {
+                    problems.push(object, format!("{path}.jwksUri"), INSECURE_KEYS_URL);
+                }
+                None if issuer.issuer.starts_with("http://") => {
+                    problems.push(object, format!("{path}.issuer"), INSECURE_KEYS_URL);
+                }
+                _ => {}
+            }
+        }
+        if hmac && issuer.allow_insecure_http {
+            problems.push(
+                object,
+                format!("{path}.allowInsecureHttp"),
+                "allowInsecureHttp applies to keys fetched by JWKS or OIDC discovery; an hmacKey issuer fetches none",
+            );
+        }
         if !hmac && issuer.jwks_uri.is_none() && !is_http_url(&issuer.issuer) {
             problems.push(
                 object,
@@ -641,6 +735,19 @@ fn check_policy(
                 "a binding must name at least one subject, group or service account, or set anonymous: true",
             );
         }
+        if binding.issuer.is_some() && binding.source.is_some() {
+            problems.push(object, format!("spec.bindings[{i}]"), ISSUER_XOR_SOURCE);
+        }
+        if (binding.issuer.is_some() || binding.source.is_some())
+            && binding.subjects.is_empty()
+            && binding.groups.is_empty()
+        {
+            problems.push(
+                object,
+                format!("spec.bindings[{i}]"),
+                "issuer and source qualify subjects and groups: a binding that sets one must name a subject or group",
+            );
+        }
         for (j, subject) in binding.subjects.iter().enumerate() {
             if subject == "*" || subject == "system:anonymous" {
                 problems.push(
@@ -713,6 +820,9 @@ fn check_policy(
                 format!("{path}.identity"),
                 "an anonymous identity has no subject, scopes, roles, groups or service account",
             );
+        }
+        if identity.issuer.is_some() && identity.source.is_some() {
+            problems.push(object, format!("{path}.identity"), ISSUER_XOR_SOURCE);
         }
         if let Some(message) = identity.service_account.as_ref().and_then(service_account_problem) {
             problems.push(object, format!("{path}.identity.serviceAccount"), message);
@@ -884,5 +994,144 @@ spec:
             problems.to_string(),
             format!("authentication.issuers[0].claims.kubernetesServiceAccount: {HMAC_SERVICE_ACCOUNTS}")
         );
+    }
+
+    const TWO_ISSUERS: &str = r#"
+metadata: {name: docs, namespace: team-a}
+spec:
+  documents: [{collection: c, configMapRef: {name: c}}]
+  tools:
+    - {name: read, collection: c, action: readAll}
+    - {name: admin, collection: c, action: list}
+  auth:
+    issuers:
+      - issuer: https://idp-a.example.com
+      - issuer: dev-b
+        hmacKey: {secretKeyRef: {name: k, key: k}}
+"#;
+
+    fn alice_policy(binding: &str) -> McpAccessPolicy {
+        policy(&format!(
+            r#"
+metadata: {{name: p, namespace: team-a}}
+spec:
+  targetRefs: [{{name: docs}}]
+  roles: [{{name: admin, scopes: [c:admin]}}, {{name: reader, scopes: [c:read]}}]
+  tools: [{{match: read, requiredScopes: [c:read]}}, {{match: admin, requiredScopes: [c:admin]}}]
+  bindings: [{binding}]
+"#
+        ))
+    }
+
+    #[test]
+    fn alice_of_one_issuer_is_not_alice_of_another() {
+        let server = server(TWO_ISSUERS);
+        let policy = alice_policy("{role: admin, issuer: https://idp-a.example.com, subjects: [alice]}");
+        let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
+        let binding = &compiled.policy.document().bindings[0];
+        assert_eq!(
+            binding.from,
+            Some(IdentitySource::Issuer("https://idp-a.example.com".into()))
+        );
+
+        let alice = |issuer: &str, scopes: &[&str]| crate::Identity {
+            source: Some(IdentitySource::Issuer(issuer.into())),
+            subject: Some("alice".into()),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..crate::Identity::default()
+        };
+        let of_a = compiled.policy.access(&alice("https://idp-a.example.com", &[]));
+        assert!(of_a.check_tool("admin").effect.permits());
+        assert_eq!(of_a.roles().collect::<Vec<_>>(), ["admin"]);
+
+        // alice of issuer B gets what her own token grants (c:read), and not the binding of A's alice.
+        let of_b = compiled.policy.access(&alice("dev-b", &["c:read"]));
+        assert_eq!(of_b.roles().count(), 0);
+        assert!(of_b.check_tool("read").effect.permits());
+        assert_eq!(of_b.check_tool("admin").effect, crate::Effect::Deny);
+        // Nor does an API key or a client certificate named alice.
+        for source in [IdentitySource::ApiKeys, IdentitySource::ClientCertificates] {
+            let other = crate::Identity {
+                source: Some(source),
+                ..alice("x", &[])
+            };
+            assert_eq!(
+                compiled.policy.access(&other).check_tool("admin").effect,
+                crate::Effect::Deny
+            );
+        }
+    }
+
+    #[test]
+    fn an_unqualified_binding_on_a_server_with_two_sources_is_refused_with_how_to_qualify() {
+        let server = server(TWO_ISSUERS);
+        let policy = alice_policy("{role: admin, subjects: [alice]}");
+        let problems = compile(&server, &[&policy], &CompileOptions::default()).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "McpAccessPolicy team-a/p: spec.bindings[0]: the server accepts identities from 2 sources (issuer \
+             \"https://idp-a.example.com\", issuer \"dev-b\"), so subjects and groups must say which one they \
+             belong to: set issuer: <one of the server's auth.issuers[].issuer>, or source: ApiKeys (or \
+             ClientCertificates)"
+        );
+        // Naming an issuer the server does not have, or API keys it does not accept, is refused too.
+        let policy = alice_policy("{role: admin, issuer: https://other, subjects: [alice]}");
+        let problems = compile(&server, &[&policy], &CompileOptions::default()).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "McpAccessPolicy team-a/p: spec.bindings[0]: issuer \"https://other\" is not an issuer of the server \
+             (\"https://idp-a.example.com\", \"dev-b\")"
+        );
+        let policy = alice_policy("{role: admin, source: ApiKeys, subjects: [alice]}");
+        let problems = compile(&server, &[&policy], &CompileOptions::default()).unwrap_err();
+        assert_eq!(
+            problems.to_string(),
+            "McpAccessPolicy team-a/p: spec.bindings[0]: the server has no API-key table, so no caller comes from API keys"
+        );
+        let policy = alice_policy("{role: admin, source: ApiKeys, issuer: dev-b, subjects: [alice]}");
+        let problems = compile(&server, &[&policy], &CompileOptions::default()).unwrap_err();
+        assert_eq!(problems.0[0].message, ISSUER_XOR_SOURCE);
+    }
+
+    #[test]
+    fn an_unqualified_binding_on_a_server_with_one_source_means_that_source() {
+        let server = server(SERVER);
+        let policy = policy(
+            r#"
+metadata: {name: p, namespace: team-a}
+spec:
+  targetRefs: [{name: docs}]
+  roles: [{name: reader, scopes: [c:read]}]
+  tools: [{match: read, requiredScopes: [c:read]}]
+  bindings: [{role: reader, groups: [staff]}]
+  tests: [{name: staff read, identity: {groups: [staff]}, allowed: [read]}]
+"#,
+        );
+        let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
+        assert_eq!(
+            compiled.policy.document().bindings[0].from,
+            Some(IdentitySource::Issuer(
+                "https://kubernetes.default.svc.corp.internal".into()
+            ))
+        );
+        assert_eq!(compiled.failed_tests().count(), 0);
+    }
+
+    #[test]
+    fn an_unqualified_test_identity_on_a_server_with_two_sources_is_refused() {
+        let server = server(TWO_ISSUERS);
+        let mut policy = alice_policy("{role: admin, issuer: dev-b, subjects: [alice]}");
+        policy.spec.tests =
+            vec![yaml_serde::from_str("{name: t, identity: {subject: alice}, allowed: [admin]}").unwrap()];
+        let problems = compile(&server, &[&policy], &CompileOptions::default()).unwrap_err();
+        assert_eq!(problems.0[0].path, "spec.tests[0].identity");
+        assert!(problems.0[0].message.ends_with(QUALIFY_TEST_IDENTITY), "{problems}");
+
+        policy.spec.tests[0].identity.issuer = Some("dev-b".into());
+        let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
+        assert_eq!(compiled.failed_tests().count(), 0);
+        policy.spec.tests[0].identity.issuer = Some("https://idp-a.example.com".into());
+        let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
+        assert_eq!(compiled.failed_tests().count(), 1);
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::common::PolicyMode;
+use crate::identity_source::IdentitySource;
 use crate::mcp_server::{JwtAlgorithm, ToolAction};
 
 /// `apiVersion` of a PolicyDocument.
@@ -118,6 +119,10 @@ pub struct Issuer {
     /// How long fetched keys are trusted before a refetch, in seconds.
     #[serde(default = "default_jwks_ttl")]
     pub jwks_cache_ttl_seconds: u32,
+    /// Development only: fetch the discovery document and JWKS over plain `http://`. Without
+    /// it, a JWKS or discovery issuer must use `https://` URLs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 /// Where an issuer's verification keys come from. Written as a map with exactly one key:
@@ -290,6 +295,11 @@ pub struct Binding {
     /// `namespace/name` of the policy that states the binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Where the subjects and groups come from: `{issuer: <iss>}`, `{apiKeys: true}` or
+    /// `{clientCertificates: true}`. May be left out only when the document has exactly one
+    /// issuer or API-key table (normalization then writes it); a compiled document always has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<IdentitySource>,
 }
 
 /// Errors reading a PolicyDocument.

@@ -4,7 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::document::{API_VERSION, KIND, KeySource, PolicyDocument};
+use crate::document::{API_VERSION, Binding, KIND, KeySource, PolicyDocument};
+use crate::identity_source::{check_known, configured_sources, resolve};
 use crate::problem::Problems;
 use crate::scope::{ScopeGrant, check_literal_scope};
 use crate::tool_match::{ToolPattern, check_tool_name};
@@ -125,6 +126,7 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
                 "a binding must name at least one subject, group or service account, or set anonymous: true",
             );
         }
+        check_binding_source(document, i, binding, problems);
         for (j, account) in binding.service_accounts.iter().enumerate() {
             let well_formed = account
                 .split_once('/')
@@ -137,6 +139,34 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
                 );
             }
         }
+    }
+}
+
+/// How to qualify a binding of a PolicyDocument.
+pub const QUALIFY_DOCUMENT_BINDING: &str =
+    "set from: {issuer: <one of authentication.issuers>}, {apiKeys: true} or {clientCertificates: true}";
+
+fn check_binding_source(document: &PolicyDocument, i: usize, binding: &Binding, problems: &mut Problems) {
+    let auth = &document.authentication;
+    let names_identities = !binding.subjects.is_empty() || !binding.groups.is_empty();
+    match &binding.from {
+        Some(_) if !names_identities => problems.push(
+            None,
+            format!("bindings[{i}].from"),
+            "from qualifies subjects and groups, and this binding has none (service accounts and anonymous \
+             callers need no source)",
+        ),
+        Some(source) => {
+            if let Err(message) = check_known(source, auth) {
+                problems.push(None, format!("bindings[{i}].from"), message);
+            }
+        }
+        None if names_identities => {
+            if let Err(message) = resolve(&configured_sources(auth), QUALIFY_DOCUMENT_BINDING) {
+                problems.push(None, format!("bindings[{i}]"), message);
+            }
+        }
+        None => {}
     }
 }
 
@@ -193,6 +223,25 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
                 "jwksUri must be an absolute http(s) URL",
             );
         }
+        if !issuer.allow_insecure_http {
+            let url = match &issuer.keys {
+                KeySource::JwksUri(uri) => Some(("keys.jwksUri", uri)),
+                KeySource::OidcDiscovery => Some(("issuer", &issuer.issuer)),
+                KeySource::HmacKeyFile(_) => None,
+            };
+            if let Some((field, url)) = url
+                && url.starts_with("http://")
+            {
+                problems.push(None, format!("{path}.{field}"), INSECURE_KEYS_URL);
+            }
+        }
+        if issuer.allow_insecure_http && matches!(issuer.keys, KeySource::HmacKeyFile(_)) {
+            problems.push(
+                None,
+                format!("{path}.allowInsecureHttp"),
+                "allowInsecureHttp applies to keys fetched by JWKS or OIDC discovery; an HMAC issuer fetches none",
+            );
+        }
         if matches!(issuer.keys, KeySource::OidcDiscovery) && !is_http_url(&issuer.issuer) {
             problems.push(
                 None,
@@ -209,6 +258,10 @@ fn check_authentication(document: &PolicyDocument, problems: &mut Problems) {
         }
     }
 }
+
+/// Why a plain-HTTP key URL is refused.
+pub const INSECURE_KEYS_URL: &str = "signing keys are fetched over HTTPS only (anyone on the path could \
+     inject keys over plain HTTP); use an https:// URL, or set allowInsecureHttp: true on a development issuer";
 
 /// Why an HMAC issuer never asserts Kubernetes service accounts.
 pub const HMAC_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster's service-account issuer: \

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 
 use crate::common::PolicyMode;
 use crate::document::{PolicyDocument, ToolDefinition, ToolRule};
+use crate::identity_source::IdentitySource;
 use crate::problem::Problems;
 use crate::scope::ScopeGrant;
 use crate::tool_match::{Specificity, ToolPattern};
@@ -30,6 +31,10 @@ use crate::tool_match::{Specificity, ToolPattern};
 /// Who is calling, as authentication established it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
+    /// Where the subject and groups come from; bindings match them only within this source.
+    /// `None` (no credential, or a test identity without subject and groups) matches no binding by
+    /// subject or group.
+    pub source: Option<IdentitySource>,
     /// Subject (token `sub`, or an API key's identity).
     pub subject: Option<String>,
     /// Scopes carried by the credential itself (literal).
@@ -182,6 +187,13 @@ struct PreparedTool {
     mode: PolicyMode,
 }
 
+/// The roles bound to the subjects and groups of one identity source.
+#[derive(Debug, Default)]
+struct SourceBindings {
+    by_subject: HashMap<String, Vec<u32>>,
+    by_group: HashMap<String, Vec<u32>>,
+}
+
 #[derive(Debug)]
 struct PreparedRole {
     covers: ScopeSet,
@@ -198,8 +210,7 @@ pub struct Policy {
     scope_index: HashMap<String, u32>,
     roles: Vec<PreparedRole>,
     role_index: HashMap<String, u32>,
-    by_subject: HashMap<String, Vec<u32>>,
-    by_group: HashMap<String, Vec<u32>>,
+    by_source: HashMap<IdentitySource, SourceBindings>,
     by_service_account: HashMap<String, Vec<u32>>,
     anonymous_roles: Vec<u32>,
     collection_index: HashMap<String, Vec<usize>>,
@@ -313,17 +324,19 @@ impl Policy {
             role_index.insert(role.name.clone(), i as u32);
         }
 
-        let mut by_subject: HashMap<String, Vec<u32>> = HashMap::new();
-        let mut by_group: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut by_source: HashMap<IdentitySource, SourceBindings> = HashMap::new();
         let mut by_service_account: HashMap<String, Vec<u32>> = HashMap::new();
         let mut anonymous_roles = Vec::new();
         for binding in &document.bindings {
             let role = role_index[&binding.role];
-            for subject in &binding.subjects {
-                by_subject.entry(subject.clone()).or_default().push(role);
-            }
-            for group in &binding.groups {
-                by_group.entry(group.clone()).or_default().push(role);
+            if let Some(source) = &binding.from {
+                let bound = by_source.entry(source.clone()).or_default();
+                for subject in &binding.subjects {
+                    bound.by_subject.entry(subject.clone()).or_default().push(role);
+                }
+                for group in &binding.groups {
+                    bound.by_group.entry(group.clone()).or_default().push(role);
+                }
             }
             for account in &binding.service_accounts {
                 by_service_account.entry(account.clone()).or_default().push(role);
@@ -332,9 +345,9 @@ impl Policy {
                 anonymous_roles.push(role);
             }
         }
-        for list in by_subject
+        for list in by_source
             .values_mut()
-            .chain(by_group.values_mut())
+            .flat_map(|b| b.by_subject.values_mut().chain(b.by_group.values_mut()))
             .chain(by_service_account.values_mut())
             .chain(std::iter::once(&mut anonymous_roles))
         {
@@ -363,8 +376,7 @@ impl Policy {
             scope_index,
             roles,
             role_index,
-            by_subject,
-            by_group,
+            by_source,
             by_service_account,
             anonymous_roles,
             collection_index,
@@ -390,28 +402,38 @@ impl Policy {
     /// Resolves what a caller holds. Do this once per request, then ask the [`Access`].
     ///
     /// ```
-    /// use palisade_crds::{Effect, Identity, Policy, PolicyDocument, Reason};
+    /// use palisade_crds::{Effect, Identity, IdentitySource, Policy, PolicyDocument, Reason};
     ///
     /// let document = PolicyDocument::from_yaml(
     ///     r#"
     /// apiVersion: palisade.dev/v1alpha1
     /// kind: PolicyDocument
     /// metadata: {}
-    /// authentication: {resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true}
+    /// authentication:
+    ///   resource: "http://docs.team-a.svc.cluster.local/mcp"
+    ///   allowAnonymous: true
+    ///   apiKeysFile: /etc/palisade/secrets/keys/keys.yaml
+    ///   issuers:
+    ///     - {issuer: "https://idp.example.com", audiences: [docs], algorithms: [RS256], keys: {oidcDiscovery: true}}
     /// collections: [{name: handbook}]
     /// tools: [{name: read_handbook, collection: handbook, action: readAll}]
     /// rules: [{match: read_handbook, requiredScopes: ["handbook:read"]}]
     /// roles: [{name: reader, scopes: ["handbook:*"]}]
-    /// bindings: [{role: reader, groups: [staff]}]
+    /// bindings: [{role: reader, groups: [staff], from: {issuer: "https://idp.example.com"}}]
     /// "#,
     /// )
     /// .unwrap();
     /// let policy = Policy::new(document).unwrap();
     ///
-    /// let staff = Identity { groups: vec!["staff".into()], ..Identity::default() };
+    /// let idp = IdentitySource::Issuer("https://idp.example.com".into());
+    /// let staff = Identity { source: Some(idp), groups: vec!["staff".into()], ..Identity::default() };
     /// let access = policy.access(&staff);
     /// assert_eq!(access.check_tool("read_handbook").effect, Effect::Allow);
     /// assert_eq!(access.visible_tools().count(), 1);
+    ///
+    /// // The same group from another source (here an API key) is another group.
+    /// let key = Identity { source: Some(IdentitySource::ApiKeys), ..staff.clone() };
+    /// assert_eq!(policy.access(&key).check_tool("read_handbook").effect, Effect::Deny);
     ///
     /// // Listing and calling agree: what a caller may not call, it does not see.
     /// let access = policy.access(&Identity::anonymous());
@@ -433,11 +455,14 @@ impl Policy {
                 }
             }
             roles.extend(identity.roles.iter().filter_map(|r| self.role_index.get(r).copied()));
-            if let Some(subject) = &identity.subject {
-                roles.extend(self.by_subject.get(subject).into_iter().flatten());
-            }
-            for group in &identity.groups {
-                roles.extend(self.by_group.get(group).into_iter().flatten());
+            // Subjects and groups match only the bindings of the caller's own source.
+            if let Some(bound) = identity.source.as_ref().and_then(|s| self.by_source.get(s)) {
+                if let Some(subject) = &identity.subject {
+                    roles.extend(bound.by_subject.get(subject).into_iter().flatten());
+                }
+                for group in &identity.groups {
+                    roles.extend(bound.by_group.get(group).into_iter().flatten());
+                }
             }
             if let Some(account) = &identity.service_account {
                 roles.extend(self.by_service_account.get(account).into_iter().flatten());
@@ -659,7 +684,15 @@ impl PolicyDocument {
             sort_dedup(&mut role.sources);
         }
         self.roles.sort_by(|a, b| a.name.cmp(&b.name));
+        // An unqualified binding means the one source of the document (checked before).
+        let sources = crate::identity_source::configured_sources(&self.authentication);
         for binding in &mut self.bindings {
+            if binding.from.is_none()
+                && (!binding.subjects.is_empty() || !binding.groups.is_empty())
+                && let [only] = sources.as_slice()
+            {
+                binding.from = Some(only.clone());
+            }
             sort_dedup(&mut binding.subjects);
             sort_dedup(&mut binding.groups);
             sort_dedup(&mut binding.service_accounts);

@@ -282,6 +282,10 @@ pub struct AuthSpec {
         .message("a JWKS or OIDC issuer never accepts HS256/HS384/HS512 (its public keys would become HMAC secrets)").field_path(".algorithms"),
     validation = Rule::new("has(self.hmacKey) || has(self.jwksUri) || self.issuer.startsWith('https://') || self.issuer.startsWith('http://')")
         .message("without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL").field_path(".issuer"),
+    validation = Rule::new("has(self.hmacKey) || (has(self.allowInsecureHttp) && self.allowInsecureHttp) || (has(self.jwksUri) ? self.jwksUri.startsWith('https://') : !self.issuer.startsWith('http://'))")
+        .message("signing keys are fetched over HTTPS only: use an https:// issuer or jwksUri, or set allowInsecureHttp: true on a development issuer"),
+    validation = Rule::new("!has(self.hmacKey) || !has(self.allowInsecureHttp) || !self.allowInsecureHttp")
+        .message("allowInsecureHttp applies to keys fetched by JWKS or OIDC discovery; an hmacKey issuer fetches none").field_path(".allowInsecureHttp"),
     validation = Rule::new("!has(self.hmacKey) || !has(self.kubernetesServiceAccounts) || !self.kubernetesServiceAccounts")
         .message("an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery").field_path(".kubernetesServiceAccounts"),
 )]
@@ -325,6 +329,13 @@ pub struct IssuerSpec {
     /// with `hmacKey`. Defaults to false.
     #[serde(default)]
     pub kubernetes_service_accounts: bool,
+
+    /// Development only: fetch this issuer's discovery document and JWKS over plain `http://`
+    /// (a local IdP, a test). Without it, keys come over HTTPS only, since anyone on the path of
+    /// a plain-HTTP fetch could inject signing keys. The McpServer's `PolicyValid` condition names
+    /// every issuer that sets it. Not with `hmacKey`. Defaults to false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 /// JWS signature algorithms (RFC 7518, RFC 8037).

@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 
 use crate::access_policy::PolicyTestSpec;
+use crate::compile::test_source;
 use crate::evaluator::{Effect, Grant, Identity, Policy, Reason};
+use crate::identity_source::IdentitySource;
 
 /// The outcome of one test case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,10 +28,11 @@ impl TestOutcome {
     }
 }
 
-/// The identity a test case describes.
-pub fn test_identity(test: &PolicyTestSpec, namespace: &str) -> Identity {
+/// The identity a test case describes, from `source` (see [`crate::compile::test_source`]).
+pub fn test_identity(test: &PolicyTestSpec, namespace: &str, source: Option<IdentitySource>) -> Identity {
     let identity = &test.identity;
     Identity {
+        source,
         subject: identity.subject.clone(),
         scopes: identity.scopes.clone(),
         roles: identity.roles.clone(),
@@ -69,7 +72,14 @@ fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<Strin
             ));
         }
     }
-    let access = policy.access(&test_identity(test, namespace));
+    let source = match test_source(&test.identity, &policy.document().authentication) {
+        Ok(source) => source,
+        Err(message) => {
+            failures.push(message);
+            return failures;
+        }
+    };
+    let access = policy.access(&test_identity(test, namespace, source));
     let why_denied = |tool: &str| {
         let explanation = access.explain_tool(tool);
         match explanation.decision.reason {

@@ -1121,6 +1121,7 @@ fn binding_without_anyone_in_a_document() {
             service_accounts: vec![],
             anonymous: false,
             source: None,
+            from: None,
         }
     });
     assert_eq!(found, [document_problem("bindings[0]", EMPTY_BINDING)]);

@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use palisade_crds::BindingSource;
 use palisade_crds::access_policy::{
     BindingSpec, GRANTED_SCOPE_REGEX, LITERAL_SCOPE_REGEX, PolicyTestSpec, ServiceAccountRef, TargetRef, TestIdentity,
     ToolRuleSpec,
@@ -48,6 +49,12 @@ const JWKS_NEVER_HS: &str =
 const OIDC_NEEDS_URL: &str =
     "without jwksUri or hmacKey, keys come from OIDC discovery, which needs the issuer to be an http(s) URL";
 const JWKS_URI_URL: &str = "jwksUri must be an absolute http(s) URL";
+const KEYS_OVER_HTTPS: &str = "signing keys are fetched over HTTPS only: use an https:// issuer or jwksUri, or set allowInsecureHttp: true on a development issuer";
+const HMAC_NO_INSECURE_HTTP: &str =
+    "allowInsecureHttp applies to keys fetched by JWKS or OIDC discovery; an hmacKey issuer fetches none";
+const ISSUER_XOR_SOURCE: &str = palisade_crds::access_policy::ISSUER_XOR_SOURCE;
+const QUALIFIER_NEEDS_NAMES: &str =
+    "issuer and source qualify subjects and groups: a binding that sets one must name a subject or group";
 const HMAC_NO_SERVICE_ACCOUNTS: &str = "an hmacKey issuer cannot be the cluster's service-account issuer: Kubernetes signs service-account tokens with its own keys, published by JWKS or OIDC discovery";
 const PDB_EXCLUSIVE: &str = "minAvailable and maxUnavailable are mutually exclusive";
 const AUTOSCALING_RANGE: &str = "minReplicas must not exceed maxReplicas";
@@ -70,7 +77,9 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 16] = [
+const MCP_SERVER_MESSAGES: [&str; 18] = [
+    KEYS_OVER_HTTPS,
+    HMAC_NO_INSECURE_HTTP,
     NAME_DNS_1035,
     SECRET_EXACTLY_ONE,
     DOCUMENTS_EXACTLY_ONE,
@@ -88,7 +97,9 @@ const MCP_SERVER_MESSAGES: [&str; 16] = [
     POD_LABELS_RESERVED,
     POD_ANNOTATIONS_RESERVED,
 ];
-const MCP_ACCESS_POLICY_MESSAGES: [&str; 9] = [
+const MCP_ACCESS_POLICY_MESSAGES: [&str; 11] = [
+    ISSUER_XOR_SOURCE,
+    QUALIFIER_NEEDS_NAMES,
     POLICY_TARGETS,
     BINDING_ROLE_DEFINED,
     GRANTED_SCOPE,
@@ -221,6 +232,7 @@ fn full_server() -> McpServer {
             hmac_key: None,
             claims: None,
             kubernetes_service_accounts: true,
+            allow_insecure_http: false,
         });
         s.spec.pod_disruption_budget = Some(PodDisruptionBudgetSpec {
             enabled: true,
@@ -572,8 +584,46 @@ fn an_oidc_issuer_is_an_http_url() {
 
     // A non-URL issuer is fine with keys from a JWKS (the JWKS issuer of full_server) or an HMAC key.
     assert_valid("non-URL JWKS and HMAC issuers", full_server().validate_cel());
-    let http = full_server_with(|s| s.spec.auth.issuers[OIDC].issuer = "http://dex.dex.svc.cluster.local:5556".into());
-    assert_valid("http OIDC issuer", http.validate_cel());
+    let http = full_server_with(|s| {
+        s.spec.auth.issuers[OIDC].issuer = "http://dex.dex.svc.cluster.local:5556".into();
+        s.spec.auth.issuers[OIDC].allow_insecure_http = true;
+    });
+    assert_valid("http OIDC issuer for development", http.validate_cel());
+}
+
+#[test]
+fn keys_are_fetched_over_https_unless_an_issuer_is_marked_for_development() {
+    let http_discovery =
+        full_server_with(|s| s.spec.auth.issuers[OIDC].issuer = "http://dex.dex.svc.cluster.local:5556".into());
+    assert_rejected_at(
+        "http OIDC issuer",
+        http_discovery.validate_cel(),
+        KEYS_OVER_HTTPS,
+        "spec.auth.issuers[0]",
+    );
+    let http_jwks =
+        full_server_with(|s| s.spec.auth.issuers[JWKS].jwks_uri = Some("http://sso.example.com/keys".into()));
+    assert_rejected_at(
+        "http jwksUri",
+        http_jwks.validate_cel(),
+        KEYS_OVER_HTTPS,
+        "spec.auth.issuers[2]",
+    );
+    let marked = full_server_with(|s| {
+        s.spec.auth.issuers[JWKS].jwks_uri = Some("http://sso.example.com/keys".into());
+        s.spec.auth.issuers[JWKS].allow_insecure_http = true;
+    });
+    assert_valid("http jwksUri marked for development", marked.validate_cel());
+    // A non-URL issuer with an https jwksUri, and an HMAC issuer of any name, fetch nothing over HTTP.
+    assert_valid("the full server", full_server().validate_cel());
+
+    let hmac = full_server_with(|s| s.spec.auth.issuers[HMAC].allow_insecure_http = true);
+    assert_rejected_at(
+        "allowInsecureHttp on an HMAC issuer",
+        hmac.validate_cel(),
+        HMAC_NO_INSECURE_HTTP,
+        "spec.auth.issuers[1].allowInsecureHttp",
+    );
 }
 
 #[test]
@@ -598,14 +648,21 @@ fn jwks_uri_is_an_absolute_http_url() {
         "ftp://sso.example.com/keys",
         "not a url",
     ] {
-        let server = full_server_with(|s| s.spec.auth.issuers[JWKS].jwks_uri = Some(bad.into()));
+        // (Marked for development, so that only the URL rule speaks, not the HTTPS one.)
+        let server = full_server_with(|s| {
+            s.spec.auth.issuers[JWKS].jwks_uri = Some(bad.into());
+            s.spec.auth.issuers[JWKS].allow_insecure_http = true;
+        });
         assert_rejected_at(bad, server.validate_cel(), JWKS_URI_URL, "spec.auth.issuers[2].jwksUri");
     }
     for good in [
         "https://login.microsoftonline.com/common/discovery/v2.0/keys",
         "http://keycloak.auth.svc:8080/realms/a/protocol/openid-connect/certs",
     ] {
-        let server = full_server_with(|s| s.spec.auth.issuers[JWKS].jwks_uri = Some(good.into()));
+        let server = full_server_with(|s| {
+            s.spec.auth.issuers[JWKS].jwks_uri = Some(good.into());
+            s.spec.auth.issuers[JWKS].allow_insecure_http = good.starts_with("http://");
+        });
         assert_valid(good, server.validate_cel());
     }
 }
@@ -937,7 +994,11 @@ fn required_scopes_are_literal_scope_tokens() {
 
 #[test]
 fn a_binding_names_someone() {
-    let nobody = mutated_policy(|p| p.spec.bindings[0].groups.clear());
+    // (The sample's binding qualifies its groups with an issuer; a binding without names has none.)
+    let nobody = mutated_policy(|p| {
+        p.spec.bindings[0].groups.clear();
+        p.spec.bindings[0].issuer = None;
+    });
     assert_rejected_at(
         "empty binding",
         nobody.validate_cel(),
@@ -960,10 +1021,53 @@ fn a_binding_names_someone() {
     ] {
         let policy = mutated_policy(|p| {
             p.spec.bindings[0].groups.clear();
+            p.spec.bindings[0].issuer = None;
             mutate(&mut p.spec.bindings[0]);
         });
         assert_valid(what, policy.validate_cel());
     }
+}
+
+#[test]
+fn a_binding_names_one_source_and_only_for_subjects_and_groups() {
+    let both = mutated_policy(|p| {
+        p.spec.bindings[0].issuer = Some("palisade-dev".into());
+        p.spec.bindings[0].source = Some(BindingSource::ApiKeys);
+    });
+    assert_rejected_at(
+        "issuer and source",
+        both.validate_cel(),
+        ISSUER_XOR_SOURCE,
+        "spec.bindings[0]",
+    );
+    let anonymous = mutated_policy(|p| {
+        p.spec.bindings[0].groups.clear();
+        p.spec.bindings[0].anonymous = true;
+        p.spec.bindings[0].source = Some(BindingSource::ApiKeys);
+    });
+    assert_rejected_at(
+        "source on an anonymous binding",
+        anonymous.validate_cel(),
+        QUALIFIER_NEEDS_NAMES,
+        "spec.bindings[0]",
+    );
+    for source in [BindingSource::ApiKeys, BindingSource::ClientCertificates] {
+        let policy = mutated_policy(|p| {
+            p.spec.bindings[0].issuer = None;
+            p.spec.bindings[0].source = Some(source);
+        });
+        assert_valid(&format!("{source:?}"), policy.validate_cel());
+    }
+    let test = mutated_policy(|p| {
+        p.spec.tests[0].identity.issuer = Some("palisade-dev".into());
+        p.spec.tests[0].identity.source = Some(BindingSource::ApiKeys);
+    });
+    assert_rejected_at(
+        "test identity",
+        test.validate_cel(),
+        ISSUER_XOR_SOURCE,
+        "spec.tests[0].identity",
+    );
 }
 
 #[test]

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 
 use palisade_crds::access_policy::{BindingSpec, McpAccessPolicySpec, RoleSpec, TargetRef, ToolRuleSpec};
-use palisade_crds::common::PolicyMode;
+use palisade_crds::common::{PolicyMode, SecretKeyRef, SecretKeySource};
 use palisade_crds::mcp_server::{AuthSpec, ConfigMapRef, DocumentCollection, ToolAction, ToolSpec};
-use palisade_crds::{CompileOptions, Identity, McpAccessPolicy, McpServer, McpServerSpec, compile};
+use palisade_crds::{CompileOptions, Identity, IdentitySource, McpAccessPolicy, McpServer, McpServerSpec, compile};
 use proptest::prelude::*;
 
 const SCOPES: [&str; 6] = ["a:read", "a:write", "b:read", "b:write", "c:read", "c:list"];
@@ -88,6 +88,7 @@ fn caller() -> impl Strategy<Value = Caller> {
 
 fn identity(caller: &Caller) -> Identity {
     Identity {
+        source: (!caller.anonymous).then(|| IdentitySource::ApiKeys),
         subject: (!caller.anonymous).then(|| "someone".into()),
         scopes: caller.scopes.iter().map(|&s| SCOPES[s].into()).collect(),
         roles: caller.roles.iter().map(|r| format!("r{r}")).collect(),
@@ -145,8 +146,16 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
             image_pull_policy: None,
             documents,
             tools,
+            // One source of subjects and groups (API keys), so that unqualified bindings mean it.
             auth: AuthSpec {
                 allow_anonymous: true,
+                api_keys: Some(SecretKeySource {
+                    secret_key_ref: Some(SecretKeyRef {
+                        name: "keys".into(),
+                        key: "keys.yaml".into(),
+                    }),
+                    external_secret: None,
+                }),
                 ..AuthSpec::default()
             },
             service: None,
@@ -181,6 +190,8 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
         .iter()
         .map(|&(r, g)| BindingSpec {
             role: format!("r{r}"),
+            issuer: None,
+            source: None,
             subjects: vec![],
             groups: vec![format!("g{g}")],
             service_accounts: vec![],

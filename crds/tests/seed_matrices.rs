@@ -2,7 +2,7 @@
 
 mod support;
 
-use palisade_crds::{Effect, Identity, Reason};
+use palisade_crds::{Effect, Identity, IdentitySource, Reason};
 
 fn visible(compiled: &palisade_crds::Compiled, identity: &Identity) -> Vec<String> {
     let access = compiled.policy.access(identity);
@@ -67,6 +67,7 @@ fn seed_001_denials_name_the_missing_scope() {
 fn seed_001_roles_grant_through_groups_with_wildcards() {
     let compiled = support::compiled_sample("company-info.yaml");
     let strategist = Identity {
+        source: Some(IdentitySource::Issuer("palisade-dev".into())),
         subject: Some("dana".into()),
         groups: vec!["strategy-team".into()],
         ..Identity::default()

@@ -25,7 +25,7 @@ use palisade_crds::evaluator::Effect;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::{AuthError, AuthMethod, ClientCertificate, Credential, Principal, Reason};
+use crate::auth::{AuthError, AuthMethod, CallerKey, ClientCertificate, Credential, Principal, Reason};
 use crate::mcp::jsonrpc::{self, Id, Incoming};
 use crate::mcp::methods::{self, AuthzKind, AuthzRecord, Call, Reply};
 use crate::mcp::protocol::{self, RoutingHeaders};
@@ -554,12 +554,9 @@ async fn serve_mcp(
         .inc();
     audit_authentication(state, snapshot, ctx, &principal);
 
-    let caller = principal
-        .identity
-        .subject
-        .as_deref()
-        .or(principal.issuer.as_deref())
-        .unwrap_or("anonymous");
+    // (source, subject): alice of one issuer never shares a bucket with alice of another.
+    let caller = principal.caller_key();
+    let caller = caller.as_ref().map_or("anonymous", CallerKey::as_str);
     if let Err(retry_after) = state.rate_limiter.check(caller, Instant::now()) {
         violation(state, Violation::RateLimited);
         audit_request(state, snapshot, ctx, Some(&principal), None, "rate_limited", 429);

@@ -92,12 +92,7 @@ async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let http_client = match reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .connect_timeout(std::time::Duration::from_secs(3))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .build()
-    {
+    let http_client = match palisade_server::auth::cluster_issuer::http_client_builder().build() {
         Ok(client) => client,
         Err(error) => {
             tracing::error!(%error, "cannot build the HTTP client");

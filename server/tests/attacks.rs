@@ -622,6 +622,7 @@ async fn anonymous_callers_get_only_anonymous_roles_when_allowed() {
             service_accounts: Vec::new(),
             anonymous: true,
             source: None,
+            from: None,
         });
         policy.bindings.sort();
     });
@@ -675,6 +676,7 @@ async fn a_kubernetes_io_claim_from_another_issuer_is_no_service_account() {
             service_accounts: vec!["team-a/strategy-bot".into()],
             anonymous: false,
             source: None,
+            from: None,
         });
         policy.bindings.sort();
     });

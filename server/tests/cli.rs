@@ -374,13 +374,15 @@ fn policy_explain_says_what_granted_and_what_is_missing() {
         policy,
         "--tool",
         "get_confidential_info",
+        "--issuer",
+        "palisade-dev",
         "--group",
         "strategy-team",
     ]);
     assert!(allowed.status.success());
     assert_eq!(
         stdout(&allowed),
-        "get_confidential_info: allow (granted)\nroles held: strategist\n\
+        "get_confidential_info: allow (granted)\nidentity source: issuer \"palisade-dev\"\nroles held: strategist\n\
          rule: \"get_confidential_info\" requires [confidential:read] (default/company-info-access)\n\
          granted: confidential:read (from role strategist)\n"
     );
@@ -417,6 +419,43 @@ fn policy_explain_says_what_granted_and_what_is_missing() {
 }
 
 #[test]
+fn policy_explain_takes_the_callers_identity_source() {
+    let sample = repo().join("config/samples/company-info.yaml");
+    let sample = sample.to_str().unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["policy", "explain", sample, "--tool", "get_confidential_info"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // Two issuers: a group alone does not say whose it is.
+    let unqualified = explain(&["--group", "strategy-team"]);
+    assert_eq!(unqualified.status.code(), Some(1));
+    assert!(unqualified.stdout.is_empty());
+    assert_eq!(
+        stderr(&unqualified),
+        "error: the caller's source: the server accepts identities from 2 sources (issuer \
+         \"https://accounts.google.com\", issuer \"palisade-dev\"), so subjects and groups must say which one \
+         they belong to: set --issuer <one of the server's issuers>, or --source api-keys (or client-certificates)\n"
+    );
+    // The same group from Google is another group: it grants nothing.
+    let google = explain(&["--issuer", "https://accounts.google.com", "--group", "strategy-team"]);
+    assert_eq!(google.status.code(), Some(1));
+    assert_eq!(
+        stdout(&google),
+        "get_confidential_info: deny (missing_scopes)\nidentity source: issuer \"https://accounts.google.com\"\n\
+         roles held: none\nrule: \"get_confidential_info\" requires [confidential:read] (default/company-info-access)\n\
+         missing: confidential:read\n"
+    );
+    // A source the server does not have is an error.
+    let keys = explain(&["--source", "api-keys", "--subject", "alice"]);
+    assert_eq!(keys.status.code(), Some(1));
+    assert_eq!(
+        stderr(&keys),
+        "error: the caller's source: the server has no API-key table, so no caller comes from API keys\n"
+    );
+}
+
+#[test]
 fn policy_explain_reads_manifests_as_policy_compile_does() {
     let sample = repo().join("config/samples/company-info.yaml");
     let sample = sample.to_str().unwrap();
@@ -445,6 +484,8 @@ fn policy_explain_reads_manifests_as_policy_compile_does() {
         "team-a",
         "--tool",
         "get_confidential_info",
+        "--issuer",
+        "palisade-dev",
         "--group",
         "strategy-team",
     ]);
@@ -452,7 +493,7 @@ fn policy_explain_reads_manifests_as_policy_compile_does() {
     assert_eq!(stderr(&allowed), "");
     assert_eq!(
         stdout(&allowed),
-        "get_confidential_info: allow (granted)\nroles held: strategist\n\
+        "get_confidential_info: allow (granted)\nidentity source: issuer \"palisade-dev\"\nroles held: strategist\n\
          rule: \"get_confidential_info\" requires [confidential:read] (team-a/company-info-access)\n\
          granted: confidential:read (from role strategist)\n"
     );

@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_crds::IdentitySource;
 use palisade_crds::document::Binding;
 use palisade_server::config::{ClientAuth, ServeArgs};
 use palisade_server::tls::{self, TlsConfig, TlsFiles};
@@ -285,6 +286,7 @@ fn fixture() -> Fixture {
                 service_accounts: Vec::new(),
                 anonymous: false,
                 source: None,
+                from: Some(IdentitySource::ClientCertificates),
             });
         }
         policy.bindings.sort();

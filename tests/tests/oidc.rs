@@ -5,11 +5,13 @@
 //! `aud` is the server's resource and whose `scope` is what the client asked for.
 //!
 //! The server runs the company-info sample with its Google issuer replaced by the provider
-//! (`keys: {oidcDiscovery: true}`, algorithms RS256 and ES256, audience the resource). The tests show:
+//! (`keys: {oidcDiscovery: true}`, algorithms RS256 and ES256, audience the resource, and
+//! `allowInsecureHttp: true`, since the provider serves plain HTTP on loopback). The tests show:
 //!
 //! - the provider's tokens are accepted and their scopes decide the visible and callable tools;
 //! - key rotation (the provider restarted on the same port with new keys) costs exactly one JWKS
-//!   refetch, triggered by the first token with the new `kid`;
+//!   refetch, triggered by the first token with the new `kid`; after it, a token the server had
+//!   verified (and cached) before the rotation is refused, since its key left the key set;
 //! - with the provider down, tokens signed by the cached keys keep working, and a failed refetch
 //!   changes nothing, even once the cache's TTL has run out;
 //! - with the provider down from the start (no keys ever fetched), tokens get 503 with
@@ -264,7 +266,16 @@ fn fixture_for(port: u16, ttl: u32) -> (Fixture, String) {
         policy.contains(google),
         "the sample has a Google issuer to replace:\n{policy}"
     );
-    let policy = policy.replace(google, &format!("- issuer: {issuer}\n"));
+    // The provider serves plain HTTP on loopback: a development issuer, marked as such.
+    let indent = policy
+        .lines()
+        .find(|l| l.trim_start().starts_with(google.trim_end()))
+        .map_or(0, |l| l.len() - l.trim_start().len())
+        + 2;
+    let policy = policy.replace(
+        google,
+        &format!("- issuer: {issuer}\n{}allowInsecureHttp: true\n", " ".repeat(indent)),
+    );
     // The issuer block as the test relies on it: discovery, RS256 and ES256, the resource as audience.
     let block: String = policy
         .split(&format!("- issuer: {issuer}\n"))
@@ -420,6 +431,14 @@ fn provider_tokens_key_rotation_and_outage() {
             && e["issuer"] == issuer.as_str()),
         "audit events name the client and the provider"
     );
+    // A token the server verifies now, and so caches, signed by the key about to be withdrawn.
+    let verified_rs = provider.token(RS_CLIENT, &resource, &["public:read"]);
+    assert_eq!(visible_tools(&server, &verified_rs), tools(&[PUBLIC_TOOL]));
+    assert_eq!(
+        visible_tools(&server, &verified_rs),
+        tools(&[PUBLIC_TOOL]),
+        "from the cache"
+    );
     let fetched_at = Instant::now();
 
     // (b) Key rotation: the provider restarts on the same port with new keys.
@@ -466,6 +485,19 @@ fn provider_tokens_key_rotation_and_outage() {
         retired.challenge.contains("error=\"invalid_token\""),
         "{}",
         retired.challenge
+    );
+    // A token verified (and cached) before the rotation is refused too: a cached verification
+    // holds only while the key that made it is still in the issuer's key set.
+    let withdrawn = mcp(&server, &verified_rs, "tools/list", json!({}));
+    assert_eq!(
+        withdrawn.status, 401,
+        "a cached token outlived its key: {}",
+        withdrawn.body
+    );
+    assert!(
+        withdrawn.challenge.contains("error=\"invalid_token\""),
+        "{}",
+        withdrawn.challenge
     );
     // (Its unknown kid may or may not have caused another fetch, depending on the time since the last.)
     let successes = jwks_fetches(&server, &issuer, "success");
@@ -637,6 +669,11 @@ fn expired_cache_keeps_serving_while_the_idp_is_down() {
     std::thread::sleep((TTL + Duration::from_millis(300)).saturating_sub(fetched_at.elapsed()));
     let reply = mcp(&server, &unseen, "tools/call", json!({"name": CONFIDENTIAL_TOOL}));
     assert_eq!(reply.status, 200, "stale keys serve with the IdP down: {}", reply.body);
+    // The refresh runs in the background (the request did not wait for it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jwks_fetches(&server, &issuer, "failure") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(jwks_fetches(&server, &issuer, "failure"), 1, "one failed refetch");
     assert_eq!(jwks_fetches(&server, &issuer, "success"), 1);
     eprintln!(

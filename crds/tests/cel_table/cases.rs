@@ -114,8 +114,24 @@ pub const CASES: &[CelCase] = &[
     CelCase {
         kind: "McpServer",
         name: "a JWKS URI that is not an http(s) URL",
-        patch: || issuers(json!([{"issuer": GOOGLE, "audiences": [RESOURCE], "jwksUri": "ftp://example.com/jwks"}])),
+        patch: || {
+            issuers(
+                json!([{"issuer": GOOGLE, "audiences": [RESOURCE], "jwksUri": "ftp://example.com/jwks", "allowInsecureHttp": true}]),
+            )
+        },
         message: "jwksUri must be an absolute http(s) URL",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an issuer whose keys come over plain HTTP",
+        patch: || issuers(json!([{"issuer": "http://idp.example.com", "audiences": [RESOURCE]}])),
+        message: "signing keys are fetched over HTTPS only: use an https:// issuer or jwksUri, or set allowInsecureHttp: true on a development issuer",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an HMAC issuer marked for plain HTTP",
+        patch: || issuers(json!([hmac_issuer(json!({"allowInsecureHttp": true}))])),
+        message: "allowInsecureHttp applies to keys fetched by JWKS or OIDC discovery; an hmacKey issuer fetches none",
     },
     CelCase {
         kind: "McpServer",
@@ -184,6 +200,18 @@ pub const CASES: &[CelCase] = &[
             {"match": "get_confidential_info", "requiredScopes": ["confidential:read"]}]}})
         },
         message: "required scopes are literal RFC 6749 scope tokens; '*' is only allowed in the scopes a role grants",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a binding with both an issuer and a source",
+        patch: || json!({"spec": {"bindings": [{"role": "employee", "groups": ["employees"], "issuer": "palisade-dev", "source": "ApiKeys"}]}}),
+        message: "issuer and source are mutually exclusive: set issuer for a JWT issuer's identities, or source: ApiKeys or ClientCertificates",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a source on a binding without subjects or groups",
+        patch: || json!({"spec": {"bindings": [{"role": "employee", "anonymous": true, "source": "ApiKeys"}]}}),
+        message: "issuer and source qualify subjects and groups: a binding that sets one must name a subject or group",
     },
     CelCase {
         kind: "McpAccessPolicy",

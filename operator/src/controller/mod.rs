@@ -210,6 +210,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             bound: Vec::new(),
             reachable: 0,
             unreachable: Vec::new(),
+            insecure_issuers: Vec::new(),
         },
         missing_config_maps: &found.missing_config_maps,
         missing_secrets: &found.missing_secrets,
@@ -235,6 +236,16 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
                 bound: validated.bound_policies().to_vec(),
                 reachable: i32::try_from(reachable.len()).unwrap_or(i32::MAX),
                 unreachable: unreachable.iter().map(|t| (*t).to_owned()).collect(),
+                insecure_issuers: validated
+                    .compiled()
+                    .policy
+                    .document()
+                    .authentication
+                    .issuers
+                    .iter()
+                    .filter(|i| i.allow_insecure_http)
+                    .map(|i| i.issuer.clone())
+                    .collect(),
             };
             (build_children(&validated, &ctx.settings), None)
         }

@@ -26,6 +26,8 @@ pub enum PolicyOutcome {
         reachable: i32,
         /// Tools no role reaches, sorted.
         unreachable: Vec<String>,
+        /// Issuers whose keys are fetched over plain HTTP (`allowInsecureHttp: true`), sorted.
+        insecure_issuers: Vec<String>,
     },
     /// The server or a policy is invalid, or a policy's test failed: nothing was applied.
     Invalid {
@@ -97,6 +99,7 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         bound,
         reachable,
         unreachable,
+        ..
     } = &observation.policy
         && observation.apply_error.is_none()
     {
@@ -169,11 +172,20 @@ fn policy_condition(policy: &PolicyOutcome, in_force: Option<&str>) -> Computed 
                  create one whose spec.targetRefs names the server"
             ),
         },
-        PolicyOutcome::Valid { hash, bound, .. } => Computed {
+        PolicyOutcome::Valid {
+            hash,
+            bound,
+            insecure_issuers,
+            ..
+        } => Computed {
             type_: conditions::POLICY_VALID,
             ok: true,
             reason: reason::AS_EXPECTED,
-            message: format!("policy {hash} compiled from {} and in force", bound.join(", ")),
+            message: format!(
+                "policy {hash} compiled from {} and in force{}",
+                bound.join(", "),
+                insecure_issuers_note(insecure_issuers)
+            ),
         },
         PolicyOutcome::Invalid { reason, message } => {
             let kept = match in_force {
@@ -188,6 +200,19 @@ fn policy_condition(policy: &PolicyOutcome, in_force: Option<&str>) -> Computed 
             }
         }
     }
+}
+
+/// What `PolicyValid` adds for issuers marked `allowInsecureHttp`: nothing without any.
+fn insecure_issuers_note(issuers: &[String]) -> String {
+    if issuers.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = issuers.iter().map(|i| format!("{i:?}")).collect();
+    format!(
+        "; DEVELOPMENT ONLY: issuer(s) {} fetch signing keys over plain HTTP (allowInsecureHttp: true), \
+         so anyone on the network path could inject keys",
+        names.join(", ")
+    )
 }
 
 fn documents_condition(observation: &Observation<'_>) -> Computed {
@@ -432,7 +457,30 @@ mod tests {
             bound: vec!["p".into()],
             reachable: 1,
             unreachable: Vec::new(),
+            insecure_issuers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn policy_valid_names_the_issuers_that_fetch_keys_over_plain_http() {
+        let outcome = PolicyOutcome::Valid {
+            hash: "sha256:x".into(),
+            bound: vec!["p".into()],
+            reachable: 1,
+            unreachable: Vec::new(),
+            insecure_issuers: vec!["http://127.0.0.1:8080".into()],
+        };
+        let computed = policy_condition(&outcome, None);
+        assert!(computed.ok);
+        assert_eq!(
+            computed.message,
+            "policy sha256:x compiled from p and in force; DEVELOPMENT ONLY: issuer(s) \"http://127.0.0.1:8080\" \
+             fetch signing keys over plain HTTP (allowInsecureHttp: true), so anyone on the network path could inject keys"
+        );
+        assert_eq!(
+            policy_condition(&valid("sha256:x"), None).message,
+            "policy sha256:x compiled from p and in force"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@
 
 use std::sync::Arc;
 
-use palisade_crds::Identity;
+use palisade_crds::{Identity, IdentitySource};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -132,6 +132,7 @@ impl ApiKeyTable {
                 digest,
                 principal: Arc::new(Principal {
                     identity: Identity {
+                        source: Some(IdentitySource::ApiKeys),
                         subject: Some(key.subject.unwrap_or_else(|| key.id.clone())),
                         scopes: key.scopes,
                         roles: key.roles,

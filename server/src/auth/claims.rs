@@ -9,14 +9,14 @@
 //! caller `namespace/name`, for bindings by service account. The same claim in a token of any
 //! other issuer is ignored, since that issuer may write any service account into it.
 
-use palisade_crds::Identity;
 use palisade_crds::document::Claims;
+use palisade_crds::{Identity, IdentitySource};
 use serde_json::{Map, Value};
 
 use super::error::{AuthError, Reason};
 
 /// The identity carried by verified claims.
-pub fn identity(claims: &Map<String, Value>, names: &Claims) -> Result<Identity, AuthError> {
+pub fn identity(claims: &Map<String, Value>, names: &Claims, source: IdentitySource) -> Result<Identity, AuthError> {
     let subject = match claims.get(&names.subject) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -27,6 +27,7 @@ pub fn identity(claims: &Map<String, Value>, names: &Claims) -> Result<Identity,
         value => strings(value, true)?,
     };
     Ok(Identity {
+        source: Some(source),
         subject,
         scopes,
         roles: strings(claims.get(&names.roles), false)?,
@@ -70,6 +71,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn idp() -> IdentitySource {
+        IdentitySource::Issuer("https://idp.example.com".into())
+    }
+
     fn claims(value: Value) -> Map<String, Value> {
         value.as_object().unwrap().clone()
     }
@@ -80,12 +85,18 @@ mod tests {
         let id = identity(
             &claims(json!({"sub": "a", "scope": "public:read confidential:read"})),
             &names,
+            idp(),
         )
         .unwrap();
         assert_eq!(id.scopes, ["public:read", "confidential:read"]);
-        let id = identity(&claims(json!({"sub": "a", "scp": ["checklist.read"]})), &names).unwrap();
+        let id = identity(&claims(json!({"sub": "a", "scp": ["checklist.read"]})), &names, idp()).unwrap();
         assert_eq!(id.scopes, ["checklist.read"]);
-        let id = identity(&claims(json!({"sub": "a", "roles": "admin", "groups": ["g1"]})), &names).unwrap();
+        let id = identity(
+            &claims(json!({"sub": "a", "roles": "admin", "groups": ["g1"]})),
+            &names,
+            idp(),
+        )
+        .unwrap();
         assert_eq!((id.roles, id.groups), (vec!["admin".to_owned()], vec!["g1".to_owned()]));
     }
 
@@ -101,6 +112,7 @@ mod tests {
         let id = identity(
             &claims(json!({"sub": "x", "email": "a@example.com", "permissions": ["p:r"], "scp": "ignored"})),
             &names,
+            idp(),
         )
         .unwrap();
         assert_eq!(id.subject.as_deref(), Some("a@example.com"));
@@ -120,7 +132,7 @@ mod tests {
             kubernetes_service_account: true,
             ..Claims::default()
         };
-        let id = identity(&service_account_token(), &names).unwrap();
+        let id = identity(&service_account_token(), &names, idp()).unwrap();
         assert_eq!(id.service_account.as_deref(), Some("team-a/builder"));
     }
 
@@ -128,7 +140,7 @@ mod tests {
     fn any_other_issuer_names_no_service_account() {
         // The same claims from an issuer that is not the cluster's service-account issuer: the
         // caller is its subject, never the service account.
-        let id = identity(&service_account_token(), &Claims::default()).unwrap();
+        let id = identity(&service_account_token(), &Claims::default(), idp()).unwrap();
         assert_eq!(id.service_account, None);
         assert_eq!(id.subject.as_deref(), Some("system:serviceaccount:team-a:builder"));
     }
@@ -137,7 +149,7 @@ mod tests {
     fn wrongly_typed_claims_are_rejected() {
         for bad in [json!({"sub": 7}), json!({"scope": {"a": 1}}), json!({"roles": [1, 2]})] {
             assert_eq!(
-                identity(&claims(bad), &Claims::default()),
+                identity(&claims(bad), &Claims::default(), idp()),
                 Err(AuthError::InvalidToken(Reason::InvalidClaim))
             );
         }

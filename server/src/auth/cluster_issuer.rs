@@ -24,17 +24,14 @@ use std::time::Duration;
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time limit of connecting to an issuer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Most redirects followed (reqwest drops the `Authorization` header on a redirect to another
-/// host).
-pub const MAX_REDIRECTS: usize = 3;
-
-/// The HTTP client settings of every key fetch: [`FETCH_TIMEOUT`], [`CONNECT_TIMEOUT`],
-/// [`MAX_REDIRECTS`].
+/// The HTTP client settings of every key fetch: [`FETCH_TIMEOUT`], [`CONNECT_TIMEOUT`], and no
+/// redirect followed (a redirect would let whoever controls its target serve signing keys; the
+/// fetch refuses a 3xx answer, [`super::jwks`]).
 pub fn http_client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// The files that reach the cluster's service-account issuer (`--service-account-issuer-*`).
@@ -202,7 +199,7 @@ mod tests {
     fn cache(
         issuer: &str,
         files: Option<ServiceAccountIssuerFiles>,
-    ) -> (JwksCache, Arc<std::sync::Mutex<Vec<FetchResult>>>) {
+    ) -> (Arc<JwksCache>, Arc<std::sync::Mutex<Vec<FetchResult>>>) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let results = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = results.clone();
@@ -220,7 +217,7 @@ mod tests {
             Some(files) => cache.with_service_account_issuer(files),
             None => cache,
         };
-        (cache, results)
+        (Arc::new(cache), results)
     }
 
     #[tokio::test]

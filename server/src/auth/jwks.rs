@@ -1,7 +1,14 @@
 //! The signing keys of a JWKS or OIDC-discovery issuer, cached.
 //!
-//! - Keys are fetched on first use and refetched once the cache is older than its TTL (default
-//!   1 h, the issuer's `jwksCacheTtlSeconds`).
+//! - Keys are fetched on first use. Once the cache is older than [`REFRESH_AT`] of its TTL
+//!   (default 1 h, the issuer's `jwksCacheTtlSeconds`), the next request starts a refresh in the
+//!   background and is served by the cached keys: no request waits for a refresh, only the first
+//!   fetch of an issuer and the refetch for an unknown `kid` are awaited.
+//! - A discovered `jwks_uri` is trusted as long as the keys: once the TTL has run out, the next
+//!   refresh asks the discovery document again.
+//! - Only `https://` URLs are fetched (the issuer's discovery document, its `jwks_uri`, a
+//!   configured `jwksUri`), unless the issuer is marked `allowInsecureHttp` for development. No
+//!   redirect is followed: a 3xx answer is a failed fetch.
 //! - A token whose `kid` is not in the cache triggers one refetch, at most once per
 //!   `min_refetch_interval` per issuer: a flood of made-up `kid`s costs the IdP one request per
 //!   interval, not one per token.
@@ -17,6 +24,7 @@
 //! ignored), or accept keys over anything but the configured URLs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,8 +32,13 @@ use http::StatusCode;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::cluster_issuer::ServiceAccountIssuerFiles;
+
+/// The share of the TTL after which a request starts a background refresh: 4/5, so that the
+/// keys are renewed before they expire.
+pub const REFRESH_AT: (u32, u32) = (4, 5);
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -56,6 +69,9 @@ pub struct Key {
     pub algorithm: Option<String>,
     /// The key.
     pub key: DecodingKey,
+    /// SHA-256 of the JWK as published: a verification cached with this key stays valid only
+    /// while the issuer's current key set still holds a key with this fingerprint.
+    pub fingerprint: [u8; 32],
 }
 
 /// Outcome of one fetch, for metrics and logs.
@@ -88,7 +104,8 @@ struct State {
     keys: Arc<Vec<Key>>,
     fetched_at: Option<Instant>,
     last_attempt: Option<Instant>,
-    jwks_uri: Option<String>,
+    /// The discovered `jwks_uri` and when it was discovered.
+    jwks_uri: Option<(String, Instant)>,
 }
 
 /// The key cache of one issuer. Shared across policy reloads (keyed by issuer and location), so
@@ -101,8 +118,11 @@ pub struct JwksCache {
     http: reqwest::Client,
     service_account_issuer: Option<ServiceAccountIssuerFiles>,
     observer: FetchObserver,
+    allow_insecure_http: bool,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
+    /// A background refresh is running.
+    refreshing: AtomicBool,
 }
 
 /// Why keys could not be fetched (logged; callers see 503 or the cached keys).
@@ -150,9 +170,27 @@ impl JwksCache {
             http,
             service_account_issuer: None,
             observer,
+            allow_insecure_http: false,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
         }
+    }
+
+    /// Fetches `http://` URLs too: the issuer is marked `allowInsecureHttp` (development only).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    fn refresh_after(&self) -> Duration {
+        self.ttl * REFRESH_AT.0 / REFRESH_AT.1
+    }
+
+    /// Whether the current key set holds a key with `fingerprint`.
+    pub fn has_key(&self, fingerprint: &[u8; 32]) -> bool {
+        let state = self.state.read().expect("jwks state lock");
+        state.keys.iter().any(|k| &k.fingerprint == fingerprint)
     }
 
     /// Fetches with `files`: the issuer is the cluster's service-account issuer
@@ -167,16 +205,16 @@ impl JwksCache {
         (state.keys.clone(), state.fetched_at, state.last_attempt)
     }
 
-    /// Keys that may have signed a token with `kid`, fetching first when the cache is empty or
-    /// stale, or once (rate-limited) when no cached key has that `kid`. `None` when there never
-    /// were keys.
-    pub async fn keys_for(&self, kid: Option<&str>) -> Option<Vec<Key>> {
+    /// Keys that may have signed a token with `kid`: fetching first when there never were keys,
+    /// or once (rate-limited) when no cached key has that `kid`; starting a background refresh
+    /// when the keys are due for one. `None` when there never were keys.
+    pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>) -> Option<Vec<Key>> {
         let (keys, fetched_at, _) = self.snapshot();
-        let stale = fetched_at.is_none_or(|at| at.elapsed() >= self.ttl);
-        if stale {
-            self.refresh(false).await;
-        } else if kid.is_some() && !keys.iter().any(|k| k.kid.as_deref() == kid) {
-            self.refresh(true).await;
+        match fetched_at {
+            None => self.refresh(false).await,
+            Some(_) if kid.is_some() && !keys.iter().any(|k| k.kid.as_deref() == kid) => self.refresh(true).await,
+            Some(at) if at.elapsed() >= self.refresh_after() => self.refresh_in_background(),
+            Some(_) => {}
         }
         let (keys, fetched_at, _) = self.snapshot();
         fetched_at?;
@@ -188,6 +226,19 @@ impl JwksCache {
         )
     }
 
+    /// Starts one refresh on the runtime unless one is running; the caller goes on with the
+    /// cached keys.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = Arc::clone(self);
+        tokio::spawn(async move {
+            cache.refresh(false).await;
+            cache.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     /// Fetches unless another task just did, or a fetch was attempted less than
     /// `min_refetch_interval` ago: an unreachable IdP or a flood of unknown `kid`s costs the IdP
     /// at most one request per interval, and callers never queue behind a stream of timeouts.
@@ -196,7 +247,7 @@ impl JwksCache {
         let (_, fetched_at, last_attempt) = self.snapshot();
         let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
         // Another task refreshed while this one waited for the lock.
-        if !unknown_kid && recent(fetched_at, self.ttl) {
+        if !unknown_kid && recent(fetched_at, self.refresh_after()) {
             return;
         }
         if recent(last_attempt, self.min_refetch_interval) {
@@ -212,7 +263,9 @@ impl JwksCache {
                 let mut state = self.state.write().expect("jwks state lock");
                 state.keys = Arc::new(keys);
                 state.fetched_at = Some(Instant::now());
-                state.jwks_uri = Some(jwks_uri);
+                if matches!(self.location, KeyLocation::Discovery { .. }) && jwks_uri.1 {
+                    state.jwks_uri = Some((jwks_uri.0, Instant::now()));
+                }
                 (self.observer)(&self.issuer, FetchResult::Success);
             }
             Err(error) => {
@@ -222,14 +275,16 @@ impl JwksCache {
         }
     }
 
-    async fn fetch(&self) -> Result<(Vec<Key>, String), FetchError> {
-        let jwks_uri = match &self.location {
-            KeyLocation::JwksUri(uri) => uri.clone(),
+    /// The keys, and the JWKS URL with whether it was discovered just now.
+    async fn fetch(&self) -> Result<(Vec<Key>, (String, bool)), FetchError> {
+        let (jwks_uri, discovered) = match &self.location {
+            KeyLocation::JwksUri(uri) => (uri.clone(), false),
             KeyLocation::Discovery { issuer } => {
+                // A discovered jwks_uri expires with the keys it led to.
                 let cached = self.state.read().expect("jwks state lock").jwks_uri.clone();
-                match cached {
-                    Some(uri) => uri,
-                    None => self.discover(issuer).await?,
+                match cached.filter(|(_, at)| at.elapsed() < self.ttl) {
+                    Some((uri, _)) => (uri, false),
+                    None => (self.discover(issuer).await?, true),
                 }
             }
         };
@@ -247,6 +302,7 @@ impl JwksCache {
                     kid: jwk.common.key_id.clone(),
                     algorithm: jwk.common.key_algorithm.map(|a| format!("{a:?}")),
                     key,
+                    fingerprint: Sha256::digest(serde_json::to_vec(jwk).unwrap_or_default()).into(),
                 }),
                 Err(error) => {
                     tracing::warn!(issuer = %self.issuer, kid = ?jwk.common.key_id, %error, "skipping unusable key");
@@ -254,7 +310,7 @@ impl JwksCache {
                 }
             })
             .collect();
-        Ok((keys, jwks_uri))
+        Ok((keys, (jwks_uri, discovered)))
     }
 
     async fn discover(&self, issuer: &str) -> Result<String, FetchError> {
@@ -282,6 +338,12 @@ impl JwksCache {
             url: url.to_owned(),
             message,
         };
+        if !url.starts_with("https://") && !self.allow_insecure_http {
+            return Err(invalid(
+                "not an https:// URL; keys are fetched over HTTPS only unless the issuer sets allowInsecureHttp: true (development only)"
+                    .to_owned(),
+            ));
+        }
         let client = match &self.service_account_issuer {
             Some(files) => files.client(&self.http).map_err(invalid)?,
             None => self.http.clone(),
@@ -297,6 +359,12 @@ impl JwksCache {
                 .send()
                 .await
                 .map_err(http)?;
+        }
+        if response.status().is_redirection() {
+            return Err(invalid(format!(
+                "answered {} (a redirect); redirects are not followed: configure the final URL",
+                response.status()
+            )));
         }
         let mut response = response.error_for_status().map_err(http)?;
         let mut body = Vec::new();
@@ -314,8 +382,8 @@ impl JwksCache {
 }
 
 /// What a key cache is for: the issuer, where its keys are, and how they are fetched (with the
-/// files of the cluster's service-account issuer, or not).
-pub type CacheKey = (String, KeyLocation, Option<ServiceAccountIssuerFiles>);
+/// files of the cluster's service-account issuer, or not; over plain HTTP too, or not).
+pub type CacheKey = (String, KeyLocation, Option<ServiceAccountIssuerFiles>, bool);
 
 /// The key caches of every issuer, kept across policy reloads.
 #[derive(Default)]
@@ -334,5 +402,222 @@ impl JwksRegistry {
     pub fn retain(&self, used: &[CacheKey]) {
         let mut caches = self.caches.lock().expect("jwks registry lock");
         caches.retain(|key, _| used.contains(key));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::get;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::auth::cluster_issuer::http_client_builder;
+
+    fn ec_key(kid: &str) -> Value {
+        json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+               "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+               "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"})
+    }
+
+    /// What the test IdP serves and has seen.
+    #[derive(Default)]
+    struct Idp {
+        kid: Mutex<String>,
+        delay: Mutex<Duration>,
+        discoveries: AtomicU64,
+        jwks: AtomicU64,
+        redirected: AtomicU64,
+    }
+
+    /// A plain-HTTP IdP on loopback: discovery, a JWKS with one key (`idp.kid`) served after
+    /// `idp.delay`, and `/moved`, which redirects to the JWKS. Returns its URL.
+    async fn idp(idp: Arc<Idp>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (a, b, c) = (idp.clone(), idp.clone(), idp.clone());
+        let issuer = url.clone();
+        let router = Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move {
+                    a.discoveries.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
+                }),
+            )
+            .route(
+                "/jwks",
+                get(move || async move {
+                    let delay = *b.delay.lock().unwrap();
+                    tokio::time::sleep(delay).await;
+                    b.jwks.fetch_add(1, Ordering::SeqCst);
+                    let kid = b.kid.lock().unwrap().clone();
+                    axum::Json(json!({"keys": [ec_key(&kid)]})).into_response()
+                }),
+            )
+            .route(
+                "/moved",
+                get(move || async move {
+                    c.redirected.fetch_add(1, Ordering::SeqCst);
+                    Redirect::temporary("/jwks").into_response()
+                }),
+            )
+            .route("/gone", get(|| async { StatusCode::GONE }));
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        url
+    }
+
+    fn cache(issuer: &str, location: KeyLocation, ttl: Duration, insecure: bool) -> Arc<JwksCache> {
+        Arc::new(
+            JwksCache::new(
+                issuer,
+                location,
+                ttl,
+                Duration::ZERO,
+                http_client_builder().build().unwrap(),
+                Arc::new(|_, _| {}),
+            )
+            .allow_insecure_http(insecure),
+        )
+    }
+
+    async fn wait_for(what: &str, counter: &AtomicU64, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while counter.load(Ordering::SeqCst) < value {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still {}",
+                counter.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_due_refresh_runs_in_the_background_and_no_request_waits_for_it() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let ttl = Duration::from_millis(1000);
+        let keys = cache(&url, KeyLocation::JwksUri(format!("{url}/jwks")), ttl, true);
+        assert_eq!(keys.keys_for(Some("k1")).await.unwrap().len(), 1);
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 1);
+
+        // Past 4/5 of the TTL, with an IdP that now takes 3 s to answer.
+        *state.delay.lock().unwrap() = Duration::from_secs(3);
+        tokio::time::sleep(ttl * 4 / 5 + Duration::from_millis(50)).await;
+        let started = Instant::now();
+        for _ in 0..20 {
+            assert_eq!(keys.keys_for(Some("k1")).await.unwrap().len(), 1);
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "requests waited {:?} for a refresh",
+            started.elapsed()
+        );
+        // One refresh ran in the background for all of them.
+        wait_for("background refresh", &state.jwks, 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_discovered_jwks_uri_expires_with_the_keys() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let ttl = Duration::from_millis(600);
+        let keys = cache(&url, KeyLocation::Discovery { issuer: url.clone() }, ttl, true);
+        keys.keys_for(Some("k1")).await.unwrap();
+        // An unknown kid within the TTL refetches the JWKS, not the discovery document.
+        *state.kid.lock().unwrap() = "k2".into();
+        keys.keys_for(Some("k2")).await.unwrap();
+        assert_eq!(
+            (
+                state.discoveries.load(Ordering::SeqCst),
+                state.jwks.load(Ordering::SeqCst)
+            ),
+            (1, 2)
+        );
+        // Past the TTL, the refresh asks the discovery document again.
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        keys.keys_for(Some("k2")).await.unwrap();
+        wait_for("rediscovery", &state.discoveries, 2).await;
+        wait_for("refetch", &state.jwks, 3).await;
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_key_leaves_the_key_set() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let keys = cache(
+            &url,
+            KeyLocation::JwksUri(format!("{url}/jwks")),
+            Duration::from_secs(3600),
+            true,
+        );
+        let k1 = keys.keys_for(Some("k1")).await.unwrap()[0].fingerprint;
+        assert!(keys.has_key(&k1));
+        *state.kid.lock().unwrap() = "k2".into();
+        let k2 = keys.keys_for(Some("k2")).await.unwrap()[0].fingerprint;
+        assert!(keys.has_key(&k2));
+        assert!(!keys.has_key(&k1), "k1 was withdrawn");
+    }
+
+    #[tokio::test]
+    async fn plain_http_needs_the_development_mark() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let keys = cache(
+            &url,
+            KeyLocation::JwksUri(format!("{url}/jwks")),
+            Duration::from_secs(3600),
+            false,
+        );
+        assert!(keys.keys_for(Some("k1")).await.is_none());
+        let error = keys.fetch().await.err().expect("the fetch fails").to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{url}/jwks: not an https:// URL; keys are fetched over HTTPS only unless the issuer sets \
+                 allowInsecureHttp: true (development only)"
+            )
+        );
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 0, "nothing was fetched");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let keys = cache(
+            &url,
+            KeyLocation::JwksUri(format!("{url}/moved")),
+            Duration::from_secs(3600),
+            true,
+        );
+        assert!(keys.keys_for(Some("k1")).await.is_none());
+        let error = keys.fetch().await.err().expect("the fetch fails").to_string();
+        assert_eq!(
+            error,
+            format!(
+                "{url}/moved: answered 307 Temporary Redirect (a redirect); redirects are not followed: \
+                 configure the final URL"
+            )
+        );
+        assert_eq!(state.redirected.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            state.jwks.load(Ordering::SeqCst),
+            0,
+            "the redirect's target was never asked"
+        );
     }
 }

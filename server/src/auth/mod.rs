@@ -14,9 +14,12 @@
 //!   Authorization or X-API-Key header: a token, when also sent, wins.
 //! - **Anonymous** callers, only when the document allows them.
 //!
-//! Verified JWTs are cached until they expire, keyed by the SHA-256 of the whole token (so a
-//! cached entry can only be hit by the very same token), in a cache that belongs to one loaded
-//! policy and is dropped with it on reload.
+//! Verified JWTs are cached, keyed by the SHA-256 of the whole token (so a cached entry can only
+//! be hit by the very same token), in a cache that belongs to one loaded policy and is dropped
+//! with it on reload. A cached verification holds until the token expires, at most
+//! [`MAX_CACHED_VERIFICATION`] after it was made, and, for a key from a JWKS, only while the
+//! issuer's current key set still holds that key: once the IdP withdraws a key, every token it
+//! signed is refused, including those verified before.
 //!
 //! What this does not do: decide what a caller may do (the evaluator does), or log anything
 //! that a token contains beyond the subject and issuer the audit event records.
@@ -32,9 +35,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use palisade_crds::Identity;
 use palisade_crds::document::{Authentication, Issuer, KeySource};
 use palisade_crds::mcp_server::JwtAlgorithm;
+use palisade_crds::{Identity, IdentitySource};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +51,9 @@ use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
 pub fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|&b| b == b'.').count() == 2
 }
+
+/// Longest time a verified token is served from the cache before it is verified again.
+pub const MAX_CACHED_VERIFICATION: Duration = Duration::from_secs(300);
 
 /// Most keys a token without `kid` is verified against.
 const MAX_KEYS_WITHOUT_KID: usize = 4;
@@ -90,6 +96,39 @@ pub struct Principal {
     pub expires_at: Option<u64>,
 }
 
+impl Principal {
+    /// The key that tells callers apart (rate limits): the source and the subject together, so
+    /// that `alice` of one issuer never shares a bucket with `alice` of another issuer or of an API
+    /// key. `None` for anonymous callers, which have neither.
+    pub fn caller_key(&self) -> Option<CallerKey> {
+        let source = self.identity.source.as_ref()?.name();
+        let subject = self
+            .identity
+            .subject
+            .as_deref()
+            .or(self.issuer.as_deref())
+            .unwrap_or_default();
+        Some(CallerKey::new(source, subject))
+    }
+}
+
+/// A caller as (source, subject), written as one string without ambiguity: the length of the
+/// source, `:`, the source, then the subject. (`a:b` + `c` and `a` + `b:c` differ.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallerKey(String);
+
+impl CallerKey {
+    /// The key of `subject` from the source named `source` ([`palisade_crds::IdentitySource::name`]).
+    pub fn new(source: &str, subject: &str) -> Self {
+        Self(format!("{}:{source}{subject}", source.len()))
+    }
+
+    /// The key as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The credentials a request presents, as the HTTP layer extracted them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential<'a> {
@@ -129,6 +168,26 @@ impl Default for AuthSettings {
             jwks_min_refetch_interval: Duration::from_secs(10),
             token_cache_capacity: 10_000,
         }
+    }
+}
+
+/// A verified token in the cache.
+struct CachedVerification {
+    principal: Arc<Principal>,
+    /// Unix seconds of the verification.
+    verified_at: u64,
+    /// The JWKS key that verified it: the entry is void once the key leaves the key set.
+    key: Option<(Arc<JwksCache>, [u8; 32])>,
+}
+
+impl CachedVerification {
+    fn valid_at(&self, now: u64, leeway: u64) -> bool {
+        self.principal.expires_at.is_some_and(|exp| now <= exp + leeway)
+            && now < self.verified_at.saturating_add(MAX_CACHED_VERIFICATION.as_secs())
+            && self
+                .key
+                .as_ref()
+                .is_none_or(|(cache, fingerprint)| cache.has_key(fingerprint))
     }
 }
 
@@ -177,7 +236,7 @@ pub struct Authenticator {
     settings: AuthSettings,
     issuers: HashMap<String, Verifier>,
     api_keys: Option<ApiKeyTable>,
-    cache: RwLock<HashMap<[u8; 32], Arc<Principal>>>,
+    cache: RwLock<HashMap<[u8; 32], CachedVerification>>,
     /// The one anonymous caller, shared by every anonymous request.
     anonymous: Arc<Principal>,
 }
@@ -258,7 +317,12 @@ impl Authenticator {
                     let cluster = Some(&context.service_account_issuer)
                         .filter(|files| issuer.claims.kubernetes_service_account && !files.is_empty())
                         .cloned();
-                    let key = (issuer.issuer.clone(), location.clone(), cluster.clone());
+                    let key = (
+                        issuer.issuer.clone(),
+                        location.clone(),
+                        cluster.clone(),
+                        issuer.allow_insecure_http,
+                    );
                     used.push(key.clone());
                     Keys::Jwks(context.registry.cache(key, || {
                         let cache = JwksCache::new(
@@ -268,7 +332,8 @@ impl Authenticator {
                             context.settings.jwks_min_refetch_interval,
                             context.http.clone(),
                             context.observer.clone(),
-                        );
+                        )
+                        .allow_insecure_http(issuer.allow_insecure_http);
                         match cluster {
                             Some(files) => cache.with_service_account_issuer(files),
                             None => cache,
@@ -320,6 +385,7 @@ impl Authenticator {
             // Verified (chain, validity, CA) during the handshake; only its subject is left.
             Credential::ClientCertificate(subject) => Ok(Arc::new(Principal {
                 identity: Identity {
+                    source: Some(IdentitySource::ClientCertificates),
                     subject: Some(subject.to_owned()),
                     ..Identity::default()
                 },
@@ -343,22 +409,42 @@ impl Authenticator {
 
     async fn authenticate_jwt(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(principal) = self.cache.read().expect("token cache lock").get(&digest)
-            && principal.expires_at.is_some_and(|exp| now <= exp + self.leeway)
+        if let Some(cached) = self.cache.read().expect("token cache lock").get(&digest)
+            && cached.valid_at(now, self.leeway)
         {
-            return Ok(Arc::clone(principal));
+            return Ok(Arc::clone(&cached.principal));
         }
-        let principal = Arc::new(self.verify_jwt(token, now).await?);
+        let (principal, key) = match self.verify_jwt(token, now).await {
+            Ok(verified) => verified,
+            Err(error) => {
+                // A token that no longer verifies (its key withdrawn) leaves the cache at once.
+                self.cache.write().expect("token cache lock").remove(&digest);
+                return Err(error);
+            }
+        };
+        let principal = Arc::new(principal);
         let mut cache = self.cache.write().expect("token cache lock");
         if cache.len() >= self.settings.token_cache_capacity {
             // Bounded: start over rather than grow. Expired entries go with the rest.
             cache.clear();
         }
-        cache.insert(digest, Arc::clone(&principal));
+        cache.insert(
+            digest,
+            CachedVerification {
+                principal: Arc::clone(&principal),
+                verified_at: now,
+                key,
+            },
+        );
         Ok(principal)
     }
 
-    async fn verify_jwt(&self, token: &str, now: u64) -> Result<Principal, AuthError> {
+    /// The caller a token names, and the JWKS key that verified it (none for an HMAC issuer).
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Principal, Option<(Arc<JwksCache>, [u8; 32])>), AuthError> {
         let malformed = || AuthError::InvalidToken(Reason::Malformed);
         // The header names the algorithm; `alg: none` and unknown algorithms fail to parse.
         let header = jsonwebtoken::decode_header(token).map_err(|_| match header_algorithm(token) {
@@ -387,8 +473,8 @@ impl Authenticator {
         validation.leeway = self.leeway;
         validation.validate_nbf = true;
 
-        let claims = match &verifier.keys {
-            Keys::Hmac(key) => decode(token, key, &validation)?,
+        let (claims, key) = match &verifier.keys {
+            Keys::Hmac(key) => (decode(token, key, &validation)?, None),
             Keys::Jwks(cache) => {
                 let candidates = cache
                     .keys_for(header.kid.as_deref())
@@ -407,12 +493,13 @@ impl Authenticator {
                 }
                 let mut outcome = Err(AuthError::InvalidSignature);
                 for key in candidates {
-                    outcome = decode(token, &key.key, &validation);
+                    outcome = decode(token, &key.key, &validation).map(|claims| (claims, key.fingerprint));
                     if !matches!(outcome, Err(AuthError::InvalidSignature)) {
                         break;
                     }
                 }
-                outcome?
+                let (claims, fingerprint) = outcome?;
+                (claims, Some((Arc::clone(cache), fingerprint)))
             }
         };
         if let Some(iat) = claims.get("iat").and_then(Value::as_u64)
@@ -420,12 +507,17 @@ impl Authenticator {
         {
             return Err(AuthError::InvalidToken(Reason::IssuedInTheFuture));
         }
-        Ok(Principal {
-            identity: claims::identity(&claims, &verifier.config.claims)?,
+        let principal = Principal {
+            identity: claims::identity(
+                &claims,
+                &verifier.config.claims,
+                IdentitySource::Issuer(verifier.config.issuer.clone()),
+            )?,
             method: AuthMethod::Jwt,
             issuer: Some(verifier.config.issuer.clone()),
             expires_at: claims.get("exp").and_then(Value::as_u64),
-        })
+        };
+        Ok((principal, key))
     }
 }
 

@@ -84,4 +84,7 @@ pub enum PolicyCliError {
     /// `explain --token`: the token's claims cannot be read.
     #[error("cannot read the token's claims: {0}")]
     Token(String),
+    /// `explain`: the caller's source is not one of the server's, or is needed and not given.
+    #[error("the caller's source: {0}")]
+    CallerSource(String),
 }

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use palisade_crds::evaluator::{Effect, Grant};
-use palisade_crds::{Identity, Policy, PolicyDocument};
+use palisade_crds::identity_source::{check_known, configured_sources, resolve};
+use palisade_crds::{Identity, IdentitySource, Policy, PolicyDocument};
 use serde_json::{Map, Value};
 
 use super::{ManifestArgs, Outcome, PolicyCliError, read_manifests, validated_server};
@@ -70,7 +71,27 @@ fn identity_from_token(policy: &Policy, token: &str) -> Result<Identity, PolicyC
         .find(|i| i.issuer == issuer)
         .map(|i| i.claims.clone())
         .unwrap_or_default();
-    crate::auth::claims::identity(&claims, &names).map_err(|e| PolicyCliError::Token(e.to_string()))
+    crate::auth::claims::identity(&claims, &names, IdentitySource::Issuer(issuer.to_owned()))
+        .map_err(|e| PolicyCliError::Token(e.to_string()))
+}
+
+/// `identity` with its source checked against the policy's, or (for a caller with a subject or
+/// groups that names none) the policy's only source, as for an unqualified test case.
+fn with_source(policy: &Policy, mut identity: Identity) -> Result<Identity, PolicyCliError> {
+    let auth = &policy.document().authentication;
+    match &identity.source {
+        Some(source) => check_known(source, auth).map_err(PolicyCliError::CallerSource)?,
+        None if identity.subject.is_some() || !identity.groups.is_empty() => {
+            let source = resolve(
+                &configured_sources(auth),
+                "set --issuer <one of the server's issuers>, or --source api-keys (or client-certificates)",
+            )
+            .map_err(PolicyCliError::CallerSource)?;
+            identity.source = Some(source);
+        }
+        None => {}
+    }
+    Ok(identity)
 }
 
 /// The explanation, and whether the call is allowed.
@@ -82,7 +103,7 @@ fn explain_with(
 ) -> Result<(String, bool), PolicyCliError> {
     let identity = match token {
         Some(token) => identity_from_token(policy, token)?,
-        None => identity,
+        None => with_source(policy, identity)?,
     };
     let access = policy.access(&identity);
     let explanation = access.explain_tool(tool);
@@ -97,6 +118,9 @@ fn explain_with(
     } else {
         roles.join(", ")
     };
+    if let Some(source) = &identity.source {
+        let _ = writeln!(report, "identity source: {source}");
+    }
     let _ = writeln!(report, "roles held: {roles}");
     if let Some(rule) = decision.rule {
         let _ = writeln!(

@@ -24,7 +24,7 @@ use palisade_crds::compile::DEFAULT_CLUSTER_DOMAIN;
 use palisade_crds::manifests::Manifests;
 use palisade_crds::validate::ValidatedServer;
 use palisade_crds::verdicts::validate_all;
-use palisade_crds::{CompileOptions, Identity};
+use palisade_crds::{CompileOptions, Identity, IdentitySource};
 
 pub use check::check;
 pub use compile::{compile, compile_for_cluster_domain};
@@ -79,8 +79,16 @@ pub enum PolicyCommand {
         #[arg(long)]
         tool: String,
         /// A JWT whose claims describe the caller (its signature is NOT verified here).
-        #[arg(long, conflicts_with_all = ["scopes", "roles", "groups", "subject", "anonymous"])]
+        #[arg(long, conflicts_with_all = ["scopes", "roles", "groups", "subject", "anonymous", "issuer", "source"])]
         token: Option<String>,
+        /// The JWT issuer the caller's subject and groups come from. Needed with --subject or
+        /// --group when the server accepts identities from more than one source.
+        #[arg(long, conflicts_with = "source")]
+        issuer: Option<String>,
+        /// The caller authenticated with an API key (`api-keys`) or a client certificate
+        /// (`client-certificates`) instead of a JWT.
+        #[arg(long, value_enum)]
+        source: Option<CallerSourceArg>,
         /// Subject.
         #[arg(long)]
         subject: Option<String>,
@@ -97,6 +105,15 @@ pub enum PolicyCommand {
         #[arg(long)]
         anonymous: bool,
     },
+}
+
+/// `policy explain --source`: a caller that is not from a JWT issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CallerSourceArg {
+    /// An API key of the server's table.
+    ApiKeys,
+    /// A client certificate verified by the server's TLS layer.
+    ClientCertificates,
 }
 
 /// How manifests are read: as `palisade-operator render` reads them.
@@ -170,6 +187,8 @@ pub fn run(command: PolicyCommand) -> ExitCode {
             manifests,
             tool,
             token,
+            issuer,
+            source: caller_source,
             subject,
             scopes,
             roles,
@@ -186,6 +205,12 @@ pub fn run(command: PolicyCommand) -> ExitCode {
                 PolicySource::Manifests(files, manifests)
             };
             let identity = Identity {
+                source: match (issuer, caller_source) {
+                    (Some(issuer), _) => Some(IdentitySource::Issuer(issuer)),
+                    (None, Some(CallerSourceArg::ApiKeys)) => Some(IdentitySource::ApiKeys),
+                    (None, Some(CallerSourceArg::ClientCertificates)) => Some(IdentitySource::ClientCertificates),
+                    (None, None) => None,
+                },
                 subject,
                 scopes,
                 roles,
