@@ -292,14 +292,14 @@ pub struct Binding {
     /// Granted to anonymous callers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anonymous: bool,
-    /// `namespace/name` of the policy that states the binding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
     /// Where the subjects and groups come from: `{issuer: <iss>}`, `{apiKeys: true}` or
     /// `{clientCertificates: true}`. May be left out only when the document has exactly one
     /// issuer or API-key table (normalization then writes it); a compiled document always has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<IdentitySource>,
+    /// `namespace/name` of the policy that states the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Errors reading a PolicyDocument.

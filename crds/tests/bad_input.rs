@@ -269,7 +269,10 @@ fn invalid_tool_name_patterns() {
 
 #[test]
 fn binding_without_anyone() {
-    let found = policy_problems(|spec| spec.bindings[1].groups.clear());
+    let found = policy_problems(|spec| {
+        spec.bindings[1].groups.clear();
+        spec.bindings[1].issuer = None;
+    });
     assert_eq!(found, [problem(POLICY, "spec.bindings[1]", EMPTY_BINDING)]);
 }
 
@@ -689,7 +692,7 @@ fn identical_definitions_in_two_policies_merge() {
         "{targetRefs: [{name: company-info}], \
           roles: [{name: employee, scopes: [public:read, public:read]}], \
           tools: [{match: get_public_info, requiredScopes: [public:read]}], \
-          bindings: [{role: employee, subjects: [zoe]}]}",
+          bindings: [{role: employee, issuer: palisade-dev, subjects: [zoe]}]}",
     ));
     let compiled = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
     let document = compiled.policy.document();
@@ -803,7 +806,7 @@ fn a_more_specific_glob_resolves_the_ambiguity() {
 fn a_failing_policy_test_is_reported_by_name() {
     let (server, mut policies) = sample();
     let failing: PolicyTestSpec = yaml(
-        "{name: a public token sees strategy, identity: {subject: mallory, scopes: [public:read]}, \
+        "{name: a public token sees strategy, identity: {issuer: palisade-dev, subject: mallory, scopes: [public:read]}, \
           visibleTools: [get_public_info, get_confidential_info]}",
     );
     policies[0].spec.tests.push(failing);
@@ -840,7 +843,7 @@ fn a_failing_policy_test_is_reported_by_name() {
 fn failing_allowed_and_denied_assertions_explain_themselves() {
     let (server, mut policies) = sample();
     policies[0].spec.tests.push(yaml(
-        "{name: wrong expectations, identity: {subject: erin, groups: [employees], roles: [ghost]}, \
+        "{name: wrong expectations, identity: {issuer: palisade-dev, subject: erin, groups: [employees], roles: [ghost]}, \
           allowed: [get_confidential_info], denied: [get_public_info]}",
     ));
     let compiled = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
@@ -892,6 +895,7 @@ roles:
 bindings:
   - role: employee
     groups: [employees]
+    from: {issuer: palisade-dev}
 "#;
 
 fn document() -> PolicyDocument {
@@ -1027,7 +1031,11 @@ fn resource_is_not_a_url() {
 
 #[test]
 fn no_way_to_authenticate() {
-    let found = document_problems(|d| d.authentication.issuers.clear());
+    // (Without the bindings, whose issuer would be gone too.)
+    let found = document_problems(|d| {
+        d.authentication.issuers.clear();
+        d.bindings.clear();
+    });
     assert_eq!(
         found,
         [document_problem(
@@ -1038,6 +1046,7 @@ fn no_way_to_authenticate() {
     let mut anonymous = document();
     anonymous.authentication.issuers.clear();
     anonymous.authentication.allow_anonymous = true;
+    anonymous.bindings.clear();
     assert!(Policy::new(anonymous).is_ok());
 }
 
@@ -1372,4 +1381,62 @@ proptest! {
         let outcome = catch_unwind(AssertUnwindSafe(|| try_compile(&server, &policies)));
         prop_assert!(outcome.is_ok(), "compile panicked");
     }
+}
+
+#[test]
+fn an_unqualified_binding_in_a_document_with_two_issuers() {
+    let found = document_problems(|d| d.bindings[0].from = None);
+    assert_eq!(
+        found,
+        [document_problem(
+            "bindings[0]",
+            "the server accepts identities from 2 sources (issuer \"https://idp.example.com\", issuer \"palisade-dev\"), \
+             so subjects and groups must say which one they belong to: set from: {issuer: <one of \
+             authentication.issuers>}, {apiKeys: true} or {clientCertificates: true}"
+        )]
+    );
+}
+
+#[test]
+fn a_binding_from_a_source_the_document_does_not_have() {
+    let found = document_problems(|d| d.bindings[0].from = Some(palisade_crds::IdentitySource::ApiKeys));
+    assert_eq!(
+        found,
+        [document_problem(
+            "bindings[0].from",
+            "the server has no API-key table, so no caller comes from API keys"
+        )]
+    );
+    let found = document_problems(|d| {
+        d.bindings[0].from = Some(palisade_crds::IdentitySource::Issuer(
+            "https://other.example.com".into(),
+        ))
+    });
+    assert_eq!(
+        found,
+        [document_problem(
+            "bindings[0].from",
+            "issuer \"https://other.example.com\" is not an issuer of the server (\"https://idp.example.com\", \"palisade-dev\")"
+        )]
+    );
+}
+
+#[test]
+fn a_document_fetches_keys_over_https_unless_marked_for_development() {
+    let found = document_problems(|d| {
+        d.authentication.issuers[0].keys =
+            palisade_crds::document::KeySource::JwksUri("http://idp.example.com/jwks.json".into())
+    });
+    assert_eq!(
+        found,
+        [document_problem(
+            "authentication.issuers[0].keys.jwksUri",
+            palisade_crds::document_check::INSECURE_KEYS_URL
+        )]
+    );
+    let mut marked = document();
+    marked.authentication.issuers[0].keys =
+        palisade_crds::document::KeySource::JwksUri("http://idp.example.com/jwks.json".into());
+    marked.authentication.issuers[0].allow_insecure_http = true;
+    Policy::new(marked).unwrap_or_else(|e| panic!("{e}"));
 }

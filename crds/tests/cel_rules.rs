@@ -1043,6 +1043,7 @@ fn a_binding_names_one_source_and_only_for_subjects_and_groups() {
     let anonymous = mutated_policy(|p| {
         p.spec.bindings[0].groups.clear();
         p.spec.bindings[0].anonymous = true;
+        p.spec.bindings[0].issuer = None;
         p.spec.bindings[0].source = Some(BindingSource::ApiKeys);
     });
     assert_rejected_at(
@@ -1503,8 +1504,9 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 16 McpServer rules (the SecretKeySource rule sits twice) and 9 McpAccessPolicy rules.
-    assert_eq!(rules, 17 + 9, "number of x-kubernetes-validations entries");
+    // 18 McpServer rules (the SecretKeySource rule sits twice) and 11 McpAccessPolicy rules (the
+    // issuer-or-source rule sits on bindings and on test identities).
+    assert_eq!(rules, 19 + 12, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",

@@ -331,6 +331,7 @@ async fn unknown_kid_with_unreachable_jwks_answers_503_keys_unavailable() {
             .find(|i| i.issuer == GOOGLE)
             .expect("the Google issuer");
         google.keys = KeySource::JwksUri("http://127.0.0.1:9/jwks".into());
+        google.allow_insecure_http = true;
     });
     let mut claims = fx.claims("mallory@gmail.com", &["public:read"]);
     claims["iss"] = json!(GOOGLE);

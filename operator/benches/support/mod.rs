@@ -125,6 +125,10 @@ pub fn server(shape: &Shape, i: usize, namespace: &str) -> McpServer {
     serde_json::from_value(object).expect("synthetic McpServer")
 }
 
+/// The first issuer of every synthetic server, whose groups the bindings name (a server has
+/// several issuers, so bindings say which).
+const ISSUER_0: &str = "https://issuer-0.example.com";
+
 /// Policy number `p` of server `i` (`server-{i}-access-{p}`). Policy `p` holds the rules of the
 /// tools `k` with `k % policies == p` (at most `rules`), each requiring `c{k % collections}:read`;
 /// role `j` grants `c{j % collections}:read` and binding `j` gives it to group `g{j}`.
@@ -143,7 +147,7 @@ pub fn policy(shape: &Shape, i: usize, p: usize, namespace: &str) -> McpAccessPo
         .map(|&k| json!({"match": tool(k), "requiredScopes": [scope(k % shape.collections)]}))
         .collect();
     let bindings: Vec<Value> = (0..shape.bindings)
-        .map(|j| json!({"role": role(j % shape.roles), "groups": [format!("g{j}")]}))
+        .map(|j| json!({"role": role(j % shape.roles), "issuer": ISSUER_0, "groups": [format!("g{j}")]}))
         .collect();
     let tests: Vec<Value> = (0..shape.tests)
         .map(|t| {
@@ -151,7 +155,7 @@ pub fn policy(shape: &Shape, i: usize, p: usize, namespace: &str) -> McpAccessPo
             let c = k % shape.collections;
             let mut test = json!({
                 "name": format!("scope {} calls {}", scope(c), tool(k)),
-                "identity": {"subject": format!("user-{t}"), "scopes": [scope(c)]},
+                "identity": {"issuer": ISSUER_0, "subject": format!("user-{t}"), "scopes": [scope(c)]},
                 "allowed": [tool(k)],
             });
             if let Some(&other) = mine.iter().find(|&&o| o % shape.collections != c) {
@@ -159,7 +163,7 @@ pub fn policy(shape: &Shape, i: usize, p: usize, namespace: &str) -> McpAccessPo
             }
             if t % 3 == 2 {
                 test["name"] = json!(format!("nobody calls {}", tool(k)));
-                test["identity"] = json!({"subject": format!("user-{t}")});
+                test["identity"] = json!({"issuer": ISSUER_0, "subject": format!("user-{t}")});
                 test["allowed"] = json!([]);
                 test["denied"] = json!([tool(k)]);
             }
