@@ -88,7 +88,7 @@ fn caller() -> impl Strategy<Value = Caller> {
 
 fn identity(caller: &Caller) -> Identity {
     Identity {
-        source: (!caller.anonymous).then(|| IdentitySource::ApiKeys),
+        source: (!caller.anonymous).then_some(IdentitySource::ApiKeys),
         subject: (!caller.anonymous).then(|| "someone".into()),
         scopes: caller.scopes.iter().map(|&s| SCOPES[s].into()).collect(),
         roles: caller.roles.iter().map(|r| format!("r{r}")).collect(),
