@@ -755,6 +755,11 @@ async fn serve_mcp(
         return (response, None);
     }
 
+    // 2026-07-28: a tool call the headers show to be denied is answered without its body.
+    if let Some(denied) = denied_by_headers(state, snapshot, ctx, &principal, headers) {
+        return denied;
+    }
+
     // The body, only now that the caller is known (and within its rate).
     let too_large = |state: &AppState| {
         violation(state, Violation::Oversize);
@@ -883,18 +888,75 @@ async fn serve_mcp(
         revision,
     };
     let (reply, authz) = methods::handle(&call, &method, &params);
+    respond(state, snapshot, ctx, &principal, &id, method, reply, authz)
+}
+
+/// A `tools/call` whose 2026-07-28 routing headers name a tool the caller may not call: the
+/// denial is answered from the headers, without reading the body (its JSON-RPC id is then
+/// unknown: `null`). A request whose headers say nothing, or name a tool that the caller may call
+/// (or that does not exist), is decided from its body, which must then agree with the headers.
+fn denied_by_headers(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Option<(Response, Option<String>)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let tool = protocol::routed_tool(RoutingHeaders {
+        protocol_version: header("mcp-protocol-version"),
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    })?;
+    let access = snapshot.policy.access(&principal.identity);
+    let decision = access.check_tool(&tool);
+    if decision.tool.is_none() || decision.effect.permits() {
+        return None;
+    }
+    let call = Call {
+        snapshot,
+        access: &access,
+        revision: protocol::Revision::Modern,
+    };
+    let params = serde_json::Map::from_iter([("name".to_owned(), Value::String(tool))]);
+    let method = "tools/call".to_owned();
+    let (reply, authz) = methods::handle(&call, &method, &params);
+    Some(respond(
+        state,
+        snapshot,
+        ctx,
+        principal,
+        &Id::Null,
+        method,
+        reply,
+        authz,
+    ))
+}
+
+/// The answer to a message, and its closing audit event.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    id: &Id,
+    method: String,
+    reply: Reply<'_>,
+    authz: Option<AuthzRecord<'_>>,
+) -> (Response, Option<String>) {
     let response = match reply {
-        Reply::Result(result) => json_response(200, &jsonrpc::result(&id, result), &ctx.request_id),
-        Reply::Serialized(result) => serialized_response(jsonrpc::result_text(&id, &result), &ctx.request_id),
+        Reply::Result(result) => json_response(200, &jsonrpc::result(id, result), &ctx.request_id),
+        Reply::Serialized(result) => serialized_response(jsonrpc::result_text(id, &result), &ctx.request_id),
         Reply::Error {
             status,
             code,
             message,
             data,
-        } => rpc_error(status, &id, code, &message, data, &ctx.request_id),
+        } => rpc_error(status, id, code, &message, data, &ctx.request_id),
         Reply::InsufficientScope { missing, message } => {
             let body = jsonrpc::error(
-                &id,
+                id,
                 jsonrpc::code::UNAUTHORIZED,
                 &message,
                 Some(json!({"code": "INSUFFICIENT_SCOPE", "requiredScopes": missing})),
@@ -914,12 +976,12 @@ async fn serve_mcp(
     };
     let status = response.status().as_u16();
     match authz {
-        Some(record) => audit_authorization(state, snapshot, ctx, &principal, &method, &record, status),
+        Some(record) => audit_authorization(state, snapshot, ctx, principal, &method, &record, status),
         None => audit_request(
             state,
             snapshot,
             ctx,
-            Some(&principal),
+            Some(principal),
             Some(&method),
             "no_authorization_needed",
             status,

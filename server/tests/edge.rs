@@ -366,3 +366,42 @@ async fn audit_required_answers_once_the_audit_line_is_written() {
     assert_eq!(events.len(), 1, "{:#?}", server.audit_events());
     assert_eq!(events[0]["kind"], json!("authorization"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_denied_by_its_routing_headers_is_answered_before_its_body() {
+    let fx = Fixture::company_info();
+    let server = Running::start(&fx, &[]);
+    // Holds public:read only: get_confidential_info is denied.
+    let token = fx.token(&["public:read"]);
+    let routing = "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: get_confidential_info\r\n";
+    let mut stream = connect(&server).await;
+    stream
+        .write_all(head(&format!("{}{routing}", bearer(&token)), 1 << 20).as_bytes())
+        .await
+        .expect("send head");
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_answer_async(&mut stream))
+        .await
+        .expect("an answer without the body")
+        .expect("answer");
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let body = answer.json();
+    assert_eq!(body["id"], Value::Null, "the body, and so its id, was never read");
+    assert_eq!(body["error"]["data"]["code"], "INSUFFICIENT_SCOPE");
+    assert_eq!(body["error"]["data"]["requiredScopes"], json!(["confidential:read"]));
+    assert!(
+        answer
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains(r#"error="insufficient_scope""#) && c.contains(r#"scope="confidential:read""#)),
+        "{answer:?}"
+    );
+    assert_eq!(answer.header("connection"), Some("close"));
+    let event = audited(&server, "missing_scopes").await;
+    assert_eq!(
+        (
+            event["kind"].as_str(),
+            event["tool"].as_str(),
+            event["http_status"].as_u64()
+        ),
+        (Some("authorization"), Some("get_confidential_info"), Some(403))
+    );
+}
