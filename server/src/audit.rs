@@ -24,14 +24,14 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 /// How many serialized lines may wait for the writer before [`AuditSink::emit`] starts dropping.
-pub const CHANNEL_CAPACITY: usize = 65_536;
+pub const CHANNEL_CAPACITY: usize = 16_384;
 
 /// A batch is written out once it reaches this size even if more lines are waiting.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -208,11 +208,16 @@ enum Message {
     Line(Vec<u8>),
     /// Write out everything received so far, then answer.
     Flush(SyncSender<()>),
+    /// Answer whether the batch that holds everything received so far was written, once it is
+    /// (batched like lines: it does not force a write of its own).
+    Confirm(tokio::sync::oneshot::Sender<bool>),
 }
 
 struct Inner {
     sender: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Whether the last write succeeded (true until one fails).
+    writing: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -242,12 +247,20 @@ impl AuditSink {
     fn with_writer(writer: Box<dyn Write + Send>, capacity: usize) -> io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
-        let writer_dropped = Arc::clone(&dropped);
+        let writing = Arc::new(AtomicBool::new(true));
+        let status = Status {
+            dropped: Arc::clone(&dropped),
+            writing: Arc::clone(&writing),
+        };
         std::thread::Builder::new()
             .name("palisade-audit".into())
-            .spawn(move || run_writer(receiver, writer, &writer_dropped))?;
+            .spawn(move || run_writer(receiver, writer, &status))?;
         Ok(Self {
-            inner: Arc::new(Inner { sender, dropped }),
+            inner: Arc::new(Inner {
+                sender,
+                dropped,
+                writing,
+            }),
         })
     }
 
@@ -266,7 +279,10 @@ impl AuditSink {
         line.push(b'\n');
         match self.inner.sender.try_send(Message::Line(line)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => self.count_dropped(1),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.inner.writing.store(false, Ordering::Release);
+                self.count_dropped(1);
+            }
         }
     }
 
@@ -274,6 +290,30 @@ impl AuditSink {
     /// shutdown and tests; it blocks, so call it off the async request path.
     pub fn flush(&self) {
         flush_through(&self.inner.sender);
+    }
+
+    /// Whether the sink is writing: false from a failed write (or a full queue) until a write
+    /// succeeds again. `--audit-required` refuses requests while it is false.
+    pub fn healthy(&self) -> bool {
+        self.inner.writing.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every event emitted before this call is written: `true` if the write of the
+    /// batch that held them succeeded, `false` if it failed or the queue is full. Confirmation
+    /// does not force a write of its own: it rides with the lines of the batch. For
+    /// `--audit-required`, together with [`AuditSink::dropped`] (a loss in an earlier batch).
+    pub async fn confirm(&self) -> bool {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        if self.inner.sender.try_send(Message::Confirm(sender)).is_err() {
+            self.inner.writing.store(false, Ordering::Release);
+            return false;
+        }
+        receiver.await.unwrap_or(false)
+    }
+
+    /// A sink writing to `writer`, for tests of what happens when the destination fails.
+    pub fn to_writer(writer: Box<dyn Write + Send>) -> io::Result<Self> {
+        Self::with_writer(writer, CHANNEL_CAPACITY)
     }
 
     /// How many events were lost so far: dropped because the channel was full, or not written because the
@@ -325,10 +365,16 @@ fn open_append(path: &std::path::Path) -> io::Result<std::fs::File> {
     options.open(path)
 }
 
+/// What the writer thread reports back: lines lost, and whether the last write succeeded.
+struct Status {
+    dropped: Arc<AtomicU64>,
+    writing: Arc<AtomicBool>,
+}
+
 /// The writer thread: takes lines off the channel, batches whatever is queued, writes the batch when the channel
 /// is momentarily empty (or the batch is large), and answers flush markers once everything before them is written.
 /// Ends when every [`AuditSink`] handle is gone.
-fn run_writer(receiver: Receiver<Message>, mut writer: Box<dyn Write + Send>, dropped: &AtomicU64) {
+fn run_writer(receiver: Receiver<Message>, mut writer: Box<dyn Write + Send>, status: &Status) {
     let mut batch = Batch::default();
     while let Ok(first) = receiver.recv() {
         let mut next = Some(first);
@@ -336,25 +382,27 @@ fn run_writer(receiver: Receiver<Message>, mut writer: Box<dyn Write + Send>, dr
             match message {
                 Message::Line(line) => batch.push(&line),
                 Message::Flush(ack) => {
-                    batch.write_to(&mut writer, dropped);
+                    batch.write_to(&mut writer, status);
                     let _ = ack.send(());
                 }
+                Message::Confirm(ack) => batch.confirmations.push(ack),
             }
             if batch.bytes.len() >= MAX_BATCH_BYTES {
-                batch.write_to(&mut writer, dropped);
+                batch.write_to(&mut writer, status);
             }
             // `None` when the channel is momentarily empty (or closed): time to write the batch.
             next = receiver.try_recv().ok();
         }
-        batch.write_to(&mut writer, dropped);
+        batch.write_to(&mut writer, status);
     }
 }
 
-/// Lines received but not yet written.
+/// Lines received but not yet written, and the confirmations waiting for them.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
     lines: u64,
+    confirmations: Vec<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Batch {
@@ -363,14 +411,23 @@ impl Batch {
         self.lines += 1;
     }
 
-    /// Writes and flushes the batch; on failure its lines are counted as dropped. Always leaves the batch empty.
-    fn write_to(&mut self, writer: &mut dyn Write, dropped: &AtomicU64) {
-        if self.lines == 0 {
-            return;
+    /// Writes and flushes the batch; on failure its lines are counted as dropped. Answers the
+    /// confirmations with the outcome. Always leaves the batch empty.
+    fn write_to(&mut self, writer: &mut dyn Write, status: &Status) {
+        let mut written = true;
+        if self.lines > 0 {
+            match writer.write_all(&self.bytes).and_then(|()| writer.flush()) {
+                Ok(()) => status.writing.store(true, Ordering::Release),
+                Err(error) => {
+                    tracing::error!(%error, lines = self.lines, "writing audit events failed");
+                    status.writing.store(false, Ordering::Release);
+                    record_drops(&status.dropped, self.lines);
+                    written = false;
+                }
+            }
         }
-        if let Err(error) = writer.write_all(&self.bytes).and_then(|()| writer.flush()) {
-            tracing::error!(%error, lines = self.lines, "writing audit events failed");
-            record_drops(dropped, self.lines);
+        for confirmation in self.confirmations.drain(..) {
+            let _ = confirmation.send(written && status.writing.load(Ordering::Acquire));
         }
         self.bytes.clear();
         self.lines = 0;

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use palisade_crds::document::{DEFAULT_DOCUMENTS_DIR, DEFAULT_POLICY_PATH};
 
+/// Default of `--max-concurrency`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
+/// Default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of `--max-unauthenticated-connections-per-client`.
+pub const DEFAULT_MAX_UNAUTHENTICATED_PER_CLIENT: usize = 64;
+
 /// Where audit events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {
@@ -90,12 +97,43 @@ pub struct ServeArgs {
     /// Largest bearer token or API key accepted, in bytes.
     #[arg(long, env = "PALISADE_MAX_TOKEN_BYTES", default_value_t = 8 << 10)]
     pub max_token_bytes: usize,
-    /// Time limit of one request.
+    /// Time limit of one request, from its headers to its answer (body read included). A request
+    /// cut by it is answered 503 with `Retry-After` and audited (`request_timeout`).
     #[arg(long, env = "PALISADE_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub request_timeout: Duration,
-    /// Most requests served at once; more wait.
-    #[arg(long, env = "PALISADE_MAX_CONCURRENCY", default_value_t = 1024)]
+    /// Most requests served at once. A request that finds no place within 250 ms is shed with
+    /// 503 and `Retry-After` (audited, `overloaded`): no unbounded queue.
+    #[arg(long, env = "PALISADE_MAX_CONCURRENCY", default_value_t = DEFAULT_MAX_CONCURRENCY)]
     pub max_concurrency: usize,
+    /// Most open connections on the MCP listener. A connection over it is closed as soon as it
+    /// is accepted (counted in `palisade_connections_refused_total{reason="connection_limit"}`).
+    #[arg(long, env = "PALISADE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Most connections one client address may hold open before one of its requests has
+    /// authenticated. Over it, the connection is closed as soon as it is accepted
+    /// (`palisade_connections_refused_total{reason="unauthenticated_per_client"}`).
+    #[arg(
+        long,
+        env = "PALISADE_MAX_UNAUTHENTICATED_CONNECTIONS_PER_CLIENT",
+        default_value_t = DEFAULT_MAX_UNAUTHENTICATED_PER_CLIENT
+    )]
+    pub max_unauthenticated_connections_per_client: usize,
+    /// Longest time a client may take to send a request's headers (the request line included;
+    /// also the wait for the next request of a kept-alive HTTP/1.1 connection). Over it, the
+    /// connection is closed.
+    #[arg(long, env = "PALISADE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// Longest time a client may take to send a request's body. Over it, 408 (audited,
+    /// `body_timeout`).
+    #[arg(long, env = "PALISADE_BODY_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 and HTTP/2).
+    #[arg(long, env = "PALISADE_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// Refuse requests with 503 when audit lines cannot be written (fail closed): an answer is
+    /// sent only once the request's audit lines are written.
+    #[arg(long, env = "PALISADE_AUDIT_REQUIRED", default_value_t = false)]
+    pub audit_required: bool,
     /// Requests per second allowed per caller (subject or API key), 0 for no limit. Over it, 429
     /// with Retry-After.
     #[arg(long, env = "PALISADE_RATE_LIMIT", default_value_t = 0)]

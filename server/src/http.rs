@@ -13,7 +13,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,15 +22,17 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use palisade_crds::evaluator::Effect;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::{AuthError, AuthMethod, CallerKey, ClientCertificate, Credential, Principal, Reason};
+use crate::auth::{AuthError, AuthMethod, ClientCertificate, Credential, Principal, Reason};
+use crate::edge::ConnectionSlot;
 use crate::mcp::jsonrpc::{self, Id, Incoming};
 use crate::mcp::methods::{self, AuthzKind, AuthzRecord, Call, Reply};
 use crate::mcp::protocol::{self, RoutingHeaders};
-use crate::metrics::{self, AuthLabels, AuthzDecision, AuthzLabels, Violation, ViolationLabels};
+use crate::metrics::{self, AuthLabels, AuthzDecision, AuthzLabels, Shed, Violation, ViolationLabels};
 use crate::state::{AppState, Snapshot, now};
 
 /// The MCP router (port 8080).
@@ -65,21 +68,14 @@ async fn health() -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
+/// Ready or not, and the policy hash: nothing else, as anyone may ask. Why a reload was refused
+/// goes to the operational log and `palisade_policy_reloads_total{result="failure"}`.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    let last_error = state.last_error.lock().expect("last error lock").clone();
     match state.snapshot.load_full() {
-        Some(snapshot) => axum::Json(json!({
-            "status": "ready",
-            "policyHash": snapshot.policy.hash(),
-            "tools": snapshot.policy.tools().len(),
-            "documents": snapshot.documents.document_count(),
-            // The last good policy serves while a newer file is refused.
-            "lastReloadError": last_error,
-        }))
-        .into_response(),
+        Some(snapshot) => axum::Json(json!({"status": "ready", "policyHash": snapshot.policy.hash()})).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready", "error": last_error})),
+            axum::Json(json!({"status": "not_ready"})),
         )
             .into_response(),
     }
@@ -147,6 +143,42 @@ struct Context {
     request_id: String,
     client: Option<String>,
     started: Instant,
+    /// The event that closes the request (with its status) was emitted.
+    closed: AtomicBool,
+    /// The body was read (or reading it began): an answer before that closes an HTTP/1.1
+    /// connection rather than leave the unread body in it.
+    body_read: AtomicBool,
+}
+
+impl Context {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+/// Audits a request that ends without its closing event: the client went away (the connection
+/// closed and the request's future was dropped) while it was being served.
+struct Unfinished<'a> {
+    state: &'a AppState,
+    ctx: &'a Context,
+    snapshot: Option<&'a Snapshot>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if !self.ctx.closed.load(Ordering::Acquire) {
+            let mut event = AuditEvent::new(
+                &self.ctx.request_id,
+                AuditKind::Request,
+                "abandoned",
+                "client_disconnected",
+            );
+            event.client_address = self.ctx.client.as_deref();
+            event.policy_hash = self.snapshot.map(|s| s.policy.hash());
+            event.duration_us = Some(self.ctx.started.elapsed().as_micros() as u64);
+            self.state.audit.emit(&event);
+        }
+    }
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -236,6 +268,10 @@ fn origin_allowed(state: &AppState, snapshot: &Snapshot, origin: &str) -> bool {
 /// `Authorization: Bearer <token>` or `X-API-Key`; refuses ambiguous or misplaced credentials.
 /// Without either header, the subject of the connection's verified client certificate (mTLS), if
 /// any: a token sent over a connection with a client certificate wins over the certificate.
+///
+/// A request whose only credential is one this server does not accept (another scheme such as
+/// `Basic`, or a token in the query string) is answered like one without credentials: 401 with
+/// the challenge, so that a client starts discovery (RFC 6750 §3.1).
 fn credentials<'a>(
     headers: &'a HeaderMap,
     query: Option<&str>,
@@ -248,15 +284,19 @@ fn credentials<'a>(
                 .is_some_and(|k| k.eq_ignore_ascii_case("access_token"))
         })
     });
-    if in_query {
-        return Err(AuthError::InvalidRequest(Reason::TokenInQuery));
-    }
     let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
     let first = authorization.next();
     if authorization.next().is_some() || headers.get_all("x-api-key").iter().count() > 1 {
         return Err(AuthError::InvalidRequest(Reason::DuplicateAuthorization));
     }
     let api_key = headers.get("x-api-key");
+    if in_query {
+        return Err(if first.is_none() && api_key.is_none() {
+            AuthError::UnsupportedCredentials(Reason::TokenInQuery)
+        } else {
+            AuthError::InvalidRequest(Reason::TokenInQuery)
+        });
+    }
     match (first, api_key) {
         (Some(_), Some(_)) => Err(AuthError::InvalidRequest(Reason::DuplicateAuthorization)),
         (None, None) => Ok(certificate.map_or(Credential::None, |c| Credential::ClientCertificate(&c.subject))),
@@ -267,19 +307,23 @@ fn credentials<'a>(
             .filter(|k| !k.is_empty())
             .map(Credential::ApiKey)
             .ok_or(AuthError::InvalidToken(Reason::Malformed)),
-        (Some(value), None) => {
-            let value = value.to_str().map_err(|_| AuthError::InvalidToken(Reason::Malformed))?;
-            let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(AuthError::InvalidRequest(Reason::UnsupportedScheme));
-            }
-            let token = token.trim();
-            if token.is_empty() {
-                return Err(AuthError::InvalidToken(Reason::Malformed));
-            }
-            Ok(Credential::Bearer(token))
-        }
+        (Some(value), None) => bearer(value),
     }
+}
+
+/// The token of an `Authorization` header value: `Bearer <token>` (the scheme in any case).
+fn bearer(value: &HeaderValue) -> Result<Credential<'_>, AuthError> {
+    let value = value.to_str().map_err(|_| AuthError::InvalidToken(Reason::Malformed))?;
+    let value = value.trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::UnsupportedCredentials(Reason::UnsupportedScheme));
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthError::InvalidToken(Reason::Malformed));
+    }
+    Ok(Credential::Bearer(token))
 }
 
 fn quote(value: &str) -> String {
@@ -366,6 +410,7 @@ fn auth_failure(
         Some(status),
     );
     event.auth_method = Some(method.as_str());
+    ctx.close();
     state.audit.emit(&event);
 
     let message = error.message();
@@ -376,9 +421,12 @@ fn auth_failure(
         Some(json!({"code": error.code()})),
     );
     let response = json_response(status, &body, &ctx.request_id);
-    // RFC 6750 §3.1: a request without credentials gets no error information.
-    let description =
-        (*error != AuthError::MissingAuthorization).then(|| message.lines().next().unwrap_or_default().to_owned());
+    // RFC 6750 §3.1: a request without (accepted) credentials gets no error information.
+    let described = !matches!(
+        error,
+        AuthError::MissingAuthorization | AuthError::UnsupportedCredentials(_)
+    );
+    let description = described.then(|| message.lines().next().unwrap_or_default().to_owned());
     let mut response = with_challenge(
         response,
         challenge(snapshot, error.bearer_error(), description.as_deref(), None),
@@ -409,9 +457,65 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string()),
         started: Instant::now(),
+        closed: AtomicBool::new(false),
+        body_read: AtomicBool::new(false),
     };
-    let Some(snapshot) = state.snapshot.load_full() else {
-        return rpc_error(
+    let snapshot = state.snapshot.load_full();
+    let unfinished = Unfinished {
+        state: &state,
+        ctx: &ctx,
+        snapshot: snapshot.as_deref(),
+    };
+    let (mut response, method) = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body).await;
+    drop(unfinished);
+    // An answer sent before the body was read leaves the body in an HTTP/1.1 connection: close it
+    // rather than read what an unauthenticated client sends.
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0");
+    if has_body && !ctx.body_read.load(Ordering::Acquire) && parts.version < axum::http::Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = response.status().as_u16();
+    state
+        .metrics
+        .observe_request(method.as_deref().unwrap_or("other"), status, ctx.started.elapsed());
+    response
+}
+
+/// Longest time a request waits for one of the `--max-concurrency` places before it is shed.
+pub const QUEUE_WAIT: Duration = Duration::from_millis(250);
+
+/// The request's bounds around [`serve_mcp`]: a place among `--max-concurrency` (else shed
+/// after at most [`QUEUE_WAIT`]), a loaded policy, a working audit sink with `--audit-required`, and `--request-timeout`.
+async fn serve_bounded(
+    state: &AppState,
+    snapshot: Option<&Snapshot>,
+    ctx: &Context,
+    parts: &axum::http::request::Parts,
+    body: Body,
+) -> (Response, Option<String>) {
+    // A short, bounded wait for a place, then shed: bursts are absorbed, nothing queues for long.
+    let place = match state.requests.clone().try_acquire_owned() {
+        Ok(place) => Ok(place),
+        Err(_) => tokio::time::timeout(QUEUE_WAIT, state.requests.clone().acquire_owned())
+            .await
+            .map_err(|_| ())
+            .and_then(|acquired| acquired.map_err(|_| ())),
+    };
+    let Ok(_place) = place else {
+        return (shed(state, snapshot, ctx, Shed::Overloaded), None);
+    };
+    if state.config.audit_required && !state.audit.healthy() {
+        return (shed(state, snapshot, ctx, Shed::AuditUnavailable), None);
+    }
+    let Some(snapshot) = snapshot else {
+        edge_event(state, None, ctx, "policy_not_loaded", 503);
+        let response = rpc_error(
             503,
             &Id::Null,
             jsonrpc::code::INTERNAL_ERROR,
@@ -419,23 +523,110 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
             None,
             &ctx.request_id,
         );
+        return (retry_after(response, 5), None);
     };
-    let certificate = parts.extensions.get::<ClientCertificate>();
-    let (response, method) = serve_mcp(
-        &state,
-        &snapshot,
-        &ctx,
-        &parts.headers,
-        parts.uri.query(),
-        certificate,
-        body,
+    let lost_before = state.audit.dropped();
+    let served = tokio::time::timeout(
+        state.config.request_timeout,
+        serve_mcp(state, snapshot, ctx, parts, body),
     )
     .await;
-    let status = response.status().as_u16();
-    state
-        .metrics
-        .observe_request(method.as_deref().unwrap_or("other"), status, ctx.started.elapsed());
+    let Ok((response, method)) = served else {
+        return (shed(state, Some(snapshot), ctx, Shed::RequestTimeout), None);
+    };
+    // Fail closed: the answer goes out only once the request's audit lines are written.
+    if state.config.audit_required && !(state.audit.confirm().await && state.audit.dropped() == lost_before) {
+        return (shed(state, Some(snapshot), ctx, Shed::AuditUnavailable), method);
+    }
+    (response, method)
+}
+
+/// A request answered without being served: 503 with `Retry-After` (408 for a body that came too
+/// slowly), counted and audited.
+fn shed(state: &AppState, snapshot: Option<&Snapshot>, ctx: &Context, reason: Shed) -> Response {
+    state.metrics.request_shed(reason);
+    let (status, message, retry) = match reason {
+        Shed::Overloaded => (
+            503,
+            format!(
+                "Service Unavailable: the server is serving its limit of {} requests.\n\nAction: retry after the time in Retry-After.",
+                state.config.max_concurrency
+            ),
+            Some(1),
+        ),
+        Shed::RequestTimeout => (
+            503,
+            format!(
+                "Service Unavailable: the request took longer than {} s.\n\nAction: retry after the time in Retry-After.",
+                state.config.request_timeout.as_secs()
+            ),
+            Some(1),
+        ),
+        Shed::BodyTimeout => (
+            408,
+            format!(
+                "Request Timeout: the body did not arrive within {} s.\n\nAction: send the whole body at once.",
+                state.config.body_read_timeout.as_secs()
+            ),
+            None,
+        ),
+        Shed::AuditUnavailable => (
+            503,
+            "Service Unavailable: the audit trail cannot be written, and this server answers only \
+             audited requests.\n\nAction: retry after the time in Retry-After."
+                .to_owned(),
+            Some(5),
+        ),
+    };
+    edge_event(state, snapshot, ctx, reason.as_str(), status);
+    let response = rpc_error(
+        status,
+        &Id::Null,
+        jsonrpc::code::INTERNAL_ERROR,
+        &message,
+        None,
+        &ctx.request_id,
+    );
+    match retry {
+        Some(seconds) => retry_after(response, seconds),
+        None => response,
+    }
+}
+
+fn retry_after(mut response: Response, seconds: u64) -> Response {
     response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// The closing event of a request the edge ended (shed, timed out, no policy, no audit).
+fn edge_event(state: &AppState, snapshot: Option<&Snapshot>, ctx: &Context, reason: &str, status: u16) {
+    let mut event = AuditEvent::new(&ctx.request_id, AuditKind::Request, "deny", reason);
+    event.client_address = ctx.client.as_deref();
+    event.policy_hash = snapshot.map(|s| s.policy.hash());
+    event.http_status = Some(status);
+    event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    ctx.close();
+    state.audit.emit(&event);
+}
+
+/// Reads a body of at most `limit` bytes within `timeout`.
+async fn read_body(body: Body, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Broken),
+    }
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Timeout,
+    /// The client closed the connection or sent a malformed body.
+    Broken,
 }
 
 fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -449,11 +640,12 @@ async fn serve_mcp(
     state: &AppState,
     snapshot: &Snapshot,
     ctx: &Context,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    certificate: Option<&ClientCertificate>,
+    parts: &axum::http::request::Parts,
     body: Body,
 ) -> (Response, Option<String>) {
+    let headers = &parts.headers;
+    let query = parts.uri.query();
+    let certificate = parts.extensions.get::<ClientCertificate>();
     // Refusals before authentication: answered, and audited as request denials.
     let reject = |status: u16, code: i64, message: &str, reason: &str| {
         audit_request(state, snapshot, ctx, None, None, reason, status);
@@ -516,18 +708,6 @@ async fn serve_mcp(
             "not_acceptable",
         );
     }
-    let body: Bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
-        Ok(body) => body,
-        Err(_) => {
-            violation(state, Violation::Oversize);
-            let message = format!(
-                "Payload Too Large: the body exceeds {} bytes",
-                state.config.max_body_bytes
-            );
-            return reject(413, jsonrpc::code::INVALID_REQUEST, &message, "body_too_large");
-        }
-    };
-
     // Authentication.
     let credential = match credentials(headers, query, certificate) {
         Ok(credential) => credential,
@@ -553,11 +733,13 @@ async fn serve_mcp(
         .get_or_create(&AuthLabels::success(principal_method(principal.method)))
         .inc();
     audit_authentication(state, snapshot, ctx, &principal);
+    if let Some(slot) = parts.extensions.get::<Arc<ConnectionSlot>>() {
+        slot.authenticated();
+    }
 
     // (source, subject): alice of one issuer never shares a bucket with alice of another.
-    let caller = principal.caller_key();
-    let caller = caller.as_ref().map_or("anonymous", CallerKey::as_str);
-    if let Err(retry_after) = state.rate_limiter.check(caller, Instant::now()) {
+    let caller = crate::rate_limit::caller_key(&principal, ctx.client.as_deref());
+    if let Err(retry_after) = state.rate_limiter.check(&caller, Instant::now()) {
         violation(state, Violation::RateLimited);
         audit_request(state, snapshot, ctx, Some(&principal), None, "rate_limited", 429);
         let mut response = rpc_error(
@@ -573,6 +755,57 @@ async fn serve_mcp(
         }
         return (response, None);
     }
+
+    // 2026-07-28: a tool call the headers show to be denied is answered without its body.
+    if let Some(denied) = denied_by_headers(state, snapshot, ctx, &principal, headers) {
+        return denied;
+    }
+
+    // The body, only now that the caller is known (and within its rate).
+    let too_large = |state: &AppState| {
+        violation(state, Violation::Oversize);
+        audit_request(state, snapshot, ctx, Some(&principal), None, "body_too_large", 413);
+        let message = format!(
+            "Payload Too Large: the body exceeds {} bytes",
+            state.config.max_body_bytes
+        );
+        (
+            rpc_error(
+                413,
+                &Id::Null,
+                jsonrpc::code::INVALID_REQUEST,
+                &message,
+                None,
+                &ctx.request_id,
+            ),
+            None,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > state.config.max_body_bytes as u64) {
+        return too_large(state);
+    }
+    ctx.body_read.store(true, Ordering::Release);
+    let body = match read_body(body, state.config.max_body_bytes, state.config.body_read_timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return too_large(state),
+        Err(BodyError::Timeout) => return (shed(state, Some(snapshot), ctx, Shed::BodyTimeout), None),
+        Err(BodyError::Broken) => {
+            audit_request(state, snapshot, ctx, Some(&principal), None, "body_unreadable", 400);
+            let response = rpc_error(
+                400,
+                &Id::Null,
+                jsonrpc::code::INVALID_REQUEST,
+                "Bad Request: the body could not be read (the connection closed or the framing is invalid).",
+                None,
+                &ctx.request_id,
+            );
+            return (response, None);
+        }
+    };
 
     // The message.
     let (id, method, params) = match jsonrpc::parse(&body) {
@@ -656,18 +889,75 @@ async fn serve_mcp(
         revision,
     };
     let (reply, authz) = methods::handle(&call, &method, &params);
+    respond(state, snapshot, ctx, &principal, &id, method, reply, authz)
+}
+
+/// A `tools/call` whose 2026-07-28 routing headers name a tool the caller may not call: the
+/// denial is answered from the headers, without reading the body (its JSON-RPC id is then
+/// unknown: `null`). A request whose headers say nothing, or name a tool that the caller may call
+/// (or that does not exist), is decided from its body, which must then agree with the headers.
+fn denied_by_headers(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    headers: &HeaderMap,
+) -> Option<(Response, Option<String>)> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let tool = protocol::routed_tool(RoutingHeaders {
+        protocol_version: header("mcp-protocol-version"),
+        method: header("mcp-method"),
+        name: header("mcp-name"),
+    })?;
+    let access = snapshot.policy.access(&principal.identity);
+    let decision = access.check_tool(&tool);
+    if decision.tool.is_none() || decision.effect.permits() {
+        return None;
+    }
+    let call = Call {
+        snapshot,
+        access: &access,
+        revision: protocol::Revision::Modern,
+    };
+    let params = serde_json::Map::from_iter([("name".to_owned(), Value::String(tool))]);
+    let method = "tools/call".to_owned();
+    let (reply, authz) = methods::handle(&call, &method, &params);
+    Some(respond(
+        state,
+        snapshot,
+        ctx,
+        principal,
+        &Id::Null,
+        method,
+        reply,
+        authz,
+    ))
+}
+
+/// The answer to a message, and its closing audit event.
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    state: &AppState,
+    snapshot: &Snapshot,
+    ctx: &Context,
+    principal: &Principal,
+    id: &Id,
+    method: String,
+    reply: Reply<'_>,
+    authz: Option<AuthzRecord<'_>>,
+) -> (Response, Option<String>) {
     let response = match reply {
-        Reply::Result(result) => json_response(200, &jsonrpc::result(&id, result), &ctx.request_id),
-        Reply::Serialized(result) => serialized_response(jsonrpc::result_text(&id, &result), &ctx.request_id),
+        Reply::Result(result) => json_response(200, &jsonrpc::result(id, result), &ctx.request_id),
+        Reply::Serialized(result) => serialized_response(jsonrpc::result_text(id, &result), &ctx.request_id),
         Reply::Error {
             status,
             code,
             message,
             data,
-        } => rpc_error(status, &id, code, &message, data, &ctx.request_id),
+        } => rpc_error(status, id, code, &message, data, &ctx.request_id),
         Reply::InsufficientScope { missing, message } => {
             let body = jsonrpc::error(
-                &id,
+                id,
                 jsonrpc::code::UNAUTHORIZED,
                 &message,
                 Some(json!({"code": "INSUFFICIENT_SCOPE", "requiredScopes": missing})),
@@ -687,12 +977,12 @@ async fn serve_mcp(
     };
     let status = response.status().as_u16();
     match authz {
-        Some(record) => audit_authorization(state, snapshot, ctx, &principal, &method, &record, status),
+        Some(record) => audit_authorization(state, snapshot, ctx, principal, &method, &record, status),
         None => audit_request(
             state,
             snapshot,
             ctx,
-            Some(&principal),
+            Some(principal),
             Some(&method),
             "no_authorization_needed",
             status,
@@ -762,6 +1052,7 @@ fn audit_request(
         Some(status),
     );
     event.mcp_method = method;
+    ctx.close();
     state.audit.emit(&event);
 }
 
@@ -811,5 +1102,6 @@ fn audit_authorization(
     event.rule = record.rule;
     event.granted_by = record.granted_by.clone();
     event.missing_scopes = record.missing.clone();
+    ctx.close();
     state.audit.emit(&event);
 }

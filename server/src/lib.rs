@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod documents;
+pub mod edge;
 pub mod http;
 pub mod mcp;
 pub mod metrics;

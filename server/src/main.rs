@@ -14,7 +14,7 @@ use palisade_server::config::{AuditTarget, ServeArgs};
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
 use palisade_server::tls::{TlsConfig, TlsFiles};
-use palisade_server::{http, policy_cli, state, tls, token};
+use palisade_server::{edge, http, policy_cli, state, tls, token};
 
 #[derive(Parser)]
 #[command(name = "palisade-server", version, about = "The Palisade MCP server")]
@@ -147,25 +147,11 @@ async fn run(args: ServeArgs) -> ExitCode {
         client_ca = args.tls_client_ca.is_some(),
         "serving MCP at /mcp"
     );
-    let app = http::app(state.clone())
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            args.request_timeout,
-        ))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(args.max_concurrency));
-    let mcp = async move {
-        match tls {
-            Some(tls) => tls::serve(listener, app, tls, shutdown_signal()).await,
-            None => {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-                )
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-            }
-        }
-    };
+    // Concurrency, timeouts and load shedding are per request, in `http`; connections are
+    // bounded by `edge`, on the plain and the TLS listener alike.
+    let app = http::app(state.clone());
+    let connections = edge::Connections::new(edge::EdgeLimits::from_args(&args), state.metrics.clone());
+    let mcp = edge::serve(listener, app, connections, tls, shutdown_signal());
     let metrics =
         axum::serve(metrics_listener, http::metrics_app(state.clone())).with_graceful_shutdown(shutdown_signal());
     let result = tokio::try_join!(mcp, metrics.into_future());

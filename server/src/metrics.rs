@@ -134,6 +134,22 @@ label_values!(
     }
 );
 label_values!(
+    /// Why the edge closed a connection as soon as it was accepted.
+    ConnectionRefusal {
+        ConnectionLimit => "connection_limit",
+        UnauthenticatedPerClient => "unauthenticated_per_client",
+    }
+);
+label_values!(
+    /// Why a request was answered 503 (or 408) without being served.
+    Shed {
+        Overloaded => "overloaded",
+        RequestTimeout => "request_timeout",
+        BodyTimeout => "body_timeout",
+        AuditUnavailable => "audit_unavailable",
+    }
+);
+label_values!(
     /// Result of a JWKS (or OIDC discovery) fetch.
     JwksResult { Success => "success", Failure => "failure", RateLimited => "rate_limited" }
 );
@@ -141,6 +157,18 @@ label_values!(
     /// Which mounted input a reload was about.
     ReloadFile { Policy => "policy", Documents => "documents", Secrets => "secrets" }
 );
+
+/// Labels of `palisade_connections_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionRefusalLabels {
+    pub reason: ConnectionRefusal,
+}
+
+/// Labels of `palisade_requests_shed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    pub reason: Shed,
+}
 
 /// Labels of `mcp_authentication_attempts_total`. Build with [`AuthLabels::success`] / [`AuthLabels::failure`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -253,6 +281,12 @@ pub struct Metrics {
     pub documents_loaded: Gauge,
     /// 1 when policy and documents are loaded, else 0.
     pub ready: Gauge,
+    /// Connections open on the MCP listener.
+    pub connections_open: Gauge,
+    /// Connections closed as soon as they were accepted, by reason.
+    pub connections_refused: Family<ConnectionRefusalLabels, Counter>,
+    /// Requests answered without being served (load shedding, timeouts, audit unavailable), by reason.
+    pub requests_shed: Family<ShedLabels, Counter>,
     /// The hash currently exposed by `policy_info`, so that a new one can replace it.
     current_policy_hash: Mutex<Option<String>>,
 }
@@ -271,6 +305,9 @@ impl Metrics {
         let policy_info = Family::default();
         let documents_loaded = Gauge::default();
         let ready = Gauge::default();
+        let connections_open = Gauge::default();
+        let connections_refused = Family::default();
+        let requests_shed = Family::default();
 
         // Counters get `_total` appended by prometheus-client.
         let r = &mut registry;
@@ -325,6 +362,21 @@ impl Metrics {
             "1 when policy and documents are loaded, else 0",
             ready.clone(),
         );
+        r.register(
+            "palisade_connections_open",
+            "Connections open on the MCP listener",
+            connections_open.clone(),
+        );
+        r.register(
+            "palisade_connections_refused",
+            "Connections closed as soon as they were accepted, by reason",
+            connections_refused.clone(),
+        );
+        r.register(
+            "palisade_requests_shed",
+            "Requests answered 503 or 408 without being served, by reason",
+            requests_shed.clone(),
+        );
 
         let metrics = Self {
             registry,
@@ -338,6 +390,9 @@ impl Metrics {
             policy_info,
             documents_loaded,
             ready,
+            connections_open,
+            connections_refused,
+            requests_shed,
             current_policy_hash: Mutex::new(None),
         };
         metrics.initialize_closed_series();
@@ -374,6 +429,20 @@ impl Metrics {
         ] {
             create_at_zero(&self.security_violations, &ViolationLabels { r#type: violation });
         }
+        for reason in [
+            ConnectionRefusal::ConnectionLimit,
+            ConnectionRefusal::UnauthenticatedPerClient,
+        ] {
+            create_at_zero(&self.connections_refused, &ConnectionRefusalLabels { reason });
+        }
+        for reason in [
+            Shed::Overloaded,
+            Shed::RequestTimeout,
+            Shed::BodyTimeout,
+            Shed::AuditUnavailable,
+        ] {
+            create_at_zero(&self.requests_shed, &ShedLabels { reason });
+        }
         for file in [ReloadFile::Policy, ReloadFile::Documents, ReloadFile::Secrets] {
             for result in [Outcome::Success, Outcome::Failure] {
                 create_at_zero(&self.policy_reloads, &ReloadLabels { file, result });
@@ -391,6 +460,18 @@ impl Metrics {
                 String::new()
             }
         }
+    }
+
+    /// Counts a connection refused at accept.
+    pub fn connection_refused(&self, reason: ConnectionRefusal) {
+        self.connections_refused
+            .get_or_create(&ConnectionRefusalLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request answered without being served.
+    pub fn request_shed(&self, reason: Shed) {
+        self.requests_shed.get_or_create(&ShedLabels { reason }).inc();
     }
 
     /// Exposes `hash` as the policy in force: its `palisade_policy_info` series is set to 1 and the previous

@@ -57,10 +57,13 @@ pub struct AppState {
     pub jwks: JwksRegistry,
     /// HTTP client for JWKS and discovery.
     pub http: reqwest::Client,
-    /// The last reload error, shown by `/ready` while the previous snapshot stays in force.
+    /// The last reload error (logged once when it changes) while the previous snapshot stays in
+    /// force.
     pub last_error: Mutex<Option<String>>,
     /// Per-caller rate limits.
     pub rate_limiter: crate::rate_limit::RateLimiter,
+    /// Places for requests being served (`--max-concurrency`); a request that finds none is shed.
+    pub requests: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a snapshot could not be built.
@@ -118,7 +121,9 @@ impl AppState {
     /// State with no snapshot yet.
     pub fn new(config: ServeArgs, metrics: Arc<Metrics>, audit: AuditSink, http: reqwest::Client) -> Self {
         let rate_limiter = crate::rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_burst);
+        let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1)));
         Self {
+            requests,
             snapshot: ArcSwapOption::empty(),
             config,
             metrics,
@@ -185,7 +190,12 @@ impl AppState {
             && input_fingerprint(&self.config.policy_file, &self.config.documents_dir) == Some(current.fingerprint)
         {
             // The files are back to what is in force (e.g. a refused edit was reverted).
-            *self.last_error.lock().expect("last error lock") = None;
+            if self.last_error.lock().expect("last error lock").take().is_some() {
+                tracing::info!(
+                    policy_hash = current.policy.hash(),
+                    "the files are back to the policy in force; the reload error is cleared"
+                );
+            }
             return Ok(false);
         }
         match self.build_snapshot() {

@@ -14,36 +14,29 @@
 //!   swaps it in. New connections use the new files; open connections keep theirs. Invalid files
 //!   (for example a key that does not match the certificate, as while the files are being
 //!   rewritten one by one) are logged and the last good configuration stays in force.
-//! - **Serving** ([`serve`]): an accept loop that completes the handshake (at most
-//!   [`HANDSHAKE_TIMEOUT`]), serves the same axum router over HTTP/1.1 or HTTP/2, and inserts
-//!   `ConnectInfo<SocketAddr>` into every request so the audit keeps the client address. Failed
-//!   handshakes are logged at debug level and never stop the loop. On shutdown it stops accepting,
-//!   lets open connections finish their requests, and returns when all are closed.
+//! - **Serving**: [`crate::edge::serve`] accepts, admits the connection under the edge's limits,
+//!   completes the handshake ([`handshake`], at most [`HANDSHAKE_TIMEOUT`]) and serves the same
+//!   axum router over HTTP/1.1 or HTTP/2 with the same timeouts as the plain listener. Failed
+//!   handshakes are logged at debug level and never stop the loop. [`serve`] is that loop with
+//!   the default limits.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
+use tokio_rustls::server::TlsStream;
 use x509_parser::extensions::GeneralName;
 
 pub use crate::auth::ClientCertificate;
@@ -325,90 +318,42 @@ fn client_certificate(connection: &rustls::ServerConnection, client: SocketAddr)
     }
 }
 
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
+/// Completes the TLS handshake of a connection just accepted (at most [`HANDSHAKE_TIMEOUT`]):
+/// the stream and the verified client certificate, if any; `None` (logged at debug level) when
+/// the handshake fails or times out.
+pub async fn handshake(
+    tls: &TlsConfig,
+    stream: TcpStream,
+    client: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, Option<ClientCertificate>)> {
+    let acceptor = TlsAcceptor::from(tls.current());
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let certificate = client_certificate(stream.get_ref().1, client);
+            Some((stream, certificate))
+        }
+        Ok(Err(error)) => {
+            tracing::debug!(%error, %client, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes, then waits for open
-/// connections to finish (as `axum::serve(..).with_graceful_shutdown(..)` does).
+/// connections to finish (as `axum::serve(..).with_graceful_shutdown(..)` does), with the edge's
+/// default limits ([`crate::edge`]); the server itself calls [`crate::edge::serve`] with the
+/// limits its flags set.
 pub async fn serve<F>(listener: TcpListener, router: Router, tls: Arc<TlsConfig>, shutdown: F) -> io::Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    // Dropped when shutdown begins: connections see it closed and shut down gracefully.
-    let (signal_tx, signal_rx) = watch::channel(());
-    // Each connection holds a receiver; all are dropped when every connection has ended.
-    let (close_tx, close_rx) = watch::channel(());
-    let mut shutdown = pin!(shutdown);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) if is_connection_error(&error) => continue,
-                Err(error) => {
-                    // For example too many open files: wait instead of spinning.
-                    tracing::error!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = TlsAcceptor::from(tls.current());
-        let router = router.clone();
-        let mut signal = signal_rx.clone();
-        let close = close_rx.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-            let stream = tokio::select! {
-                result = handshake => match result {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, %client, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%client, "TLS handshake timed out");
-                        return;
-                    }
-                },
-                _ = signal.changed() => return,
-            };
-            let certificate = client_certificate(stream.get_ref().1, client);
-            let service = router.map_request(move |mut request: http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(client));
-                if let Some(certificate) = &certificate {
-                    request.extensions_mut().insert(certificate.clone());
-                }
-                request
-            });
-            let builder = Builder::new(TokioExecutor::new());
-            let mut connection =
-                pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service)));
-            let mut shutting_down = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(error) = result {
-                            tracing::trace!(%error, %client, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = signal.changed(), if !shutting_down => {
-                        shutting_down = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            }
-            drop(close);
-        });
-    }
-    drop(listener);
-    drop(signal_tx);
-    drop(close_rx);
-    close_tx.closed().await;
-    Ok(())
+    let connections = crate::edge::Connections::new(
+        crate::edge::EdgeLimits::default(),
+        Arc::new(crate::metrics::Metrics::new()),
+    );
+    crate::edge::serve(listener, router, connections, Some(tls), shutdown).await
 }

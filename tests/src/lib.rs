@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -190,6 +190,8 @@ pub struct Server {
     pub metrics_url: String,
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// The operational log lines (standard error) so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -214,11 +216,16 @@ impl Server {
             .spawn()
             .expect("start palisade-server");
         let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("PALISADE_E2E_LOGS").is_some() {
                     eprintln!("server: {line}");
                 }
+                kept.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
             }
         });
         let server = Self {
@@ -226,6 +233,7 @@ impl Server {
             base_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             audit_log,
+            logs,
         };
         server.wait_ready(Duration::from_secs(20));
         server
@@ -276,6 +284,14 @@ impl Server {
                 matches.then(|| value.parse::<f64>().ok()).flatten()
             })
             .sum()
+    }
+
+    /// The operational log lines written so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The audit events written so far.

@@ -5,8 +5,9 @@
 //! The sequence, each step waited for through `/ready`:
 //! 1. the sample policy: the call is allowed (hash H1);
 //! 2. a valid policy whose rule requires `confidential:admin`: denied (hash H2);
-//! 3. broken YAML: refused, reported by `/ready` (`lastReloadError`) and counted; H2 stays, so
-//!    the call stays denied;
+//! 3. broken YAML: refused, logged (`reload refused`, with the error) and counted
+//!    (`palisade_policy_reloads_total{result="failure"}`); `/ready` still says ready with H2
+//!    and nothing more, and the call stays denied;
 //! 4. well-formed YAML that `Policy::new` rejects (a binding to an undefined role, on top of the
 //!    allowing policy): refused and reported the same way; still denied under H2;
 //! 5. a valid allowing policy (the sample plus one more role, hash H3): allowed again.
@@ -77,6 +78,39 @@ fn wait_for(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value
 
 fn metric(server: &Server, name: &str, labels: &[(&str, &str)]) -> f64 {
     server.metric(name, labels)
+}
+
+/// Refused reloads counted so far.
+fn refusals(server: &Server) -> u64 {
+    metric(
+        server,
+        "palisade_policy_reloads_total",
+        &[("file", "policy"), ("result", "failure")],
+    ) as u64
+}
+
+/// Waits (at most 10 s) until `refusals` passes `before`; returns the error of the newest
+/// `reload refused` log line.
+fn wait_refused(server: &Server, what: &str, before: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refusals(server) <= before {
+        assert!(Instant::now() < deadline, "{what} was not refused within 10 s");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let logs = server.logs();
+    let line = logs
+        .iter()
+        .rev()
+        .find(|l| l.contains("reload refused"))
+        .unwrap_or_else(|| panic!("{what}: no `reload refused` log line in {logs:#?}"));
+    let parsed: Value = serde_json::from_str(line).expect("JSON log line");
+    parsed["error"].as_str().expect("error field").to_owned()
+}
+
+/// `/ready` says exactly ready and the policy hash: no reload error, no counts.
+fn assert_ready_only(body: &Value) {
+    let fields: Vec<&String> = body.as_object().expect("object").keys().collect();
+    assert_eq!(fields, ["policyHash", "status"], "{body}");
 }
 
 /// One client thread: calls the tool until `stop`, the request bound or the time bound.
@@ -159,7 +193,7 @@ fn policy_swaps_under_load_fail_no_request() {
     let token = fixture.token("reload-client", &["confidential:read"]);
     let (_, first) = ready(&server);
     let h1 = first["policyHash"].as_str().expect("policyHash").to_owned();
-    assert!(first["lastReloadError"].is_null(), "{first}");
+    assert_ready_only(&first);
     let reloads = |result: &str| {
         metric(
             &server,
@@ -189,19 +223,24 @@ fn policy_swaps_under_load_fail_no_request() {
         marks.insert("deny loaded", (Instant::now(), body));
 
         hold();
+        let before = refusals(&server);
         swap_policy(&fixture, &broken_yaml);
-        let body = wait_for(&server, "broken YAML to be refused", |b| {
-            !b["lastReloadError"].is_null()
-        });
-        marks.insert("broken refused", (Instant::now(), body));
+        let error = wait_refused(&server, "broken YAML", before);
+        let (_, body) = ready(&server);
+        marks.insert(
+            "broken refused",
+            (Instant::now(), json!({"ready": body, "error": error})),
+        );
 
         hold();
+        let before = refusals(&server);
         swap_policy(&fixture, &undefined_role);
-        let previous = marks["broken refused"].1["lastReloadError"].clone();
-        let body = wait_for(&server, "the undefined role to be refused", |b| {
-            !b["lastReloadError"].is_null() && b["lastReloadError"] != previous
-        });
-        marks.insert("invalid refused", (Instant::now(), body));
+        let error = wait_refused(&server, "the undefined role", before);
+        let (_, body) = ready(&server);
+        marks.insert(
+            "invalid refused",
+            (Instant::now(), json!({"ready": body, "error": error})),
+        );
 
         hold();
         let written = Instant::now();
@@ -230,23 +269,21 @@ fn policy_swaps_under_load_fail_no_request() {
 
     // The refused files were reported while the last good policy stayed in force.
     for (mark, mentions) in [("broken refused", "policy file"), ("invalid refused", "no-such-role")] {
-        let body = &marks[mark].1;
+        let body = &marks[mark].1["ready"];
         assert_eq!(body["status"], "ready", "{mark}: {body}");
         assert_eq!(
             body["policyHash"],
             h2.as_str(),
             "{mark}: the denying policy stays: {body}"
         );
-        let error = body["lastReloadError"].as_str().expect("lastReloadError");
+        assert_ready_only(body);
+        let error = marks[mark].1["error"].as_str().expect("error");
         assert!(
             error.contains(mentions),
-            "{mark}: lastReloadError mentions {mentions:?}: {error}"
+            "{mark}: the logged error mentions {mentions:?}: {error}"
         );
     }
-    assert!(
-        marks["allow loaded"].1["lastReloadError"].is_null(),
-        "cleared by a good file"
-    );
+    assert_ready_only(&marks["allow loaded"].1);
     assert_eq!(reloads("success"), 3, "initial load and two valid swaps");
     assert!(
         reloads("failure") >= 2,
@@ -366,13 +403,13 @@ fn policy_swaps_under_load_fail_no_request() {
         reloads("failure"),
     );
     for mark in ["broken refused", "invalid refused"] {
-        eprintln!("reload: {mark}: lastReloadError = {}", marks[mark].1["lastReloadError"]);
+        eprintln!("reload: {mark}: logged error = {}", marks[mark].1["error"]);
     }
 }
 
 /// The usual fix for a bad ConfigMap edit is to revert it: the file goes back to exactly the
-/// policy in force. The refusal was reported by `/ready`; once the file is good again, the report
-/// must go away (and a later bad edit must be reported and counted again).
+/// policy in force. The refusal was logged and counted; once the file is good again, the error is
+/// cleared (and logged so), and a later bad edit must be logged and counted again.
 #[test]
 fn reverting_a_refused_file_clears_the_reload_error() {
     let fixture = Fixture::sample("company-info.yaml");
@@ -380,31 +417,24 @@ fn reverting_a_refused_file_clears_the_reload_error() {
     let server = Server::start(&fixture, &[]);
     let (_, first) = ready(&server);
     let hash = first["policyHash"].clone();
-    let failures = || {
-        metric(
-            &server,
-            "palisade_policy_reloads_total",
-            &[("file", "policy"), ("result", "failure")],
-        ) as u64
-    };
 
     swap_policy(&fixture, &format!("{good}\n{{{{ this is not YAML\n"));
-    wait_for(&server, "broken YAML to be refused", |b| {
-        !b["lastReloadError"].is_null()
-    });
-    assert_eq!(failures(), 1);
+    wait_refused(&server, "broken YAML", 0);
+    assert_eq!(refusals(&server), 1);
 
     // Revert: the very file in force.
     swap_policy(&fixture, &good);
-    let body = wait_for(&server, "the reverted file to clear lastReloadError", |b| {
-        b["lastReloadError"].is_null()
-    });
-    assert_eq!(body["policyHash"], hash);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.logs().iter().any(|l| l.contains("the reload error is cleared")) {
+        assert!(Instant::now() < deadline, "the revert was not noticed within 10 s");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let (status, body) = ready(&server);
+    assert_eq!((status, &body["policyHash"]), (200, &hash), "{body}");
+    assert_ready_only(&body);
 
-    // The same bad edit again is a new refusal: reported and counted.
+    // The same bad edit again is a new refusal: logged and counted.
     swap_policy(&fixture, &format!("{good}\n{{{{ this is not YAML\n"));
-    wait_for(&server, "broken YAML to be refused again", |b| {
-        !b["lastReloadError"].is_null()
-    });
-    assert_eq!(failures(), 2);
+    wait_refused(&server, "broken YAML again", 1);
+    assert_eq!(refusals(&server), 2);
 }

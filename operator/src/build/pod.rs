@@ -125,6 +125,7 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
             .join(","),
         ),
     ];
+    env.extend(ServerLimits::DEFAULT.env());
     if cluster_issuer::needed(input.server()) {
         env.extend(cluster_issuer::env());
     }
@@ -261,7 +262,91 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-/// Requests 50m CPU and 64Mi memory, limits memory to 256Mi. No CPU limit: throttling a
+/// The server's edge and request limits, passed as its `PALISADE_*` flags; the pod's memory limit
+/// is derived from them ([`memory_limit_bytes`]), so that the worst case the limits allow stays
+/// inside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// `--max-connections`.
+    pub max_connections: u64,
+    /// `--max-unauthenticated-connections-per-client`.
+    pub max_unauthenticated_per_client: u64,
+    /// `--max-concurrency`.
+    pub max_concurrency: u64,
+    /// `--max-body-bytes`.
+    pub max_body_bytes: u64,
+    /// `--max-header-bytes`.
+    pub max_header_bytes: u64,
+    /// `--header-read-timeout`, `--body-read-timeout`, `--idle-timeout`, `--request-timeout`,
+    /// in seconds.
+    pub timeouts_seconds: [u64; 4],
+}
+
+/// Memory of the server apart from connections and requests: the runtime, the policy, the caches
+/// (at most 10,000 verified tokens), and documents up to 16 MiB. Larger document collections
+/// need `spec.resources`.
+pub const BASE_MEMORY_BYTES: u64 = 48 << 20;
+/// The audit queue: 16,384 lines (the server's `audit::CHANNEL_CAPACITY`) of at most about 1 KiB.
+pub const AUDIT_QUEUE_BYTES: u64 = 16_384 * 1024;
+/// What one connection can hold besides its head: the HTTP/2 connection receive window (32 KiB,
+/// `edge::H2_CONNECTION_WINDOW`), rustls' buffers (about 34 KiB) and hyper's and the task's
+/// state (8 KiB).
+pub const CONNECTION_OVERHEAD_BYTES: u64 = (32 + 34 + 8) << 10;
+/// A request in flight holds its body, the parsed message, and its answer: counted as three
+/// bodies.
+pub const REQUEST_BODY_COPIES: u64 = 3;
+
+impl ServerLimits {
+    /// The server's defaults.
+    pub const DEFAULT: Self = Self {
+        max_connections: 1024,
+        max_unauthenticated_per_client: 64,
+        max_concurrency: 32,
+        max_body_bytes: 1 << 20,
+        max_header_bytes: 16 << 10,
+        timeouts_seconds: [10, 10, 60, 30],
+    };
+
+    /// The flags, as environment variables.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let [header, body, idle, request] = self.timeouts_seconds;
+        vec![
+            ("PALISADE_MAX_CONNECTIONS", self.max_connections.to_string()),
+            (
+                "PALISADE_MAX_UNAUTHENTICATED_CONNECTIONS_PER_CLIENT",
+                self.max_unauthenticated_per_client.to_string(),
+            ),
+            ("PALISADE_MAX_CONCURRENCY", self.max_concurrency.to_string()),
+            ("PALISADE_MAX_BODY_BYTES", self.max_body_bytes.to_string()),
+            ("PALISADE_MAX_HEADER_BYTES", self.max_header_bytes.to_string()),
+            ("PALISADE_HEADER_READ_TIMEOUT", format!("{header}s")),
+            ("PALISADE_BODY_READ_TIMEOUT", format!("{body}s")),
+            ("PALISADE_IDLE_TIMEOUT", format!("{idle}s")),
+            ("PALISADE_REQUEST_TIMEOUT", format!("{request}s")),
+        ]
+    }
+}
+
+/// The worst-case memory of a server with `limits` (docs/server.md, "Limits and memory"):
+/// base + audit queue + connections × (HTTP/1.1 read buffer, head + 8 KiB, + per-connection
+/// overhead) + concurrent requests × 3 bodies. Unauthenticated requests hold no body: it is not
+/// read before authentication.
+pub fn memory_limit_bytes(limits: &ServerLimits) -> u64 {
+    let read_buffer = (limits.max_header_bytes + (8 << 10)).max(8 << 10);
+    let per_connection = read_buffer + CONNECTION_OVERHEAD_BYTES;
+    BASE_MEMORY_BYTES
+        + AUDIT_QUEUE_BYTES
+        + limits.max_connections * per_connection
+        + limits.max_concurrency * REQUEST_BODY_COPIES * limits.max_body_bytes
+}
+
+/// A quantity in whole mebibytes, rounded up.
+fn mebibytes(bytes: u64) -> Quantity {
+    Quantity(format!("{}Mi", bytes.div_ceil(1 << 20)))
+}
+
+/// Requests 50m CPU and 64Mi memory, limits memory to what the server's limits need
+/// ([`memory_limit_bytes`] of [`ServerLimits::DEFAULT`]: 258Mi). No CPU limit: throttling a
 /// latency-sensitive server helps no one; the request is what the scheduler and the HPA use.
 pub fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
@@ -269,7 +354,10 @@ pub fn default_resources() -> ResourceRequirements {
             ("cpu".to_owned(), Quantity("50m".into())),
             ("memory".to_owned(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            mebibytes(memory_limit_bytes(&ServerLimits::DEFAULT)),
+        )])),
         ..ResourceRequirements::default()
     }
 }
@@ -360,6 +448,34 @@ spec:
         let mut reserved: Vec<&str> = palisade_crds::mcp_server::OPERATOR_POD_ANNOTATIONS.to_vec();
         reserved.sort_unstable();
         assert_eq!(annotation_keys, reserved);
+    }
+
+    #[test]
+    fn the_memory_limit_covers_the_worst_case_of_the_default_limits() {
+        let limits = ServerLimits::DEFAULT;
+        // 48 MiB base + 16 MiB audit queue + 1024 × (24 + 74) KiB + 32 × 3 × 1 MiB.
+        let expected = (48 << 20) + (16 << 20) + 1024 * (98 << 10) + 96 * (1 << 20);
+        assert_eq!(memory_limit_bytes(&limits), expected);
+        assert_eq!(mebibytes(memory_limit_bytes(&limits)), Quantity("258Mi".into()));
+        let doubled = ServerLimits {
+            max_concurrency: 64,
+            ..limits
+        };
+        assert_eq!(
+            memory_limit_bytes(&doubled) - memory_limit_bytes(&limits),
+            32 * 3 * (1 << 20),
+            "every concurrent request adds three bodies"
+        );
+    }
+
+    #[test]
+    fn the_limits_are_passed_as_flags() {
+        let env = ServerLimits::DEFAULT.env();
+        let get = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("PALISADE_MAX_CONNECTIONS"), Some("1024"));
+        assert_eq!(get("PALISADE_MAX_CONCURRENCY"), Some("32"));
+        assert_eq!(get("PALISADE_HEADER_READ_TIMEOUT"), Some("10s"));
+        assert_eq!(get("PALISADE_IDLE_TIMEOUT"), Some("60s"));
     }
 
     #[test]

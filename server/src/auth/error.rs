@@ -12,9 +12,14 @@ pub enum AuthError {
     /// No credentials, and anonymous access is not allowed.
     MissingAuthorization,
     /// The request carries credentials in a way that is not accepted (RFC 6750 §3.1
-    /// `invalid_request`): two Authorization headers, a token in the query string, a scheme
-    /// other than Bearer.
+    /// `invalid_request`): two Authorization headers, a token in the query string next to a
+    /// header.
     InvalidRequest(Reason),
+    /// The only credential is one this server does not accept: an Authorization scheme other
+    /// than Bearer, or a token in the query string alone. Answered like missing credentials (401
+    /// with the challenge and no `error` attribute, RFC 6750 §3.1), so that the client starts
+    /// discovery.
+    UnsupportedCredentials(Reason),
     /// Malformed, unverifiable, not yet valid, or otherwise unacceptable token or API key.
     InvalidToken(Reason),
     /// The signature does not verify.
@@ -30,7 +35,8 @@ pub enum AuthError {
     KeysUnavailable,
 }
 
-/// The fine-grained reason behind [`AuthError::InvalidToken`] and [`AuthError::InvalidRequest`].
+/// The fine-grained reason behind [`AuthError::InvalidToken`], [`AuthError::InvalidRequest`] and
+/// [`AuthError::UnsupportedCredentials`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The token is not three base64url segments of JSON.
@@ -110,6 +116,7 @@ impl AuthError {
         match self {
             Self::MissingAuthorization => "MISSING_AUTHORIZATION",
             Self::InvalidRequest(_) => "INVALID_REQUEST",
+            Self::UnsupportedCredentials(_) => "UNSUPPORTED_CREDENTIALS",
             Self::InvalidToken(_) => "INVALID_TOKEN",
             Self::InvalidSignature => "INVALID_SIGNATURE",
             Self::TokenExpired => "TOKEN_EXPIRED",
@@ -122,7 +129,9 @@ impl AuthError {
     /// The audit reason: the finer reason where there is one, else the code in lower case.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::InvalidRequest(reason) | Self::InvalidToken(reason) => reason.code(),
+            Self::InvalidRequest(reason) | Self::InvalidToken(reason) | Self::UnsupportedCredentials(reason) => {
+                reason.code()
+            }
             Self::MissingAuthorization => "missing_authorization",
             Self::InvalidSignature => "invalid_signature",
             Self::TokenExpired => "token_expired",
@@ -144,7 +153,7 @@ impl AuthError {
     /// The RFC 6750 §3.1 `error` attribute, if any (none when no credentials were sent).
     pub fn bearer_error(&self) -> Option<&'static str> {
         match self {
-            Self::MissingAuthorization | Self::KeysUnavailable => None,
+            Self::MissingAuthorization | Self::UnsupportedCredentials(_) | Self::KeysUnavailable => None,
             Self::InvalidRequest(_) => Some("invalid_request"),
             _ => Some("invalid_token"),
         }
@@ -158,7 +167,9 @@ impl AuthError {
             Self::InvalidToken(Reason::AlgorithmNotAllowed) => Some("alg_not_allowed"),
             Self::InvalidToken(Reason::TooLarge) => Some("oversize"),
             Self::InvalidRequest(Reason::DuplicateAuthorization) => Some("duplicate_authorization"),
-            Self::InvalidRequest(Reason::TokenInQuery) => Some("token_in_query"),
+            Self::InvalidRequest(Reason::TokenInQuery) | Self::UnsupportedCredentials(Reason::TokenInQuery) => {
+                Some("token_in_query")
+            }
             _ => None,
         }
     }
@@ -173,6 +184,11 @@ impl AuthError {
             Self::InvalidRequest(reason) => (
                 reason.describe(),
                 "Send exactly one Authorization: Bearer <token> header and nothing in the query string.",
+            ),
+            Self::UnsupportedCredentials(reason) => (
+                reason.describe(),
+                "Send an access token in the Authorization header (Authorization: Bearer <token>); \
+                 the resource_metadata in WWW-Authenticate names the authorization servers.",
             ),
             Self::InvalidToken(reason @ (Reason::UnknownApiKey | Reason::DisabledApiKey)) => {
                 (reason.describe(), "Use an enabled API key issued for this server.")

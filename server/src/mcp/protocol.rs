@@ -120,6 +120,19 @@ fn expected_name<'p>(method: &str, params: &'p Map<String, Value>) -> Option<Opt
     Some(params.get(field).and_then(Value::as_str))
 }
 
+/// The tool a 2026-07-28 `tools/call` names in its routing headers (`MCP-Protocol-Version:
+/// 2026-07-28`, `Mcp-Method: tools/call`, `Mcp-Name`), read before the body; [`select`] checks
+/// later that the body agrees.
+pub fn routed_tool(headers: RoutingHeaders<'_>) -> Option<String> {
+    if headers.protocol_version.map(str::trim) != Some(MODERN) {
+        return None;
+    }
+    if headers.method.and_then(header_value).as_deref() != Some("tools/call") {
+        return None;
+    }
+    headers.name.and_then(header_value)
+}
+
 /// Selects the revision of a request and checks its version, `_meta` and routing headers.
 pub fn select(method: &str, params: &Map<String, Value>, headers: RoutingHeaders<'_>) -> Result<Revision, Rejection> {
     let meta_version = params
