@@ -22,8 +22,11 @@ use palisade_server::mcp::protocol::{self, RoutingHeaders};
 
 pub use credentials::{API_KEY, bearer_is_accepted, credential};
 
+/// A fuzz target's entry point: any bytes in, a panic on a broken invariant.
+pub type Entry = fn(&[u8]);
+
 /// The fuzz targets, by the name of their binary in `fuzz/fuzz_targets/` and corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("jsonrpc_message", jsonrpc_message),
     ("routing_headers", routing_headers),
     ("credential", credential),
