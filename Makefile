@@ -5,7 +5,7 @@ E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
 
-.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down
+.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchm
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
+
+fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly); totals in docs/fuzzing.md
+	scripts/fuzz.sh
 
 profile: ## Instructions per request under callgrind (valgrind, wrk): noise-free costs of the request path
 	scripts/callgrind_request.sh
