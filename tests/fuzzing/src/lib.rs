@@ -14,7 +14,7 @@ use palisade_crds::compile::CompileOptions;
 use palisade_crds::document::{Claims, PolicyDocument};
 use palisade_crds::manifests::Manifests;
 use palisade_crds::verdicts::validate_all;
-use palisade_crds::{Identity, Policy};
+use palisade_crds::{Identity, IdentitySource, Policy};
 use palisade_server::auth::claims;
 use palisade_server::documents::{is_valid_document_name, parse_resource_uri, resource_uri};
 use palisade_server::mcp::jsonrpc::{self, Incoming};
@@ -88,7 +88,8 @@ pub fn jwt_claims(data: &[u8]) {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
-    let _ = claims::identity(&map, &Claims::default());
+    let source = || IdentitySource::Issuer("https://issuer.example".into());
+    let _ = claims::identity(&map, &Claims::default(), source());
     let same = Claims {
         subject: "x".into(),
         scopes: "x".into(),
@@ -96,7 +97,10 @@ pub fn jwt_claims(data: &[u8]) {
         groups: "x".into(),
         kubernetes_service_account: true,
     };
-    let _ = claims::identity(&map, &same);
+    let identity = claims::identity(&map, &same, source());
+    if let Ok(identity) = identity {
+        assert_eq!(identity.source, Some(source()), "an identity lost its source");
+    }
 }
 
 /// A mounted PolicyDocument as the server loads it. A document the evaluator accepts writes
