@@ -11,6 +11,9 @@ pub const DOCUMENTS_READY: &str = "DocumentsReady";
 /// McpServer: every referenced Secret exists, and every ExternalSecret the operator applied for
 /// the server is `Ready` (External Secrets Operator's own condition).
 pub const SECRETS_READY: &str = "SecretsReady";
+/// McpServer: every ready pod reports (on its `GET /ready`) the hash of the policy the operator
+/// compiled last; `status.policyRollout` counts the pods on each hash.
+pub const POLICY_ROLLED_OUT: &str = "PolicyRolledOut";
 /// McpAccessPolicy: in force on every server it binds, that is every such server passes the
 /// validation that precedes a rollout (its spec, all of its policies, and their tests).
 pub const ACCEPTED: &str = "Accepted";
@@ -41,6 +44,11 @@ pub mod reason {
     pub const EXTERNAL_SECRET_SYNC_FAILED: &str = "ExternalSecretSyncFailed";
     /// The ExternalSecret CRD is not installed in the cluster.
     pub const EXTERNAL_SECRETS_NOT_INSTALLED: &str = "ExternalSecretsNotInstalled";
+    /// Some ready pods still serve another policy, or did not answer `GET /ready`; the message
+    /// counts the pods on each hash. The operator looks again every few seconds.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// No pod of the server is ready, so no pod enforces any policy yet.
+    pub const NO_READY_PODS: &str = "NoReadyPods";
     /// The Deployment's pods are not all available yet.
     pub const PODS_NOT_READY: &str = "PodsNotReady";
     /// The API server refused to apply a child (an admission webhook, a quota, a policy engine,

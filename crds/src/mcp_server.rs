@@ -563,9 +563,16 @@ pub struct McpServerStatus {
     /// In-cluster URL of the MCP endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Hash (`sha256:<hex>`) of the compiled policy in force.
+    /// Hash (`sha256:<hex>`) of the compiled policy in force: every ready pod reported it on its
+    /// `GET /ready` (condition `PolicyRolledOut`). A newer policy that the pods do not all serve
+    /// yet is not shown here but in `policyRollout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<String>,
+    /// How many ready pods serve each policy, as the pods themselves report it on `GET /ready`
+    /// (pods that did not answer are counted under the hash `unknown`). Keyed by `hash`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["hash".into()]))]
+    pub policy_rollout: Vec<PolicyRollout>,
     /// The McpAccessPolicies compiled into the policy in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bound_policies: Vec<String>,
@@ -575,4 +582,15 @@ pub struct McpServerStatus {
     /// Names of tools no role can reach: they are invisible to every caller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable_tools: Vec<String>,
+}
+
+/// The ready pods that serve one policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRollout {
+    /// `sha256:<hex>` of the compiled policy a pod reported, or `unknown` for ready pods that did
+    /// not answer `GET /ready` with a policy hash.
+    pub hash: String,
+    /// How many ready pods reported it.
+    pub pods: i32,
 }

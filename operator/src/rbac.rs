@@ -57,6 +57,9 @@ pub const PERMISSIONS: &[Permission] = &[
     cluster("external-secrets.io", "externalsecrets", CHILD_VERBS),
     // Secrets an McpServer names: only their metadata is read, to tell whether they exist.
     cluster("", "secrets", &["get", "list", "watch"]),
+    // The servers' pods, watched (metadata and status kept) for rollout truth: which pods are
+    // ready, and their addresses, whose `GET /ready` says which policy each serves.
+    cluster("", "pods", &["list", "watch"]),
     // Events for changes and failures (kube's Recorder creates, then patches a series).
     cluster("events.k8s.io", "events", &["create", "patch"]),
     // Leader election.

@@ -5,8 +5,15 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+use kube::api::ObjectMeta;
+use palisade_operator::controller::rollout::{ProbeError, ReadyProbe};
+use palisade_operator::names;
 
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
@@ -134,6 +141,58 @@ struct Harness {
     handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
     policies: reflector::store::Writer<DeserializeGuard<McpAccessPolicy>>,
     servers: reflector::store::Writer<DeserializeGuard<McpServer>>,
+    /// What the server's one ready pod answers on `GET /ready`.
+    pod: Arc<Mutex<PodAnswer>>,
+}
+
+/// The policy hash the scripted pod reports.
+#[derive(Debug, Clone)]
+enum PodAnswer {
+    /// That of the policy ConfigMap applied last (a pod that reloads at once).
+    FollowsApplied(Option<String>),
+    /// This one, whatever was applied (a pod kubelet has not updated yet).
+    Serves(String),
+}
+
+/// One ready pod of server `company-info` that answers what [`PodAnswer`] says.
+struct ScriptedPod(Arc<Mutex<PodAnswer>>);
+
+impl ReadyProbe for ScriptedPod {
+    fn policy_hash(&self, address: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
+        assert_eq!(
+            address,
+            "10.0.0.7:8080".parse().unwrap(),
+            "the pod's IP and the MCP port"
+        );
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move {
+            match answer {
+                PodAnswer::FollowsApplied(Some(hash)) | PodAnswer::Serves(hash) => Ok(hash),
+                PodAnswer::FollowsApplied(None) => Err(ProbeError::Status(503)),
+            }
+        })
+    }
+}
+
+fn ready_pod() -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("company-info-5d8f-x2".into()),
+            namespace: Some(NS.into()),
+            labels: Some(names::labels("company-info", names::Component::Server)),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            pod_ip: Some("10.0.0.7".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..PodCondition::default()
+            }]),
+            ..PodStatus::default()
+        }),
+    }
 }
 
 fn harness() -> Harness {
@@ -149,18 +208,23 @@ fn harness() -> Harness {
     for event in [watcher::Event::Init, watcher::Event::InitDone] {
         servers.apply_watcher_event(&event);
     }
+    let (pod_store, mut pods) = reflector::store::<Pod>();
+    pods.apply_watcher_event(&watcher::Event::Apply(ready_pod()));
+    let pod = Arc::new(Mutex::new(PodAnswer::FollowsApplied(None)));
     let ctx = Context::new(
         client,
         Settings::default(),
         policy_store,
         server_store,
         Arc::new(Metrics::default()),
-    );
+    )
+    .with_pods(pod_store, Arc::new(ScriptedPod(pod.clone())));
     Harness {
         ctx: Arc::new(ctx),
         handle,
         policies,
         servers,
+        pod,
     }
 }
 
@@ -211,6 +275,14 @@ impl Harness {
                         let (request, send) = request.expect("the client went away");
                         let call = call_of(request).await;
                         check_call(&call);
+                        if call.is_apply() && call.path.ends_with("-policy") {
+                            let mut pod = self.pod.lock().unwrap();
+                            if let PodAnswer::FollowsApplied(hash) = &mut *pod {
+                                *hash = call.body["metadata"]["annotations"][names::POLICY_HASH_ANNOTATION]
+                                    .as_str()
+                                    .map(str::to_owned);
+                            }
+                        }
                         match script(&call) {
                             Reply::Json(code, body) => send.send_response(
                                 Response::builder()
@@ -560,6 +632,65 @@ async fn a_policy_change_changes_only_the_policy_config_map_and_the_status() {
     let status = status_patch(&second).expect("the status changes");
     assert_ne!(status["policyHash"], old_hash);
     assert_eq!(events(&second), [("Normal".to_owned(), "PolicyRolledOut".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_policy_is_in_force_only_once_the_ready_pods_report_it() {
+    let mut h = harness();
+    h.add_policy(policy(r#"["public:read"]"#, PASSING_TEST));
+    let server = server(PLAIN_AUTH);
+    let object = serde_json::to_value(&server).unwrap();
+    let (_, first) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    let server = with_status(&server, &first);
+    let old_hash = server.status.as_ref().unwrap().policy_hash.clone().expect("in force");
+
+    // The new policy's ConfigMap is applied, but kubelet has not projected it into the pod yet.
+    *h.pod.lock().unwrap() = PodAnswer::Serves(old_hash.clone());
+    h.add_policy(policy(r#"["public:read", "faq:read"]"#, ""));
+    let object = serde_json::to_value(&server).unwrap();
+    let (result, second) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(controller::ROLLOUT_POLL),
+        "looked at again soon, not in five minutes"
+    );
+    let status = status_patch(&second).expect("the status changes");
+    assert_eq!(status["policyHash"], old_hash.as_str(), "the policy the pod serves");
+    assert_eq!(status["policyRollout"], json!([{"hash": old_hash, "pods": 1}]));
+    let rolled = condition(status, "PolicyRolledOut");
+    assert_eq!(
+        (rolled["status"].as_str(), rolled["reason"].as_str()),
+        (Some("False"), Some("RollingOut"))
+    );
+    let message = rolled["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("0 of 1 ready pods serve policy sha256:"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("; 1 on {old_hash}.")), "{message}");
+    assert!(
+        events(&second).is_empty(),
+        "no PolicyRolledOut event yet: {:?}",
+        events(&second)
+    );
+    let new_hash = applies(&second)
+        .into_iter()
+        .find(|(path, _)| path.ends_with("-policy"))
+        .map(|(_, body)| body["metadata"]["annotations"][names::POLICY_HASH_ANNOTATION].clone())
+        .unwrap();
+    assert_ne!(new_hash, old_hash.as_str());
+
+    // The pod reloaded: in force, with the event.
+    let server = with_status(&server, &second);
+    *h.pod.lock().unwrap() = PodAnswer::Serves(new_hash.as_str().unwrap().to_owned());
+    let object = serde_json::to_value(&server).unwrap();
+    let (result, third) = h.reconcile(&server, |c| healthy(&object, c)).await;
+    assert_eq!(result.unwrap(), Action::requeue(controller::RESYNC));
+    let status = status_patch(&third).expect("the status changes");
+    assert_eq!(status["policyHash"], new_hash);
+    assert_eq!(status["policyRollout"], json!([{"hash": new_hash, "pods": 1}]));
+    assert_eq!(condition(status, "PolicyRolledOut")["status"], "True");
+    assert_eq!(events(&third), [("Normal".to_owned(), "PolicyRolledOut".to_owned())]);
 }
 
 #[tokio::test]

@@ -15,7 +15,9 @@ pub mod apply;
 pub mod dereference;
 pub mod error;
 pub mod events;
+pub mod filters;
 pub mod policy_status;
+pub mod rollout;
 pub mod shared;
 pub mod status;
 
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -36,7 +38,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use palisade_crds::compile::in_cluster_endpoint;
 use palisade_crds::{McpAccessPolicy, McpServer};
@@ -63,6 +65,10 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a server waiting for a ConfigMap, a Secret or its pods is looked at again (the
 /// watches usually trigger it earlier).
 pub const WAITING: Duration = Duration::from_secs(30);
+/// How soon a server whose ready pods do not all serve the desired policy yet is looked at again
+/// (kubelet projects a ConfigMap change within about a minute; a pod's readiness change triggers
+/// a reconcile at once).
+pub const ROLLOUT_POLL: Duration = Duration::from_secs(5);
 /// First delay after a transient error; doubled per consecutive failure up to [`MAX_BACKOFF`].
 pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest delay after transient errors.
@@ -82,6 +88,10 @@ pub struct Context {
     pub servers: Store<DeserializeGuard<McpServer>>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The servers' pods (the shared pod store; metadata and status).
+    pub pods: Store<Pod>,
+    /// Asks a pod which policy it serves.
+    pub probe: Arc<dyn rollout::ReadyProbe>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -106,8 +116,19 @@ impl Context {
             policies,
             servers,
             metrics,
+            pods: kube::runtime::reflector::store().0,
+            probe: Arc::new(rollout::HttpReadyProbe),
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same context reading the servers' pods from `pods` and asking them through `probe`
+    /// (without it no pod is known, and no policy counts as rolled out).
+    #[must_use]
+    pub fn with_pods(mut self, pods: Store<Pod>, probe: Arc<dyn rollout::ReadyProbe>) -> Self {
+        self.pods = pods;
+        self.probe = probe;
+        self
     }
 
     /// The delay before retrying `key` after one more transient failure.
@@ -218,6 +239,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         synced: &[],
         deployment: None,
         apply_error: None,
+        rollout: None,
     };
 
     let owner = Owner {
@@ -267,9 +289,17 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             }
         }
     };
+    // The policy the pods should serve: the one just compiled, or the one kept in force.
+    let desired = children
+        .policy_config_map
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(names::POLICY_HASH_ANNOTATION).cloned());
     let applied = match apply::apply(&ctx.client, owner, &children).await {
         Ok(applied) => applied,
         Err(error) => {
+            observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
             // The refusal reaches the status (Ready=False, ApplyFailed) and a Warning event;
             // the reconcile is retried with back-off.
             observation.apply_error = Some(error.to_string());
@@ -285,9 +315,19 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
     observation.external_secrets = applied.external_secrets;
     observation.synced = &applied.synced;
     observation.deployment = Some(&applied.deployment);
+    observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
     let written = write_status(ctx, server, &observation).await?;
     if let Some(invalid) = invalid {
         return Err(Error::Validate(invalid));
+    }
+    if observation
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.ready > 0 && !r.complete())
+    {
+        // Pods are ready but not all on the desired policy: kubelet has yet to project it, or a
+        // pod has yet to reload. Bounded polling; pod readiness changes trigger sooner.
+        return Ok(Action::requeue(ROLLOUT_POLL));
     }
 
     let waiting = !found.missing_config_maps.is_empty()
@@ -298,6 +338,18 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             .iter()
             .any(|c| c.type_ == palisade_crds::conditions::READY && c.status == "True");
     Ok(Action::requeue(if waiting { WAITING } else { RESYNC }))
+}
+
+/// What the ready pods of server `name` report, against `desired` (`None` when no policy
+/// ConfigMap carries a hash: nothing to compare with).
+async fn observed_rollout(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    desired: Option<&str>,
+) -> Option<rollout::Rollout> {
+    let desired = desired?;
+    Some(rollout::observe(&ctx.pods, ctx.probe.as_ref(), namespace, name, desired).await)
 }
 
 /// When the McpAccessPolicies bound to `server` are invalid but its own spec is valid and a
@@ -618,23 +670,44 @@ pub async fn run(
         api::<DeserializeGuard<McpAccessPolicy>>(&client, ns),
         all.clone(),
     );
-    let ctx = Arc::new(Context::new(
-        calls.clone(),
-        settings,
-        policy_store.clone(),
-        server_store.clone(),
-        metrics,
-    ));
+    // Rollout truth: the servers' pods, selected by the label every child carries.
+    let shared::Pods {
+        store: pod_store,
+        servers_by_pod,
+        watch: pod_watch,
+    } = shared::pods(api::<Pod>(&client, ns), children.clone());
+    let ctx = Arc::new(
+        Context::new(
+            calls.clone(),
+            settings,
+            policy_store.clone(),
+            server_store.clone(),
+            metrics,
+        )
+        .with_pods(pod_store, Arc::new(rollout::HttpReadyProbe)),
+    );
 
     let mut servers = Controller::for_stream(server_changes, server_store.clone())
         .reconcile_on(servers_by_policy)
+        .reconcile_on(servers_by_pod)
         .owns(api::<ServiceAccount>(&client, ns), children.clone())
         .owns(api::<NetworkPolicy>(&client, ns), children.clone())
         .owns(api::<ConfigMap>(&client, ns), children.clone())
         .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<Deployment>(&client, ns), children.clone())
-        .owns(api::<PodDisruptionBudget>(&client, ns), children.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, ns), children.clone());
+        // Status-only changes of these three trigger nothing (filters.rs), except the
+        // Deployment's pod counts, which `Ready` reports.
+        .owns_stream(filters::changes_that_matter(
+            watcher(api::<Deployment>(&client, ns), children.clone()).default_backoff(),
+            filters::deployment,
+        ))
+        .owns_stream(filters::changes_that_matter(
+            watcher(api::<PodDisruptionBudget>(&client, ns), children.clone()).default_backoff(),
+            filters::spec::<PodDisruptionBudget>,
+        ))
+        .owns_stream(filters::changes_that_matter(
+            watcher(api::<HorizontalPodAutoscaler>(&client, ns), children.clone()).default_backoff(),
+            filters::spec::<HorizontalPodAutoscaler>,
+        ));
     if external_secrets_installed(&calls).await {
         // Metadata only: a status change of External Secrets Operator bumps the resourceVersion,
         // which is enough to reconcile; the status itself is read from the apply's answer.
@@ -674,7 +747,7 @@ pub async fn run(
     // The watches end with the controllers (their trigger channels close).
     let watches = async move {
         tokio::select! {
-            () = futures::future::join(server_watch, policy_watch).map(|_| ()) => {}
+            () = futures::future::join3(server_watch, policy_watch, pod_watch).map(|_| ()) => {}
             () = shutdown => {}
         }
     };

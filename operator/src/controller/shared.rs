@@ -16,16 +16,55 @@ use std::future::Future;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use palisade_crds::{McpAccessPolicy, McpServer};
 
-use super::{policies_of_server, servers_of_policy};
+use super::{policies_of_server, rollout, servers_of_policy};
 
 type ServerObject = DeserializeGuard<McpServer>;
 type PolicyObject = DeserializeGuard<McpAccessPolicy>;
+
+/// The servers' pods: a store for rollout truth, and the servers to reconcile because a pod's
+/// readiness or address changed.
+pub struct Pods {
+    /// Palisade's pods (those labelled as managed by the operator), without their spec or
+    /// managed fields: rollout truth reads labels, `status.podIP` and the `Ready` condition.
+    pub store: Store<Pod>,
+    /// McpServers one of whose pods became ready, stopped being ready, changed address or went
+    /// away. Any other change of a pod (its other status fields, a restart count) triggers nothing.
+    pub servers_by_pod: mpsc::Receiver<ObjectRef<ServerObject>>,
+    /// Drives the pod watch.
+    pub watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// One watch of `pods` with `config` (the caller selects Palisade's pods by label).
+pub fn pods(pods: Api<Pod>, config: watcher::Config) -> Pods {
+    let (store, writer) = reflector::store();
+    let (tx, servers_by_pod) = mpsc::channel(TRIGGER_BUFFER);
+    let events = reflector::reflector(
+        writer,
+        watcher(pods, config).default_backoff().modify(|pod: &mut Pod| {
+            pod.spec = None;
+            pod.metadata.managed_fields = None;
+        }),
+    );
+    let watch = drive(
+        events,
+        PodRouting {
+            servers: tx,
+            seen: HashMap::new(),
+        },
+    );
+    Pods {
+        store,
+        servers_by_pod,
+        watch: Box::pin(watch),
+    }
+}
 
 /// How many triggers may wait for a controller before the watch waits for it.
 const TRIGGER_BUFFER: usize = 1024;
@@ -150,6 +189,43 @@ impl Routing<ServerObject> for ServerRouting {
         self.generations.remove(&ObjectRef::from_obj(&server));
         for policy in policies_of_server(&self.policies, &server) {
             let _ = self.others.send(policy).await;
+        }
+    }
+}
+
+struct PodRouting {
+    servers: mpsc::Sender<ObjectRef<ServerObject>>,
+    /// Readiness and address of every pod seen, to tell the changes rollout truth needs.
+    seen: HashMap<ObjectRef<Pod>, (bool, Option<String>)>,
+}
+
+impl PodRouting {
+    async fn trigger_owner(&mut self, pod: &Pod) {
+        let server = pod.labels().get(crate::names::LABEL_INSTANCE).cloned();
+        if let (Some(server), Some(namespace)) = (server, pod.namespace()) {
+            tracing::debug!(pod = pod.name_any(), %namespace, %server, "a pod's readiness changed: reconcile its server");
+            let _ = self.servers.send(ObjectRef::new(&server).within(&namespace)).await;
+        }
+    }
+}
+
+impl Routing<Pod> for PodRouting {
+    async fn applied(&mut self, pod: Pod, initial: bool) {
+        let key = rollout::readiness_key(&pod);
+        let previous = self.seen.insert(ObjectRef::from_obj(&pod), key.clone());
+        // At start every server is reconciled through its own initial listing.
+        if !initial && previous != Some(key) {
+            self.trigger_owner(&pod).await;
+        }
+    }
+
+    async fn deleted(&mut self, pod: Pod) {
+        if self
+            .seen
+            .remove(&ObjectRef::from_obj(&pod))
+            .is_some_and(|(ready, _)| ready)
+        {
+            self.trigger_owner(&pod).await;
         }
     }
 }

@@ -11,6 +11,7 @@ use palisade_crds::McpServerStatus;
 use palisade_crds::conditions::{self, reason};
 
 use super::dereference::Missing;
+use super::rollout::Rollout;
 use crate::build::external_secret::{Sync, SyncState};
 
 /// The policy outcome of one reconcile.
@@ -72,6 +73,9 @@ pub struct Observation<'a> {
     pub deployment: Option<&'a Deployment>,
     /// The API server's refusal of a child, when applying failed.
     pub apply_error: Option<String>,
+    /// What the ready pods reported against the policy that should be in force; `None` when
+    /// there is no such policy (nothing valid was ever compiled).
+    pub rollout: Option<Rollout>,
 }
 
 /// One condition as computed, before it is merged with the previous one.
@@ -93,9 +97,17 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         endpoint: Some(observation.endpoint.clone()),
         ..previous_or_default.clone()
     };
-    // NB: a policy counts as rolled out only when its ConfigMap was applied.
+    // NB: a policy is in force (status.policyHash) only when every ready pod reports it; applying
+    // its ConfigMap is not enough (kubelet projects it into the pods up to a minute later).
+    if let Some(rollout) = &observation.rollout {
+        status.policy_rollout = rollout.pods.clone();
+        if rollout.complete() {
+            status.policy_hash = Some(rollout.desired.clone());
+        }
+    } else {
+        status.policy_rollout = Vec::new();
+    }
     if let PolicyOutcome::Valid {
-        hash,
         bound,
         reachable,
         unreachable,
@@ -103,7 +115,6 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
     } = &observation.policy
         && observation.apply_error.is_none()
     {
-        status.policy_hash = Some(hash.clone());
         status.bound_policies = bound.clone();
         status.reachable_tools = Some(*reachable);
         status.unreachable_tools = unreachable.clone();
@@ -130,7 +141,8 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
             previous_or_default.ready_replicas,
         ),
     };
-    for computed in [ready, policy, documents, secrets] {
+    let rolled_out = rolled_out_condition(&observation.rollout, &policy);
+    for computed in [ready, policy, documents, secrets, rolled_out] {
         status.conditions.push(merge(
             &previous_or_default.conditions,
             computed,
@@ -139,6 +151,57 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         ));
     }
     status
+}
+
+fn rolled_out_condition(rollout: &Option<Rollout>, policy: &Computed) -> Computed {
+    let Some(rollout) = rollout else {
+        return Computed {
+            type_: conditions::POLICY_ROLLED_OUT,
+            ok: false,
+            reason: policy.reason,
+            message: "no valid policy was ever compiled for this server, so none is rolled out; see PolicyValid".into(),
+        };
+    };
+    let desired = &rollout.desired;
+    if rollout.ready == 0 {
+        return Computed {
+            type_: conditions::POLICY_ROLLED_OUT,
+            ok: false,
+            reason: reason::NO_READY_PODS,
+            message: format!("no pod is ready, so no pod enforces policy {desired} yet"),
+        };
+    }
+    if rollout.complete() {
+        return Computed {
+            type_: conditions::POLICY_ROLLED_OUT,
+            ok: true,
+            reason: reason::AS_EXPECTED,
+            message: format!("all {} ready pods serve policy {desired}", rollout.ready),
+        };
+    }
+    let others: Vec<String> = rollout
+        .pods
+        .iter()
+        .filter(|p| &p.hash != desired)
+        .map(|p| format!("{} on {}", p.pods, p.hash))
+        .collect();
+    let unanswered = if rollout.unanswered.is_empty() {
+        String::new()
+    } else {
+        format!(" (no hash from {})", rollout.unanswered.join("; "))
+    };
+    Computed {
+        type_: conditions::POLICY_ROLLED_OUT,
+        ok: false,
+        reason: reason::ROLLING_OUT,
+        message: format!(
+            "{} of {} ready pods serve policy {desired}; {}{unanswered}. kubelet projects a changed ConfigMap \
+             into the pods within about a minute, then each server reloads it",
+            rollout.on_desired(),
+            rollout.ready,
+            others.join(", ")
+        ),
+    }
 }
 
 /// The condition of `type_` in `conditions`.
@@ -414,6 +477,8 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::controller::rollout::{Report, tally};
+    use palisade_crds::mcp_server::PolicyRollout;
 
     fn time(seconds: i64) -> Time {
         Time(Timestamp::from_second(seconds).unwrap())
@@ -436,7 +501,29 @@ mod tests {
         }
     }
 
+    /// What `hashes.len()` ready pods report, one hash each, against `desired`.
+    fn pods_on(desired: &str, hashes: &[&str]) -> Rollout {
+        let reports: Vec<Report> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Report {
+                pod: format!("s-{i}"),
+                hash: Ok((*h).to_owned()),
+            })
+            .collect();
+        tally(desired, &reports)
+    }
+
+    /// An observation whose ready pods (as many as the Deployment's) all serve a valid policy.
     fn observation<'a>(policy: PolicyOutcome, deployment: Option<&'a Deployment>) -> Observation<'a> {
+        let rollout = match (&policy, deployment) {
+            (PolicyOutcome::Valid { hash, .. }, Some(d)) => {
+                let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or_default();
+                let hashes = vec![hash.as_str(); usize::try_from(ready).unwrap_or_default()];
+                Some(pods_on(hash, &hashes))
+            }
+            _ => None,
+        };
         Observation {
             generation: Some(2),
             namespace: "ns",
@@ -448,7 +535,112 @@ mod tests {
             synced: &[],
             deployment,
             apply_error: None,
+            rollout,
         }
+    }
+
+    #[test]
+    fn a_policy_is_in_force_only_when_every_ready_pod_serves_it() {
+        let deployment = deployment(2, 2);
+        let old = server_status(None, &observation(valid("sha256:old"), Some(&deployment)), &time(1));
+        let rolled = condition(&old.conditions, conditions::POLICY_ROLLED_OUT).unwrap();
+        assert_eq!((rolled.status.as_str(), rolled.reason.as_str()), ("True", "AsExpected"));
+        assert_eq!(rolled.message, "all 2 ready pods serve policy sha256:old");
+
+        // The new policy's ConfigMap is applied; one pod reloaded it, the other has not yet.
+        let mut changing = observation(valid("sha256:new"), Some(&deployment));
+        changing.rollout = Some(pods_on("sha256:new", &["sha256:new", "sha256:old"]));
+        let halfway = server_status(Some(&old), &changing, &time(2));
+        assert_eq!(
+            halfway.policy_hash.as_deref(),
+            Some("sha256:old"),
+            "still the one every pod serves"
+        );
+        assert_eq!(
+            halfway.policy_rollout,
+            [
+                PolicyRollout {
+                    hash: "sha256:new".into(),
+                    pods: 1
+                },
+                PolicyRollout {
+                    hash: "sha256:old".into(),
+                    pods: 1
+                }
+            ]
+        );
+        let rolling = condition(&halfway.conditions, conditions::POLICY_ROLLED_OUT).unwrap();
+        assert_eq!(
+            (rolling.status.as_str(), rolling.reason.as_str()),
+            ("False", "RollingOut")
+        );
+        assert!(
+            rolling
+                .message
+                .starts_with("1 of 2 ready pods serve policy sha256:new; 1 on sha256:old."),
+            "{}",
+            rolling.message
+        );
+        assert!(
+            super::super::events::changes(Some(&old), &halfway).is_empty(),
+            "no PolicyRolledOut event before the pods serve it"
+        );
+
+        let done = server_status(
+            Some(&halfway),
+            &observation(valid("sha256:new"), Some(&deployment)),
+            &time(3),
+        );
+        assert_eq!(done.policy_hash.as_deref(), Some("sha256:new"));
+        let rolled = condition(&done.conditions, conditions::POLICY_ROLLED_OUT).unwrap();
+        assert_eq!(
+            (rolled.status.as_str(), rolled.last_transition_time.clone()),
+            ("True", time(3))
+        );
+        let events = super::super::events::changes(Some(&halfway), &done);
+        assert!(
+            events.iter().any(|e| e.reason == "PolicyRolledOut" && !e.warning),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn no_ready_pod_and_a_silent_pod_are_not_rolled_out() {
+        let none_ready = deployment(1, 0);
+        let status = server_status(None, &observation(valid("sha256:a"), Some(&none_ready)), &time(1));
+        let rolled = condition(&status.conditions, conditions::POLICY_ROLLED_OUT).unwrap();
+        assert_eq!(
+            (rolled.status.as_str(), rolled.reason.as_str()),
+            ("False", "NoReadyPods")
+        );
+        assert_eq!(status.policy_hash, None);
+
+        let ready = deployment(2, 2);
+        let mut silent = observation(valid("sha256:a"), Some(&ready));
+        silent.rollout = Some(tally(
+            "sha256:a",
+            &[
+                Report {
+                    pod: "s-0".into(),
+                    hash: Ok("sha256:a".into()),
+                },
+                Report {
+                    pod: "s-1".into(),
+                    hash: Err("no answer to GET /ready within 2s".into()),
+                },
+            ],
+        ));
+        let status = server_status(None, &silent, &time(1));
+        let rolled = condition(&status.conditions, conditions::POLICY_ROLLED_OUT).unwrap();
+        assert_eq!(rolled.reason, "RollingOut");
+        assert!(
+            rolled
+                .message
+                .contains("1 on unknown (no hash from s-1: no answer to GET /ready within 2s)"),
+            "{}",
+            rolled.message
+        );
+        assert_eq!(status.policy_hash, None);
     }
 
     fn valid(hash: &str) -> PolicyOutcome {

@@ -5,6 +5,7 @@ mod leader;
 mod pod;
 mod reconcile;
 mod restart;
+mod rollout;
 
 use crate::support::harness::CaseFn;
 
@@ -43,6 +44,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
                 c,
             ))
         },
+    ),
+    (
+        "rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report",
+        |c| Box::pin(rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report(c)),
     ),
     ("leader::exactly_one_of_two_operators_writes", |c| {
         Box::pin(leader::exactly_one_of_two_operators_writes(c))

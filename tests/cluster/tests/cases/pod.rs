@@ -107,7 +107,7 @@ fn sorted(report: &Value, pointer: &str) -> Vec<String> {
 
 /// The sample's policy with the `employees` group bound to `role`, and its last test expecting
 /// `confidential` for employees.
-fn policy(role: &str, employees_read_strategy: bool) -> String {
+pub fn policy(role: &str, employees_read_strategy: bool) -> String {
     let sample = repo_file("config/samples/company-info.yaml");
     let policy = sample
         .split("\n---\n")
@@ -140,8 +140,19 @@ pub async fn the_running_server_follows_kubectl_apply_without_a_failed_request(c
         .kubectl()
         .apply(NAMESPACE, &repo_file("config/samples/company-info.yaml"));
     let servers: Api<McpServer> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    let server = wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
-    let first_hash = server.status.and_then(|s| s.policy_hash).expect("policyHash");
+    wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
+    // This case runs the Deployment's template itself and writes no Pod status (`rollout::` does):
+    // the hash to compare with is the one the operator applied.
+    let first_hash = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(cluster.client.clone(), NAMESPACE)
+        .get(&names::policy_config_map(SERVER))
+        .await
+        .expect("policy ConfigMap")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(names::POLICY_HASH_ANNOTATION)
+        .cloned()
+        .expect("policy hash annotation");
 
     let dir = cluster.plane.dir().join("pods").join(SERVER);
     let pod = Pod::start(&cluster.client, NAMESPACE, &names::deployment(SERVER), &dir).await;

@@ -126,7 +126,24 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
     let server = wait_reconciled(&servers, SERVER, &[POLICY]).await;
     let status = server.status.clone().expect("status");
     assert_eq!(status.bound_policies, [POLICY]);
-    let policy_hash = status.policy_hash.clone().expect("policyHash");
+    // No kubelet runs the pods: the policy is applied but no pod serves it, so none is in force
+    // (`rollout::` runs the pods and shows the other side).
+    assert_eq!(status.policy_hash, None, "{status:?}");
+    assert_eq!(
+        condition(&server, "PolicyRolledOut"),
+        Some(("False".into(), "NoReadyPods".into())),
+        "{status:?}"
+    );
+    let policy_hash = config_maps
+        .get(&names::policy_config_map(SERVER))
+        .await
+        .expect("policy ConfigMap")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(names::POLICY_HASH_ANNOTATION)
+        .cloned()
+        .expect("the policy ConfigMap's hash annotation");
     assert!(policy_hash.starts_with("sha256:"), "{policy_hash}");
     assert_eq!(
         status.endpoint.as_deref(),
@@ -178,8 +195,8 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
     assert!(managers.contains(&names::MANAGED_BY.to_owned()), "{managers:?}");
 
     // Events, as documented (events.k8s.io, regarding the McpServer).
-    wait_event(&client, NAMESPACE, "a PolicyRolledOut event", |e| {
-        e.reason.as_deref() == Some("PolicyRolledOut")
+    wait_event(&client, NAMESPACE, "a PodsNotReady event", |e| {
+        e.reason.as_deref() == Some("PodsNotReady")
             && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(SERVER)
             && e.reporting_controller.as_deref() == Some(names::MANAGED_BY)
     })

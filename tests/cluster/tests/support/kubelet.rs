@@ -6,28 +6,39 @@
 //! in a mount namespace of its own (`unshare`, as root), so the process sees exactly the paths
 //! the compiled policy names.
 //!
-//! What it does not do: pull images, isolate the network (the pod listens on a loopback port,
-//! given by overriding `PALISADE_LISTEN` and `PALISADE_METRICS_LISTEN`), enforce the security
-//! context, run probes or restart the container.
+//! [`Pod::start`] runs the Deployment's template once, on a loopback port. [`Kubelet`] does what
+//! kubelet does for the Pods that kube-controller-manager creates (Deployment → ReplicaSet →
+//! Pods): it runs each Pod of a namespace, on an address of its own (`127.1.x.y`: all of 127/8
+//! is local on Linux) with the template's ports, and writes the Pod's status through the status
+//! subresource (phase `Running`, `podIP`, `Ready=True` once `GET /ready` answers 200), so the
+//! operator finds ready pods at real addresses; a Pod deleted (scale-down, rollout) is stopped.
+//!
+//! What it does not do: pull images, isolate the network (the port is overridden through
+//! `PALISADE_LISTEN` and `PALISADE_METRICS_LISTEN`), enforce the security context, run probes
+//! after the first readiness, or restart the container.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Secret, Volume};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, PodSpec, Secret, Volume};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
 
 /// A running pod of a Deployment; stopped on drop.
 pub struct Pod {
     child: Child,
     stop: Arc<AtomicBool>,
     projector: Option<tokio::task::JoinHandle<()>>,
-    /// `http://127.0.0.1:<port>`: the MCP port.
+    /// `http://<address>:<port>`: the MCP port.
     pub base_url: String,
     /// The server's log.
     pub log: PathBuf,
@@ -49,31 +60,47 @@ enum Source {
 }
 
 impl Pod {
-    /// Starts the first container of Deployment `namespace/name` in `dir`.
+    /// Starts the first container of Deployment `namespace/name` in `dir`, on loopback ports.
     pub async fn start(client: &Client, namespace: &str, name: &str, dir: &Path) -> Self {
         let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
             .get(name)
             .await
             .unwrap_or_else(|e| panic!("Deployment {namespace}/{name}: {e}"));
         let template = deployment.spec.expect("spec").template.spec.expect("pod spec");
+        let listen = Listen {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: palisade_e2e::free_port(),
+            metrics_port: palisade_e2e::free_port(),
+        };
+        Self::run(client, namespace, &template, dir, listen, Duration::from_millis(300)).await
+    }
+
+    /// Runs the first container of `template` in `dir`, listening as `listen` says, projecting
+    /// its volumes every `projection_period`; returns once `GET /ready` answers 200.
+    async fn run(
+        client: &Client,
+        namespace: &str,
+        template: &PodSpec,
+        dir: &Path,
+        listen: Listen,
+        projection_period: Duration,
+    ) -> Self {
         let container = template.containers.first().expect("a container").clone();
-        let volumes = template.volumes.unwrap_or_default();
+        let volumes = template.volumes.clone().unwrap_or_default();
         let mounts = mounts(&container, &volumes, dir);
         let projections: Vec<Projection> = mounts.iter().map(|(_, p)| p.clone()).collect();
         for projection in &projections {
             std::fs::create_dir_all(&projection.local).expect("volume dir");
             project_once(client, namespace, projection).await;
         }
-        let port = palisade_e2e::free_port();
-        let metrics_port = palisade_e2e::free_port();
         let log = dir.join("server.log");
-        let child = spawn(&container, &mounts, port, metrics_port, &log);
+        let child = spawn(&container, &mounts, &listen, &log);
         let stop = Arc::new(AtomicBool::new(false));
         let projector = {
             let (client, namespace, stop) = (client.clone(), namespace.to_owned(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep(projection_period).await;
                     for projection in &projections {
                         project_once(&client, &namespace, projection).await;
                     }
@@ -84,7 +111,7 @@ impl Pod {
             child,
             stop,
             projector: Some(projector),
-            base_url: format!("http://127.0.0.1:{port}"),
+            base_url: format!("http://{}:{}", listen.ip, listen.port),
             log,
         };
         pod.wait_ready().await;
@@ -277,7 +304,7 @@ fn count_files(dir: &Path) -> usize {
 /// and a clone of the repository may live under `/tmp`): such mounts come after the volumes
 /// whose sources they would hide, and the server is executed through a file descriptor opened
 /// before any mount.
-fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metrics_port: u16, log: &Path) -> Child {
+fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen, log: &Path) -> Child {
     let hides = |mount_path: &str| {
         mounts
             .iter()
@@ -310,8 +337,11 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metr
         }
     }
     command
-        .env("PALISADE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("PALISADE_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"));
+        .env("PALISADE_LISTEN", format!("{}:{}", listen.ip, listen.port))
+        .env(
+            "PALISADE_METRICS_LISTEN",
+            format!("{}:{}", listen.ip, listen.metrics_port),
+        );
     let out = File::create(log).expect("server log");
     let err = out.try_clone().expect("server log");
     command
@@ -320,4 +350,133 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], port: u16, metr
         .stderr(err)
         .spawn()
         .expect("start the pod's palisade-server under unshare (needs root)")
+}
+
+/// Where a pod's server listens.
+struct Listen {
+    ip: IpAddr,
+    port: u16,
+    metrics_port: u16,
+}
+
+/// The next pod address: `127.1.x.y`, distinct for every pod of the run.
+fn next_pod_ip() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1,
+        u8::try_from(n / 250).expect("fewer pods"),
+        u8::try_from(n % 250 + 1).expect("< 251"),
+    ))
+}
+
+/// The container port named `name` in `container`, else `default`.
+fn container_port(container: &Container, name: &str, default: u16) -> u16 {
+    container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(name))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(default)
+}
+
+/// Plays kubelet for every Pod of one namespace until dropped (see the module's documentation).
+pub struct Kubelet {
+    task: tokio::task::JoinHandle<()>,
+    running: Arc<Mutex<BTreeMap<String, String>>>,
+}
+
+/// The field manager of the Pod status the stand-in writes.
+const KUBELET_MANAGER: &str = "palisade-cluster-kubelet";
+
+impl Kubelet {
+    /// Starts playing kubelet in `namespace`: pods' files under `dir/<pod>`, ConfigMap and Secret
+    /// changes projected every `projection_period` (kubelet's own sync takes up to a minute).
+    pub fn start(client: &Client, namespace: &str, dir: &Path, projection_period: Duration) -> Self {
+        let running = Arc::new(Mutex::new(BTreeMap::new()));
+        let task = {
+            let (client, namespace, dir, running) =
+                (client.clone(), namespace.to_owned(), dir.to_owned(), running.clone());
+            tokio::spawn(async move {
+                let pods_api: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+                let mut pods: HashMap<String, Pod> = HashMap::new();
+                loop {
+                    if let Ok(list) = pods_api.list(&ListParams::default()).await {
+                        let live: Vec<_> = list
+                            .items
+                            .into_iter()
+                            .filter(|p| p.metadata.deletion_timestamp.is_none())
+                            .collect();
+                        // Stop what was deleted.
+                        let names: std::collections::HashSet<String> = live.iter().map(ResourceExt::name_any).collect();
+                        pods.retain(|name, _| names.contains(name));
+                        running.lock().expect("running").retain(|name, _| names.contains(name));
+                        for pod in live {
+                            let name = pod.name_any();
+                            if pods.contains_key(&name) {
+                                continue;
+                            }
+                            let Some(spec) = pod.spec.clone() else { continue };
+                            let container = spec.containers.first().expect("a container");
+                            let listen = Listen {
+                                ip: next_pod_ip(),
+                                port: container_port(container, "mcp", 8080),
+                                metrics_port: container_port(container, "metrics", 9090),
+                            };
+                            let ip = listen.ip;
+                            let started =
+                                Pod::run(&client, &namespace, &spec, &dir.join(&name), listen, projection_period).await;
+                            report_running(&pods_api, &name, ip).await;
+                            eprintln!("    kubelet: pod {namespace}/{name} running at {}", started.base_url);
+                            running
+                                .lock()
+                                .expect("running")
+                                .insert(name.clone(), started.base_url.clone());
+                            pods.insert(name, started);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            })
+        };
+        Self { task, running }
+    }
+
+    /// `pod name → http://<podIP>:<port>` of every pod running now.
+    pub fn running(&self) -> BTreeMap<String, String> {
+        self.running.lock().expect("running").clone()
+    }
+}
+
+impl Drop for Kubelet {
+    /// Stops every pod (dropping the task drops its [`Pod`]s, which kill their servers).
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes what kubelet writes once the container passed its readiness probe.
+async fn report_running(pods: &Api<k8s_openapi::api::core::v1::Pod>, name: &str, ip: IpAddr) {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    let status = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "status": {
+            "phase": "Running",
+            "podIP": ip.to_string(),
+            "podIPs": [{"ip": ip.to_string()}],
+            "startTime": now,
+            "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
+        }
+    });
+    pods.patch_status(
+        name,
+        &PatchParams::apply(KUBELET_MANAGER).force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("write the status of pod {name}: {e}"));
 }
