@@ -113,9 +113,11 @@ pub fn policy(role: &str, employees_read_strategy: bool) -> String {
         .split("\n---\n")
         .find(|d| d.contains("kind: McpAccessPolicy"))
         .expect("the sample's policy");
+    let binding = "    - role: employee\n      issuer: palisade-dev\n      groups: [\"employees\"]";
+    assert!(policy.contains(binding), "the sample no longer binds employees as this case expects");
     let policy = policy.replace(
-        "    - role: employee\n      groups: [\"employees\"]",
-        &format!("    - role: {role}\n      groups: [\"employees\"]"),
+        binding,
+        &format!("    - role: {role}\n      issuer: palisade-dev\n      groups: [\"employees\"]"),
     );
     // The last test is "employees do not read strategy".
     let last_test = "      allowed: [get_public_info]\n      denied: [get_confidential_info]";
