@@ -49,8 +49,9 @@ image: ## Build the operator and server images (docker, podman or buildah; skips
 e2e: e2e-deps cluster-build ## The cluster suite: the operator and server against a local control plane it starts
 	$(CARGO) test --locked -p palisade-cluster --test cluster
 
-cluster-build: ## Build kube-apiserver, kube-controller-manager and etcd from the pinned Go modules (cached in target/)
+cluster-build: ## Build kube-apiserver, kube-controller-manager, etcd and External Secrets Operator from the pinned Go modules (cached in target/)
 	tests/cluster/controlplane/build.sh
+	tests/cluster/eso/build.sh
 
 cluster: cluster-build ## Start a local control plane on loopback (admin kubeconfig in target/cluster/run/); prints how to use it
 	$(CARGO) run --locked -q -p palisade-cluster -- up

@@ -1,6 +1,7 @@
 //! The cases, in the order they run.
 
 pub mod api;
+mod external_secrets;
 mod leader;
 mod pod;
 mod reconcile;
@@ -55,5 +56,15 @@ pub const ALL: &[(&str, CaseFn)] = &[
     (
         "restart::the_operator_recovers_from_an_api_server_and_etcd_restart",
         |c| Box::pin(restart::the_operator_recovers_from_an_api_server_and_etcd_restart(c)),
+    ),
+    // Last: it replaces the vendored External Secrets Operator CRDs with those of the release it
+    // runs (tests/cluster/eso/crds/).
+    (
+        "external_secrets::an_external_secret_synced_by_external_secrets_operator_keys_the_running_server",
+        |c| {
+            Box::pin(
+                external_secrets::an_external_secret_synced_by_external_secrets_operator_keys_the_running_server(c),
+            )
+        },
     ),
 ];
