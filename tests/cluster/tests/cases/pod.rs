@@ -114,7 +114,10 @@ pub fn policy(role: &str, employees_read_strategy: bool) -> String {
         .find(|d| d.contains("kind: McpAccessPolicy"))
         .expect("the sample's policy");
     let binding = "    - role: employee\n      issuer: palisade-dev\n      groups: [\"employees\"]";
-    assert!(policy.contains(binding), "the sample no longer binds employees as this case expects");
+    assert!(
+        policy.contains(binding),
+        "the sample no longer binds employees as this case expects"
+    );
     let policy = policy.replace(
         binding,
         &format!("    - role: {role}\n      issuer: palisade-dev\n      groups: [\"employees\"]"),
