@@ -294,6 +294,15 @@ async fn install_crds(cluster: &Cluster) {
 
 pub async fn an_external_secret_synced_by_external_secrets_operator_keys_the_running_server(cluster: &mut Cluster) {
     install_crds(cluster).await;
+    // The samples accepted by an earlier case name cloud stores (Vault, Google Secret Manager)
+    // that nothing here can reach; External Secrets Operator validates stores one at a time, so
+    // they would hold its worker for longer than this case waits. Only the fake store stays.
+    cluster
+        .kubectl()
+        .ok(&["delete", "clustersecretstores", "--all", "--wait=true"]);
+    cluster
+        .kubectl()
+        .ok(&["delete", "secretstores", "--all", "--all-namespaces", "--wait=true"]);
     cluster.namespace(ESO_NAMESPACE).await;
     cluster.kubectl().apply(ESO_NAMESPACE, ESO_RBAC);
     let eso_kubeconfig = service_account_kubeconfig(cluster, ESO_NAMESPACE, ESO_ACCOUNT);
