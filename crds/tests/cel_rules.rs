@@ -1656,6 +1656,7 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.documents[].inline", &["name"]),
             ("spec.tools", &["name"]),
             ("status.conditions", &["type"]),
+            ("status.policyRollout", &["hash"]),
         ])
     );
     let mut policies = list_maps(&schema_of(&McpAccessPolicy::crd()));
