@@ -237,13 +237,22 @@ const SERVER_NOT_READY: [(&str, &str); 9] = [
 ];
 
 /// Reasons an McpServer's Ready condition never has with status False: AsExpected and NoPolicy
-/// are reasons of True conditions; the other two are McpAccessPolicy's.
-const NEVER_SERVER_NOT_READY: [&str; 4] = [
+/// are reasons of True conditions; CrossNamespaceRef and NoTargets are McpAccessPolicy's;
+/// RollingOut and NoReadyPods are PolicyRolledOut's (see [`ROLLED_OUT_WHILE_READY`]).
+const NEVER_SERVER_NOT_READY: [&str; 6] = [
     reason::AS_EXPECTED,
     reason::NO_POLICY,
     reason::CROSS_NAMESPACE_REF,
     reason::NO_TARGETS,
+    reason::ROLLING_OUT,
+    reason::NO_READY_PODS,
 ];
+
+/// How an McpServer with `Ready=True` and `PolicyRolledOut=False` with each reason is reported:
+/// ready pods that still serve an older policy are on their way (kubelet projects the changed
+/// ConfigMap by itself); no ready pod with Ready=True is a server scaled to zero, which is healthy.
+const ROLLED_OUT_WHILE_READY: [(&str, &str); 2] =
+    [(reason::ROLLING_OUT, "Progressing"), (reason::NO_READY_PODS, "Healthy")];
 
 /// The reasons of `Accepted=False` (operator/src/controller/policy_status.rs).
 const POLICY_NOT_ACCEPTED: [&str; 4] = [
@@ -390,6 +399,77 @@ fn mcp_server_health_follows_ready_for_the_current_generation() {
             health(lua, SERVER_CHECK, &server(ready("False", reason, &message))),
             (expected.to_owned(), message),
             "Ready=False with reason {reason}"
+        );
+    }
+}
+
+#[test]
+fn mcp_server_health_waits_for_the_pods_to_serve_the_current_policy() {
+    let Some(lua) = lua() else { return };
+    let ready_and = |rolled_out: Condition| {
+        let mut status = ready("True", reason::AS_EXPECTED, "2 of 2 pods ready").unwrap();
+        status.conditions.push(rolled_out);
+        Some(status)
+    };
+    let rolling = "1 of 2 ready pods serve policy sha256:new; 1 on sha256:old";
+    let cases = [
+        (
+            "all ready pods serve the current policy",
+            ready_and(condition(
+                conditions::POLICY_ROLLED_OUT,
+                "True",
+                reason::AS_EXPECTED,
+                "all 2 ready pods serve policy sha256:new",
+            )),
+            ("Healthy", "2 of 2 pods ready"),
+        ),
+        (
+            "a ready pod still serves the previous policy",
+            ready_and(condition(
+                conditions::POLICY_ROLLED_OUT,
+                "False",
+                reason::ROLLING_OUT,
+                rolling,
+            )),
+            ("Progressing", rolling),
+        ),
+        (
+            "rolling out, without a message",
+            ready_and(condition(
+                conditions::POLICY_ROLLED_OUT,
+                "False",
+                reason::ROLLING_OUT,
+                "",
+            )),
+            (
+                "Progressing",
+                "The ready pods do not all serve the current policy yet (RollingOut)",
+            ),
+        ),
+        (
+            "scaled to zero",
+            ready_and(condition(
+                conditions::POLICY_ROLLED_OUT,
+                "False",
+                reason::NO_READY_PODS,
+                "no pod is ready, so no pod enforces policy sha256:new yet",
+            )),
+            ("Healthy", "2 of 2 pods ready"),
+        ),
+    ];
+    for (case, status, (expected_status, expected_message)) in cases {
+        assert_eq!(
+            health(lua, SERVER_CHECK, &server(status)),
+            (expected_status.to_owned(), expected_message.to_owned()),
+            "{case}"
+        );
+    }
+    for (reason, expected) in ROLLED_OUT_WHILE_READY {
+        let status = ready_and(condition(conditions::POLICY_ROLLED_OUT, "False", reason, "m"));
+        assert_eq!(
+            health(lua, SERVER_CHECK, &server(status)).0,
+            expected,
+            "Ready=True, PolicyRolledOut=False with reason {reason}"
         );
     }
 }
