@@ -60,8 +60,20 @@ struct RenderArgs {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Watch McpServers and McpAccessPolicies in this namespace only (default: every namespace).
-    #[arg(long, env = "PALISADE_NAMESPACE")]
+    /// Watch only these namespaces (comma-separated, or the flag repeated): McpServers,
+    /// McpAccessPolicies and every child, ConfigMap, Secret and pod the operator reads. The
+    /// operator then needs a Role in each of them, and no ClusterRole (config/overlays/namespaced,
+    /// Helm value `watchNamespaces`). Default: every namespace.
+    #[arg(
+        long,
+        env = "PALISADE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_name = "NAMESPACE"
+    )]
+    watch_namespaces: Vec<String>,
+    /// Deprecated: one namespace to watch, the same as `--watch-namespaces NAMESPACE` (added to
+    /// that list).
+    #[arg(long, env = "PALISADE_NAMESPACE", hide = true)]
     namespace: Option<String>,
     /// Namespace of the leader-election Lease (default: the pod's namespace, else `default`).
     #[arg(long, env = "PALISADE_LEADER_ELECTION_NAMESPACE")]
@@ -143,6 +155,7 @@ mod run {
     use std::time::Duration;
 
     use futures::FutureExt;
+    use palisade_operator::controller::scope::WatchScope;
     use palisade_operator::controller::{self, RunOptions};
     use palisade_operator::http::{AppState, app};
     use palisade_operator::leader::{LeaderElector, Timing};
@@ -182,13 +195,20 @@ mod run {
     }
 
     async fn serve(args: RunArgs) -> Result<(), String> {
-        let clients = controller::Clients::infer()
-            .await
-            .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
-        let client = clients.calls.clone();
+        if args.namespace.is_some() {
+            tracing::warn!(
+                "--namespace (PALISADE_NAMESPACE) is deprecated; use --watch-namespaces (PALISADE_WATCH_NAMESPACES)"
+            );
+        }
+        let scope = WatchScope::from_list(args.watch_namespaces.iter().chain(args.namespace.iter()))
+            .map_err(|e| e.to_string())?;
         let settings = Settings::from(args.settings);
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        let clients = controller::Clients::infer(Some(metrics.clone()))
+            .await
+            .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;
+        let client = clients.calls.clone();
         let ready = Arc::new(AtomicBool::new(false));
 
         // One shutdown signal for everything: SIGTERM/SIGINT, or a lost Lease.
@@ -266,9 +286,7 @@ mod run {
             });
         }
         ready.store(true, Ordering::Relaxed);
-        let options = RunOptions {
-            namespace: args.namespace.clone(),
-        };
+        let options = RunOptions { scope: scope.clone() };
         let controllers = controller::run(clients, settings, options, metrics, stopped.clone());
         // NB: kube holds a controller's runner until its cache is ready, and a graceful shutdown
         // waits for it; without an API server that is forever. Bound the wait (well within the

@@ -5,7 +5,10 @@
 /// Where a permission is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// The operator's ClusterRole (`config/rbac/cluster_role.yaml`).
+    /// The operator's ClusterRole (`config/rbac/cluster_role.yaml`), or, when it watches some
+    /// namespaces only (`--watch-namespaces`), a Role with the same rules in each of them
+    /// (`config/overlays/namespaced/role.yaml`, Helm value `watchNamespaces`). Every rule is on
+    /// a namespaced resource.
     Cluster,
     /// The leader-election Role in the operator's own namespace (`config/rbac/leader_election_role.yaml`).
     LeaderElection,

@@ -216,6 +216,14 @@ fn the_values_schema_refuses_typical_mistakes() {
             "/watchNamespace: \"Team_A\" does not match \"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$\"",
         ),
         (
+            with(default_values(), "watchNamespaces", json!(["team-a", "Team_B"])),
+            "/watchNamespaces/1: \"Team_B\" does not match \"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\"",
+        ),
+        (
+            with(default_values(), "watchNamespaces", json!("team-a")),
+            "/watchNamespaces: \"team-a\" is not of type \"array\"",
+        ),
+        (
             with(
                 default_values(),
                 "prometheusRule.additionalRuleLabels",
@@ -403,7 +411,7 @@ fn every_option_renders_lints_and_validates() {
         "ghcr.io/palisade-dev/palisade-operator:0.1.0-rc.1"
     );
     for (name, value) in [
-        ("PALISADE_NAMESPACE", "team-a"),
+        ("PALISADE_WATCH_NAMESPACES", "team-a,team-b"),
         ("PALISADE_SERVER_IMAGE", "registry.example.com/palisade-server:0.1.0"),
         ("PALISADE_SERVER_IMAGE_PULL_POLICY", "Always"),
         ("PALISADE_CLUSTER_DOMAIN", "corp.internal"),
@@ -416,18 +424,40 @@ fn every_option_renders_lints_and_validates() {
             "{name}"
         );
     }
-    // Watching one namespace: the ClusterRole is granted there only.
+    // Watching two namespaces: a Role in each with the rules of config/rbac/cluster_role.yaml,
+    // and no ClusterRole or ClusterRoleBinding for the operator.
     assert!(of_kind(objects, "ClusterRoleBinding").is_empty());
-    let binding = find(objects, "RoleBinding", "palisade-operator");
-    assert_eq!(binding["metadata"]["namespace"], "team-a");
-    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(
-        binding["subjects"],
-        json!([{"kind": "ServiceAccount", "name": "palisade", "namespace": NAMESPACE}])
+    assert!(
+        of_kind(objects, "ClusterRole")
+            .iter()
+            .all(|r| r["metadata"]["name"] != "palisade-operator"),
+        "no ClusterRole for the operator"
     );
+    let cluster_role = yaml_file(&repo_root().join("config/rbac/cluster_role.yaml"));
+    for namespace in ["team-a", "team-b"] {
+        let in_namespace = |kind: &str| {
+            of_kind(objects, kind)
+                .into_iter()
+                .find(|o| o["metadata"]["name"] == "palisade-operator" && o["metadata"]["namespace"] == namespace)
+                .unwrap_or_else(|| panic!("{kind} palisade-operator in {namespace}"))
+        };
+        assert_eq!(in_namespace("Role")["rules"], cluster_role["rules"], "{namespace}");
+        let binding = in_namespace("RoleBinding");
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "palisade-operator"})
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "palisade", "namespace": NAMESPACE}])
+        );
+    }
     // ... and the MCP servers are scraped there only.
     let servers = find(objects, "ServiceMonitor", "palisade-mcp-servers");
-    assert_eq!(servers["spec"]["namespaceSelector"], json!({"matchNames": ["team-a"]}));
+    assert_eq!(
+        servers["spec"]["namespaceSelector"],
+        json!({"matchNames": ["team-a", "team-b"]})
+    );
     assert_eq!(servers["metadata"]["labels"]["release"], "kube-prometheus-stack");
     // crds.keep off: no resource policy.
     for crd in of_kind(objects, "CustomResourceDefinition") {
@@ -767,4 +797,31 @@ fn the_chart_runs_this_version_of_the_operator_and_server() {
         env_of(deployment, "PALISADE_SERVER_IMAGE").map(|e| e["value"].clone()),
         Some(json!(DEFAULT_SERVER_IMAGE))
     );
+}
+
+#[test]
+fn the_deprecated_watch_namespace_joins_watch_namespaces() {
+    let values = with(
+        with(default_values(), "watchNamespaces", json!(["team-b", "team-a"])),
+        "watchNamespace",
+        json!("team-a"),
+    );
+    let rendered = render(&values);
+    let deployment = find(&rendered.objects, "Deployment", "palisade-operator");
+    assert_eq!(
+        env_of(deployment, "PALISADE_WATCH_NAMESPACES").map(|e| e["value"].clone()),
+        Some(json!("team-a,team-b")),
+        "each namespace once, sorted"
+    );
+    let roles: Vec<&Value> = of_kind(&rendered.objects, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["name"] == "palisade-operator")
+        .collect();
+    assert_eq!(roles.len(), 2);
+    assert!(rendered.notes.contains("watchNamespace is deprecated"));
+    // Without either, the operator watches every namespace through its ClusterRole.
+    let everywhere = render(&default_values());
+    let deployment = find(&everywhere.objects, "Deployment", "palisade-operator");
+    assert_eq!(env_of(deployment, "PALISADE_WATCH_NAMESPACES"), None);
+    find(&everywhere.objects, "ClusterRoleBinding", "palisade-operator");
 }

@@ -94,6 +94,53 @@ fn config_default_installs_the_crds_rbac_and_operator_into_palisade_system() {
 }
 
 #[test]
+fn the_namespaced_overlay_grants_roles_in_the_watched_namespace_and_no_cluster_role() {
+    let objects = kustomize("config/overlays/namespaced");
+    let keys: BTreeSet<String> = objects.iter().map(key).collect();
+    let default: BTreeSet<String> = kustomize("config/default").iter().map(key).collect();
+    let removed: BTreeSet<String> = [
+        "ClusterRole /palisade-operator",
+        "ClusterRoleBinding /palisade-operator",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let added: BTreeSet<String> = ["Role team-a/palisade-operator", "RoleBinding team-a/palisade-operator"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(default.difference(&keys).cloned().collect::<BTreeSet<_>>(), removed);
+    assert_eq!(keys.difference(&default).cloned().collect::<BTreeSet<_>>(), added);
+
+    let deployment = find(&objects, "Deployment", "palisade-operator");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .expect("env")
+            .contains(&json!({"name": "PALISADE_WATCH_NAMESPACES", "value": "team-a"})),
+        "{env}"
+    );
+    let binding = objects
+        .iter()
+        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == "team-a")
+        .expect("the RoleBinding in team-a");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "palisade-operator"})
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "palisade-operator", "namespace": "palisade-system"}])
+    );
+    let file = scratch_documents("kustomize", "config-overlays-namespaced.yaml", &objects);
+    for version in KUBERNETES_VERSIONS {
+        if let Err(output) = kubernetes_validate(&file, version, objects.len()) {
+            panic!("config/overlays/namespaced against Kubernetes {version}:\n{output}");
+        }
+    }
+}
+
+#[test]
 fn every_object_of_config_default_validates_against_the_kubernetes_schemas() {
     let objects = kustomize("config/default");
     let file = scratch_documents("kustomize", "config-default.yaml", &objects);

@@ -71,6 +71,19 @@ fn the_cluster_role_grants_exactly_the_table() {
 }
 
 #[test]
+fn the_namespaced_overlay_role_grants_exactly_the_table() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/overlays/namespaced/role.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let role: Role = yaml_serde::from_str(&text).unwrap();
+    assert_eq!(role.metadata.name.as_deref(), Some("palisade-operator"));
+    assert_eq!(
+        expand(role.rules.as_deref().unwrap_or_default()),
+        table(Scope::Cluster),
+        "config/overlays/namespaced/role.yaml and the ClusterRole's rules differ"
+    );
+}
+
+#[test]
 fn the_leader_election_role_grants_exactly_the_table() {
     let role: Role = yaml_serde::from_str(&rbac_file("leader_election_role.yaml")).unwrap();
     assert_eq!(

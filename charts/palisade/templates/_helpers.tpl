@@ -59,3 +59,15 @@ is not valid YAML. Call with (list $ "files/...").
 {{- end -}}
 {{- toJson $doc -}}
 {{- end }}
+
+{{- /*
+The namespaces the operator watches, as a JSON list (empty: every namespace): watchNamespaces,
+plus the deprecated watchNamespace, each once, sorted.
+*/ -}}
+{{- define "palisade.watchNamespaces" -}}
+{{- $namespaces := concat (.Values.watchNamespaces | default list) (list) -}}
+{{- with .Values.watchNamespace -}}
+{{- $namespaces = append $namespaces . -}}
+{{- end -}}
+{{- $namespaces | uniq | sortAlpha | toJson -}}
+{{- end -}}

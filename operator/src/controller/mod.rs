@@ -18,6 +18,7 @@ pub mod events;
 pub mod filters;
 pub mod policy_status;
 pub mod rollout;
+pub mod scope;
 pub mod shared;
 pub mod status;
 
@@ -38,7 +39,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use palisade_crds::compile::in_cluster_endpoint;
 use palisade_crds::{McpAccessPolicy, McpServer};
@@ -582,18 +583,8 @@ pub fn policies_of_server(
 /// Options of [`run`].
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Watch only this namespace; every namespace when `None`.
-    pub namespace: Option<String>,
-}
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    /// The namespaces to watch.
+    pub scope: scope::WatchScope,
 }
 
 /// Whether the ExternalSecret CRD (`external-secrets.io/v1`) is served.
@@ -619,24 +610,41 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Both clients from the in-cluster configuration or `KUBECONFIG`.
-    pub async fn infer() -> Result<Self, kube::Error> {
+    /// Both clients from the in-cluster configuration or `KUBECONFIG`, counting their requests
+    /// in `metrics`.
+    pub async fn infer(metrics: Option<Arc<Metrics>>) -> Result<Self, kube::Error> {
         let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
-        Self::from_config(config)
+        Self::from_config(config, metrics)
     }
 
-    /// Both clients from one configuration.
-    pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
-        let watches = Client::try_from(config.clone())?;
-        let mut calls = config;
+    /// Both clients from one configuration, counting their requests in `metrics`.
+    pub fn from_config(config: kube::Config, metrics: Option<Arc<Metrics>>) -> Result<Self, kube::Error> {
+        let mut calls = config.clone();
         calls.read_timeout = Some(API_CALL_TIMEOUT);
         // The timeout counts from the request, not from when a pooled connection went idle.
         calls.reset_reader_on_write = true;
         Ok(Self {
-            calls: Client::try_from(calls)?,
-            watches,
+            calls: counted(calls, metrics.clone())?,
+            watches: counted(config, metrics)?,
         })
     }
+}
+
+/// A client from `config` whose every request is counted in `metrics`
+/// (`palisade_operator_kubernetes_requests_total`).
+fn counted(config: kube::Config, metrics: Option<Arc<Metrics>>) -> Result<Client, kube::Error> {
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(match metrics {
+        None => builder.build(),
+        Some(metrics) => builder
+            .with_layer(&tower::util::MapRequestLayer::new(
+                move |request: http::Request<kube::client::Body>| {
+                    metrics.api_request(request.method(), request.uri());
+                    request
+                },
+            ))
+            .build(),
+    })
 }
 
 /// Runs both controllers until `shutdown` resolves.
@@ -649,7 +657,13 @@ pub async fn run(
 ) {
     let client = clients.watches;
     let calls = clients.calls;
-    let ns = options.namespace.as_deref();
+    let scope = &options.scope;
+    match scope {
+        scope::WatchScope::Cluster => tracing::info!("watching every namespace"),
+        scope::WatchScope::Namespaces(namespaces) => {
+            tracing::info!(namespaces = ?namespaces, "watching these namespaces only");
+        }
+    }
     let all = watcher::Config::default().any_semantic();
     let children =
         watcher::Config::default()
@@ -665,17 +679,13 @@ pub async fn run(
         policies_by_server,
         server_watch,
         policy_watch,
-    } = shared::shared(
-        api::<DeserializeGuard<McpServer>>(&client, ns),
-        api::<DeserializeGuard<McpAccessPolicy>>(&client, ns),
-        all.clone(),
-    );
+    } = shared::shared(&client, scope, &all);
     // Rollout truth: the servers' pods, selected by the label every child carries.
     let shared::Pods {
         store: pod_store,
         servers_by_pod,
         watch: pod_watch,
-    } = shared::pods(api::<Pod>(&client, ns), children.clone());
+    } = shared::pods(&client, scope, &children);
     let ctx = Arc::new(
         Context::new(
             calls.clone(),
@@ -690,42 +700,44 @@ pub async fn run(
     let mut servers = Controller::for_stream(server_changes, server_store.clone())
         .reconcile_on(servers_by_policy)
         .reconcile_on(servers_by_pod)
-        .owns(api::<ServiceAccount>(&client, ns), children.clone())
-        .owns(api::<NetworkPolicy>(&client, ns), children.clone())
-        .owns(api::<ConfigMap>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
+        .owns_stream(scope.touched::<ServiceAccount>(&client, &children))
+        .owns_stream(scope.touched::<NetworkPolicy>(&client, &children))
+        .owns_stream(scope.touched::<ConfigMap>(&client, &children))
+        .owns_stream(scope.touched::<Service>(&client, &children))
         // Status-only changes of these three trigger nothing (filters.rs), except the
         // Deployment's pod counts, which `Ready` reports.
         .owns_stream(filters::changes_that_matter(
-            watcher(api::<Deployment>(&client, ns), children.clone()).default_backoff(),
+            scope.raw_events::<Deployment>(&client, &children),
             filters::deployment,
         ))
         .owns_stream(filters::changes_that_matter(
-            watcher(api::<PodDisruptionBudget>(&client, ns), children.clone()).default_backoff(),
+            scope.raw_events::<PodDisruptionBudget>(&client, &children),
             filters::spec::<PodDisruptionBudget>,
         ))
         .owns_stream(filters::changes_that_matter(
-            watcher(api::<HorizontalPodAutoscaler>(&client, ns), children.clone()).default_backoff(),
+            scope.raw_events::<HorizontalPodAutoscaler>(&client, &children),
             filters::spec::<HorizontalPodAutoscaler>,
         ));
     if external_secrets_installed(&calls).await {
         // Metadata only: a status change of External Secrets Operator bumps the resourceVersion,
         // which is enough to reconcile; the status itself is read from the apply's answer.
-        servers = servers.owns(api::<PartialObjectMeta<ExternalSecret>>(&client, ns), children.clone());
+        servers = servers.owns_stream(scope.touched::<PartialObjectMeta<ExternalSecret>>(&client, &children));
     } else {
         tracing::info!("the ExternalSecret CRD is not installed; McpServers that need one report SecretsReady=False");
     }
     let by_config_map = server_store.clone();
     let by_secret = server_store;
+    // ConfigMaps and Secrets an McpServer names, by metadata only: in every watched namespace
+    // (with --watch-namespaces, only there).
     let servers = servers
-        .watches(
-            api::<PartialObjectMeta<ConfigMap>>(&client, ns),
-            all.clone(),
+        .watches_stream(
+            scope.touched::<PartialObjectMeta<ConfigMap>>(&client, &all),
             move |cm| servers_naming(&by_config_map, &cm),
         )
-        .watches(api::<PartialObjectMeta<Secret>>(&client, ns), all, move |secret| {
-            servers_naming(&by_secret, &secret)
-        })
+        .watches_stream(
+            scope.touched::<PartialObjectMeta<Secret>>(&client, &all),
+            move |secret| servers_naming(&by_secret, &secret),
+        )
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {

@@ -20,9 +20,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use palisade_crds::{McpAccessPolicy, McpServer};
 
+use super::scope::WatchScope;
 use super::{policies_of_server, rollout, servers_of_policy};
 
 type ServerObject = DeserializeGuard<McpServer>;
@@ -41,13 +42,13 @@ pub struct Pods {
     pub watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
-/// One watch of `pods` with `config` (the caller selects Palisade's pods by label).
-pub fn pods(pods: Api<Pod>, config: watcher::Config) -> Pods {
+/// One watch of the pods in `scope` with `config` (the caller selects Palisade's pods by label).
+pub fn pods(client: &Client, scope: &WatchScope, config: &watcher::Config) -> Pods {
     let (store, writer) = reflector::store();
     let (tx, servers_by_pod) = mpsc::channel(TRIGGER_BUFFER);
     let events = reflector::reflector(
         writer,
-        watcher(pods, config).default_backoff().modify(|pod: &mut Pod| {
+        scope.events::<Pod>(client, config).modify(|pod: &mut Pod| {
             pod.spec = None;
             pod.metadata.managed_fields = None;
         }),
@@ -90,8 +91,8 @@ pub struct Shared {
     pub policy_watch: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
-/// One watch per kind on `servers` and `policies`, with `config`.
-pub fn shared(servers: Api<ServerObject>, policies: Api<PolicyObject>, config: watcher::Config) -> Shared {
+/// One watch per kind (per namespace of `scope`) of McpServers and McpAccessPolicies, with `config`.
+pub fn shared(client: &Client, scope: &WatchScope, config: &watcher::Config) -> Shared {
     let (server_store, server_writer) = reflector::store();
     let (policy_store, policy_writer) = reflector::store();
     let (server_tx, server_changes) = mpsc::channel(TRIGGER_BUFFER);
@@ -99,7 +100,7 @@ pub fn shared(servers: Api<ServerObject>, policies: Api<PolicyObject>, config: w
     let (policy_tx, policy_changes) = mpsc::channel(TRIGGER_BUFFER);
     let (policies_by_server_tx, policies_by_server) = mpsc::channel(TRIGGER_BUFFER);
 
-    let server_events = reflector::reflector(server_writer, watcher(servers, config.clone()).default_backoff());
+    let server_events = reflector::reflector(server_writer, scope.events::<ServerObject>(client, config));
     let server_watch = {
         let policy_store = policy_store.clone();
         drive(
@@ -112,7 +113,7 @@ pub fn shared(servers: Api<ServerObject>, policies: Api<PolicyObject>, config: w
             },
         )
     };
-    let policy_events = reflector::reflector(policy_writer, watcher(policies, config).default_backoff());
+    let policy_events = reflector::reflector(policy_writer, scope.events::<PolicyObject>(client, config));
     let policy_watch = {
         let server_store = server_store.clone();
         drive(

@@ -3,6 +3,7 @@
 pub mod api;
 mod external_secrets;
 mod leader;
+mod namespaced;
 mod pod;
 mod reconcile;
 mod restart;
@@ -49,6 +50,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
     (
         "rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report",
         |c| Box::pin(rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report(c)),
+    ),
+    (
+        "namespaced::an_operator_with_roles_in_two_namespaces_reconciles_them_and_nothing_else",
+        |c| Box::pin(namespaced::an_operator_with_roles_in_two_namespaces_reconciles_them_and_nothing_else(c)),
     ),
     ("leader::exactly_one_of_two_operators_writes", |c| {
         Box::pin(leader::exactly_one_of_two_operators_writes(c))
