@@ -1,6 +1,7 @@
 //! The cases, in the order they run.
 
 pub mod api;
+mod event_cost;
 mod external_secrets;
 mod leader;
 mod namespaced;
@@ -39,6 +40,9 @@ pub const ALL: &[(&str, CaseFn)] = &[
             ))
         },
     ),
+    ("event_cost::a_status_only_change_of_a_child_costs_no_reconcile", |c| {
+        Box::pin(event_cost::a_status_only_change_of_a_child_costs_no_reconcile(c))
+    }),
     (
         "pod::the_running_server_follows_kubectl_apply_without_a_failed_request",
         |c| {
