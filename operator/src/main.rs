@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_crds::mcp_server::ImagePullPolicy;
 use palisade_operator::render::{Inputs, render};
-use palisade_operator::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_SERVER_IMAGE, Settings};
+use palisade_operator::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_SERVER_IMAGE, OperatorPods, Settings};
 
 #[derive(Parser)]
 #[command(name = "palisade-operator", version, about)]
@@ -112,6 +112,19 @@ struct SettingsArgs {
     /// The cluster's DNS domain.
     #[arg(long, env = "PALISADE_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     cluster_domain: String,
+    /// Namespace of the operator's own pods (the Deployment sets POD_NAMESPACE from the downward
+    /// API). With --operator-pod-selector, every McpServer's NetworkPolicy lets the operator's
+    /// pods reach the server pods' MCP port, whose `GET /ready` reports the policy they serve.
+    #[arg(long, env = "POD_NAMESPACE")]
+    operator_namespace: Option<String>,
+    /// Labels of the operator's own pods, `key=value` items, comma-separated.
+    #[arg(
+        long,
+        env = "PALISADE_OPERATOR_POD_SELECTOR",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    operator_pod_selector: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,17 +135,20 @@ enum PullPolicy {
     Never,
 }
 
-impl From<SettingsArgs> for Settings {
-    fn from(args: SettingsArgs) -> Self {
-        Self {
+impl TryFrom<SettingsArgs> for Settings {
+    type Error = String;
+
+    fn try_from(args: SettingsArgs) -> Result<Self, String> {
+        Ok(Self {
             server_image: args.server_image,
             image_pull_policy: args.server_image_pull_policy.map(|p| match p {
                 PullPolicy::Always => ImagePullPolicy::Always,
                 PullPolicy::IfNotPresent => ImagePullPolicy::IfNotPresent,
                 PullPolicy::Never => ImagePullPolicy::Never,
             }),
+            operator_pods: OperatorPods::from_parts(args.operator_namespace.as_deref(), &args.operator_pod_selector)?,
             cluster_domain: args.cluster_domain,
-        }
+        })
     }
 }
 
@@ -202,7 +218,7 @@ mod run {
         }
         let scope = WatchScope::from_list(args.watch_namespaces.iter().chain(args.namespace.iter()))
             .map_err(|e| e.to_string())?;
-        let settings = Settings::from(args.settings);
+        let settings = Settings::try_from(args.settings)?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
         let clients = controller::Clients::infer(Some(metrics.clone()))
@@ -385,7 +401,13 @@ mod run {
 }
 
 fn render_command(args: RenderArgs) -> ExitCode {
-    let settings = Settings::from(args.settings);
+    let settings = match Settings::try_from(args.settings) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let rendered = Inputs::read(&args.filenames, &args.namespace).and_then(|inputs| render(&inputs, &settings));
     match rendered {
         Ok(rendered) => {

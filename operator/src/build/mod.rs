@@ -60,7 +60,7 @@ pub struct Children {
 pub fn build_children(input: &ValidatedServer<'_>, settings: &Settings) -> Children {
     Children {
         service_account: service_account::service_account(input),
-        network_policy: network_policy::network_policy(input),
+        network_policy: network_policy::network_policy(input, settings),
         policy_config_map: config_maps::policy_config_map(input),
         document_config_maps: config_maps::document_config_maps(input),
         external_secrets: external_secret::external_secrets(input),
@@ -291,6 +291,33 @@ spec:
         );
         let budget = children.pod_disruption_budget.unwrap().spec.unwrap();
         assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+
+        // An operator that knows its own pods lets them reach the MCP port (rollout truth asks
+        // each pod's GET /ready), from its namespace only.
+        let settings = Settings {
+            operator_pods: crate::settings::OperatorPods::from_parts(
+                Some("palisade-system"),
+                &["app.kubernetes.io/name=palisade-operator".to_owned()],
+            )
+            .unwrap(),
+            ..Settings::default()
+        };
+        let children = build_children(&validated, &settings);
+        let ingress = children.network_policy.unwrap().spec.unwrap().ingress.unwrap();
+        assert_eq!(ingress.len(), 2);
+        let operator = &ingress[1].from.as_ref().unwrap()[0];
+        assert_eq!(
+            operator.namespace_selector.as_ref().unwrap().match_labels,
+            Some([("kubernetes.io/metadata.name".to_owned(), "palisade-system".to_owned())].into())
+        );
+        assert_eq!(
+            operator.pod_selector.as_ref().unwrap().match_labels,
+            Some([("app.kubernetes.io/name".to_owned(), "palisade-operator".to_owned())].into())
+        );
+        assert_eq!(
+            ingress[1].ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(crate::ports::MCP))
+        );
         assert_eq!(budget.min_available, None);
     }
 

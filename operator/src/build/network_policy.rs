@@ -1,7 +1,9 @@
 //! The NetworkPolicy, when `spec.networkPolicy.enabled`: ingress to the server pods only on the
-//! MCP port from `ingressFrom` (default: every pod in the server's namespace) and on the metrics
-//! port from `metricsFrom` (default: nobody). Egress stays open: the server fetches JWKS and OIDC
-//! discovery documents from issuers anywhere.
+//! MCP port from `ingressFrom` (default: every pod in the server's namespace) and from the
+//! operator's own pods (whose rollout truth asks each pod's `GET /ready` which policy it serves;
+//! present when the operator knows its pods: [`crate::settings::OperatorPods`]), and on the
+//! metrics port from `metricsFrom` (default: nobody). Egress stays open: the server fetches JWKS
+//! and OIDC discovery documents from issuers anywhere.
 //!
 //! Numeric ports rather than the container port names: every network plugin supports them.
 //! Kubelet probes come from the node and are not subject to the policy on common plugins.
@@ -15,10 +17,11 @@ use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::meta::object_meta;
 use crate::names::{self, Component};
 use crate::ports;
+use crate::settings::Settings;
 use crate::validate::ValidatedServer;
 
 /// Builds the NetworkPolicy, or `None` when it is not switched on.
-pub fn network_policy(input: &ValidatedServer<'_>) -> Option<NetworkPolicy> {
+pub fn network_policy(input: &ValidatedServer<'_>, settings: &Settings) -> Option<NetworkPolicy> {
     let spec = input.server().spec.network_policy.as_ref().filter(|n| n.enabled)?;
     let ingress_from = if spec.ingress_from.is_empty() {
         // A pod selector without a namespace selector: every pod of this namespace.
@@ -30,6 +33,22 @@ pub fn network_policy(input: &ValidatedServer<'_>) -> Option<NetworkPolicy> {
         spec.ingress_from.clone()
     };
     let mut ingress = vec![rule(ingress_from, ports::MCP)];
+    if let Some(operator) = &settings.operator_pods {
+        ingress.push(rule(
+            vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(NAMESPACE_NAME_LABEL.to_owned(), operator.namespace.clone())].into()),
+                    match_expressions: None,
+                }),
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(operator.labels.clone()),
+                    match_expressions: None,
+                }),
+                ip_block: None,
+            }],
+            ports::MCP,
+        ));
+    }
     if !spec.metrics_from.is_empty() {
         ingress.push(rule(spec.metrics_from.clone(), ports::METRICS));
     }
@@ -46,6 +65,9 @@ pub fn network_policy(input: &ValidatedServer<'_>) -> Option<NetworkPolicy> {
         }),
     })
 }
+
+/// The label Kubernetes puts on every namespace, with its name (immutable, since 1.22).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 fn rule(from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
