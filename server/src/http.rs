@@ -557,16 +557,16 @@ fn shed(state: &AppState, snapshot: Option<&Snapshot>, ctx: &Context, reason: Sh
         Shed::RequestTimeout => (
             503,
             format!(
-                "Service Unavailable: the request took longer than {} s.\n\nAction: retry after the time in Retry-After.",
-                state.config.request_timeout.as_secs()
+                "Service Unavailable: the request took longer than {}.\n\nAction: retry after the time in Retry-After.",
+                seconds(state.config.request_timeout)
             ),
             Some(1),
         ),
         Shed::BodyTimeout => (
             408,
             format!(
-                "Request Timeout: the body did not arrive within {} s.\n\nAction: send the whole body at once.",
-                state.config.body_read_timeout.as_secs()
+                "Request Timeout: the body did not arrive within {}.\n\nAction: send the whole body at once.",
+                seconds(state.config.body_read_timeout)
             ),
             None,
         ),
@@ -591,6 +591,11 @@ fn shed(state: &AppState, snapshot: Option<&Snapshot>, ctx: &Context, reason: Sh
         Some(seconds) => retry_after(response, seconds),
         None => response,
     }
+}
+
+/// A timeout as the messages say it: `30 s`, `0.2 s`.
+fn seconds(duration: Duration) -> String {
+    format!("{} s", duration.as_secs_f64())
 }
 
 fn retry_after(mut response: Response, seconds: u64) -> Response {

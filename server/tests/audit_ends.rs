@@ -97,6 +97,69 @@ async fn a_client_that_goes_away_while_served_is_audited() {
     assert!(last.get("http_status").is_none(), "nothing was sent: {last}");
 }
 
+#[tokio::test]
+async fn a_request_cut_by_the_request_timeout_is_answered_503_and_audited() {
+    let fx = Fixture::company_info();
+    let token = fx.token(&["public:read"]);
+    // --request-timeout 200ms, and a body timeout far above it: the request timeout decides.
+    let mut config = fx.state.config.clone();
+    config.request_timeout = Duration::from_millis(200);
+    config.body_read_timeout = Duration::from_secs(30);
+    let (sink, audit) = AuditSink::memory();
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState::new(config, metrics.clone(), sink, reqwest::Client::new()));
+    assert!(state.reload().expect("the policy loads"));
+    let app = palisade_server::http::app(state);
+
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.oneshot(tools_list(Some(&token), Body::new(NeverArrives))),
+    )
+    .await
+    .expect("answered, not left waiting")
+    .expect("response");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("a JSON-RPC error");
+    assert_eq!(body["error"]["code"], -32603, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Service Unavailable: the request took longer than 0.2 s.")),
+        "{body}"
+    );
+
+    let events = audit.events();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("authentication", "ok"), ("request", "request_timeout")],
+        "{events:#?}"
+    );
+    assert_eq!(events[1]["http_status"], 503);
+    assert_eq!(events[1]["request_id"], "end-1");
+    let scrape = metrics.encode();
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l == r#"palisade_requests_shed_total{reason="request_timeout"} 1"#),
+        "{scrape}"
+    );
+}
+
 /// A body whose data never comes.
 struct NeverArrives;
 
