@@ -601,6 +601,15 @@ async fn first_reconcile_applies_every_child_in_order_and_writes_the_status() {
     assert_eq!(applies(&again), applies(&calls));
     assert!(status_patch(&again).is_none(), "an unchanged status is not written");
     assert!(events(&again).is_empty(), "no event without a change");
+    // The same children as the first reconcile pruned: no list of children again.
+    let prune_lists = |calls: &[Call]| {
+        calls
+            .iter()
+            .filter(|c| c.method == Method::GET && c.query.contains("labelSelector="))
+            .count()
+    };
+    assert!(prune_lists(&calls) >= 7, "the first reconcile prunes every kind");
+    assert_eq!(prune_lists(&again), 0, "the second lists nothing to prune");
 }
 
 #[tokio::test]

@@ -16,6 +16,13 @@
 //! second field manager first applies the live replica count ([`replicas_handover`]), so that
 //! dropping the field does not reset the Deployment to one pod before the autoscaler acts.
 //!
+//! The lists of pruning cost one request per kind (eight), more than the applies. They are
+//! skipped when the same set of children was applied and pruned for this McpServer (its uid)
+//! before, less than [`PRUNE_AT_LEAST_EVERY`] ago, by this process ([`PruneMemory`]): the set
+//! changes with every spec change that could leave a child behind (a kind switched off, a
+//! collection removed, a rename), a new process (an upgrade, another leader) remembers nothing
+//! and prunes on its first reconcile of each server, and a failed prune is not remembered.
+//!
 //! Deleting the McpServer itself needs nothing here: every child has a controller owner
 //! reference, and Kubernetes' garbage collector removes them (no finalizer).
 
@@ -66,8 +73,50 @@ pub fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-/// Applies `children` of `owner`, then deletes the children it no longer wants.
-pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Result<Applied, ApplyError> {
+/// How long a prune of the same set of children is remembered: a full prune at least this often.
+pub const PRUNE_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Which set of children was last pruned for each McpServer (by uid), and when.
+#[derive(Debug, Default)]
+pub struct PruneMemory {
+    last: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
+}
+
+impl PruneMemory {
+    /// Whether `uid`'s children, applied as `fingerprint`, must be listed for pruning at `now`.
+    pub fn needed(&self, uid: &str, fingerprint: u64, now: std::time::Instant) -> bool {
+        let last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !last
+            .get(uid)
+            .is_some_and(|(f, at)| *f == fingerprint && now.saturating_duration_since(*at) < PRUNE_AT_LEAST_EVERY)
+    }
+
+    /// Remembers that `uid`'s children, applied as `fingerprint`, were pruned at `now`.
+    pub fn pruned(&self, uid: &str, fingerprint: u64, now: std::time::Instant) {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(uid.to_owned(), (fingerprint, now));
+    }
+}
+
+/// The set of applied children (and whether the ExternalSecret kind is served), hashed.
+fn fingerprint(applied: &BTreeSet<(ChildKind, &str)>, external_secrets: ExternalSecrets) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    applied.hash(&mut hasher);
+    (external_secrets == ExternalSecrets::NotInstalled).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Applies `children` of `owner`, then deletes the children it no longer wants (unless `memory`
+/// says the same set was pruned recently).
+pub async fn apply(
+    client: &Client,
+    owner: Owner<'_>,
+    children: &Children,
+    memory: &PruneMemory,
+) -> Result<Applied, ApplyError> {
     let mut deployment = None;
     let mut synced_states = Vec::new();
     let mut external_secrets = if children.external_secrets.is_empty() {
@@ -116,15 +165,19 @@ pub async fn apply(client: &Client, owner: Owner<'_>, children: &Children) -> Re
 
     let applied: BTreeSet<(ChildKind, &str)> = children.iter().map(|c| (c.child_kind(), c.name())).collect();
     let mut deleted = Vec::new();
-    for &kind in ChildKind::ALL {
-        if kind == ChildKind::ExternalSecret && external_secrets == ExternalSecrets::NotInstalled {
-            continue;
+    let fingerprint = fingerprint(&applied, external_secrets);
+    if memory.needed(owner.uid, fingerprint, std::time::Instant::now()) {
+        for &kind in ChildKind::ALL {
+            if kind == ChildKind::ExternalSecret && external_secrets == ExternalSecrets::NotInstalled {
+                continue;
+            }
+            let existing = list_children(client, owner, kind).await?;
+            for name in stale(&existing, kind, &applied, owner.uid) {
+                delete_child(client, owner, kind, &name).await?;
+                deleted.push(format!("{} {name}", kind.as_str()));
+            }
         }
-        let existing = list_children(client, owner, kind).await?;
-        for name in stale(&existing, kind, &applied, owner.uid) {
-            delete_child(client, owner, kind, &name).await?;
-            deleted.push(format!("{} {name}", kind.as_str()));
-        }
+        memory.pruned(owner.uid, fingerprint, std::time::Instant::now());
     }
     Ok(Applied {
         deployment,
@@ -303,6 +356,21 @@ mod tests {
                 "uid-s"
             ),
             ["s-policy"]
+        );
+    }
+
+    #[test]
+    fn a_prune_is_remembered_for_the_same_children_and_at_most_an_hour() {
+        let memory = PruneMemory::default();
+        let start = std::time::Instant::now();
+        assert!(memory.needed("uid-s", 1, start), "nothing remembered: prune");
+        memory.pruned("uid-s", 1, start);
+        assert!(!memory.needed("uid-s", 1, start + std::time::Duration::from_secs(60)));
+        assert!(memory.needed("uid-s", 2, start), "another set of children");
+        assert!(memory.needed("uid-other", 1, start), "another server");
+        assert!(
+            memory.needed("uid-s", 1, start + PRUNE_AT_LEAST_EVERY),
+            "at least hourly"
         );
     }
 

@@ -93,6 +93,8 @@ pub struct Context {
     pub pods: Store<Pod>,
     /// Asks a pod which policy it serves.
     pub probe: Arc<dyn rollout::ReadyProbe>,
+    /// Which children were pruned for each server, so that an unchanged set is not listed again.
+    pub pruned: apply::PruneMemory,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -119,6 +121,7 @@ impl Context {
             metrics,
             pods: kube::runtime::reflector::store().0,
             probe: Arc::new(rollout::HttpReadyProbe),
+            pruned: apply::PruneMemory::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -297,7 +300,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         .annotations
         .as_ref()
         .and_then(|a| a.get(names::POLICY_HASH_ANNOTATION).cloned());
-    let applied = match apply::apply(&ctx.client, owner, &children).await {
+    let applied = match apply::apply(&ctx.client, owner, &children, &ctx.pruned).await {
         Ok(applied) => applied,
         Err(error) => {
             observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
