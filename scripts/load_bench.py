@@ -16,6 +16,11 @@ CPU the idle ones use during each point is measured and reported):
 - **rmcp baseline**: the two tools on the official Rust SDK (rmcp 3.9), stateless Streamable HTTP,
   JSON responses, no auth (bench/rmcp-baseline): what the SDK would cost against Palisade's own
   JSON-RPC layer.
+- **Palisade at the baseline commit** (with `--baseline-commit`; `make bench` names the last
+  commit before the server's hardening): the release palisade-server of that commit
+  (scripts/build_baseline.sh), its own company-info sample compiled by itself, the same issuers,
+  keys and tokens, loaded with HS256 `tools/call` and `tools/list` in the same shuffled rounds, so
+  that a regression shows as a same-run ratio.
 
 Every server gets the same requests (a legacy-revision `tools/call` of `get_public_info` and a
 `tools/list`, no `MCP-Protocol-Version` header) and, where it authenticates, the same HS256 token.
@@ -72,7 +77,8 @@ LIST = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
 METHODS = {"tools/call": CALL, "tools/list": LIST}
 # Display order of the rows: (server, authentication).
 ORDER = [("Palisade", "anonymous"), ("Palisade", "HS256"), ("Palisade", "RS256"), ("Palisade", "API key"),
-         ("rmcp baseline", "none"), ("FastMCP peer", "HS256"), ("ceiling", "none")]
+         ("Palisade baseline", "HS256"), ("rmcp baseline", "none"), ("FastMCP peer", "HS256"), ("ceiling", "none")]
+BASELINE_WORK = WORK / "baseline"
 T0 = time.time()
 
 
@@ -160,8 +166,10 @@ def serve_jwks(jwks: dict) -> int:
     return port
 
 
-def prepare() -> dict:
-    """Compiles the sample, adds the bench issuers, keys and anonymous binding; returns tokens."""
+def prepare(baseline: pathlib.Path | None = None) -> dict:
+    """Compiles the sample, adds the bench issuers, keys and anonymous binding; returns tokens.
+    With `baseline` (a palisade-server of another commit), also compiles that commit's own sample
+    with it into BASELINE_WORK, with the same issuers, keys and binding."""
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     out = subprocess.run(
@@ -192,6 +200,8 @@ def prepare() -> dict:
     auth["issuers"].append({
         "issuer": RS_ISSUER, "audiences": [resource], "algorithms": ["RS256"],
         "keys": {"jwksUri": f"http://127.0.0.1:{jwks_port}/jwks.json"},
+        # Plain HTTP on loopback: the server refuses http:// key URLs unless told so.
+        "allowInsecureHttp": True,
     })
 
     api_key = "pk_bench_" + secrets.token_hex(16)
@@ -204,6 +214,8 @@ def prepare() -> dict:
     auth["allowAnonymous"] = True
     policy["bindings"].append({"role": "employee", "anonymous": True})
     (WORK / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
+    if baseline is not None:
+        prepare_baseline(baseline, resource, hmac_key)
 
     now = int(time.time())
     claims = {"sub": "bench", "aud": resource, "iat": now, "exp": now + 3 * 3600, "scope": "public:read"}
@@ -222,6 +234,28 @@ def prepare() -> dict:
         },
         "both_scopes": "Authorization: Bearer " + jwt.encode(both, hmac_key, "HS256"),
     }
+
+
+def prepare_baseline(binary: pathlib.Path, resource: str, hmac_key: bytes) -> None:
+    """The baseline's policy: its own sample (target/baseline/<commit>/src), compiled by itself,
+    loopback issuers only, the same HMAC key; it must accept the same HS256 tokens."""
+    BASELINE_WORK.mkdir(parents=True)
+    sample = binary.parent / "src" / "config" / "samples" / "company-info.yaml"
+    out = subprocess.run(
+        [binary, "policy", "compile", sample,
+         "--secrets-dir", BASELINE_WORK / "secrets", "--documents-dir", BASELINE_WORK / "documents"],
+        check=True, capture_output=True, text=True).stdout
+    policy = yaml.safe_load(out)
+    auth = policy["authentication"]
+    if auth["resource"] != resource:
+        raise SystemExit(f"the baseline's sample has resource {auth['resource']}, not {resource}")
+    auth["issuers"] = [i for i in auth["issuers"] if "hmacKeyFile" in i["keys"]]
+    for issuer in auth["issuers"]:
+        if issuer["issuer"] == HS_ISSUER:
+            key_file = pathlib.Path(issuer["keys"]["hmacKeyFile"])
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_bytes(hmac_key)
+    (BASELINE_WORK / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -409,6 +443,8 @@ def main() -> None:
     parser.add_argument("--peer-workers", type=int, default=len(os.sched_getaffinity(0)),
                         help="uvicorn worker processes of the peer (default: one per core, its fastest)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the shuffled order")
+    parser.add_argument("--baseline-commit",
+                        help="also load palisade-server built at this commit (scripts/build_baseline.sh), same run")
     parser.add_argument("--only", help="comma-separated servers to load (Palisade, rmcp, FastMCP, ceiling)")
     parser.add_argument("--no-write", action="store_true", help="print the report, leave docs/ alone")
     args = parser.parse_args()
@@ -441,7 +477,15 @@ def main() -> None:
     if venv_error:
         raise SystemExit(f"cannot install the peer: {venv_error[0]}")
 
-    tokens = prepare()
+    baseline = None
+    if args.baseline_commit:
+        t = time.time()
+        baseline = pathlib.Path(subprocess.run(
+            [ROOT / "scripts" / "build_baseline.sh", args.baseline_commit],
+            check=True, capture_output=True, text=True).stdout.strip())
+        setup["baseline build"] = time.time() - t
+        log(f"baseline: {baseline}")
+    tokens = prepare(baseline)
     headers = tokens["headers"]
     document = read_all(tokens["public_dir"])
     audit_path = WORK / "audit.log"
@@ -461,10 +505,19 @@ def main() -> None:
         port = free_port()
         servers["rmcp baseline"] = Server("rmcp baseline", [
             binaries["rmcp"], f"127.0.0.1:{port}", tokens["public_dir"], tokens["confidential_dir"]], port)
+        if baseline is not None:
+            port = free_port()
+            servers["Palisade baseline"] = Server("Palisade baseline", [
+                baseline, "serve", "--policy-file", BASELINE_WORK / "policy.yaml",
+                "--documents-dir", BASELINE_WORK / "documents",
+                "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{free_port()}",
+                "--audit-log", "stdout", "--log", "warn"], port, stdout=audit)
         for server in servers.values():
             server.wait_listening()
 
         log("checking every server and variant")
+        if baseline is not None:
+            verify(servers["Palisade baseline"], headers["HS256"], document, ["get_public_info"])
         results_of = verify(servers["Palisade"], headers["HS256"], document, ["get_public_info"])
         for variant in ("anonymous", "RS256", "API key"):
             verify(servers["Palisade"], headers[variant], document, ["get_public_info"])
@@ -487,6 +540,8 @@ def main() -> None:
                  if method == "tools/call" or variant == "HS256"]
         cases += [(name, auth, method) for method in METHODS
                   for name, auth in (("rmcp baseline", "none"), ("FastMCP peer", "HS256"), ("ceiling", "none"))]
+        if baseline is not None:
+            cases += [("Palisade baseline", "HS256", method) for method in METHODS]
         if args.only:
             cases = [case for case in cases if any(o.strip() and o.strip().lower() in case[0].lower()
                                                    for o in args.only.split(","))]
@@ -548,6 +603,9 @@ def main() -> None:
 
     facts = machine_facts(args, repetitions, start_what, setup, interference,
                           [r for k, v in results.items() if k[0] == "Palisade" for r in v])
+    facts["baseline_commit"] = (subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.baseline_commit],
+                                               capture_output=True, text=True).stdout.strip()
+                                if args.baseline_commit else None)
     (WORK / "results.json").write_text(json.dumps(
         {"facts": facts, "results": [{"server": k[0], "auth": k[1], "method": k[2], "connections": k[3],
                                       "runs": v} for k, v in results.items()]}, indent=1))
@@ -695,6 +753,21 @@ def report(results: dict, connections: list, f: dict) -> str:
                 f"{ratio(rps('rmcp baseline', 'none', method, c), rps('ceiling', 'none', method, c))} | "
                 f"{ratio(anon, rps('rmcp baseline', 'none', method, c))} | {ratio(hs, anon)} | "
                 f"{ratio(rps('Palisade', 'RS256', method, c), hs)} | {ratio(rps('Palisade', 'API key', method, c), hs)} |")
+
+    if f.get("baseline_commit"):
+        lines += ["", f"Palisade now against Palisade at commit {f['baseline_commit']} (the last commit before the "
+                  "server's bounded edge, issuer-qualified identities and the sharded rate limiter), HS256, "
+                  "same run, same rounds; a ratio of 1.00 is no change:", "",
+                  "| request | connections | requests/s now / baseline | p50 now / baseline | p99 now / baseline |",
+                  "|---|---|---|---|---|"]
+        for method in METHODS:
+            for c in connections:
+                now, base = ("Palisade", "HS256", method, c), ("Palisade baseline", "HS256", method, c)
+                if now in results and base in results:
+                    lines.append(
+                        f"| `{method}` | {c} | {ratio(med(results, now, 'rps'), med(results, base, 'rps'))} | "
+                        f"{ratio(med(results, now, 'p50_us'), med(results, base, 'p50_us'))} | "
+                        f"{ratio(med(results, now, 'p99_us'), med(results, base, 'p99_us'))} |")
 
     aims = []
 
