@@ -4,8 +4,11 @@ export CARGO_TERM_COLOR ?= never
 E2E_DEPS := target/e2e-deps
 DEV := target/dev
 SERVER := target/debug/palisade-server
+# The commit `make bench` loads side by side with the current server: the last one before the
+# server's hardening (issue 13), built once by scripts/build_baseline.sh.
+BENCH_BASELINE ?= bbf686a
 
-.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down fuzz
+.PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down fuzz soak
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -13,6 +16,8 @@ help: ## List the targets
 test: test-deps lint e2e-deps cluster-build ## Format check, clippy, and every test (unit, property, end-to-end with real clients, the cluster suite)
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
+	$(CARGO) build --locked -p palisade-server
+	$(E2E_DEPS)/venv/bin/python scripts/soak.py --server $(SERVER) --duration 120
 
 lint: ## cargo fmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -25,14 +30,19 @@ crds: ## Regenerate the CRD YAML in crds/, its copies in the chart, and docs/crd
 	$(CARGO) run -q -p palisade-operator -- crds --out-dir crds --reference docs/crd-reference.md
 	scripts/sync_chart_crds.sh
 
-bench: e2e-deps ## Criterion and load benchmarks; figures written to docs/benchmarks.md
+bench: e2e-deps cluster-build ## Criterion, load and API-cost benchmarks; figures written to docs/benchmarks.md
 	$(CARGO) bench -p palisade-crds --bench evaluator -- --noplot
 	$(CARGO) bench -p palisade-operator --bench reconcile -- --noplot
 	$(CARGO) run --release -q -p palisade-operator --example cache_memory > target/operator-cache-memory.json
 	python3 scripts/bench_report.py
+	PALISADE_BENCH_REPORT=$(CURDIR)/docs/benchmarks.md $(CARGO) test --locked -p palisade-cluster --test cluster -- event_cost
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
-	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py
+	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py --baseline-commit $(BENCH_BASELINE)
+
+soak: e2e-deps ## 30 minutes of mixed load against the release server; figures in docs/soak.md
+	$(CARGO) build --release --locked -p palisade-server
+	$(E2E_DEPS)/venv/bin/python scripts/soak.py --server target/release/palisade-server --duration 1800 --report docs/soak.md
 
 fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly); totals in docs/fuzzing.md
 	scripts/fuzz.sh
