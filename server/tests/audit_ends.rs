@@ -82,10 +82,7 @@ async fn a_client_that_goes_away_while_served_is_audited() {
         "the request waits for its body"
     );
     let events = fx.take_events();
-    let kinds: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or("")))
-        .collect();
+    let kinds = kinds_and_reasons(&events);
     assert_eq!(
         kinds,
         [("authentication", "ok"), ("request", "client_disconnected")],
@@ -140,10 +137,7 @@ async fn a_request_cut_by_the_request_timeout_is_answered_503_and_audited() {
     );
 
     let events = audit.events();
-    let kinds: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or("")))
-        .collect();
+    let kinds = kinds_and_reasons(&events);
     assert_eq!(
         kinds,
         [("authentication", "ok"), ("request", "request_timeout")],
@@ -158,6 +152,14 @@ async fn a_request_cut_by_the_request_timeout_is_answered_503_and_audited() {
             .any(|l| l == r#"palisade_requests_shed_total{reason="request_timeout"} 1"#),
         "{scrape}"
     );
+}
+
+/// `(kind, reason)` of each audit event.
+fn kinds_and_reasons(events: &[serde_json::Value]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or(""), e["reason"].as_str().unwrap_or("")))
+        .collect()
 }
 
 /// A body whose data never comes.

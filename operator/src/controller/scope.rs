@@ -87,76 +87,74 @@ impl WatchScope {
         }
     }
 
-    /// The watcher events of `K` in the scope, with the meaning of one watch (for a reflector
-    /// store): see [`merge`].
-    pub fn events<K>(
+    /// One watcher per `Api` of [`WatchScope::apis`], each with kube's default back-off.
+    fn watchers<K: Watchable>(
         &self,
         client: &Client,
         config: &watcher::Config,
-    ) -> BoxStream<'static, Result<Event<K>, watcher::Error>>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        let mut watches: Vec<_> = self
-            .apis::<K>(client)
+    ) -> Vec<BoxStream<'static, Result<Event<K>, watcher::Error>>> {
+        self.apis::<K>(client)
             .into_iter()
             .map(|api| watch(api, config.clone()).default_backoff().boxed())
-            .collect();
+            .collect()
+    }
+
+    /// The watcher events of `K` in the scope, with the meaning of one watch (for a reflector
+    /// store): see [`merge`].
+    pub fn events<K: Watchable>(
+        &self,
+        client: &Client,
+        config: &watcher::Config,
+    ) -> BoxStream<'static, Result<Event<K>, watcher::Error>> {
+        let mut watches = self.watchers::<K>(client, config);
         if watches.len() == 1 {
             return watches.remove(0);
         }
         merge(watches).boxed()
     }
 
-    /// The objects of `K` in the scope that were created, changed or deleted, for a controller's
-    /// `owns_stream` or `watches_stream` (which need no consistent listing).
-    pub fn touched<K>(&self, client: &Client, config: &watcher::Config) -> BoxStream<'static, Result<K, watcher::Error>>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        stream::select_all(
-            self.apis::<K>(client)
-                .into_iter()
-                .map(|api| watch(api, config.clone()).default_backoff().touched_objects().boxed()),
-        )
-        .boxed()
-    }
-
     /// The raw watcher events of `K`, every namespace's interleaved (for filters that look at
     /// single objects, never at listings).
-    pub fn raw_events<K>(
+    pub fn raw_events<K: Watchable>(
         &self,
         client: &Client,
         config: &watcher::Config,
-    ) -> BoxStream<'static, Result<Event<K>, watcher::Error>>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
-        stream::select_all(
-            self.apis::<K>(client)
-                .into_iter()
-                .map(|api| watch(api, config.clone()).default_backoff().boxed()),
-        )
-        .boxed()
+    ) -> BoxStream<'static, Result<Event<K>, watcher::Error>> {
+        stream::select_all(self.watchers::<K>(client, config)).boxed()
     }
+
+    /// The objects of `K` in the scope that were created, changed or deleted, for a controller's
+    /// `owns_stream` or `watches_stream` (which need no consistent listing).
+    pub fn touched<K: Watchable>(
+        &self,
+        client: &Client,
+        config: &watcher::Config,
+    ) -> BoxStream<'static, Result<K, watcher::Error>> {
+        self.raw_events::<K>(client, config).touched_objects().boxed()
+    }
+}
+
+/// A namespaced kind the operator can watch per namespace.
+pub trait Watchable:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Watchable for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
 }
 
 /// Whether `name` is a DNS-1123 label (a namespace name).
