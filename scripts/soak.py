@@ -1399,7 +1399,8 @@ def main() -> int:
             failures.append(f"the server's log says {needle!r}")
 
     warm = args.duration * args.warmup
-    after_warmup = [s for s in sampler.samples if s[0] >= warm]
+    # The load's samples after the warm-up (not those of its stop, while the slow clients finish).
+    after_warmup = [s for s in sampler.samples if warm <= s[0] <= args.duration]
     rss = [s[1] for s in after_warmup]
     fds = [s[2] for s in after_warmup]
     threads = [s[3] for s in after_warmup]
@@ -1468,6 +1469,12 @@ def main() -> int:
                f"2 × {soak.connections()} connections of the generator + 3 of the server's own = {fd_bound}). "
                f"Threads: "
                f"{min(threads)}–{max(threads)}.")
+    tenths = []
+    for i in range(10):
+        part = [s for s in sampler.samples if args.duration * i / 10 <= s[0] < args.duration * (i + 1) / 10]
+        if part:
+            tenths.append(f"{statistics.median(x[1] for x in part) / 1024:.1f}/{max(x[2] for x in part)}")
+    out.append(f"- **By tenth of the run** (median RSS MiB / most fds): {', '.join(tenths)}.")
     out.append("- **Chaos** (seconds since the load began):")
     for at, what in soak.chaos_log:
         out.append(f"  - {at:6.1f} s: {what}")
