@@ -151,7 +151,7 @@ label_values!(
 );
 label_values!(
     /// Result of a JWKS (or OIDC discovery) fetch.
-    JwksResult { Success => "success", Failure => "failure", RateLimited => "rate_limited" }
+    JwksResult { Success => "success", Failure => "failure", RateLimited => "rate_limited", Busy => "busy" }
 );
 label_values!(
     /// Which mounted input a reload was about.
@@ -490,13 +490,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a JWKS / discovery fetch of `issuer` (from the policy). `result` is `success`, `failure` or
-    /// `rate_limited`; any other value is a bug, logged and not recorded.
+    /// Counts a JWKS / discovery fetch of `issuer` (from the policy). `result` is `success`, `failure`,
+    /// `rate_limited` or `busy`; any other value is a bug, logged and not recorded.
     pub fn jwks_fetched(&self, issuer: &str, result: &str) {
         let result = match result {
             "success" => JwksResult::Success,
             "failure" => JwksResult::Failure,
             "rate_limited" => JwksResult::RateLimited,
+            "busy" => JwksResult::Busy,
             unknown => {
                 tracing::warn!(result = unknown, "unknown JWKS fetch result not counted");
                 return;

@@ -12,6 +12,11 @@
 //! - A token whose `kid` is not in the cache triggers one refetch, at most once per
 //!   `min_refetch_interval` per issuer: a flood of made-up `kid`s costs the IdP one request per
 //!   interval, not one per token.
+//! - At most [`MAX_FETCH_WAITERS`] requests wait for a running fetch of one issuer; the others
+//!   go on at once with the cached keys. A hanging IdP therefore holds at most that many of the
+//!   server's request places (its fetch times out after 5 s), and a flood of made-up `kid`s
+//!   cannot shed valid callers. Requests that waited for a fetch take its outcome and do not
+//!   fetch again.
 //! - When a refetch fails, the cached keys keep serving (the IdP being down must not lock
 //!   callers out); only when there never were keys does verification answer 503.
 //! - OIDC discovery (`<issuer>/.well-known/openid-configuration`) must return the same `issuer`
@@ -24,7 +29,7 @@
 //! ignored), or accept keys over anything but the configured URLs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +44,10 @@ use super::cluster_issuer::ServiceAccountIssuerFiles;
 /// The share of the TTL after which a request starts a background refresh: 4/5, so that the
 /// keys are renewed before they expire.
 pub const REFRESH_AT: (u32, u32) = (4, 5);
+
+/// How many requests may wait for one issuer's running key fetch. The others do not wait: an
+/// unknown `kid` is then refused as unknown (401), and an issuer with no keys yet answers 503.
+pub const MAX_FETCH_WAITERS: usize = 4;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -83,6 +92,8 @@ pub enum FetchResult {
     Failure,
     /// An unknown `kid` did not trigger a fetch: the last one was too recent.
     RateLimited,
+    /// A request did not wait for the running fetch: [`MAX_FETCH_WAITERS`] already did.
+    Busy,
 }
 
 impl FetchResult {
@@ -92,6 +103,7 @@ impl FetchResult {
             Self::Success => "success",
             Self::Failure => "failure",
             Self::RateLimited => "rate_limited",
+            Self::Busy => "busy",
         }
     }
 }
@@ -121,8 +133,32 @@ pub struct JwksCache {
     allow_insecure_http: bool,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
+    /// Requests waiting for the running fetch (at most [`MAX_FETCH_WAITERS`]).
+    waiters: AtomicUsize,
+    /// Fetches attempted so far: a request that waited for one takes its outcome.
+    attempts: AtomicU64,
     /// A background refresh is running.
     refreshing: AtomicBool,
+}
+
+/// One request's place among the waiters of a fetch, given back when it ends or is dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn join(waiters: &'a AtomicUsize) -> Option<Self> {
+        waiters
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_FETCH_WAITERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(waiters))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why keys could not be fetched (logged; callers see 503 or the cached keys).
@@ -173,6 +209,8 @@ impl JwksCache {
             allow_insecure_http: false,
             state: RwLock::new(State::default()),
             fetching: tokio::sync::Mutex::new(()),
+            waiters: AtomicUsize::new(0),
+            attempts: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
         }
     }
@@ -242,8 +280,25 @@ impl JwksCache {
     /// Fetches unless another task just did, or a fetch was attempted less than
     /// `min_refetch_interval` ago: an unreachable IdP or a flood of unknown `kid`s costs the IdP
     /// at most one request per interval, and callers never queue behind a stream of timeouts.
+    /// While a fetch runs, at most [`MAX_FETCH_WAITERS`] callers wait for it (and take its
+    /// outcome); the others return at once.
     async fn refresh(&self, unknown_kid: bool) {
-        let _guard = self.fetching.lock().await;
+        let attempts = self.attempts.load(Ordering::Acquire);
+        let _guard = match self.fetching.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                let Some(_waiting) = Waiting::join(&self.waiters) else {
+                    (self.observer)(&self.issuer, FetchResult::Busy);
+                    return;
+                };
+                let guard = self.fetching.lock().await;
+                // The fetch this caller waited for has its outcome: no second one.
+                if self.attempts.load(Ordering::Acquire) != attempts {
+                    return;
+                }
+                guard
+            }
+        };
         let (_, fetched_at, last_attempt) = self.snapshot();
         let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
         // Another task refreshed while this one waited for the lock.
@@ -257,7 +312,9 @@ impl JwksCache {
             return;
         }
         self.state.write().expect("jwks state lock").last_attempt = Some(Instant::now());
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        self.attempts.fetch_add(1, Ordering::AcqRel);
+        match fetched {
             Ok((keys, jwks_uri)) => {
                 tracing::info!(issuer = %self.issuer, keys = keys.len(), "fetched signing keys");
                 let mut state = self.state.write().expect("jwks state lock");
@@ -472,17 +529,17 @@ mod tests {
         url
     }
 
+    /// The HTTP client of the caches, with the process's crypto provider installed (as `main`
+    /// does), so that each test also runs alone.
+    fn client() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        http_client_builder().build().unwrap()
+    }
+
     fn cache(issuer: &str, location: KeyLocation, ttl: Duration, insecure: bool) -> Arc<JwksCache> {
         Arc::new(
-            JwksCache::new(
-                issuer,
-                location,
-                ttl,
-                Duration::ZERO,
-                http_client_builder().build().unwrap(),
-                Arc::new(|_, _| {}),
-            )
-            .allow_insecure_http(insecure),
+            JwksCache::new(issuer, location, ttl, Duration::ZERO, client(), Arc::new(|_, _| {}))
+                .allow_insecure_http(insecure),
         )
     }
 
@@ -549,6 +606,62 @@ mod tests {
         keys.keys_for(Some("k2")).await.unwrap();
         wait_for("rediscovery", &state.discoveries, 2).await;
         wait_for("refetch", &state.jwks, 3).await;
+    }
+
+    #[tokio::test]
+    async fn a_hanging_idp_holds_only_a_few_requests_and_is_asked_once() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        let url = idp(state.clone()).await;
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let observed = results.clone();
+        // No refetch interval: only the waiting rule keeps the IdP from being asked again.
+        let keys = Arc::new(
+            JwksCache::new(
+                &url,
+                KeyLocation::JwksUri(format!("{url}/jwks")),
+                Duration::from_secs(3600),
+                Duration::ZERO,
+                client(),
+                Arc::new(move |_, result| observed.lock().unwrap().push(result)),
+            )
+            .allow_insecure_http(true),
+        );
+        keys.keys_for(Some("k1")).await.unwrap();
+
+        // The IdP now hangs for 1.5 s; 20 tokens with made-up kids arrive at once.
+        *state.delay.lock().unwrap() = Duration::from_millis(1500);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let keys = keys.clone();
+                tokio::spawn(async move {
+                    let found = keys.keys_for(Some(&format!("made-up-{i}"))).await.unwrap();
+                    (found.len(), started.elapsed())
+                })
+            })
+            .collect();
+        let mut waited = 0;
+        for task in tasks {
+            let (found, took) = task.await.unwrap();
+            assert_eq!(found, 0, "a made-up kid matches no key");
+            if took >= Duration::from_millis(1000) {
+                waited += 1;
+            } else {
+                assert!(took < Duration::from_millis(500), "a request waited {took:?}");
+            }
+        }
+        // The one that fetched and MAX_FETCH_WAITERS others waited; the rest went on at once.
+        assert_eq!(waited, 1 + MAX_FETCH_WAITERS);
+        assert_eq!(
+            state.jwks.load(Ordering::SeqCst),
+            2,
+            "the waiters took the fetch's outcome"
+        );
+        let results = results.lock().unwrap();
+        let busy = results.iter().filter(|r| **r == FetchResult::Busy).count();
+        assert_eq!(busy, 20 - 1 - MAX_FETCH_WAITERS);
+        assert_eq!(keys.waiters.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
