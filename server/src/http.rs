@@ -742,9 +742,13 @@ async fn serve_mcp(
         slot.authenticated();
     }
 
-    // (source, subject): alice of one issuer never shares a bucket with alice of another.
-    let caller = crate::rate_limit::caller_key(&principal, ctx.client.as_deref());
-    if let Err(retry_after) = state.rate_limiter.check(&caller, Instant::now()) {
+    // (source, subject): alice of one issuer never shares a bucket with alice of another. The
+    // key is made only when there is a limit (it allocates).
+    let limited = state.rate_limiter.enabled().then(|| {
+        let caller = crate::rate_limit::caller_key(&principal, ctx.client.as_deref());
+        state.rate_limiter.check(&caller, Instant::now())
+    });
+    if let Some(Err(retry_after)) = limited {
         violation(state, Violation::RateLimited);
         audit_request(state, snapshot, ctx, Some(&principal), None, "rate_limited", 429);
         let mut response = rpc_error(
