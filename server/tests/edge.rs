@@ -1,7 +1,8 @@
 //! The bounded edge, on a real `palisade-server serve` process and real sockets: credentials are
 //! checked before the body is read, connections are capped (in total and unauthenticated per
 //! client address), slow and idle clients are cut by timeouts, requests over `--max-concurrency`
-//! are shed with 503 and `Retry-After`, and `--audit-required` fails closed. Each refusal is
+//! are shed with 503 and `Retry-After`, `--audit-required` fails closed, and an IdP that hangs
+//! cannot make tokens with made-up `kid`s hold the request places of valid callers. Each refusal is
 //! shown as the client sees it, with its audit event and metric.
 
 mod support;
@@ -404,4 +405,117 @@ async fn a_tool_call_denied_by_its_routing_headers_is_answered_before_its_body()
         ),
         (Some("authorization"), Some("get_confidential_info"), Some(403))
     );
+}
+
+/// A JWKS endpoint that accepts connections and never answers; counts them.
+async fn hanging_idp() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (address, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_idp_and_made_up_kids_do_not_shed_valid_callers() {
+    use palisade_crds::document::KeySource;
+    use support::{GOOGLE, raw_jwt};
+
+    let (idp, asked) = hanging_idp().await;
+    let fx = Fixture::build(support::Sample::CompanyInfo, |policy, _| {
+        let google = policy
+            .authentication
+            .issuers
+            .iter_mut()
+            .find(|i| i.issuer == GOOGLE)
+            .expect("the Google issuer");
+        google.keys = KeySource::JwksUri(format!("http://{idp}/jwks"));
+        google.allow_insecure_http = true;
+    });
+    // The default limits: 32 requests at once, a 5 s key fetch timeout, a 10 s refetch interval.
+    let server = Running::start(&fx, &[]);
+    let token = fx.token(&["public:read"]);
+    let mut claims = fx.claims("mallory@gmail.com", &["public:read"]);
+    claims["iss"] = json!(GOOGLE);
+    let until = Instant::now() + Duration::from_secs(7);
+
+    // 40 clients send tokens of the hanging issuer with made-up kids, one connection each.
+    let attackers: Vec<_> = (0..40)
+        .map(|i| {
+            let claims = claims.clone();
+            let address = server.address;
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut n = 0;
+                while Instant::now() < until {
+                    n += 1;
+                    let forged = raw_jwt(
+                        &json!({"alg": "RS256", "typ": "JWT", "kid": format!("made-up-{i}-{n}")}),
+                        &claims,
+                        &[7u8; 32],
+                    );
+                    let mut stream = TcpStream::connect(address).await.expect("connect");
+                    let request = format!("{}{TOOLS_LIST}", head(&bearer(&forged), TOOLS_LIST.len()));
+                    stream.write_all(request.as_bytes()).await.expect("send");
+                    match read_answer_async(&mut stream).await {
+                        Ok(answer) => statuses.push((answer.status, answer.json()["error"]["data"]["code"].clone())),
+                        Err(error) => statuses.push((0, json!(error.to_string()))),
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+
+    // Meanwhile a valid caller lists its tools every 50 ms on one connection.
+    let mut valid = Vec::new();
+    let mut stream = connect(&server).await;
+    let request = format!("{}{TOOLS_LIST}", head(&bearer(&token), TOOLS_LIST.len()));
+    while Instant::now() < until {
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let started = Instant::now();
+        let answer = read_answer_async(&mut stream).await.expect("answer");
+        valid.push((answer.status, started.elapsed()));
+        if answer.header("connection") == Some("close") {
+            stream = connect(&server).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut forged = Vec::new();
+    for attacker in attackers {
+        forged.extend(attacker.await.expect("attacker"));
+    }
+
+    let slowest = valid.iter().map(|(_, took)| *took).max().expect("answers");
+    eprintln!(
+        "edge: {} valid calls, slowest {slowest:?}; {} forged; the IdP was asked {} times",
+        valid.len(),
+        forged.len(),
+        asked.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(valid.iter().all(|(status, _)| *status == 200), "{valid:?}");
+    assert!(valid.len() > 50, "{valid:?}");
+    // The issuer never had keys: 503 KEYS_UNAVAILABLE, never a place taken from others.
+    assert!(
+        forged
+            .iter()
+            .all(|(status, code)| *status == 503 && code == "KEYS_UNAVAILABLE"),
+        "{:?}",
+        &forged[..forged.len().min(10)]
+    );
+    assert_eq!(
+        server.metric("palisade_requests_shed_total", r#"reason="overloaded""#),
+        0.0
+    );
+    // Most forged tokens did not wait for the hanging fetch: only 4 per issuer may.
+    assert!(server.metric("palisade_jwks_fetches_total", r#"result="busy""#) > 0.0);
+    // One fetch in the refetch interval, however many tokens asked for one.
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
