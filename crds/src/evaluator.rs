@@ -17,7 +17,8 @@
 //!
 //! [`Policy::new`] does all the work that does not depend on the caller: it resolves each tool's
 //! rule and interns every required scope, and precomputes which required scopes each role
-//! covers. A decision is then a few word-sized AND operations.
+//! covers. A decision is then a few word-sized AND operations. Names the document does not define
+//! (an upstream server's tools) are prepared the same way in a [`crate::catalog::Catalog`].
 
 use std::collections::HashMap;
 
@@ -107,6 +108,10 @@ pub enum Reason {
     UnknownTool,
     /// The server has no such collection.
     UnknownCollection,
+    /// Rules of equal specificity that disagree match the name (a name the policy document does
+    /// not define, from a [`crate::catalog::Catalog`]): denied, since neither rule is the one
+    /// that governs it.
+    AmbiguousRules,
 }
 
 impl Reason {
@@ -118,6 +123,7 @@ impl Reason {
             Self::NoMatchingRule => "no_matching_rule",
             Self::UnknownTool => "unknown_tool",
             Self::UnknownCollection => "unknown_collection",
+            Self::AmbiguousRules => "ambiguous_rules",
         }
     }
 }
@@ -129,7 +135,8 @@ pub struct Decision<'p> {
     pub effect: Effect,
     /// Why.
     pub reason: Reason,
-    /// The tool decided on (for a collection: the tool that grants or would grant it).
+    /// The tool decided on (for a collection: the tool that grants or would grant it); none for
+    /// a name of a [`crate::catalog::Catalog`].
     pub tool: Option<&'p ToolDefinition>,
     /// The rule that governs the tool.
     pub rule: Option<&'p ToolRule>,
@@ -179,12 +186,71 @@ impl ScopeSet {
     }
 }
 
+/// A tool (or any name) with the rule that governs it, its required scopes interned.
 #[derive(Debug)]
-struct PreparedTool {
+pub(crate) struct PreparedTool {
     required: ScopeSet,
     required_ids: Box<[u32]>,
-    rule: Option<usize>,
+    pub(crate) rule: Option<usize>,
     mode: PolicyMode,
+}
+
+/// Which rule governs a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resolution {
+    /// The most specific matching rule (any others at its specificity agree with it).
+    Rule(usize),
+    /// No rule matches.
+    NoRule,
+    /// Two rules at the top specificity require different scopes or modes.
+    Ambiguous(usize, usize),
+}
+
+/// The most specific rule matching `name`. Rules at that specificity must agree; a less specific
+/// disagreement is irrelevant, since the more specific rule decides.
+fn resolve(rules: &[ToolRule], patterns: &[ToolPattern], name: &str) -> Resolution {
+    let matching: Vec<(Specificity, usize)> = patterns
+        .iter()
+        .enumerate()
+        .filter(|(_, pattern)| pattern.matches(name))
+        .map(|(r, pattern)| (pattern.specificity(), r))
+        .collect();
+    let Some(top) = matching.iter().map(|&(s, _)| s).max() else {
+        return Resolution::NoRule;
+    };
+    let mut at_top = matching.iter().filter(|&&(s, _)| s == top).map(|&(_, r)| r);
+    let first = at_top.next().expect("a rule at the top specificity");
+    for other in at_top {
+        let (x, y) = (&rules[first], &rules[other]);
+        if x.required_scopes != y.required_scopes || x.mode != y.mode {
+            return Resolution::Ambiguous(first, other);
+        }
+    }
+    Resolution::Rule(first)
+}
+
+/// `rule` (or none) prepared over the interned scopes.
+fn prepare(
+    document: &PolicyDocument,
+    scope_index: &HashMap<String, u32>,
+    words: usize,
+    rule: Option<usize>,
+) -> PreparedTool {
+    let mut required = ScopeSet::empty(words);
+    let mut required_ids = Vec::new();
+    if let Some(r) = rule {
+        for scope in &document.rules[r].required_scopes {
+            let id = scope_index[scope];
+            required.insert(id as usize);
+            required_ids.push(id);
+        }
+    }
+    PreparedTool {
+        required,
+        required_ids: required_ids.into_boxed_slice(),
+        rule,
+        mode: rule.map_or(document.mode, |r| document.rules[r].mode),
+    }
 }
 
 /// The roles bound to the subjects and groups of one identity source.
@@ -206,6 +272,7 @@ pub struct Policy {
     hash: String,
     tools: Vec<PreparedTool>,
     tool_index: HashMap<String, usize>,
+    patterns: Vec<ToolPattern>,
     scopes: Vec<String>,
     scope_index: HashMap<String, u32>,
     roles: Vec<PreparedRole>,
@@ -249,8 +316,7 @@ impl Policy {
         }
         let words = scopes.len().div_ceil(64).max(1);
 
-        // Resolve each tool's rule: the most specific match. Rules at that specificity must agree;
-        // a less specific disagreement is irrelevant, since the more specific rule decides.
+        // Resolve each tool's rule: the most specific match, which must not be ambiguous.
         let patterns: Vec<ToolPattern> = document
             .rules
             .iter()
@@ -259,48 +325,22 @@ impl Policy {
         let mut tools = Vec::with_capacity(document.tools.len());
         let mut tool_index = HashMap::with_capacity(document.tools.len());
         for (t, tool) in document.tools.iter().enumerate() {
-            let matching: Vec<(Specificity, usize)> = patterns
-                .iter()
-                .enumerate()
-                .filter(|(_, pattern)| pattern.matches(&tool.name))
-                .map(|(r, pattern)| (pattern.specificity(), r))
-                .collect();
-            let top = matching.iter().map(|&(s, _)| s).max();
-            let mut best: Option<(Specificity, usize)> = None;
-            for &(specificity, r) in matching.iter().filter(|&&(s, _)| Some(s) == top) {
-                match best {
-                    Some((_, b)) => {
-                        let (x, y) = (&document.rules[b], &document.rules[r]);
-                        if x.required_scopes != y.required_scopes || x.mode != y.mode {
-                            problems.push(
-                                None,
-                                format!("tools[{}]", written_position[&tool.name]),
-                                format!(
-                                    "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes or modes; add a rule for the exact name",
-                                    tool.name, x.match_, y.match_
-                                ),
-                            );
-                        }
-                    }
-                    None => best = Some((specificity, r)),
+            let rule = match resolve(&document.rules, &patterns, &tool.name) {
+                Resolution::Rule(r) => Some(r),
+                Resolution::NoRule => None,
+                Resolution::Ambiguous(x, y) => {
+                    problems.push(
+                        None,
+                        format!("tools[{}]", written_position[&tool.name]),
+                        format!(
+                            "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes or modes; add a rule for the exact name",
+                            tool.name, document.rules[x].match_, document.rules[y].match_
+                        ),
+                    );
+                    None
                 }
-            }
-            let rule = best.map(|(_, r)| r);
-            let mut required = ScopeSet::empty(words);
-            let mut required_ids = Vec::new();
-            if let Some(r) = rule {
-                for scope in &document.rules[r].required_scopes {
-                    let id = scope_index[scope];
-                    required.insert(id as usize);
-                    required_ids.push(id);
-                }
-            }
-            tools.push(PreparedTool {
-                required,
-                required_ids: required_ids.into_boxed_slice(),
-                rule,
-                mode: rule.map_or(document.mode, |r| document.rules[r].mode),
-            });
+            };
+            tools.push(prepare(&document, &scope_index, words, rule));
             tool_index.insert(tool.name.clone(), t);
         }
         problems.into_result()?;
@@ -372,6 +412,7 @@ impl Policy {
             hash,
             tools,
             tool_index,
+            patterns,
             scopes,
             scope_index,
             roles,
@@ -382,6 +423,16 @@ impl Policy {
             collection_index,
             words,
         })
+    }
+
+    /// Which rule governs `name`, whether or not the document defines a tool of that name.
+    pub(crate) fn resolve(&self, name: &str) -> Resolution {
+        resolve(&self.document.rules, &self.patterns, name)
+    }
+
+    /// `rule` (or none) prepared over this policy's interned scopes.
+    pub(crate) fn prepare(&self, rule: Option<usize>) -> PreparedTool {
+        prepare(&self.document, &self.scope_index, self.words, rule)
     }
 
     /// The normalized document.
@@ -503,6 +554,15 @@ impl Policy {
     }
 }
 
+/// Allowed, or what a refusal means in `mode`.
+pub(crate) fn effect(granted: bool, mode: PolicyMode) -> Effect {
+    match (granted, mode) {
+        (true, _) => Effect::Allow,
+        (false, PolicyMode::Enforce) => Effect::Deny,
+        (false, PolicyMode::Audit) => Effect::AuditDeny,
+    }
+}
+
 /// What one caller holds under one policy.
 #[derive(Debug, Clone)]
 pub struct Access<'p> {
@@ -521,26 +581,32 @@ impl<'p> Access<'p> {
     }
 
     fn decide(&self, t: usize) -> Decision<'p> {
-        let policy = self.policy;
-        let tool = &policy.tools[t];
-        let definition = &policy.document.tools[t];
-        let rule = tool.rule.map(|r| &policy.document.rules[r]);
+        Decision {
+            tool: Some(&self.policy.document.tools[t]),
+            ..self.decide_prepared(&self.policy.tools[t])
+        }
+    }
+
+    /// The decision on a prepared tool (without its definition): the one function every tool,
+    /// listed or called, defined by the document or not, is decided by.
+    pub(crate) fn decide_prepared(&self, tool: &PreparedTool) -> Decision<'p> {
+        let rule = tool.rule.map(|r| &self.policy.document.rules[r]);
         let (granted, reason) = match rule {
             None => (false, Reason::NoMatchingRule),
             Some(_) if tool.required.is_subset_of(&self.covered) => (true, Reason::Granted),
             Some(_) => (false, Reason::MissingScopes),
         };
-        let effect = match (granted, tool.mode) {
-            (true, _) => Effect::Allow,
-            (false, PolicyMode::Enforce) => Effect::Deny,
-            (false, PolicyMode::Audit) => Effect::AuditDeny,
-        };
         Decision {
-            effect,
+            effect: effect(granted, tool.mode),
             reason,
-            tool: Some(definition),
+            tool: None,
             rule,
         }
+    }
+
+    /// The policy the caller's access is under.
+    pub(crate) fn policy(&self) -> &'p Policy {
+        self.policy
     }
 
     /// May the caller call tool `name`? Unknown tools are denied.

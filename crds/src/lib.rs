@@ -14,6 +14,7 @@
 
 pub mod access_policy;
 pub mod bind;
+pub mod catalog;
 pub mod common;
 pub mod compile;
 pub mod conditions;
@@ -37,6 +38,7 @@ pub mod verdicts;
 
 pub use access_policy::{McpAccessPolicy, McpAccessPolicySpec, McpAccessPolicyStatus};
 pub use bind::{Bound, bound_policies};
+pub use catalog::Catalog;
 pub use compile::{CompileOptions, Compiled, compile};
 pub use document::PolicyDocument;
 pub use evaluator::{Access, Decision, Effect, Identity, Policy, Reason};

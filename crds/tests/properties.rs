@@ -1,14 +1,18 @@
 //! Properties of the evaluator and the compiler over random policies and identities:
 //! - a tool is listed iff a call to it is permitted (and likewise for collections);
 //! - adding a scope, a role or a group never hides a tool;
-//! - compiling the same policies in any order gives the same document and hash.
+//! - compiling the same policies in any order gives the same document and hash;
+//! - a catalog of names (an upstream's tools) decides as the document does for the document's
+//!   own names, lists exactly what it permits, and more scopes never hide a name.
 
 use std::collections::BTreeSet;
 
 use palisade_crds::access_policy::{BindingSpec, McpAccessPolicySpec, RoleSpec, TargetRef, ToolRuleSpec};
 use palisade_crds::common::{PolicyMode, SecretKeyRef, SecretKeySource};
 use palisade_crds::mcp_server::{AuthSpec, ConfigMapRef, DocumentCollection, ToolAction, ToolSpec};
-use palisade_crds::{CompileOptions, Identity, IdentitySource, McpAccessPolicy, McpServer, McpServerSpec, compile};
+use palisade_crds::{
+    CompileOptions, Identity, IdentitySource, McpAccessPolicy, McpServer, McpServerSpec, Reason, compile,
+};
 use proptest::prelude::*;
 
 const SCOPES: [&str; 6] = ["a:read", "a:write", "b:read", "b:write", "c:read", "c:list"];
@@ -33,6 +37,9 @@ struct Case {
 }
 
 const GLOBS: [&str; 3] = ["*", "t*", "t1*"];
+/// Names an upstream might offer: some the generated documents define (t0..t11), some only
+/// globs match, some nothing matches but `*`.
+const NAMES: [&str; 8] = ["t0", "t1", "t5", "t11", "t19", "t1x", "u1", "x"];
 
 fn case() -> impl Strategy<Value = Case> {
     (1usize..12).prop_flat_map(|n| {
@@ -312,6 +319,53 @@ proptest! {
             let after = visible(&compiled, &grown);
             prop_assert!(before.is_subset(&after), "{:?} hid {:?}", grown, before.difference(&after).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_catalog_of_the_documents_tools_decides_as_the_document(case in case(), caller in caller()) {
+        let compiled = compiled(&case, None);
+        let policy = &compiled.policy;
+        let catalog = policy.catalog(policy.tools().iter().map(|t| t.name.clone()));
+        prop_assert_eq!(catalog.ambiguous().count(), 0);
+        let access = policy.access(&identity(&caller));
+        for tool in policy.tools() {
+            let document = access.check_tool(&tool.name);
+            let named = access.check_in(&catalog, &tool.name);
+            prop_assert_eq!(
+                (named.effect, named.reason, named.rule),
+                (document.effect, document.reason, document.rule),
+                "tool {}", tool.name
+            );
+        }
+        let listed: Vec<&str> = access.visible_in(&catalog).collect();
+        let document: Vec<&str> = access.visible_tools().map(|t| t.name.as_str()).collect();
+        prop_assert_eq!(listed, document);
+    }
+
+    #[test]
+    fn a_catalog_lists_exactly_what_it_permits_and_more_scopes_never_hide_a_name(
+        case in case(),
+        caller in caller(),
+        names in prop::collection::vec(prop::sample::select(NAMES.to_vec()), 0..8),
+        extra_scope in 0usize..SCOPES.len(),
+    ) {
+        let compiled = compiled(&case, None);
+        let catalog = compiled.policy.catalog(names.iter().copied());
+        let access = compiled.policy.access(&identity(&caller));
+        let listed: BTreeSet<&str> = access.visible_in(&catalog).collect();
+        for name in catalog.names() {
+            let decision = access.check_in(&catalog, name);
+            prop_assert_eq!(listed.contains(name.as_str()), decision.effect.permits(), "name {}", name);
+            prop_assert!(decision.tool.is_none());
+            if decision.reason == Reason::AmbiguousRules {
+                prop_assert!(catalog.ambiguous().any(|a| a == name));
+            }
+        }
+        prop_assert_eq!(access.check_in(&catalog, "not-offered").reason, Reason::UnknownTool);
+        let grown = Caller { scopes: caller.scopes.iter().copied().chain([extra_scope]).collect(), ..caller.clone() };
+        let access = compiled.policy.access(&identity(&grown));
+        let after: BTreeSet<&str> = access.visible_in(&catalog).collect();
+        prop_assert!(listed.is_subset(&after), "{:?} hid {:?}", grown, listed.difference(&after).collect::<Vec<_>>());
     }
 
     #[test]
