@@ -22,3 +22,4 @@ pub mod rate_limit;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod upstream;

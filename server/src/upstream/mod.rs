@@ -1,0 +1,104 @@
+//! The client side of proxy mode: Palisade talking to the MCP server it stands in front of.
+//!
+//! - [`connection`]: JSON-RPC over a byte stream, one message per line (the MCP stdio framing):
+//!   Palisade's own request ids, answers matched to callers, timeouts that cancel upstream,
+//!   bounded messages, and server-to-client requests refused (Palisade declares no client
+//!   capabilities).
+//! - [`stdio`]: an upstream run as a child process, speaking on its stdin and stdout; its
+//!   stderr is its log.
+//!
+//! Nothing here decides access: the upstream's answers are data, and the policy is applied by
+//! the caller of these types before any request leaves.
+
+pub mod connection;
+pub mod stdio;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Why a request to the upstream did not get a result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream is not running, exited, or closed its stream; the text says why.
+    #[error("the upstream is unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the request's time.
+    #[error("the upstream did not answer within {} s", .0.as_secs_f64())]
+    Timeout(Duration),
+    /// The upstream broke the protocol (a line that is not a JSON-RPC message, one too large,
+    /// a malformed error); the connection is closed.
+    #[error("the upstream broke the protocol: {0}")]
+    Invalid(String),
+    /// The upstream answered with a JSON-RPC error: passed on to the caller as it is.
+    #[error("the upstream answered error {code}: {message}")]
+    Rpc {
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The error message.
+        message: String,
+        /// The error data, if any.
+        data: Option<Value>,
+    },
+}
+
+impl UpstreamError {
+    /// The HTTP status a caller gets: 503 unavailable, 504 timeout, 502 invalid; an upstream
+    /// JSON-RPC error is an answer (200).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unavailable(_) => 503,
+            Self::Timeout(_) => 504,
+            Self::Invalid(_) => 502,
+            Self::Rpc { .. } => 200,
+        }
+    }
+
+    /// The `error.data.code` a caller gets (none for an upstream's own error).
+    pub fn data_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Unavailable(_) => Some("UPSTREAM_UNAVAILABLE"),
+            Self::Timeout(_) => Some("UPSTREAM_TIMEOUT"),
+            Self::Invalid(_) => Some("UPSTREAM_INVALID"),
+            Self::Rpc { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_status_and_code() {
+        let cases = [
+            (
+                UpstreamError::Unavailable("exited".into()),
+                503,
+                Some("UPSTREAM_UNAVAILABLE"),
+            ),
+            (
+                UpstreamError::Timeout(Duration::from_millis(2500)),
+                504,
+                Some("UPSTREAM_TIMEOUT"),
+            ),
+            (UpstreamError::Invalid("not JSON".into()), 502, Some("UPSTREAM_INVALID")),
+            (
+                UpstreamError::Rpc {
+                    code: -32602,
+                    message: "Unknown tool".into(),
+                    data: None,
+                },
+                200,
+                None,
+            ),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!((error.http_status(), error.data_code()), (status, code), "{error}");
+        }
+        assert_eq!(
+            UpstreamError::Timeout(Duration::from_millis(2500)).to_string(),
+            "the upstream did not answer within 2.5 s"
+        );
+    }
+}
