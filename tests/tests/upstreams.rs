@@ -1,0 +1,163 @@
+//! Proxy mode's upstream client against real third-party MCP servers over stdio, driven
+//! directly (not yet through `palisade-server serve`): the reference "everything" server
+//! (`@modelcontextprotocol/server-everything`, TypeScript, on the pinned Node 22) and the Python
+//! `mcp-server-time`, both pinned in tests/deps and installed by `make e2e-deps`. Each is
+//! initialized as a 2025-11-25 client with no capabilities, lists its tools, answers a call, and
+//! an error; a call that outlives its timeout is cancelled and the connection carries on.
+
+use std::time::Duration;
+
+use palisade_e2e::{node_modules, node22, python};
+use palisade_server::upstream::UpstreamError;
+use palisade_server::upstream::stdio::StdioUpstream;
+use serde_json::{Value, json};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// Initializes `upstream` as a legacy (2025-11-25) client and returns the `initialize` result.
+async fn initialize(upstream: &StdioUpstream) -> Value {
+    let params = json!({
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "palisade-server", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let result = upstream
+        .connection()
+        .request("initialize", Some(params), TIMEOUT)
+        .await
+        .unwrap_or_else(|e| panic!("initialize: {e}; stderr: {:?}", upstream.stderr_tail()));
+    upstream
+        .connection()
+        .notify("notifications/initialized", None)
+        .await
+        .expect("initialized");
+    result
+}
+
+async fn tool_names(upstream: &StdioUpstream) -> Vec<String> {
+    let listed = upstream
+        .connection()
+        .request("tools/list", Some(json!({})), TIMEOUT)
+        .await
+        .expect("tools/list");
+    listed["tools"]
+        .as_array()
+        .expect("a tools array")
+        .iter()
+        .map(|t| t["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_over_stdio() {
+    let script = node_modules().join("@modelcontextprotocol/server-everything/dist/index.js");
+    let argv = [node22(), script]
+        .map(|p| p.display().to_string())
+        .into_iter()
+        .chain(["stdio".to_owned()])
+        .collect::<Vec<_>>();
+    let upstream = StdioUpstream::spawn(&argv, &[], MAX_MESSAGE).expect("node starts");
+
+    let init = initialize(&upstream).await;
+    assert_eq!(init["protocolVersion"], "2025-11-25", "{init}");
+    assert_eq!(init["serverInfo"]["name"], "mcp-servers/everything", "{init}");
+
+    let tools = tool_names(&upstream).await;
+    for tool in ["echo", "get-sum", "trigger-long-running-operation"] {
+        assert!(tools.iter().any(|t| t == tool), "{tool} in {tools:?}");
+    }
+
+    let echoed = upstream
+        .connection()
+        .request(
+            "tools/call",
+            Some(json!({"name": "echo", "arguments": {"message": "through Palisade"}})),
+            TIMEOUT,
+        )
+        .await
+        .expect("echo");
+    assert_eq!(echoed["content"][0]["text"], "Echo: through Palisade");
+
+    // An unknown method is the upstream's own JSON-RPC error, passed on as it is.
+    let error = upstream
+        .connection()
+        .request("no/such/method", Some(json!({})), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(&error, UpstreamError::Rpc { code: -32601, .. }), "{error:?}");
+
+    // A 3 s operation with a 500 ms timeout: cancelled upstream; the connection carries on.
+    let slow = upstream
+        .connection()
+        .request(
+            "tools/call",
+            Some(json!({"name": "trigger-long-running-operation", "arguments": {"duration": 3, "steps": 3}})),
+            Duration::from_millis(500),
+        )
+        .await;
+    assert_eq!(slow.unwrap_err(), UpstreamError::Timeout(Duration::from_millis(500)));
+    let sum = upstream
+        .connection()
+        .request(
+            "tools/call",
+            Some(json!({"name": "get-sum", "arguments": {"a": 2, "b": 3}})),
+            TIMEOUT,
+        )
+        .await
+        .expect("get-sum after a cancelled call");
+    let text = sum["content"][0]["text"].as_str().expect("text");
+    assert!(text.contains('5'), "{text}");
+    assert_eq!(upstream.connection().closed(), None);
+    assert_eq!(upstream.connection().pending(), 0);
+    assert!(
+        upstream
+            .stderr_tail()
+            .iter()
+            .any(|l| l == "Starting default (STDIO) server..."),
+        "{:?}",
+        upstream.stderr_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_server_time_over_stdio() {
+    let program = python().with_file_name("mcp-server-time");
+    let argv = vec![program.display().to_string(), "--local-timezone".into(), "UTC".into()];
+    let upstream = StdioUpstream::spawn(&argv, &[], MAX_MESSAGE).expect("mcp-server-time starts");
+
+    let init = initialize(&upstream).await;
+    assert_eq!(init["serverInfo"]["name"], "mcp-time", "{init}");
+
+    let tools = tool_names(&upstream).await;
+    assert_eq!(tools, ["get_current_time", "convert_time"]);
+
+    let now = upstream
+        .connection()
+        .request(
+            "tools/call",
+            Some(json!({"name": "get_current_time", "arguments": {"timezone": "UTC"}})),
+            TIMEOUT,
+        )
+        .await
+        .expect("get_current_time");
+    let text = now["content"][0]["text"].as_str().expect("text");
+    let parsed: Value = serde_json::from_str(text).expect("the tool answers JSON text");
+    assert_eq!(parsed["timezone"], "UTC", "{text}");
+
+    // A bad argument is a tool error (isError), not a protocol error.
+    let bad = upstream
+        .connection()
+        .request(
+            "tools/call",
+            Some(json!({"name": "get_current_time", "arguments": {"timezone": "Nowhere/Land"}})),
+            TIMEOUT,
+        )
+        .await;
+    match bad {
+        Ok(result) => assert_eq!(result["isError"], true, "{result}"),
+        Err(UpstreamError::Rpc { .. }) => {}
+        Err(other) => panic!("{other:?}"),
+    }
+    assert_eq!(upstream.connection().closed(), None);
+}
