@@ -3,13 +3,15 @@
 //! (`@modelcontextprotocol/server-everything`, TypeScript, on the pinned Node 22) and the Python
 //! `mcp-server-time`, both pinned in tests/deps and installed by `make e2e-deps`. Each is
 //! initialized as a 2025-11-25 client with no capabilities, lists its tools, answers a call, and
-//! an error; a call that outlives its timeout is cancelled and the connection carries on.
+//! an error; a call that outlives its timeout is cancelled and the connection carries on; a
+//! killed server is started again by the supervisor and answers again.
 
 use std::time::Duration;
 
 use palisade_e2e::{node_modules, node22, python};
 use palisade_server::upstream::UpstreamError;
 use palisade_server::upstream::stdio::StdioUpstream;
+use palisade_server::upstream::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,14 +51,19 @@ async fn tool_names(upstream: &StdioUpstream) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_everything_over_stdio() {
+/// `node dist/index.js stdio` of the pinned server-everything.
+fn everything() -> Vec<String> {
     let script = node_modules().join("@modelcontextprotocol/server-everything/dist/index.js");
-    let argv = [node22(), script]
+    [node22(), script]
         .map(|p| p.display().to_string())
         .into_iter()
         .chain(["stdio".to_owned()])
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_over_stdio() {
+    let argv = everything();
     let upstream = StdioUpstream::spawn(&argv, &[], MAX_MESSAGE).expect("node starts");
 
     let init = initialize(&upstream).await;
@@ -160,4 +167,58 @@ async fn mcp_server_time_over_stdio() {
         Err(other) => panic!("{other:?}"),
     }
     assert_eq!(upstream.connection().closed(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_server_everything_is_started_again() {
+    let supervisor = Supervisor::start(StdioConfig {
+        argv: everything(),
+        env: Vec::new(),
+        max_message_bytes: MAX_MESSAGE,
+        start_timeout: TIMEOUT,
+        backoff: Backoff::default(),
+    });
+    let mut state = supervisor.state();
+    let ready = |state: &UpstreamState| *state == UpstreamState::Ready;
+    tokio::time::timeout(TIMEOUT, state.wait_for(ready))
+        .await
+        .expect("ready in time")
+        .expect("supervised");
+    let live = supervisor.live().expect("a live process");
+    assert!(live.tools.iter().any(|t| t["name"] == "echo"));
+    let pid = live.process.id().expect("running");
+    drop(live);
+
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let restarting = |state: &UpstreamState| matches!(state, UpstreamState::Restarting { .. });
+    let state_now = tokio::time::timeout(TIMEOUT, state.wait_for(restarting))
+        .await
+        .expect("noticed in time")
+        .expect("supervised")
+        .clone();
+    let UpstreamState::Restarting { attempt, after, reason } = state_now else {
+        unreachable!()
+    };
+    assert_eq!((attempt, after), (1, Duration::from_millis(500)));
+    assert!(matches!(reason, UpstreamError::Unavailable(_)), "{reason:?}");
+
+    tokio::time::timeout(TIMEOUT, state.wait_for(ready))
+        .await
+        .expect("ready again in time")
+        .expect("supervised");
+    let echoed = supervisor
+        .request(
+            "tools/call",
+            Some(json!({"name": "echo", "arguments": {"message": "again"}})),
+            TIMEOUT,
+        )
+        .await
+        .expect("echo after the restart");
+    assert_eq!(echoed["content"][0]["text"], "Echo: again");
+    assert_eq!(supervisor.restarts(), 1);
+    assert_ne!(supervisor.live().and_then(|l| l.process.id()), Some(pid));
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::UpstreamError;
@@ -48,6 +48,8 @@ pub struct Connection {
 struct Shared {
     next_id: AtomicU64,
     state: Mutex<State>,
+    /// Becomes true when the connection ends.
+    ended: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl Shared {
         for (_, waiter) in pending {
             let _ = waiter.send(Err(reason.clone()));
         }
+        self.ended.send_replace(true);
     }
 
     fn answer(&self, id: u64, answer: Answer) {
@@ -105,6 +108,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
             state: Mutex::new(State::default()),
+            ended: watch::channel(false).0,
         });
         let (outgoing, lines) = mpsc::channel(OUTGOING_CAPACITY);
         let (notifications, _) = broadcast::channel(NOTIFICATION_CAPACITY);
@@ -178,6 +182,14 @@ impl Connection {
     /// Why the connection ended, if it has.
     pub fn closed(&self) -> Option<UpstreamError> {
         self.shared.lock().closed.clone()
+    }
+
+    /// Resolves once the connection has ended, with the reason.
+    pub async fn ended(&self) -> UpstreamError {
+        let mut ended = self.shared.ended.subscribe();
+        // The sender lives in `shared`, which outlives this borrow: waiting cannot fail.
+        let _ = ended.wait_for(|ended| *ended).await;
+        self.closed().unwrap_or_else(|| unavailable("the connection ended"))
     }
 
     /// Method names of the notifications the upstream sends from now on.

@@ -6,12 +6,16 @@
 //!   capabilities).
 //! - [`stdio`]: an upstream run as a child process, speaking on its stdin and stdout; its
 //!   stderr is its log.
+//! - [`handshake`]: the MCP handshake as a client with no capabilities, and the tool list.
+//! - [`supervisor`]: one stdio upstream kept running, restarted with back-off.
 //!
 //! Nothing here decides access: the upstream's answers are data, and the policy is applied by
 //! the caller of these types before any request leaves.
 
 pub mod connection;
+pub mod handshake;
 pub mod stdio;
+pub mod supervisor;
 
 use std::time::Duration;
 
