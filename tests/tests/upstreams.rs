@@ -1,17 +1,20 @@
 //! Proxy mode's upstream client against real third-party MCP servers over stdio, driven
 //! directly (not yet through `palisade-server serve`): the reference "everything" server
-//! (`@modelcontextprotocol/server-everything`, TypeScript, on the pinned Node 22) and the Python
-//! `mcp-server-time`, both pinned in tests/deps and installed by `make e2e-deps`. Each is
+//! (`@modelcontextprotocol/server-everything`, TypeScript, on the pinned Node 22; over stdio and
+//! over Streamable HTTP) and the Python `mcp-server-time`, both pinned in tests/deps and installed by `make e2e-deps`. Each is
 //! initialized as a 2025-11-25 client with no capabilities, lists its tools, answers a call, and
 //! an error; a call that outlives its timeout is cancelled and the connection carries on; a
-//! killed server is started again by the supervisor and answers again.
+//! killed server is started again by the supervisor and answers again; an HTTP upstream that
+//! restarts (and so forgets Palisade's session) gets a new session and the request again.
 
 use std::time::Duration;
 
 use palisade_e2e::{node_modules, node22, python};
-use palisade_server::upstream::UpstreamError;
+use palisade_server::upstream::handshake::list_tools;
+use palisade_server::upstream::http::HttpUpstream;
 use palisade_server::upstream::stdio::StdioUpstream;
 use palisade_server::upstream::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
+use palisade_server::upstream::{Transport, UpstreamError};
 use serde_json::{Value, json};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -221,4 +224,78 @@ async fn a_killed_server_everything_is_started_again() {
     assert_eq!(echoed["content"][0]["text"], "Echo: again");
     assert_eq!(supervisor.restarts(), 1);
     assert_ne!(supervisor.live().and_then(|l| l.process.id()), Some(pid));
+}
+
+/// server-everything over Streamable HTTP on `port`, killed when dropped.
+struct HttpEverything(std::process::Child);
+
+impl HttpEverything {
+    fn start(port: u16) -> Self {
+        let argv = everything();
+        let child = std::process::Command::new(&argv[0])
+            .arg(&argv[1])
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server-everything does not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for HttpEverything {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_everything_over_streamable_http_with_a_session_of_our_own() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let server = HttpEverything::start(port);
+    let client = reqwest::Client::builder().build().expect("client");
+    let upstream = HttpUpstream::new(client, &format!("http://127.0.0.1:{port}/mcp"), MAX_MESSAGE);
+
+    let handshake = upstream.initialize(TIMEOUT).await.expect("initialize");
+    assert_eq!(handshake.server_name, "mcp-servers/everything");
+    assert_eq!(handshake.protocol_version, "2025-11-25");
+    let tools = list_tools(&upstream, TIMEOUT).await.expect("tools/list");
+    assert!(tools.iter().any(|t| t["name"] == "echo"), "{tools:?}");
+
+    let echo = |message: &str| json!({"name": "echo", "arguments": {"message": message}});
+    // Answered over an event stream (the server's default), matched to Palisade's id.
+    let echoed = upstream
+        .request("tools/call", Some(echo("over HTTP")), TIMEOUT)
+        .await
+        .expect("echo");
+    assert_eq!(echoed["content"][0]["text"], "Echo: over HTTP");
+    let error = upstream
+        .request("no/such/method", Some(json!({})), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(&error, UpstreamError::Rpc { code: -32601, .. }), "{error:?}");
+
+    // The upstream restarts and forgets every session: the next request opens a new one.
+    drop(server);
+    let _server = HttpEverything::start(port);
+    let echoed = upstream
+        .request("tools/call", Some(echo("after a restart")), TIMEOUT)
+        .await
+        .expect("echo after the upstream restarted");
+    assert_eq!(echoed["content"][0]["text"], "Echo: after a restart");
+    assert_eq!(upstream.reinitializations(), 1);
 }

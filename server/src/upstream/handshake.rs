@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::UpstreamError;
-use super::connection::Connection;
+use super::{Transport, UpstreamError};
 
 /// The protocol revision Palisade speaks to upstreams.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
@@ -43,19 +42,26 @@ fn invalid(what: &str) -> UpstreamError {
 }
 
 /// `initialize` and `notifications/initialized`, each within `timeout`.
-pub async fn initialize(connection: &Connection, timeout: Duration) -> Result<Handshake, UpstreamError> {
-    let params = json!({
-        "protocolVersion": PROTOCOL_VERSION,
-        "capabilities": {},
-        "clientInfo": {"name": "palisade-server", "version": env!("CARGO_PKG_VERSION")},
-    });
-    let result = connection.request("initialize", Some(params), timeout).await?;
+pub async fn initialize<T: Transport>(connection: &T, timeout: Duration) -> Result<Handshake, UpstreamError> {
+    let result = connection
+        .request("initialize", Some(initialize_params()), timeout)
+        .await?;
     let handshake = handshake(&result)?;
     connection.notify("notifications/initialized", None).await?;
     Ok(handshake)
 }
 
-fn handshake(result: &Value) -> Result<Handshake, UpstreamError> {
+/// The `initialize` request's params: Palisade as a client with no capabilities.
+pub(super) fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": PROTOCOL_VERSION,
+        "capabilities": {},
+        "clientInfo": {"name": "palisade-server", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// The handshake an `initialize` result describes.
+pub(super) fn handshake(result: &Value) -> Result<Handshake, UpstreamError> {
     let protocol_version = result
         .get("protocolVersion")
         .and_then(Value::as_str)
@@ -77,7 +83,10 @@ fn handshake(result: &Value) -> Result<Handshake, UpstreamError> {
 }
 
 /// Every tool of the upstream, following `nextCursor`; each request within `timeout`.
-pub async fn list_tools(connection: &Connection, timeout: Duration) -> Result<Vec<Map<String, Value>>, UpstreamError> {
+pub async fn list_tools<T: Transport>(
+    connection: &T,
+    timeout: Duration,
+) -> Result<Vec<Map<String, Value>>, UpstreamError> {
     let mut tools = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {

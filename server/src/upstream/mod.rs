@@ -6,6 +6,7 @@
 //!   capabilities).
 //! - [`stdio`]: an upstream run as a child process, speaking on its stdin and stdout; its
 //!   stderr is its log.
+//! - [`http`]: an upstream at a Streamable HTTP endpoint, with a session of Palisade's own.
 //! - [`handshake`]: the MCP handshake as a client with no capabilities, and the tool list.
 //! - [`supervisor`]: one stdio upstream kept running, restarted with back-off.
 //!
@@ -14,12 +15,39 @@
 
 pub mod connection;
 pub mod handshake;
+pub mod http;
+pub mod sse;
 pub mod stdio;
 pub mod supervisor;
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::Value;
+
+/// A way to send JSON-RPC messages to an upstream.
+pub trait Transport: Send + Sync {
+    /// Sends request `method` and waits at most `timeout` for its answer.
+    fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Value, UpstreamError>> + Send;
+
+    /// Sends notification `method`.
+    fn notify(&self, method: &str, params: Option<Value>) -> impl Future<Output = Result<(), UpstreamError>> + Send;
+}
+
+impl Transport for connection::Connection {
+    async fn request(&self, method: &str, params: Option<Value>, timeout: Duration) -> Result<Value, UpstreamError> {
+        connection::Connection::request(self, method, params, timeout).await
+    }
+
+    async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
+        connection::Connection::notify(self, method, params).await
+    }
+}
 
 /// Why a request to the upstream did not get a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
