@@ -514,7 +514,7 @@ async fn a_hanging_idp_and_made_up_kids_do_not_shed_valid_callers() {
         server.metric("palisade_requests_shed_total", r#"reason="overloaded""#),
         0.0
     );
-    // Most forged tokens did not wait for the hanging fetch: only 4 per issuer may.
+    // Most forged tokens did not wait for the hanging first fetch: only 16 per issuer may.
     assert!(server.metric("palisade_jwks_fetches_total", r#"result="busy""#) > 0.0);
     // One fetch in the refetch interval, however many tokens asked for one.
     assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -12,11 +12,13 @@
 //! - A token whose `kid` is not in the cache triggers one refetch, at most once per
 //!   `min_refetch_interval` per issuer: a flood of made-up `kid`s costs the IdP one request per
 //!   interval, not one per token.
-//! - At most [`MAX_FETCH_WAITERS`] requests wait for a running fetch of one issuer; the others
-//!   go on at once with the cached keys. A hanging IdP therefore holds at most that many of the
-//!   server's request places (its fetch times out after 5 s), and a flood of made-up `kid`s
-//!   cannot shed valid callers. Requests that waited for a fetch take its outcome and do not
-//!   fetch again.
+//! - At most [`MAX_FETCH_WAITERS`] requests wait for a running fetch of an issuer that has keys
+//!   (a refetch for an unknown `kid`), and at most [`MAX_FIRST_FETCH_WAITERS`] for the first
+//!   fetch of one that has none yet (a cold start: those requests cannot be served otherwise);
+//!   the others go on at once with the cached keys (401 for an unknown `kid`, 503 without keys).
+//!   A hanging IdP therefore holds at most that many of the server's request places (its fetch
+//!   times out after 5 s), and a flood of made-up `kid`s cannot shed valid callers. Requests
+//!   that waited for a fetch take its outcome and do not fetch again.
 //! - When a refetch fails, the cached keys keep serving (the IdP being down must not lock
 //!   callers out); only when there never were keys does verification answer 503.
 //! - OIDC discovery (`<issuer>/.well-known/openid-configuration`) must return the same `issuer`
@@ -45,9 +47,13 @@ use super::cluster_issuer::ServiceAccountIssuerFiles;
 /// keys are renewed before they expire.
 pub const REFRESH_AT: (u32, u32) = (4, 5);
 
-/// How many requests may wait for one issuer's running key fetch. The others do not wait: an
-/// unknown `kid` is then refused as unknown (401), and an issuer with no keys yet answers 503.
+/// How many requests may wait for a running key fetch of an issuer that has keys. The others do
+/// not wait: an unknown `kid` is then refused as unknown (401).
 pub const MAX_FETCH_WAITERS: usize = 4;
+
+/// How many requests may wait for the first key fetch of an issuer (half of the default
+/// `--max-concurrency`). The others answer 503 `KEYS_UNAVAILABLE`.
+pub const MAX_FIRST_FETCH_WAITERS: usize = 16;
 
 /// Largest JWKS or discovery document accepted.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -92,7 +98,8 @@ pub enum FetchResult {
     Failure,
     /// An unknown `kid` did not trigger a fetch: the last one was too recent.
     RateLimited,
-    /// A request did not wait for the running fetch: [`MAX_FETCH_WAITERS`] already did.
+    /// A request did not wait for the running fetch: [`MAX_FETCH_WAITERS`] (or
+    /// [`MAX_FIRST_FETCH_WAITERS`]) already did.
     Busy,
 }
 
@@ -133,7 +140,7 @@ pub struct JwksCache {
     allow_insecure_http: bool,
     state: RwLock<State>,
     fetching: tokio::sync::Mutex<()>,
-    /// Requests waiting for the running fetch (at most [`MAX_FETCH_WAITERS`]).
+    /// Requests waiting for the running fetch.
     waiters: AtomicUsize,
     /// Fetches attempted so far: a request that waited for one takes its outcome.
     attempts: AtomicU64,
@@ -145,11 +152,9 @@ pub struct JwksCache {
 struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn join(waiters: &'a AtomicUsize) -> Option<Self> {
+    fn join(waiters: &'a AtomicUsize, most: usize) -> Option<Self> {
         waiters
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_FETCH_WAITERS).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < most).then_some(n + 1))
             .ok()
             .map(|_| Self(waiters))
     }
@@ -280,14 +285,20 @@ impl JwksCache {
     /// Fetches unless another task just did, or a fetch was attempted less than
     /// `min_refetch_interval` ago: an unreachable IdP or a flood of unknown `kid`s costs the IdP
     /// at most one request per interval, and callers never queue behind a stream of timeouts.
-    /// While a fetch runs, at most [`MAX_FETCH_WAITERS`] callers wait for it (and take its
-    /// outcome); the others return at once.
+    /// While a fetch runs, at most [`MAX_FETCH_WAITERS`] callers ([`MAX_FIRST_FETCH_WAITERS`]
+    /// for the first fetch) wait for it and take its outcome; the others return at once.
     async fn refresh(&self, unknown_kid: bool) {
         let attempts = self.attempts.load(Ordering::Acquire);
         let _guard = match self.fetching.try_lock() {
             Ok(guard) => guard,
             Err(_) => {
-                let Some(_waiting) = Waiting::join(&self.waiters) else {
+                let cold = self.snapshot().1.is_none();
+                let most = if cold {
+                    MAX_FIRST_FETCH_WAITERS
+                } else {
+                    MAX_FETCH_WAITERS
+                };
+                let Some(_waiting) = Waiting::join(&self.waiters, most) else {
                     (self.observer)(&self.issuer, FetchResult::Busy);
                     return;
                 };
@@ -662,6 +673,46 @@ mod tests {
         let busy = results.iter().filter(|r| **r == FetchResult::Busy).count();
         assert_eq!(busy, 20 - 1 - MAX_FETCH_WAITERS);
         assert_eq!(keys.waiters.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_first_fetch_that_hangs_holds_at_most_half_the_places() {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = "k1".into();
+        *state.delay.lock().unwrap() = Duration::from_millis(1500);
+        let url = idp(state.clone()).await;
+        let keys = cache(
+            &url,
+            KeyLocation::JwksUri(format!("{url}/jwks")),
+            Duration::from_secs(3600),
+            true,
+        );
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let keys = keys.clone();
+                tokio::spawn(async move { (keys.keys_for(Some("k1")).await.is_some(), started.elapsed()) })
+            })
+            .collect();
+        let (mut served, mut refused) = (0, 0);
+        for task in tasks {
+            match task.await.unwrap() {
+                (true, took) => {
+                    assert!(took >= Duration::from_millis(1000), "served in {took:?}");
+                    served += 1;
+                }
+                (false, took) => {
+                    assert!(took < Duration::from_millis(500), "refused after {took:?}");
+                    refused += 1;
+                }
+            }
+        }
+        // The first fetch serves the one that made it and MAX_FIRST_FETCH_WAITERS others.
+        assert_eq!(
+            (served, refused),
+            (1 + MAX_FIRST_FETCH_WAITERS, 40 - 1 - MAX_FIRST_FETCH_WAITERS)
+        );
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
