@@ -117,6 +117,13 @@ pub fn parse(body: &[u8]) -> Result<Incoming, Invalid> {
         ));
     }
     let method = match object.remove("method") {
+        Some(Value::String(method)) if method.is_empty() => {
+            return Err(invalid(
+                err_id,
+                code::INVALID_REQUEST,
+                "Invalid Request: method must not be empty",
+            ));
+        }
         Some(Value::String(method)) => method,
         Some(_) => {
             return Err(invalid(
@@ -236,6 +243,20 @@ mod tests {
         assert_eq!(
             parse(br#"{"jsonrpc":"2.0","id":7,"method":7}"#).unwrap_err().id,
             Id::Number(7)
+        );
+        // Found by the jsonrpc_message fuzz target (fuzz/regressions/jsonrpc_message/).
+        let empty = parse(br#"{"jsonrpc":"2.0","id":3,"method":""}"#).unwrap_err();
+        assert_eq!(
+            (empty.code, empty.message.as_str(), empty.id),
+            (
+                code::INVALID_REQUEST,
+                "Invalid Request: method must not be empty",
+                Id::Number(3)
+            )
+        );
+        assert!(
+            parse(br#"{"jsonrpc":"2.0","method":""}"#).is_err(),
+            "nor an empty notification"
         );
     }
 }
