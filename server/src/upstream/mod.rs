@@ -9,6 +9,7 @@
 //! - [`http`]: an upstream at a Streamable HTTP endpoint, with a session of Palisade's own.
 //! - [`handshake`]: the MCP handshake as a client with no capabilities, and the tool list.
 //! - [`supervisor`]: one stdio upstream kept running, restarted with back-off.
+//! - [`pin`]: the hash a tool's definition is pinned by, against rug pulls.
 //!
 //! Nothing here decides access: the upstream's answers are data, and the policy is applied by
 //! the caller of these types before any request leaves.
@@ -16,6 +17,7 @@
 pub mod connection;
 pub mod handshake;
 pub mod http;
+pub mod pin;
 pub mod sse;
 pub mod stdio;
 pub mod supervisor;
