@@ -319,43 +319,39 @@ echo '{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"echo","inputSchema"
         assert!(supervisor.restarts() >= 2);
     }
 
-    #[tokio::test]
-    async fn an_upstream_that_breaks_the_handshake_is_restarted_with_the_reason() {
+    /// Why the first process of `argv` ended, as the supervisor reports it.
+    async fn first_restart_reason(argv: Vec<String>) -> UpstreamError {
         let mut config = fake("");
-        config.argv = vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "read init; echo 'Starting the server on stdio'; sleep 30".into(),
-        ];
+        config.argv = argv;
         let supervisor = Supervisor::start(config);
         let state = wait_until(&mut supervisor.state(), |s| {
             matches!(s, UpstreamState::Restarting { .. })
         })
         .await;
-        let UpstreamState::Restarting { reason, .. } = state else {
-            unreachable!()
-        };
+        assert!(supervisor.live().is_none());
+        match state {
+            UpstreamState::Restarting { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_breaks_the_handshake_is_restarted_with_the_reason() {
+        let argv = [
+            "/bin/sh",
+            "-c",
+            "read init; echo 'Starting the server on stdio'; sleep 30",
+        ];
         assert_eq!(
-            reason,
+            first_restart_reason(argv.map(String::from).to_vec()).await,
             UpstreamError::Invalid("a line that is not JSON (expected value at line 1 column 1)".into())
         );
-        assert!(supervisor.live().is_none());
     }
 
     #[tokio::test]
     async fn a_command_that_cannot_start_is_retried() {
-        let mut config = fake("");
-        config.argv = vec!["/nonexistent/mcp-server".into()];
-        let supervisor = Supervisor::start(config);
-        let state = wait_until(&mut supervisor.state(), |s| {
-            matches!(s, UpstreamState::Restarting { .. })
-        })
-        .await;
-        let UpstreamState::Restarting { reason, .. } = state else {
-            unreachable!()
-        };
         assert_eq!(
-            reason,
+            first_restart_reason(vec!["/nonexistent/mcp-server".into()]).await,
             UpstreamError::Unavailable(
                 "cannot start \"/nonexistent/mcp-server\": No such file or directory (os error 2)".into()
             )
