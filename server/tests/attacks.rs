@@ -8,7 +8,7 @@
 mod support;
 
 use palisade_crds::common::PolicyMode;
-use palisade_crds::document::{Binding, KeySource};
+use palisade_crds::document::Binding;
 use palisade_server::auth::api_keys::hash_key;
 use serde_json::{Value, json};
 use support::*;
@@ -342,14 +342,7 @@ async fn token_without_expiry_is_refused() {
 async fn unknown_kid_with_unreachable_jwks_answers_503_keys_unavailable() {
     // The Google issuer's keys at a closed loopback port instead of OIDC discovery on the internet.
     let fx = Fixture::build(Sample::CompanyInfo, |policy, _| {
-        let google = policy
-            .authentication
-            .issuers
-            .iter_mut()
-            .find(|i| i.issuer == GOOGLE)
-            .expect("the Google issuer");
-        google.keys = KeySource::JwksUri("http://127.0.0.1:9/jwks".into());
-        google.allow_insecure_http = true;
+        google_keys_at(policy, "http://127.0.0.1:9/jwks");
     });
     let mut claims = fx.claims("mallory@gmail.com", &["public:read"]);
     claims["iss"] = json!(GOOGLE);

@@ -425,19 +425,11 @@ async fn hanging_idp() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_idp_and_made_up_kids_do_not_shed_valid_callers() {
-    use palisade_crds::document::KeySource;
-    use support::{GOOGLE, raw_jwt};
+    use support::{GOOGLE, google_keys_at, raw_jwt};
 
     let (idp, asked) = hanging_idp().await;
     let fx = Fixture::build(support::Sample::CompanyInfo, |policy, _| {
-        let google = policy
-            .authentication
-            .issuers
-            .iter_mut()
-            .find(|i| i.issuer == GOOGLE)
-            .expect("the Google issuer");
-        google.keys = KeySource::JwksUri(format!("http://{idp}/jwks"));
-        google.allow_insecure_http = true;
+        google_keys_at(policy, &format!("http://{idp}/jwks"));
     });
     // The default limits: 32 requests at once, a 5 s key fetch timeout, a 10 s refetch interval.
     let server = Running::start(&fx, &[]);

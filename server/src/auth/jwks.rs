@@ -554,6 +554,24 @@ mod tests {
         )
     }
 
+    /// A test IdP serving one key, `kid`, and its URL.
+    async fn idp_serving(kid: &str) -> (Arc<Idp>, String) {
+        let state = Arc::new(Idp::default());
+        *state.kid.lock().unwrap() = kid.into();
+        let url = idp(state.clone()).await;
+        (state, url)
+    }
+
+    /// The cache of the JWKS at `<url>/jwks` (plain HTTP allowed, an hour's TTL).
+    fn jwks_at(url: &str) -> Arc<JwksCache> {
+        cache(
+            url,
+            KeyLocation::JwksUri(format!("{url}/jwks")),
+            Duration::from_secs(3600),
+            true,
+        )
+    }
+
     async fn wait_for(what: &str, counter: &AtomicU64, value: u64) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while counter.load(Ordering::SeqCst) < value {
@@ -568,9 +586,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_due_refresh_runs_in_the_background_and_no_request_waits_for_it() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
+        let (state, url) = idp_serving("k1").await;
         let ttl = Duration::from_millis(1000);
         let keys = cache(&url, KeyLocation::JwksUri(format!("{url}/jwks")), ttl, true);
         assert_eq!(keys.keys_for(Some("k1")).await.unwrap().len(), 1);
@@ -596,9 +612,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_discovered_jwks_uri_expires_with_the_keys() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
+        let (state, url) = idp_serving("k1").await;
         let ttl = Duration::from_millis(600);
         let keys = cache(&url, KeyLocation::Discovery { issuer: url.clone() }, ttl, true);
         keys.keys_for(Some("k1")).await.unwrap();
@@ -621,9 +635,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hanging_idp_holds_only_a_few_requests_and_is_asked_once() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
+        let (state, url) = idp_serving("k1").await;
         let results = Arc::new(Mutex::new(Vec::new()));
         let observed = results.clone();
         // No refetch interval: only the waiting rule keeps the IdP from being asked again.
@@ -681,12 +693,7 @@ mod tests {
         *state.kid.lock().unwrap() = "k1".into();
         *state.delay.lock().unwrap() = Duration::from_millis(1500);
         let url = idp(state.clone()).await;
-        let keys = cache(
-            &url,
-            KeyLocation::JwksUri(format!("{url}/jwks")),
-            Duration::from_secs(3600),
-            true,
-        );
+        let keys = jwks_at(&url);
         let started = Instant::now();
         let tasks: Vec<_> = (0..40)
             .map(|_| {
@@ -717,15 +724,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_withdrawn_key_leaves_the_key_set() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
-        let keys = cache(
-            &url,
-            KeyLocation::JwksUri(format!("{url}/jwks")),
-            Duration::from_secs(3600),
-            true,
-        );
+        let (state, url) = idp_serving("k1").await;
+        let keys = jwks_at(&url);
         let k1 = keys.keys_for(Some("k1")).await.unwrap()[0].fingerprint;
         assert!(keys.has_key(&k1));
         *state.kid.lock().unwrap() = "k2".into();
@@ -736,9 +736,7 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_needs_the_development_mark() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
+        let (state, url) = idp_serving("k1").await;
         let keys = cache(
             &url,
             KeyLocation::JwksUri(format!("{url}/jwks")),
@@ -759,9 +757,7 @@ mod tests {
 
     #[tokio::test]
     async fn redirects_are_not_followed() {
-        let state = Arc::new(Idp::default());
-        *state.kid.lock().unwrap() = "k1".into();
-        let url = idp(state.clone()).await;
+        let (state, url) = idp_serving("k1").await;
         let keys = cache(
             &url,
             KeyLocation::JwksUri(format!("{url}/moved")),

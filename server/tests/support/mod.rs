@@ -40,6 +40,19 @@ pub const CLIENT: &str = "203.0.113.7";
 pub const DEV_ISSUER: &str = "palisade-dev";
 /// The Google issuer of the company-info sample.
 pub const GOOGLE: &str = "https://accounts.google.com";
+/// Points the sample's Google issuer at the JWKS `url` (plain HTTP allowed) instead of OIDC
+/// discovery on the internet.
+pub fn google_keys_at(policy: &mut PolicyDocument, url: &str) {
+    let google = policy
+        .authentication
+        .issuers
+        .iter_mut()
+        .find(|i| i.issuer == GOOGLE)
+        .expect("the Google issuer");
+    google.keys = KeySource::JwksUri(url.to_owned());
+    google.allow_insecure_http = true;
+}
+
 /// The modern protocol revision.
 pub const MODERN: &str = "2026-07-28";
 /// `_meta` key of the protocol version.
