@@ -355,29 +355,10 @@ fn handle(
                 tracing::debug!(%id, "an upstream answer to an id Palisade never sent");
                 return Ok(());
             };
-            let answer = match (object.get("result"), object.get("error")) {
-                (Some(result), None) => Ok(result.clone()),
-                (None, Some(error)) => Err(rpc_error(error)?),
-                _ => return Err("an answer with both or neither of result and error".into()),
-            };
-            shared.answer(id, answer);
+            shared.answer(id, super::outcome(&object)?);
             Ok(())
         }
         (None, None) => Err("a message with neither method nor id".into()),
-    }
-}
-
-/// A JSON-RPC error object as an [`UpstreamError::Rpc`].
-fn rpc_error(error: &Value) -> Result<UpstreamError, String> {
-    let code = error.get("code").and_then(Value::as_i64);
-    let message = error.get("message").and_then(Value::as_str);
-    match (code, message) {
-        (Some(code), Some(message)) => Ok(UpstreamError::Rpc {
-            code,
-            message: message.to_owned(),
-            data: error.get("data").cloned(),
-        }),
-        _ => Err("an error without an integer code and a string message".into()),
     }
 }
 

@@ -220,29 +220,13 @@ impl HttpUpstream {
 fn answer_to(data: &[u8], id: u64) -> Result<Option<Result<Value, UpstreamError>>, UpstreamError> {
     let message: Value = serde_json::from_slice(data)
         .map_err(|error| UpstreamError::Invalid(format!("a message that is not JSON ({error})")))?;
-    if message.get("method").is_some() || message.get("id").and_then(Value::as_u64) != Some(id) {
+    let Value::Object(message) = message else {
+        return Ok(None);
+    };
+    if message.contains_key("method") || message.get("id").and_then(Value::as_u64) != Some(id) {
         return Ok(None);
     }
-    match (message.get("result"), message.get("error")) {
-        (Some(result), None) => Ok(Some(Ok(result.clone()))),
-        (None, Some(error)) => {
-            let code = error.get("code").and_then(Value::as_i64);
-            let text = error.get("message").and_then(Value::as_str);
-            match (code, text) {
-                (Some(code), Some(text)) => Ok(Some(Err(UpstreamError::Rpc {
-                    code,
-                    message: text.to_owned(),
-                    data: error.get("data").cloned(),
-                }))),
-                _ => Err(UpstreamError::Invalid(
-                    "an error without an integer code and a string message".into(),
-                )),
-            }
-        }
-        _ => Err(UpstreamError::Invalid(
-            "an answer with both or neither of result and error".into(),
-        )),
-    }
+    super::outcome(&message).map(Some).map_err(UpstreamError::Invalid)
 }
 
 impl Transport for HttpUpstream {

@@ -25,7 +25,7 @@ pub mod supervisor;
 use std::future::Future;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A way to send JSON-RPC messages to an upstream.
 pub trait Transport: Send + Sync {
@@ -48,6 +48,28 @@ impl Transport for connection::Connection {
 
     async fn notify(&self, method: &str, params: Option<Value>) -> Result<(), UpstreamError> {
         connection::Connection::notify(self, method, params).await
+    }
+}
+
+/// The outcome an answer message carries: its `result`, or its `error` as
+/// [`UpstreamError::Rpc`]. `Err` with what is wrong when the message has both or neither, or a
+/// malformed error (a protocol violation, whichever transport carried it).
+fn outcome(message: &Map<String, Value>) -> Result<Result<Value, UpstreamError>, String> {
+    match (message.get("result"), message.get("error")) {
+        (Some(result), None) => Ok(Ok(result.clone())),
+        (None, Some(error)) => {
+            let code = error.get("code").and_then(Value::as_i64);
+            let text = error.get("message").and_then(Value::as_str);
+            match (code, text) {
+                (Some(code), Some(text)) => Ok(Err(UpstreamError::Rpc {
+                    code,
+                    message: text.to_owned(),
+                    data: error.get("data").cloned(),
+                })),
+                _ => Err("an error without an integer code and a string message".into()),
+            }
+        }
+        _ => Err("an answer with both or neither of result and error".into()),
     }
 }
 

@@ -15,23 +15,12 @@ pub const PINNED_FIELDS: [&str; 5] = ["name", "title", "description", "inputSche
 
 /// The pin of `tool`: `sha256:<hex>`.
 pub fn tool_hash(tool: &Map<String, Value>) -> String {
-    let mut pinned = Vec::new();
-    for field in PINNED_FIELDS {
-        if let Some(value) = tool.get(field) {
-            pinned.push((field, value));
-        }
-    }
-    pinned.sort_by_key(|(field, _)| *field);
-    let mut text = String::from("{");
-    for (i, (field, value)) in pinned.into_iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        write_string(field, &mut text);
-        text.push(':');
-        canonical(value, &mut text);
-    }
-    text.push('}');
+    let pinned: Map<String, Value> = PINNED_FIELDS
+        .iter()
+        .filter_map(|&field| Some((field.to_owned(), tool.get(field)?.clone())))
+        .collect();
+    let mut text = String::new();
+    canonical(&Value::Object(pinned), &mut text);
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
