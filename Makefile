@@ -8,6 +8,12 @@ SERVER := target/debug/palisade-server
 # server's hardening (issue 13), built once by scripts/build_baseline.sh.
 BENCH_BASELINE ?= bbf686a
 
+# CI builds everything once on a fresh machine with little disk: incremental compilation (several
+# GB of caches that only a second build would use) is off there.
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: help test test-deps lint fmt crds bench profile run e2e-deps e2e chart-test image cluster-build cluster cluster-down fuzz soak
 
 help: ## List the targets
@@ -62,6 +68,11 @@ e2e: e2e-deps cluster-build ## The cluster suite: the operator and server agains
 cluster-build: ## Build kube-apiserver, kube-controller-manager, etcd and External Secrets Operator from the pinned Go modules (cached in target/)
 	tests/cluster/controlplane/build.sh
 	tests/cluster/eso/build.sh
+ifeq ($(CI),true)
+	@# The binaries and their stamps stay; Go's module and build caches (about 9 GB) are only
+	@# needed to build them again, which a CI run never does.
+	rm -rf target/go
+endif
 
 cluster: cluster-build ## Start a local control plane on loopback (admin kubeconfig in target/cluster/run/); prints how to use it
 	$(CARGO) run --locked -q -p palisade-cluster -- up
