@@ -37,6 +37,7 @@
 //! let access = policy.access(&Identity::anonymous());
 //! assert_eq!(access.check_in(&catalog, "read_text").effect, Effect::Allow);
 //! assert_eq!(access.check_in(&catalog, "write_file").reason, Reason::MissingScopes);
+//! assert_eq!(access.explain_in(&catalog, "write_file").missing, ["files:write"]);
 //! assert_eq!(access.check_in(&catalog, "delete").reason, Reason::NoMatchingRule);
 //! // "read_*" and "*_file" are equally specific and disagree about read_file.
 //! assert_eq!(access.check_in(&catalog, "read_file").reason, Reason::AmbiguousRules);
@@ -50,7 +51,7 @@
 use std::collections::HashMap;
 
 use crate::common::PolicyMode;
-use crate::evaluator::{Access, Decision, Effect, Policy, PreparedTool, Reason, Resolution, effect};
+use crate::evaluator::{Access, Decision, Effect, Explanation, Policy, PreparedTool, Reason, Resolution, effect};
 
 /// Names prepared against one [`Policy`]: each with the rule that governs it.
 #[derive(Debug)]
@@ -144,6 +145,17 @@ impl<'p> Access<'p> {
                 rule: None,
             },
         }
+    }
+
+    /// [`Access::check_in`] with what granted each required scope and what is missing (for the
+    /// `scope` of a 403 challenge and the audit event).
+    pub fn explain_in(&self, catalog: &Catalog, name: &str) -> Explanation<'p> {
+        let decision = self.check_in(catalog, name);
+        let tool = match catalog.index.get(name).map(|&i| &catalog.entries[i]) {
+            Some(Entry::Governed(tool)) if catalog.policy_hash == self.policy().hash() => Some(tool),
+            _ => None,
+        };
+        self.explain_prepared(decision, tool)
     }
 
     /// The names of `catalog` the caller sees: exactly those [`Access::check_in`] permits, in

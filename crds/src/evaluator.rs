@@ -694,24 +694,27 @@ impl<'p> Access<'p> {
 
     /// A decision about tool `name` with what granted each required scope and what is missing.
     pub fn explain_tool(&self, name: &str) -> Explanation<'p> {
-        let decision = self.check_tool(name);
+        let tool = self.policy.tool_index.get(name).map(|&t| &self.policy.tools[t]);
+        self.explain_prepared(self.check_tool(name), tool)
+    }
+
+    /// `decision` with what granted each scope `tool` requires, and what is missing.
+    pub(crate) fn explain_prepared(&self, decision: Decision<'p>, tool: Option<&PreparedTool>) -> Explanation<'p> {
         let mut granted = Vec::new();
         let mut missing = Vec::new();
-        if let Some(&t) = self.policy.tool_index.get(name) {
-            for &id in self.policy.tools[t].required_ids.iter() {
-                let scope = self.policy.scopes[id as usize].as_str();
-                let id = id as usize;
-                if self.token.contains(id) {
-                    granted.push((scope, Grant::Token));
-                } else if let Some(&role) = self
-                    .roles
-                    .iter()
-                    .find(|&&r| self.policy.roles[r as usize].covers.contains(id))
-                {
-                    granted.push((scope, Grant::Role(&self.policy.document.roles[role as usize].name)));
-                } else {
-                    missing.push(scope);
-                }
+        for &id in tool.map_or(&[][..], |tool| &tool.required_ids[..]) {
+            let scope = self.policy.scopes[id as usize].as_str();
+            let id = id as usize;
+            if self.token.contains(id) {
+                granted.push((scope, Grant::Token));
+            } else if let Some(&role) = self
+                .roles
+                .iter()
+                .find(|&&r| self.policy.roles[r as usize].covers.contains(id))
+            {
+                granted.push((scope, Grant::Role(&self.policy.document.roles[role as usize].name)));
+            } else {
+                missing.push(scope);
             }
         }
         Explanation {

@@ -90,6 +90,13 @@ pub struct AuditEvent<'a> {
     pub duration_us: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// Proxy mode: how the request forwarded to the upstream went (`ok`, `error`, `unavailable`,
+    /// `timeout`, `invalid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
+    /// Proxy mode: how long the upstream took, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_us: Option<u64>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -134,6 +141,8 @@ impl<'a> AuditEvent<'a> {
             policy_hash: None,
             duration_us: None,
             http_status: None,
+            upstream: None,
+            upstream_us: None,
         }
     }
 }

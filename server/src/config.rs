@@ -34,6 +34,17 @@ fn audit_target(text: &str) -> Result<AuditTarget, String> {
     })
 }
 
+fn upstream_url(text: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(text).map_err(|error| format!("not a URL ({error})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http:// or https:// URL with a host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (user:password@): they would be logged with the URL".into());
+    }
+    Ok(text.to_owned())
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     let seconds = crate::token::parse_lifetime(text)?;
     u64::try_from(seconds)
@@ -165,8 +176,79 @@ pub struct ServeArgs {
     /// is verified and its subject becomes the caller's identity (mTLS).
     #[arg(long, env = "PALISADE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Proxy mode: the Streamable HTTP endpoint (`http://` or `https://`) of the MCP server this
+    /// server stands in front of. Its tools are listed filtered by the policy and called only
+    /// when the policy allows; no redirect is followed.
+    #[arg(long, env = "PALISADE_UPSTREAM_URL", conflicts_with = "upstream_command", value_parser = upstream_url)]
+    pub upstream_url: Option<String>,
+    /// Proxy mode: the command of a stdio MCP server, after `--`
+    /// (`serve ... -- npx -y @modelcontextprotocol/server-everything`). The server runs it (in
+    /// its own process group, without the `PALISADE_*` variables), restarts it with back-off
+    /// when it exits, and stands in front of it.
+    #[arg(last = true, value_name = "UPSTREAM_COMMAND")]
+    pub upstream_command: Vec<String>,
+    /// Proxy mode: time the upstream has to answer a forwarded request (then 504
+    /// `UPSTREAM_TIMEOUT`, and the upstream is told the request is cancelled). Must be shorter
+    /// than `--request-timeout`.
+    #[arg(long, env = "PALISADE_UPSTREAM_TIMEOUT", default_value = "25s", value_parser = duration)]
+    pub upstream_timeout: Duration,
     /// With `--tls-client-ca`: `optional` (a client without a certificate may still use a token)
     /// or `required` (refused at handshake). Default: `optional`.
     #[arg(long, env = "PALISADE_TLS_CLIENT_AUTH", value_enum, requires = "tls_client_ca")]
     pub tls_client_auth: Option<ClientAuth>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, String> {
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map(|cli| cli.serve)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_upstream_command_is_everything_after_the_double_dash() {
+        let args = parse(&["--upstream-timeout", "5s", "--", "npx", "-y", "server", "--port", "1"]).unwrap();
+        assert_eq!(args.upstream_command, ["npx", "-y", "server", "--port", "1"]);
+        assert_eq!(args.upstream_timeout, Duration::from_secs(5));
+        assert_eq!(args.upstream_url, None);
+    }
+
+    #[test]
+    fn an_upstream_url_is_http_with_a_host_and_no_credentials() {
+        let url = parse(&["--upstream-url", "https://mcp.example.com/mcp"])
+            .unwrap()
+            .upstream_url;
+        assert_eq!(url.as_deref(), Some("https://mcp.example.com/mcp"));
+        for (url, why) in [
+            ("file:///etc/passwd", "must be an http:// or https:// URL with a host"),
+            ("mcp.example.com/mcp", "not a URL (relative URL without a base)"),
+            ("https://user:pw@mcp.example.com/mcp", "must not carry credentials"),
+        ] {
+            let error = parse(&["--upstream-url", url]).unwrap_err();
+            assert!(error.contains(why), "{url}: {error}");
+        }
+        let both = parse(&["--upstream-url", "http://127.0.0.1:1/mcp", "--", "server"]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
+    }
+
+    #[test]
+    fn an_upstream_timeout_must_be_shorter_than_the_request_timeout() {
+        let args = parse(&["--upstream-timeout", "30s", "--", "server"]).unwrap();
+        let error = crate::upstream::endpoint::Upstream::from_args(&args).err().unwrap();
+        assert_eq!(
+            error,
+            "--upstream-timeout (30 s) must be shorter than --request-timeout (30 s), so that a slow upstream is answered 504 and cancelled"
+        );
+    }
 }

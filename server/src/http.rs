@@ -32,8 +32,10 @@ use crate::edge::ConnectionSlot;
 use crate::mcp::jsonrpc::{self, Id, Incoming};
 use crate::mcp::methods::{self, AuthzKind, AuthzRecord, Call, Reply};
 use crate::mcp::protocol::{self, RoutingHeaders};
+use crate::mcp::proxy;
 use crate::metrics::{self, AuthLabels, AuthzDecision, AuthzLabels, Shed, Violation, ViolationLabels};
 use crate::state::{AppState, Snapshot, now};
+use crate::upstream::UpstreamError;
 
 /// The MCP router (port 8080).
 pub fn app(state: Arc<AppState>) -> Router {
@@ -70,14 +72,30 @@ async fn health() -> Response {
 
 /// Ready or not, and the policy hash: nothing else, as anyone may ask. Why a reload was refused
 /// goes to the operational log and `palisade_policy_reloads_total{result="failure"}`.
+/// Ready once the policy is loaded and, in proxy mode, the upstream has listed its tools once
+/// (a later restart of the upstream keeps the pod ready: its callers get 503 with Retry-After
+/// meanwhile, and endpoints do not flap). Says the policy hash and where the upstream is, no
+/// detail (it is unauthenticated).
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match state.snapshot.load_full() {
-        Some(snapshot) => axum::Json(json!({"status": "ready", "policyHash": snapshot.policy.hash()})).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"status": "not_ready"})),
-        )
-            .into_response(),
+    let upstream = state
+        .proxy
+        .as_ref()
+        .map(|proxy| (proxy.ever_ready(), proxy.state_label()));
+    match (state.snapshot.load_full(), upstream) {
+        (Some(snapshot), None | Some((true, _))) => {
+            let mut body = json!({"status": "ready", "policyHash": snapshot.policy.hash()});
+            if let Some((_, upstream)) = upstream {
+                body["upstream"] = json!(upstream);
+            }
+            axum::Json(body).into_response()
+        }
+        (_, upstream) => {
+            let mut body = json!({"status": "not_ready"});
+            if let Some((_, upstream)) = upstream {
+                body["upstream"] = json!(upstream);
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
     }
 }
 
@@ -897,7 +915,10 @@ async fn serve_mcp(
         access: &access,
         revision,
     };
-    let (reply, authz) = methods::handle(&call, &method, &params);
+    let (reply, authz) = match &state.proxy {
+        Some(proxy) => proxy::handle(&call, proxy, &method, &params).await,
+        None => methods::handle(&call, &method, &params),
+    };
     respond(state, snapshot, ctx, &principal, &id, method, reply, authz)
 }
 
@@ -955,6 +976,8 @@ fn respond(
     reply: Reply<'_>,
     authz: Option<AuthzRecord<'_>>,
 ) -> (Response, Option<String>) {
+    // Proxy mode: the upstream had no tool list to decide on.
+    let upstream_failed = matches!(reply, Reply::Upstream(_));
     let response = match reply {
         Reply::Result(result) => json_response(200, &jsonrpc::result(id, result), &ctx.request_id),
         Reply::Serialized(result) => serialized_response(jsonrpc::result_text(id, &result), &ctx.request_id),
@@ -964,6 +987,21 @@ fn respond(
             message,
             data,
         } => rpc_error(status, id, code, &message, data, &ctx.request_id),
+        Reply::Upstream(error) => {
+            let data = error.data_code().map(|code| json!({"code": code}));
+            let response = rpc_error(
+                error.http_status(),
+                id,
+                jsonrpc::code::INTERNAL_ERROR,
+                &error.caller_message(),
+                data,
+                &ctx.request_id,
+            );
+            match error {
+                UpstreamError::Unavailable(_) => retry_after(response, 1),
+                _ => response,
+            }
+        }
         Reply::InsufficientScope { missing, message } => {
             let body = jsonrpc::error(
                 id,
@@ -985,6 +1023,11 @@ fn respond(
         }
     };
     let status = response.status().as_u16();
+    let reason_without_decision = if upstream_failed {
+        "upstream_unavailable"
+    } else {
+        "no_authorization_needed"
+    };
     match authz {
         Some(record) => audit_authorization(state, snapshot, ctx, principal, &method, &record, status),
         None => audit_request(
@@ -993,7 +1036,7 @@ fn respond(
             ctx,
             Some(principal),
             Some(&method),
-            "no_authorization_needed",
+            reason_without_decision,
             status,
         ),
     }
@@ -1111,6 +1154,10 @@ fn audit_authorization(
     event.rule = record.rule;
     event.granted_by = record.granted_by.clone();
     event.missing_scopes = record.missing.clone();
+    if let Some(forwarded) = record.upstream {
+        event.upstream = Some(forwarded.outcome);
+        event.upstream_us = Some(u64::try_from(forwarded.duration.as_micros()).unwrap_or(u64::MAX));
+    }
     ctx.close();
     state.audit.emit(&event);
 }

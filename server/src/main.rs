@@ -11,9 +11,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use palisade_server::audit::{AuditSink, AuditSinkConfig};
 use palisade_server::config::{AuditTarget, ServeArgs};
+use palisade_server::mcp::proxy::Proxy;
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
 use palisade_server::tls::{TlsConfig, TlsFiles};
+use palisade_server::upstream::endpoint::{self, Upstream};
 use palisade_server::{edge, http, policy_cli, state, tls, token};
 
 #[derive(Parser)]
@@ -99,12 +101,20 @@ async fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = Arc::new(AppState::new(
-        args.clone(),
-        Arc::new(Metrics::new()),
-        audit.clone(),
-        http_client,
-    ));
+    let metrics = Arc::new(Metrics::new());
+    let upstream = match Upstream::from_args(&args) {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::error!(%error, "cannot stand in front of the upstream");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut state = AppState::new(args.clone(), metrics.clone(), audit.clone(), http_client);
+    state.proxy = upstream.map(|upstream| {
+        tokio::spawn(endpoint::report_state(upstream.state(), metrics.clone()));
+        Proxy::new(upstream, args.upstream_timeout, metrics)
+    });
+    let state = Arc::new(state);
     {
         let state = state.clone();
         // A missing or invalid policy at start-up is not fatal: /ready says why, and the watcher

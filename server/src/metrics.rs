@@ -33,6 +33,12 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Upper bounds (seconds) of the upstream-duration histogram: tools of upstream servers run for
+/// seconds, so it goes on to 30 s (the longest `--upstream-timeout` a default request timeout allows).
+const UPSTREAM_DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0,
+];
+
 /// The MCP methods that get their own `method` label value; anything else is counted as `other`.
 const KNOWN_METHODS: [&str; 11] = [
     "initialize",
@@ -259,6 +265,20 @@ pub struct ReloadLabels {
     pub result: Outcome,
 }
 
+/// Labels of `palisade_upstream_requests_total`: both values are compile-time strings (the
+/// forwarded method, and `ok`, `error`, `unavailable`, `timeout` or `invalid`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub method: &'static str,
+    pub outcome: &'static str,
+}
+
+/// Labels of `palisade_upstream_tools`: `offered` or `withheld`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamToolLabels {
+    pub state: &'static str,
+}
+
 /// Labels of `palisade_policy_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyInfoLabels {
@@ -287,6 +307,16 @@ pub struct Metrics {
     pub connections_refused: Family<ConnectionRefusalLabels, Counter>,
     /// Requests answered without being served (load shedding, timeouts, audit unavailable), by reason.
     pub requests_shed: Family<ShedLabels, Counter>,
+    /// Requests forwarded to the upstream (proxy mode), by method and outcome.
+    pub upstream_requests: Family<UpstreamLabels, Counter>,
+    /// Time the upstream took, by method.
+    pub upstream_request_duration: Family<MethodLabels, Histogram>,
+    /// 1 while the upstream is ready, else 0 (proxy mode).
+    pub upstream_ready: Gauge,
+    /// Upstream processes started again, and attempts to open the first session of an HTTP upstream again.
+    pub upstream_restarts: Counter,
+    /// The upstream's tools offered to the policy and withheld (names no rule can govern, duplicates).
+    pub upstream_tools: Family<UpstreamToolLabels, Gauge>,
     /// The hash currently exposed by `policy_info`, so that a new one can replace it.
     current_policy_hash: Mutex<Option<String>>,
 }
@@ -308,6 +338,12 @@ impl Metrics {
         let connections_open = Gauge::default();
         let connections_refused = Family::default();
         let requests_shed = Family::default();
+        let upstream_requests = Family::default();
+        let upstream_request_duration =
+            Family::<MethodLabels, Histogram>::new_with_constructor(|| Histogram::new(UPSTREAM_DURATION_BUCKETS));
+        let upstream_ready = Gauge::default();
+        let upstream_restarts = Counter::default();
+        let upstream_tools = Family::default();
 
         // Counters get `_total` appended by prometheus-client.
         let r = &mut registry;
@@ -378,6 +414,33 @@ impl Metrics {
             requests_shed.clone(),
         );
 
+        r.register(
+            "palisade_upstream_requests",
+            "Requests forwarded to the upstream MCP server, by method and outcome",
+            upstream_requests.clone(),
+        );
+        r.register_with_unit(
+            "palisade_upstream_request_duration",
+            "Time the upstream MCP server took to answer, by method",
+            Unit::Seconds,
+            upstream_request_duration.clone(),
+        );
+        r.register(
+            "palisade_upstream_ready",
+            "1 while the upstream MCP server is ready, else 0",
+            upstream_ready.clone(),
+        );
+        r.register(
+            "palisade_upstream_restarts",
+            "Upstream processes started again (stdio) and first sessions attempted again (HTTP)",
+            upstream_restarts.clone(),
+        );
+        r.register(
+            "palisade_upstream_tools",
+            "The upstream's tools offered to the policy or withheld, by state",
+            upstream_tools.clone(),
+        );
+
         let metrics = Self {
             registry,
             authentication_attempts,
@@ -393,6 +456,11 @@ impl Metrics {
             connections_open,
             connections_refused,
             requests_shed,
+            upstream_requests,
+            upstream_request_duration,
+            upstream_ready,
+            upstream_restarts,
+            upstream_tools,
             current_policy_hash: Mutex::new(None),
         };
         metrics.initialize_closed_series();
@@ -527,6 +595,27 @@ impl Metrics {
         self.policy_reloads.get_or_create(&ReloadLabels { file, result }).inc();
     }
 
+    /// Records one request forwarded to the upstream.
+    pub fn observe_upstream(&self, method: &'static str, outcome: &'static str, elapsed: Duration) {
+        self.upstream_request_duration
+            .get_or_create(&MethodLabels {
+                method: method_label(method),
+            })
+            .observe(elapsed.as_secs_f64());
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels { method, outcome })
+            .inc();
+    }
+
+    /// Sets how many of the upstream's tools are offered to the policy and how many are withheld.
+    pub fn set_upstream_tools(&self, offered: usize, withheld: usize) {
+        for (state, count) in [("offered", offered), ("withheld", withheld)] {
+            self.upstream_tools
+                .get_or_create(&UpstreamToolLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// Records one answered MCP request: increments `mcp_requests_total` and observes its duration.
     pub fn observe_request(&self, mcp_method: &str, http_status: u16, elapsed: Duration) {
         let labels = RequestLabels::new(mcp_method, http_status);
@@ -556,7 +645,7 @@ fn duration_histogram() -> Histogram {
 mod tests {
     use super::*;
 
-    const FAMILIES: [(&str, &str); 10] = [
+    const FAMILIES: [(&str, &str); 12] = [
         ("mcp_authentication_attempts", "counter"),
         ("mcp_authorization_checks", "counter"),
         ("mcp_security_violations", "counter"),
@@ -567,6 +656,8 @@ mod tests {
         ("palisade_policy_info", "gauge"),
         ("palisade_documents_loaded", "gauge"),
         ("palisade_ready", "gauge"),
+        ("palisade_upstream_ready", "gauge"),
+        ("palisade_upstream_restarts", "counter"),
     ];
 
     fn lines_starting_with(text: &str, prefix: &str) -> Vec<String> {

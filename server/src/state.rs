@@ -64,6 +64,8 @@ pub struct AppState {
     pub rate_limiter: crate::rate_limit::RateLimiter,
     /// Places for requests being served (`--max-concurrency`); a request that finds none is shed.
     pub requests: Arc<tokio::sync::Semaphore>,
+    /// Proxy mode: the upstream MCP server this server stands in front of (kept across reloads).
+    pub proxy: Option<crate::mcp::proxy::Proxy>,
 }
 
 /// Why a snapshot could not be built.
@@ -93,6 +95,14 @@ pub enum LoadError {
         /// What is wrong.
         problems: palisade_crds::Problems,
     },
+    /// A proxying server's policy defines tools or collections of its own.
+    #[error(
+        "policy file {path}: this server stands in front of an upstream and serves its tools: the policy must define no tools or collections (its rules decide on the upstream's tool names)"
+    )]
+    ProxyDefinesTools {
+        /// The file.
+        path: String,
+    },
     /// A secret file is missing or invalid.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthLoadError),
@@ -105,7 +115,10 @@ impl LoadError {
     /// Which input failed, for the reload metric.
     pub fn file_label(&self) -> &'static str {
         match self {
-            Self::ReadPolicy { .. } | Self::ParsePolicy { .. } | Self::InvalidPolicy { .. } => "policy",
+            Self::ReadPolicy { .. }
+            | Self::ParsePolicy { .. }
+            | Self::InvalidPolicy { .. }
+            | Self::ProxyDefinesTools { .. } => "policy",
             Self::Auth(_) => "secrets",
             Self::Documents(_) => "documents",
         }
@@ -132,6 +145,7 @@ impl AppState {
             http,
             last_error: Mutex::new(None),
             rate_limiter,
+            proxy: None,
         }
     }
 
@@ -154,6 +168,9 @@ impl AppState {
             path: path.clone(),
             source,
         })?;
+        if self.proxy.is_some() && !(document.tools.is_empty() && document.collections.is_empty()) {
+            return Err(LoadError::ProxyDefinesTools { path });
+        }
         let fingerprint = fingerprint(&text, &document, &self.config.documents_dir);
         let policy = Policy::new(document).map_err(|problems| LoadError::InvalidPolicy { path, problems })?;
         let metrics = self.metrics.clone();

@@ -112,6 +112,8 @@ async def run(report: dict[str, Any]) -> None:
     token = os.environ["MCP_TOKEN"]
     mode = os.environ.get("MCP_MODE", "auto")
     tools = os.environ.get("MCP_TOOLS", "get_public_info get_confidential_info").split()
+    # Arguments per tool name (JSON object); a tool not named is called without arguments.
+    arguments = json.loads(os.environ.get("MCP_ARGUMENTS", "{}"))
     uris = os.environ.get(
         "MCP_URIS", "palisade://public/public.md palisade://confidential/confidential.md"
     ).split()
@@ -137,7 +139,7 @@ async def run(report: dict[str, Any]) -> None:
         try:
             async with client:
                 report["connected"] = True
-                await explore(client, exchanges, report, tools, uris)
+                await explore(client, exchanges, report, tools, uris, arguments)
         except Exception as error:  # noqa: BLE001 - reported, not handled
             if report["connected"]:
                 raise
@@ -146,7 +148,12 @@ async def run(report: dict[str, Any]) -> None:
 
 
 async def explore(
-    client: Client, exchanges: Exchanges, report: dict[str, Any], tools: list[str], uris: list[str]
+    client: Client,
+    exchanges: Exchanges,
+    report: dict[str, Any],
+    tools: list[str],
+    uris: list[str],
+    arguments: dict[str, Any],
 ) -> None:
     report["protocolVersion"] = client.protocol_version
     info = client.server_info
@@ -162,7 +169,7 @@ async def explore(
     report["calls"] = {}
     for name in tools:
         try:
-            result = await client.call_tool(name, {})
+            result = await client.call_tool(name, arguments.get(name, {}))
             report["calls"][name] = {
                 "ok": not result.is_error,
                 "isError": bool(result.is_error),

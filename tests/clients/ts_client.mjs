@@ -64,6 +64,8 @@ async function main() {
     const token = process.env.MCP_TOKEN;
     const modules = process.env.NODE_MODULES;
     const tools = (process.env.MCP_TOOLS ?? 'get_public_info get_confidential_info').split(/\s+/).filter(Boolean);
+    // Arguments per tool name (JSON object); a tool not named is called without arguments.
+    const toolArguments = JSON.parse(process.env.MCP_ARGUMENTS ?? '{}');
     const uris = (process.env.MCP_URIS ?? 'palisade://public/public.md palisade://confidential/confidential.md')
         .split(/\s+/)
         .filter(Boolean);
@@ -140,7 +142,7 @@ async function main() {
         report.calls = {};
         for (const name of tools) {
             try {
-                const result = await client.callTool({ name, arguments: {} }, undefined, options);
+                const result = await client.callTool({ name, arguments: toolArguments[name] ?? {} }, undefined, options);
                 report.calls[name] = {
                     ok: !result.isError,
                     isError: Boolean(result.isError),

@@ -7,6 +7,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clients;
+pub mod reference_servers;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

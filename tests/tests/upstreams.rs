@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use palisade_e2e::{node_modules, node22, python};
+use palisade_e2e::python;
+use palisade_e2e::reference_servers::{HttpEverything, everything};
 use palisade_server::upstream::handshake::list_tools;
 use palisade_server::upstream::http::HttpUpstream;
 use palisade_server::upstream::stdio::StdioUpstream;
@@ -51,16 +52,6 @@ async fn tool_names(upstream: &StdioUpstream) -> Vec<String> {
         .expect("a tools array")
         .iter()
         .map(|t| t["name"].as_str().expect("a name").to_owned())
-        .collect()
-}
-
-/// `node dist/index.js stdio` of the pinned server-everything.
-fn everything() -> Vec<String> {
-    let script = node_modules().join("@modelcontextprotocol/server-everything/dist/index.js");
-    [node22(), script]
-        .map(|p| p.display().to_string())
-        .into_iter()
-        .chain(["stdio".to_owned()])
         .collect()
 }
 
@@ -188,7 +179,7 @@ async fn a_killed_server_everything_is_started_again() {
         .expect("ready in time")
         .expect("supervised");
     let live = supervisor.live().expect("a live process");
-    assert!(live.tools.iter().any(|t| t["name"] == "echo"));
+    assert!(live.tools().iter().any(|t| t["name"] == "echo"));
     let pid = live.process.id().expect("running");
     drop(live);
 
@@ -224,39 +215,6 @@ async fn a_killed_server_everything_is_started_again() {
     assert_eq!(echoed["content"][0]["text"], "Echo: again");
     assert_eq!(supervisor.restarts(), 1);
     assert_ne!(supervisor.live().and_then(|l| l.process.id()), Some(pid));
-}
-
-/// server-everything over Streamable HTTP on `port`, killed when dropped.
-struct HttpEverything(std::process::Child);
-
-impl HttpEverything {
-    fn start(port: u16) -> Self {
-        let argv = everything();
-        let child = std::process::Command::new(&argv[0])
-            .arg(&argv[1])
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("node starts");
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "server-everything does not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for HttpEverything {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

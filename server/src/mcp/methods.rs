@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use palisade_crds::evaluator::{Decision, Effect, Grant, Reason};
+use palisade_crds::evaluator::{Decision, Effect, Explanation, Grant, Reason};
 use palisade_crds::mcp_server::ToolAction;
 use palisade_crds::{Access, document::ToolDefinition};
 use serde_json::{Map, Value, json};
@@ -19,6 +19,7 @@ use super::jsonrpc::code;
 use super::protocol::{self, META_SERVER_INFO, Revision};
 use crate::documents::{self, DocumentError};
 use crate::state::Snapshot;
+use crate::upstream::UpstreamError;
 
 /// How long clients may cache list results (modern `ttlMs`).
 const LIST_TTL_MS: u64 = 60_000;
@@ -48,9 +49,11 @@ pub enum Reply<'p> {
         /// Message.
         message: String,
     },
+    /// The upstream of a proxying server gave no result (see [`UpstreamError::http_status`]).
+    Upstream(UpstreamError),
 }
 
-fn error(status: u16, code: i64, message: impl Into<String>, data: Option<Value>) -> Reply<'static> {
+pub(super) fn error(status: u16, code: i64, message: impl Into<String>, data: Option<Value>) -> Reply<'static> {
     Reply::Error {
         status,
         code,
@@ -89,6 +92,17 @@ pub struct AuthzRecord<'p> {
     pub missing: Vec<&'p str>,
     /// The request tried to name something outside a collection (`..`, separators, NUL).
     pub path_traversal: bool,
+    /// How the request forwarded to the upstream went (proxy mode).
+    pub upstream: Option<Forwarded>,
+}
+
+/// A request forwarded to the upstream, for the audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `ok`, `error` (the upstream's own JSON-RPC error), `unavailable`, `timeout` or `invalid`.
+    pub outcome: &'static str,
+    /// How long the upstream took.
+    pub duration: std::time::Duration,
 }
 
 /// Whether a document name or resource URI tries to leave its collection.
@@ -111,41 +125,60 @@ pub struct Call<'a, 'p> {
     pub revision: Revision,
 }
 
+/// What a server offers at the handshake.
+pub(super) struct Offer {
+    /// `capabilities` of `initialize` and `server/discover`.
+    pub capabilities: Value,
+    /// `instructions`.
+    pub instructions: String,
+}
+
+impl Offer {
+    /// A document server: tools and the collections' documents as resources.
+    fn documents(call: &Call<'_, '_>) -> Self {
+        Self {
+            capabilities: json!({"tools": {"listChanged": false}, "resources": {"listChanged": false, "subscribe": false}}),
+            instructions: instructions(call),
+        }
+    }
+}
+
 /// Answers `method` with `params`.
 pub fn handle<'p>(
     call: &Call<'_, 'p>,
     method: &str,
     params: &Map<String, Value>,
 ) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
-    let modern = call.revision.is_modern();
     let (reply, authz) = match method {
-        "initialize" if !modern => (Reply::Result(initialize(call, params)), None),
-        "ping" if !modern => (Reply::Result(json!({})), None),
-        "server/discover" => (Reply::Result(discover(call)), None),
         "tools/list" => list_tools(call),
         "tools/call" => call_tool(call, params),
         "resources/list" => list_resources(call),
         "resources/templates/list" => (Reply::Result(json!({"resourceTemplates": []})), None),
         "resources/read" => read_resource(call, params),
-        _ => (
-            error(
-                if modern { 404 } else { 200 },
-                code::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-                None,
-            ),
-            None,
-        ),
+        _ => (session(call, method, params, &Offer::documents(call)), None),
     };
     (decorate(call, method, reply), authz)
 }
 
-fn server_info() -> Value {
-    json!({"name": "palisade-server", "title": "Palisade MCP server", "version": env!("CARGO_PKG_VERSION")})
+/// The methods that expose nothing the policy governs: the handshake and `ping`, else
+/// method not found.
+pub(super) fn session(call: &Call<'_, '_>, method: &str, params: &Map<String, Value>, offer: &Offer) -> Reply<'static> {
+    let modern = call.revision.is_modern();
+    match method {
+        "initialize" if !modern => Reply::Result(initialize(params, offer)),
+        "ping" if !modern => Reply::Result(json!({})),
+        "server/discover" => Reply::Result(discover(offer)),
+        _ => error(
+            if modern { 404 } else { 200 },
+            code::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+            None,
+        ),
+    }
 }
 
-fn capabilities() -> Value {
-    json!({"tools": {"listChanged": false}, "resources": {"listChanged": false, "subscribe": false}})
+fn server_info() -> Value {
+    json!({"name": "palisade-server", "title": "Palisade MCP server", "version": env!("CARGO_PKG_VERSION")})
 }
 
 fn instructions(call: &Call<'_, '_>) -> String {
@@ -166,29 +199,29 @@ fn instructions(call: &Call<'_, '_>) -> String {
     )
 }
 
-fn initialize(call: &Call<'_, '_>, params: &Map<String, Value>) -> Value {
+fn initialize(params: &Map<String, Value>, offer: &Offer) -> Value {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     json!({
         "protocolVersion": protocol::negotiate(requested),
-        "capabilities": capabilities(),
+        "capabilities": offer.capabilities,
         "serverInfo": server_info(),
-        "instructions": instructions(call),
+        "instructions": offer.instructions,
     })
 }
 
-fn discover(call: &Call<'_, '_>) -> Value {
+fn discover(offer: &Offer) -> Value {
     json!({
         "supportedVersions": protocol::SUPPORTED,
-        "capabilities": capabilities(),
+        "capabilities": offer.capabilities,
         "serverInfo": server_info(),
-        "instructions": instructions(call),
+        "instructions": offer.instructions,
     })
 }
 
 /// Adds what the modern revision requires of every result: `resultType`, the server info in
 /// `_meta`, and cache hints on cacheable results (`private` wherever the answer depends on the
 /// caller).
-fn decorate<'p>(call: &Call<'_, '_>, method: &str, reply: Reply<'p>) -> Reply<'p> {
+pub(super) fn decorate<'p>(call: &Call<'_, '_>, method: &str, reply: Reply<'p>) -> Reply<'p> {
     match reply {
         Reply::Result(result) => Reply::Result(decorate_result(call.revision, method, result)),
         other => other,
@@ -292,8 +325,8 @@ fn index_in<T>(slice: &[T], item: &T) -> Option<usize> {
 pub struct Prerendered {
     /// `tools/list` entry of each tool, in the policy's tool order.
     tools: Vec<String>,
-    /// The `tools/list` result before and after its tools, per revision family.
-    tools_list: [(String, String); 2],
+    /// The `tools/list` result around its tools.
+    tools_list: ListFrame,
     /// `tools/call` result of each argument-free tool, per revision family.
     calls: Vec<Option<[String; 2]>>,
 }
@@ -303,14 +336,6 @@ impl Prerendered {
     pub fn new(policy: &palisade_crds::Policy, documents: &documents::DocumentStore) -> Self {
         let tools = policy.tools();
         let families = [Revision::Legacy20250618, Revision::Modern];
-        let tools_list = families.map(|revision| {
-            let empty = decorate_result(revision, "tools/list", json!({"tools": []}));
-            let text = serde_json::to_string(&empty).expect("JSON values serialize");
-            let (before, after) = text
-                .split_once(EMPTY_TOOLS)
-                .expect("the tools/list result has one empty tools array");
-            (format!("{before}\"tools\":["), format!("]{after}"))
-        });
         let calls = tools
             .iter()
             .map(|tool| {
@@ -326,7 +351,7 @@ impl Prerendered {
                 .iter()
                 .map(|tool| serde_json::to_string(&tool_json(tool)).expect("JSON values serialize"))
                 .collect(),
-            tools_list,
+            tools_list: ListFrame::new(),
             calls,
         }
     }
@@ -336,15 +361,39 @@ impl Prerendered {
     /// The `tools/list` result listing the tools at `indices` (positions in the policy's tools),
     /// and how many it lists.
     pub fn tools_list(&self, indices: impl Iterator<Item = usize>, revision: Revision) -> (String, usize) {
-        let (before, after) = &self.tools_list[usize::from(revision.is_modern())];
+        let entries = indices.map(|index| self.tools[index].as_str());
+        self.tools_list.render(entries, revision)
+    }
+}
+
+/// The `tools/list` result before and after its tools, serialized once per revision family
+/// (`[legacy, modern]`): a list is then its entries, already serialized, joined inside.
+#[derive(Debug, Default)]
+pub(super) struct ListFrame([(String, String); 2]);
+
+impl ListFrame {
+    pub(super) fn new() -> Self {
+        Self([Revision::Legacy20250618, Revision::Modern].map(|revision| {
+            let empty = decorate_result(revision, "tools/list", json!({"tools": []}));
+            let text = serde_json::to_string(&empty).expect("JSON values serialize");
+            let (before, after) = text
+                .split_once(EMPTY_TOOLS)
+                .expect("the tools/list result has one empty tools array");
+            (format!("{before}\"tools\":["), format!("]{after}"))
+        }))
+    }
+
+    /// The result listing `entries` (each a serialized tool), and how many it lists.
+    pub(super) fn render<'a>(&self, entries: impl Iterator<Item = &'a str>, revision: Revision) -> (String, usize) {
+        let (before, after) = &self.0[usize::from(revision.is_modern())];
         let mut text = String::with_capacity(before.len() + after.len() + 512);
         text.push_str(before);
         let mut count = 0;
-        for index in indices {
+        for entry in entries {
             if count > 0 {
                 text.push(',');
             }
-            text.push_str(&self.tools[index]);
+            text.push_str(entry);
             count += 1;
         }
         text.push_str(after);
@@ -354,7 +403,7 @@ impl Prerendered {
 
 const EMPTY_TOOLS: &str = "\"tools\":[]";
 
-fn list_record<'p>(target: String) -> AuthzRecord<'p> {
+pub(super) fn list_record<'p>(target: String) -> AuthzRecord<'p> {
     AuthzRecord {
         kind: AuthzKind::List,
         effect: Effect::Allow,
@@ -364,13 +413,25 @@ fn list_record<'p>(target: String) -> AuthzRecord<'p> {
         granted_by: Vec::new(),
         missing: Vec::new(),
         path_traversal: false,
+        upstream: None,
     }
 }
 
 fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Decision<'p>) -> AuthzRecord<'p> {
-    let (granted_by, missing) = match decision.tool {
-        Some(tool) => {
-            let explanation = call.access.explain_tool(&tool.name);
+    let explanation = decision.tool.map(|tool| call.access.explain_tool(&tool.name));
+    authz_record(kind, target, decision, explanation.as_ref())
+}
+
+/// The record of `decision` on `target`, with what granted and what is missing when it is
+/// `explanation`ed (a known tool).
+pub(super) fn authz_record<'p>(
+    kind: AuthzKind,
+    target: &str,
+    decision: &Decision<'p>,
+    explanation: Option<&Explanation<'p>>,
+) -> AuthzRecord<'p> {
+    let (granted_by, missing) = match explanation {
+        Some(explanation) => {
             let mut granted: Vec<&'p str> = explanation
                 .granted
                 .iter()
@@ -381,7 +442,7 @@ fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Dec
                 .collect();
             granted.sort_unstable();
             granted.dedup();
-            (granted, explanation.missing)
+            (granted, explanation.missing.clone())
         }
         None => (Vec::new(), Vec::new()),
     };
@@ -394,13 +455,17 @@ fn record<'p>(call: &Call<'_, 'p>, kind: AuthzKind, target: &str, decision: &Dec
         granted_by,
         missing,
         path_traversal: false,
+        upstream: None,
     }
 }
 
-fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply<'static> {
+pub(super) fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply<'static> {
     let message = match decision.reason {
         Reason::NoMatchingRule => format!(
             "Access to {what} is not granted by any policy.\n\nAction: ask the owner of this server's McpAccessPolicy for access."
+        ),
+        Reason::AmbiguousRules => format!(
+            "Access to {what} is decided by rules of equal specificity that require different scopes or modes, so it is denied.\n\nAction: ask the owner of this server's McpAccessPolicy to add a rule for the exact name."
         ),
         _ => format!(
             "Missing required scope: {}.\n\nAction: obtain a token with the scope {} (or a role that grants it).",
@@ -650,6 +715,7 @@ fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply
                 granted_by: Vec::new(),
                 missing: Vec::new(),
                 path_traversal: looks_like_traversal(uri),
+                upstream: None,
             };
             return (not_found(), Some(record));
         }

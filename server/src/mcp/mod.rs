@@ -3,3 +3,4 @@
 pub mod jsonrpc;
 pub mod methods;
 pub mod protocol;
+pub mod proxy;

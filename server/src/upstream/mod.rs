@@ -9,12 +9,14 @@
 //! - [`http`]: an upstream at a Streamable HTTP endpoint, with a session of Palisade's own.
 //! - [`handshake`]: the MCP handshake as a client with no capabilities, and the tool list.
 //! - [`supervisor`]: one stdio upstream kept running, restarted with back-off.
+//! - [`endpoint`]: the upstream a proxying server fronts, stdio or HTTP, behind one type.
 //! - [`pin`]: the hash a tool's definition is pinned by, against rug pulls.
 //!
 //! Nothing here decides access: the upstream's answers are data, and the policy is applied by
 //! the caller of these types before any request leaves.
 
 pub mod connection;
+pub mod endpoint;
 pub mod handshake;
 pub mod http;
 pub mod pin;
@@ -107,6 +109,24 @@ impl UpstreamError {
             Self::Timeout(_) => 504,
             Self::Invalid(_) => 502,
             Self::Rpc { .. } => 200,
+        }
+    }
+
+    /// What a caller is told: the kind of failure and what to do, never the detail (a command
+    /// line, an address, the upstream's output), which goes to the operational log.
+    pub fn caller_message(&self) -> String {
+        match self {
+            Self::Unavailable(_) => {
+                "The upstream MCP server is unavailable.\n\nAction: retry after the time in Retry-After.".into()
+            }
+            Self::Timeout(after) => format!(
+                "The upstream MCP server did not answer within {} s.\n\nAction: retry later, or ask the server's owner to raise its upstream timeout.",
+                after.as_secs_f64()
+            ),
+            Self::Invalid(_) => {
+                "The upstream MCP server gave an answer that breaks the MCP protocol.\n\nAction: report it to the server's owner.".into()
+            }
+            Self::Rpc { message, .. } => message.clone(),
         }
     }
 

@@ -9,15 +9,18 @@
 //! - A request holds the process it was sent to: a restart does not cut answers in flight short
 //!   more than the crash itself did.
 //!
+//! - The tool list is read at each start and again whenever the process says it changed
+//!   (`notifications/tools/list_changed`); a list that cannot be read then keeps the last one.
+//!
 //! A process that hangs without exiting is not detected here (its requests time out).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{Map, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::UpstreamError;
@@ -93,8 +96,15 @@ pub struct Live {
     pub process: StdioUpstream,
     /// Its handshake.
     pub handshake: Handshake,
-    /// Its tools, as listed at the start.
-    pub tools: Vec<Map<String, Value>>,
+    /// Its tools, as last listed.
+    tools: ArcSwap<Vec<Map<String, Value>>>,
+}
+
+impl Live {
+    /// Its tools, as last listed (at the start, or after it said they changed).
+    pub fn tools(&self) -> Arc<Vec<Map<String, Value>>> {
+        self.tools.load_full()
+    }
 }
 
 /// The running supervision; stopped (and the process with it) when dropped.
@@ -107,6 +117,7 @@ struct Shared {
     live: ArcSwapOption<Live>,
     state: watch::Sender<UpstreamState>,
     restarts: AtomicU64,
+    ever_ready: AtomicBool,
 }
 
 impl Supervisor {
@@ -116,6 +127,7 @@ impl Supervisor {
             live: ArcSwapOption::empty(),
             state: watch::channel(UpstreamState::Starting).0,
             restarts: AtomicU64::new(0),
+            ever_ready: AtomicBool::new(false),
         });
         let task = tokio::spawn(supervise(config, shared.clone()));
         Self { shared, task }
@@ -129,6 +141,11 @@ impl Supervisor {
     /// The state, now and as it changes.
     pub fn state(&self) -> watch::Receiver<UpstreamState> {
         self.shared.state.subscribe()
+    }
+
+    /// Whether a process has completed its start at least once.
+    pub fn ever_ready(&self) -> bool {
+        self.shared.ever_ready.load(Ordering::Relaxed)
     }
 
     /// Processes started again since the supervisor began.
@@ -166,39 +183,70 @@ impl Drop for Supervisor {
     }
 }
 
-/// Starts the process and completes its start.
-async fn start(config: &StdioConfig) -> Result<Live, UpstreamError> {
+/// Starts the process and completes its start; with the notifications it sent from the first.
+async fn start(config: &StdioConfig) -> Result<(Live, broadcast::Receiver<String>), UpstreamError> {
     let process = StdioUpstream::spawn(&config.argv, &config.env, config.max_message_bytes)
         .map_err(|error| UpstreamError::Unavailable(format!("cannot start {:?}: {error}", config.argv[0])))?;
+    // Subscribed before the handshake: a list_changed sent right after it is not missed.
+    let notifications = process.connection().notifications();
     let handshake = initialize(process.connection(), config.start_timeout).await?;
     let tools = if handshake.offers("tools") {
         list_tools(process.connection(), config.start_timeout).await?
     } else {
         Vec::new()
     };
-    Ok(Live {
+    let live = Live {
         process,
         handshake,
-        tools,
-    })
+        tools: ArcSwap::from_pointee(tools),
+    };
+    Ok((live, notifications))
+}
+
+/// Serves `live` until its connection ends, listing its tools again each time it says they
+/// changed; the reason it ended.
+async fn run(live: &Live, mut notifications: broadcast::Receiver<String>, timeout: Duration) -> UpstreamError {
+    let connection = live.process.connection();
+    loop {
+        let changed = tokio::select! {
+            reason = connection.ended() => return reason,
+            notification = notifications.recv() => match notification {
+                Ok(method) => method == "notifications/tools/list_changed",
+                // Notifications were dropped: one of them may have been a change.
+                Err(broadcast::error::RecvError::Lagged(_)) => true,
+                Err(broadcast::error::RecvError::Closed) => return connection.ended().await,
+            },
+        };
+        if !changed || !live.handshake.offers("tools") {
+            continue;
+        }
+        match list_tools(connection, timeout).await {
+            Ok(tools) => {
+                tracing::info!(tools = tools.len(), "upstream tools listed again after list_changed");
+                live.tools.store(Arc::new(tools));
+            }
+            Err(error) => tracing::warn!(%error, "upstream tools could not be listed again; the last list stays"),
+        }
+    }
 }
 
 async fn supervise(config: StdioConfig, shared: Arc<Shared>) {
     let mut attempt: u32 = 0;
     loop {
         let reason = match start(&config).await {
-            Ok(live) => {
+            Ok((live, notifications)) => {
                 let live = Arc::new(live);
                 tracing::info!(
                     server = %live.handshake.server_name,
                     protocol = %live.handshake.protocol_version,
-                    tools = live.tools.len(),
+                    tools = live.tools().len(),
                     "upstream ready"
                 );
                 shared.live.store(Some(live.clone()));
+                shared.ever_ready.store(true, Ordering::Relaxed);
                 shared.state.send_replace(UpstreamState::Ready);
                 let began = Instant::now();
-                let reason = live.process.connection().ended().await;
+                let reason = run(&live, notifications, config.start_timeout).await;
                 shared.live.store(None);
                 if began.elapsed() >= config.backoff.healthy_after {
                     attempt = 0;
@@ -274,13 +322,36 @@ echo '{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"echo","inputSchema"
         let live = supervisor.live().expect("live");
         assert_eq!(live.handshake.server_name, "fake");
         assert_eq!(
-            live.tools,
+            *live.tools(),
             [json!({"name": "echo", "inputSchema": {"type": "object"}})
                 .as_object()
                 .unwrap()
                 .clone()]
         );
         assert_eq!(supervisor.restarts(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_tools_are_listed_again_when_the_upstream_says_they_changed() {
+        let supervisor = Supervisor::start(fake(
+            r#"echo '{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}'
+read again
+echo '{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"add","inputSchema":{"type":"object"}}]}}'
+sleep 30"#,
+        ));
+        wait_until(&mut supervisor.state(), |s| *s == UpstreamState::Ready).await;
+        let live = supervisor.live().expect("live");
+        let names = || -> Vec<String> {
+            live.tools()
+                .iter()
+                .map(|t| t["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while names().len() < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(names(), ["echo", "add"]);
     }
 
     #[tokio::test]

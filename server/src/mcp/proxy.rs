@@ -1,0 +1,272 @@
+//! Proxy mode: the MCP methods of a server that stands in front of an upstream MCP server.
+//!
+//! The same request path as a document server (authentication, rate limits, audit, metrics,
+//! hot reload) with one difference, the answer to the methods that expose tools:
+//! - `tools/list` is the upstream's tool list (as last listed: at its start, after a
+//!   `list_changed`, or on the HTTP refresh) filtered by the policy: exactly the tools a call
+//!   would be allowed to.
+//! - `tools/call` is decided **before** any byte goes upstream, by the same function: a denied
+//!   call is answered 403 `insufficient_scope` naming the missing scopes, a tool the upstream
+//!   does not offer `-32602`. An allowed call is forwarded with only its `name` and
+//!   `arguments`: nothing of the caller's request (its token, headers, `_meta`, JSON-RPC id)
+//!   reaches the upstream.
+//! - Every other method is answered locally: the handshake and `ping` as a document server
+//!   does (offering tools only), anything else (resources, prompts, completion, logging, tasks)
+//!   `-32601`, never forwarded: default deny.
+//!
+//! The policy's rules decide on the upstream's tool names ([`palisade_crds::Catalog`]). The
+//! catalog is prepared once per (policy, tool list) and kept until either changes.
+//! A tool whose name the policy cannot govern (outside `[A-Za-z0-9_.-]{1,128}`) or that the
+//! upstream lists twice is withheld: never listed, never called.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use palisade_crds::evaluator::Reason;
+use palisade_crds::tool_match::check_tool_name;
+use palisade_crds::{Catalog, Policy};
+use serde_json::{Map, Value, json};
+
+use super::jsonrpc::code;
+use super::methods::{
+    self, AuthzKind, AuthzRecord, Call, Forwarded, ListFrame, Offer, Reply, authz_record, decorate, denial, error,
+    list_record,
+};
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamError;
+use crate::upstream::endpoint::{Tools, Upstream};
+use crate::upstream::supervisor::UpstreamState;
+
+/// The upstream and what is prepared to answer for it.
+pub struct Proxy {
+    upstream: Upstream,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    prepared: ArcSwapOption<Prepared>,
+    frame: ListFrame,
+}
+
+/// The upstream's tools prepared against one policy.
+struct Prepared {
+    /// The list it was prepared from (held, so that it is compared by identity).
+    tools: Tools,
+    catalog: Catalog,
+    /// Each governable tool's `tools/list` entry, serialized.
+    entries: HashMap<String, String>,
+}
+
+impl Prepared {
+    fn new(policy: &Policy, tools: Tools, metrics: &Metrics) -> Self {
+        let mut entries = HashMap::with_capacity(tools.len());
+        let mut withheld = 0;
+        for tool in tools.iter() {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
+            if let Err(problem) = check_tool_name(name) {
+                tracing::warn!(tool = %name.escape_debug(), %problem, "upstream tool withheld: its name cannot be governed by a rule");
+                withheld += 1;
+            } else if entries.contains_key(name) {
+                tracing::warn!(tool = name, "upstream tool withheld: the upstream lists the name twice");
+                entries.remove(name);
+                withheld += 2;
+            } else {
+                let entry = serde_json::to_string(tool).expect("JSON values serialize");
+                entries.insert(name.to_owned(), entry);
+            }
+        }
+        metrics.set_upstream_tools(entries.len(), withheld);
+        let catalog = policy.catalog(entries.keys().cloned());
+        for name in catalog.ambiguous() {
+            tracing::warn!(
+                tool = name,
+                "upstream tool denied: rules of equal specificity disagree about it"
+            );
+        }
+        Self {
+            tools,
+            catalog,
+            entries,
+        }
+    }
+}
+
+impl Proxy {
+    /// Stands in front of `upstream`, giving each forwarded request `timeout`.
+    pub fn new(upstream: Upstream, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        Self {
+            upstream,
+            timeout,
+            metrics,
+            prepared: ArcSwapOption::empty(),
+            frame: ListFrame::new(),
+        }
+    }
+
+    /// The upstream.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Whether the upstream has listed its tools at least once.
+    pub fn ever_ready(&self) -> bool {
+        self.upstream.ever_ready()
+    }
+
+    /// Where the upstream is: `starting`, `ready` or `restarting`.
+    pub fn state_label(&self) -> &'static str {
+        match *self.upstream.state().borrow() {
+            UpstreamState::Starting => "starting",
+            UpstreamState::Ready => "ready",
+            UpstreamState::Restarting { .. } => "restarting",
+        }
+    }
+
+    /// The upstream's tools prepared against `policy`; `None` while the upstream has no list.
+    fn prepared(&self, policy: &Policy) -> Option<Arc<Prepared>> {
+        let tools = self.upstream.tools()?;
+        if let Some(prepared) = self.prepared.load_full()
+            && Arc::ptr_eq(&prepared.tools, &tools)
+            && prepared.catalog.policy_hash() == policy.hash()
+        {
+            return Some(prepared);
+        }
+        let prepared = Arc::new(Prepared::new(policy, tools, &self.metrics));
+        self.prepared.store(Some(prepared.clone()));
+        Some(prepared)
+    }
+
+    /// Forwards `method` and records how it went.
+    async fn forward(&self, method: &'static str, params: Value) -> (Result<Value, UpstreamError>, Forwarded) {
+        let started = Instant::now();
+        let result = self.upstream.request(method, Some(params), self.timeout).await;
+        let result = result.and_then(|value| match value {
+            Value::Object(_) => Ok(value),
+            _ => Err(UpstreamError::Invalid(format!(
+                "a {method} result that is not an object"
+            ))),
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(UpstreamError::Rpc { .. }) => "error",
+            Err(UpstreamError::Unavailable(_)) => "unavailable",
+            Err(UpstreamError::Timeout(_)) => "timeout",
+            Err(UpstreamError::Invalid(_)) => "invalid",
+        };
+        let forwarded = Forwarded {
+            outcome,
+            duration: started.elapsed(),
+        };
+        self.metrics
+            .observe_upstream(method, forwarded.outcome, forwarded.duration);
+        if let Err(error) = &result
+            && !matches!(error, UpstreamError::Rpc { .. })
+        {
+            tracing::warn!(method, %error, "upstream request failed");
+        }
+        (result, forwarded)
+    }
+}
+
+/// Answers `method` with `params` for a server in front of `proxy`'s upstream.
+pub async fn handle<'p>(
+    call: &Call<'_, 'p>,
+    proxy: &Proxy,
+    method: &str,
+    params: &Map<String, Value>,
+) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let (reply, authz) = match method {
+        "tools/list" => list_tools(call, proxy),
+        "tools/call" => call_tool(call, proxy, params).await,
+        _ => (methods::session(call, method, params, &offer()), None),
+    };
+    (decorate(call, method, reply), authz)
+}
+
+fn offer() -> Offer {
+    Offer {
+        capabilities: json!({"tools": {"listChanged": false}}),
+        instructions: "The tools listed are the ones your credentials may call.".to_owned(),
+    }
+}
+
+/// The error of an upstream that has not listed its tools yet.
+fn not_ready() -> Reply<'static> {
+    Reply::Upstream(UpstreamError::Unavailable(
+        "the upstream has not listed its tools yet".into(),
+    ))
+}
+
+fn list_tools<'p>(call: &Call<'_, 'p>, proxy: &Proxy) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let Some(prepared) = proxy.prepared(&call.snapshot.policy) else {
+        return (not_ready(), None);
+    };
+    let visible = call
+        .access
+        .visible_in(&prepared.catalog)
+        .map(|name| prepared.entries[name].as_str());
+    let (text, count) = proxy.frame.render(visible, call.revision);
+    (
+        Reply::Serialized(text.into()),
+        Some(list_record(format!("tools:{count}"))),
+    )
+}
+
+async fn call_tool<'p>(
+    call: &Call<'_, 'p>,
+    proxy: &Proxy,
+    params: &Map<String, Value>,
+) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let Some(name) = params.get("name").and_then(Value::as_str) else {
+        return (
+            error(200, code::INVALID_PARAMS, "Invalid params: name must be a string", None),
+            None,
+        );
+    };
+    let Some(prepared) = proxy.prepared(&call.snapshot.policy) else {
+        return (not_ready(), None);
+    };
+    let explanation = call.access.explain_in(&prepared.catalog, name);
+    let decision = explanation.decision;
+    let mut authz = authz_record(AuthzKind::Tool, name, &decision, Some(&explanation));
+    if decision.reason == Reason::UnknownTool {
+        return (
+            error(200, code::INVALID_PARAMS, format!("Unknown tool: {name}"), None),
+            Some(authz),
+        );
+    }
+    if !decision.effect.permits() {
+        return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
+    }
+    let mut forwarded = Map::from_iter([("name".to_owned(), Value::String(name.to_owned()))]);
+    match params.get("arguments") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(arguments)) => {
+            forwarded.insert("arguments".to_owned(), Value::Object(arguments.clone()));
+        }
+        Some(_) => {
+            return (
+                error(
+                    200,
+                    code::INVALID_PARAMS,
+                    "Invalid params: arguments must be an object",
+                    None,
+                ),
+                Some(authz),
+            );
+        }
+    }
+    let (result, record) = proxy.forward("tools/call", Value::Object(forwarded)).await;
+    authz.upstream = Some(record);
+    let reply = match result {
+        Ok(result) => Reply::Result(result),
+        Err(UpstreamError::Rpc { code, message, data }) => Reply::Error {
+            status: 200,
+            code,
+            message,
+            data,
+        },
+        Err(error) => Reply::Upstream(error),
+    };
+    (reply, Some(authz))
+}

@@ -1,0 +1,394 @@
+//! Proxy mode end to end: `palisade-server serve ... -- <command>` and `--upstream-url` in front
+//! of the pinned reference server `@modelcontextprotocol/server-everything` (stdio and
+//! Streamable HTTP), through the real Python (auto and legacy) and TypeScript clients, with real
+//! HS256 tokens.
+//!
+//! | token scopes                        | tools listed        | echo   | get-sum            |
+//! |-------------------------------------|---------------------|--------|--------------------|
+//! | `everything:echo`                   | echo                | ok     | 403, everything:admin |
+//! | `everything:echo everything:admin`  | echo and get-*      | ok     | ok (5)             |
+//!
+//! Beside the clients: what reaches the upstream (a recording stdio server: no token, no header,
+//! no `_meta`, nothing denied), an upstream killed (503 `UPSTREAM_UNAVAILABLE` with Retry-After,
+//! then served again), a slow one (504 `UPSTREAM_TIMEOUT`), a policy changed under a running
+//! upstream, and a policy that defines tools refused on reload while the last good one serves.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use palisade_e2e::clients::{Run, Sdk, run_with};
+use palisade_e2e::reference_servers::{HttpEverything, everything};
+use palisade_e2e::{Fixture, Server, TempDir, free_port, http_client, python, repo_root};
+use serde_json::{Value, json};
+
+const ECHO: &str = "everything:echo";
+const ADMIN: &str = "everything:admin";
+
+/// A proxy's policy: tokens of the development issuer; `rules` decide on the upstream's tools.
+fn policy(key_file: &Path, rules: &str) -> String {
+    format!(
+        r#"apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata:
+  server: e2e/everything
+mode: Enforce
+authentication:
+  resource: http://127.0.0.1/mcp
+  issuers:
+  - issuer: palisade-dev
+    audiences: [http://127.0.0.1/mcp]
+    algorithms: [HS256]
+    keys:
+      hmacKeyFile: {}
+    claims: {{subject: sub, scopes: scope, roles: roles, groups: groups}}
+rules:
+{rules}
+"#,
+        key_file.display()
+    )
+}
+
+const RULES: &str = "- {match: echo, requiredScopes: [everything:echo]}
+- {match: get-*, requiredScopes: [everything:admin]}
+- {match: '*_file', requiredScopes: [files:read]}
+- {match: dup, requiredScopes: [files:read]}";
+
+/// A fixture whose policy is [`policy`] with `rules`.
+fn fixture(rules: &str) -> Fixture {
+    let dir = TempDir::new("proxy");
+    let key_file = dir.path().join("secrets/hmac-key");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    let hmac_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(&key_file, &hmac_key).unwrap();
+    let documents_dir = dir.path().join("documents");
+    std::fs::create_dir_all(&documents_dir).unwrap();
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, policy(&key_file, rules)).unwrap();
+    Fixture {
+        dir,
+        policy_file,
+        documents_dir,
+        hmac_key,
+        resource: "http://127.0.0.1/mcp".into(),
+    }
+}
+
+fn key_file(fixture: &Fixture) -> std::path::PathBuf {
+    fixture.dir.path().join("secrets/hmac-key")
+}
+
+/// `serve` in front of server-everything over stdio, with `flags` before the command.
+fn proxy_everything(fixture: &Fixture, flags: &[&str]) -> Server {
+    let command = everything();
+    let mut extra: Vec<&str> = flags.to_vec();
+    extra.push("--");
+    extra.extend(command.iter().map(String::as_str));
+    Server::start(fixture, &extra)
+}
+
+/// One JSON-RPC request at 2025-11-25: status, `Retry-After`, body.
+fn post(server: &Server, token: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let response = http_client()
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(body)
+        .send()
+        .expect("request");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (status, retry_after, response.json().unwrap_or(Value::Null))
+}
+
+fn call(name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+}
+
+const CALLS: &str = r#"{"echo": {"message": "through the proxy"}, "get-sum": {"a": 2, "b": 3}}"#;
+
+fn through(sdk: Sdk, server: &Server, fixture: &Fixture) {
+    let env = [
+        ("MCP_TOOLS", "echo get-sum"),
+        ("MCP_ARGUMENTS", CALLS),
+        ("MCP_URIS", ""),
+    ];
+    let token = fixture.token("alice", &[ECHO]);
+    let seen: Run = run_with(sdk, server, &token, "scopes [everything:echo]", &env);
+    seen.connected();
+    seen.only_mcp_endpoint(&server.mcp_url());
+    seen.tools(&["echo"]);
+    seen.allowed(seen.get("/calls/echo"), "echo", "Echo: through the proxy");
+    seen.refused(seen.get("/calls/get-sum"), "get-sum", ADMIN);
+    // A proxy offers tools only: resources are not a capability it announces.
+    seen.check(seen.get("/resources").is_null(), "resources/list should fail");
+
+    let token = fixture.token("root", &[ECHO, ADMIN]);
+    let seen = run_with(sdk, server, &token, "scopes [everything:echo everything:admin]", &env);
+    seen.connected();
+    let tools = seen.sorted_strings("/tools");
+    seen.check(
+        tools.contains(&"echo".to_owned()) && tools.contains(&"get-sum".to_owned()),
+        "echo and get-sum should be listed",
+    );
+    seen.check(
+        tools.iter().all(|t| t == "echo" || t.starts_with("get-")),
+        "only echo and get-* should be listed",
+    );
+    seen.allowed(seen.get("/calls/get-sum"), "get-sum", "5");
+}
+
+#[test]
+fn python_sdk_auto_mode_through_the_proxy_over_stdio() {
+    let fixture = fixture(RULES);
+    let server = proxy_everything(&fixture, &[]);
+    through(Sdk::PythonAuto, &server, &fixture);
+}
+
+#[test]
+fn python_sdk_legacy_mode_through_the_proxy_over_stdio() {
+    let fixture = fixture(RULES);
+    let server = proxy_everything(&fixture, &[]);
+    through(Sdk::PythonLegacy, &server, &fixture);
+}
+
+#[test]
+fn typescript_sdk_through_the_proxy_over_stdio() {
+    let fixture = fixture(RULES);
+    let server = proxy_everything(&fixture, &[]);
+    through(Sdk::TypeScript, &server, &fixture);
+}
+
+#[test]
+fn python_and_typescript_sdks_through_the_proxy_over_streamable_http() {
+    let port = free_port();
+    let _upstream = HttpEverything::start(port);
+    let fixture = fixture(RULES);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let server = Server::start(&fixture, &["--upstream-url", &url]);
+    through(Sdk::PythonLegacy, &server, &fixture);
+    through(Sdk::TypeScript, &server, &fixture);
+    assert!(server.metric("palisade_upstream_requests_total", &[("outcome", "ok")]) >= 4.0);
+}
+
+/// The lines the recording upstream received, parsed.
+fn recorded(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
+}
+
+#[test]
+fn only_allowed_calls_reach_the_upstream_and_nothing_of_the_caller_with_them() {
+    let fixture = fixture(RULES);
+    let record = fixture.dir.path().join("received.jsonl");
+    let script = repo_root().join("tests/clients/recording_upstream.py");
+    let (python, script, record_arg) = (
+        python().display().to_string(),
+        script.display().to_string(),
+        record.display().to_string(),
+    );
+    let server = Server::start(&fixture, &["--", &python, &script, &record_arg]);
+    let token = fixture.token("alice", &["files:read"]);
+    let secret_marker = "caller-secret-marker";
+
+    // Listed: the governable tools the token reaches; `bad name` and both `dup`s are withheld.
+    let (status, _, listed) = post(
+        &server,
+        &token,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    );
+    assert_eq!(status, 200, "{listed}");
+    let names: Vec<&str> = listed["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["read_file", "write_file"]);
+    assert_eq!(server.metric("palisade_upstream_tools", &[("state", "withheld")]), 3.0);
+
+    // Allowed: forwarded with its name and arguments only.
+    let mut allowed = call("read_file", json!({"path": "/data/a.txt"}));
+    allowed["params"]["_meta"] = json!({"progressToken": secret_marker});
+    let (status, _, answer) = post(&server, &token, &allowed);
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap(),
+        json!({"called": "read_file", "arguments": {"path": "/data/a.txt"}})
+    );
+
+    // Refused locally: denied, unknown, withheld, and methods a proxy does not forward.
+    let other = fixture.token("bob", &["other:scope"]);
+    let (status, _, denied) = post(&server, &other, &call("read_file", json!({"path": secret_marker})));
+    assert_eq!((status, &denied["error"]["code"]), (403, &json!(-32001)), "{denied}");
+    let (status, _, unknown) = post(&server, &token, &call("rm_rf", json!({})));
+    assert_eq!((status, &unknown["error"]["code"]), (200, &json!(-32602)), "{unknown}");
+    let (_, _, withheld) = post(&server, &token, &call("dup", json!({})));
+    assert_eq!(withheld["error"]["message"], "Unknown tool: dup");
+    for method in [
+        "resources/list",
+        "prompts/list",
+        "completion/complete",
+        "logging/setLevel",
+    ] {
+        let (status, _, refused) = post(
+            &server,
+            &token,
+            &json!({"jsonrpc": "2.0", "id": 3, "method": method, "params": {}}),
+        );
+        assert_eq!(
+            (status, &refused["error"]["code"]),
+            (200, &json!(-32601)),
+            "{method}: {refused}"
+        );
+    }
+
+    let received = recorded(&record);
+    let methods: Vec<&str> = received.iter().filter_map(|m| m["method"].as_str()).collect();
+    assert_eq!(
+        methods,
+        ["initialize", "notifications/initialized", "tools/list", "tools/call"],
+        "{received:?}"
+    );
+    let forwarded = &received[3];
+    assert_eq!(
+        forwarded["params"],
+        json!({"name": "read_file", "arguments": {"path": "/data/a.txt"}})
+    );
+    let everything_received = std::fs::read_to_string(&record).unwrap();
+    assert!(!everything_received.contains(&token) && !everything_received.contains(secret_marker));
+
+    // Each decision is audited; the forwarded call with how the upstream answered.
+    let events = server.audit_events();
+    let forwarded_event = events
+        .iter()
+        .find(|e| e["tool"] == "read_file" && e["decision"] == "allow")
+        .expect("audit of the allowed call");
+    assert_eq!(forwarded_event["upstream"], "ok");
+    assert!(forwarded_event["upstream_us"].as_u64().is_some());
+    let denied_event = events
+        .iter()
+        .find(|e| e["tool"] == "read_file" && e["decision"] == "deny")
+        .expect("audit of the denied call");
+    assert_eq!(denied_event["missing_scopes"], json!(["files:read"]));
+    assert!(denied_event.get("upstream").is_none());
+}
+
+#[test]
+fn a_killed_upstream_is_answered_503_then_served_again() {
+    let fixture = fixture(RULES);
+    let server = proxy_everything(&fixture, &[]);
+    let token = fixture.token("alice", &[ECHO]);
+    let echo = call("echo", json!({"message": "before"}));
+    assert_eq!(post(&server, &token, &echo).0, 200);
+
+    let child = server
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|l| l["pid"].as_u64())
+        .expect("the log names the upstream's pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &child.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut saw_unavailable = false;
+    loop {
+        let (status, retry_after, answer) = post(&server, &token, &echo);
+        if status == 503 {
+            assert_eq!(answer["error"]["code"], -32603, "{answer}");
+            assert_eq!(answer["error"]["data"]["code"], "UPSTREAM_UNAVAILABLE");
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            saw_unavailable = true;
+        } else if status == 200 && saw_unavailable {
+            assert_eq!(answer["result"]["content"][0]["text"], "Echo: before");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not served again: {status} {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Still ready while it restarted (no endpoint flapping), and counted.
+    assert_eq!(server.metric("palisade_upstream_restarts_total", &[]), 1.0);
+    assert_eq!(server.metric("palisade_upstream_ready", &[]), 1.0);
+    let ready: Value = http_client()
+        .get(format!("{}/ready", server.base_url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ready["upstream"], "ready");
+}
+
+#[test]
+fn a_slow_upstream_is_answered_504() {
+    let fixture = fixture("- {match: '*', requiredScopes: [everything:echo]}");
+    let server = proxy_everything(&fixture, &["--upstream-timeout", "1s"]);
+    let token = fixture.token("alice", &[ECHO]);
+    let slow = call("trigger-long-running-operation", json!({"duration": 5, "steps": 5}));
+    let started = Instant::now();
+    let (status, _, answer) = post(&server, &token, &slow);
+    assert_eq!(status, 504, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(answer["error"]["data"]["code"], "UPSTREAM_TIMEOUT");
+    assert_eq!(
+        answer["error"]["message"],
+        "The upstream MCP server did not answer within 1 s.\n\nAction: retry later, or ask the server's owner to raise its upstream timeout."
+    );
+    // The upstream carries on for the next caller.
+    let (status, _, _) = post(&server, &token, &call("echo", json!({"message": "next"})));
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.metric("palisade_upstream_requests_total", &[("outcome", "timeout")]),
+        1.0
+    );
+}
+
+#[test]
+fn a_policy_change_applies_to_the_running_upstream_and_one_that_defines_tools_is_refused() {
+    let fixture = fixture(RULES);
+    let server = proxy_everything(&fixture, &[]);
+    let token = fixture.token("alice", &[ECHO]);
+    let echo = call("echo", json!({"message": "hello"}));
+    assert_eq!(post(&server, &token, &echo).0, 200);
+
+    // echo now needs admin: refused without restarting the upstream.
+    let stricter = RULES.replace(
+        "{match: echo, requiredScopes: [everything:echo]}",
+        "{match: echo, requiredScopes: [everything:admin]}",
+    );
+    std::fs::write(&fixture.policy_file, policy(&key_file(&fixture), &stricter)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while post(&server, &token, &echo).0 != 403 {
+        assert!(Instant::now() < deadline, "the stricter policy did not apply");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A policy with tools of its own is refused; the stricter one stays in force.
+    let with_tools = format!(
+        "{}collections: [{{name: docs}}]\ntools: [{{name: get_doc, collection: docs, action: get}}]\n",
+        policy(&key_file(&fixture), RULES)
+    );
+    std::fs::write(&fixture.policy_file, with_tools).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server
+        .logs()
+        .iter()
+        .any(|l| l.contains("must define no tools or collections"))
+    {
+        assert!(Instant::now() < deadline, "the reload was not refused");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(post(&server, &token, &echo).0, 403);
+    assert_eq!(server.metric("palisade_upstream_restarts_total", &[]), 0.0);
+}
