@@ -1,7 +1,8 @@
 //! Proxy mode end to end: `palisade-server serve ... -- <command>` and `--upstream-url` in front
-//! of the pinned reference server `@modelcontextprotocol/server-everything` (stdio and
-//! Streamable HTTP), through the real Python (auto and legacy) and TypeScript clients, with real
-//! HS256 tokens.
+//! of pinned third-party servers — `@modelcontextprotocol/server-everything` (stdio and
+//! Streamable HTTP), `@modelcontextprotocol/server-filesystem` (stdio) and the Python
+//! `mcp-server-time` (stdio) — through the real Python (auto and legacy) and TypeScript clients,
+//! with real HS256 tokens.
 //!
 //! | token scopes                        | tools listed        | echo   | get-sum            |
 //! |-------------------------------------|---------------------|--------|--------------------|
@@ -391,4 +392,87 @@ fn a_policy_change_applies_to_the_running_upstream_and_one_that_defines_tools_is
     }
     assert_eq!(post(&server, &token, &echo).0, 403);
     assert_eq!(server.metric("palisade_upstream_restarts_total", &[]), 0.0);
+}
+
+/// `fixture` with `rules`, served in front of `command`.
+fn proxy_command(rules: &str, command: &[String]) -> (Fixture, Server) {
+    let fixture = fixture(rules);
+    let mut extra = vec!["--"];
+    extra.extend(command.iter().map(String::as_str));
+    let server = Server::start(&fixture, &extra);
+    (fixture, server)
+}
+
+#[test]
+fn server_filesystem_through_the_proxy_reads_but_does_not_write_with_a_read_scope() {
+    let data = TempDir::new("proxied-files");
+    std::fs::write(data.path().join("hello.txt"), "hello from the fixture").unwrap();
+    let data_dir = data.path().canonicalize().unwrap().display().to_string();
+    let script = palisade_e2e::node_modules().join("@modelcontextprotocol/server-filesystem/dist/index.js");
+    let command = [palisade_e2e::node22(), script].map(|p| p.display().to_string());
+    let command = [command[0].clone(), command[1].clone(), data_dir.clone()];
+    let rules = "- {match: 'read_*', requiredScopes: [files:read]}
+- {match: 'list_*', requiredScopes: [files:read]}
+- {match: 'write_file', requiredScopes: [files:write]}
+- {match: 'edit_file', requiredScopes: [files:write]}";
+    let (fixture, server) = proxy_command(rules, &command);
+    let arguments = json!({
+        "read_text_file": {"path": format!("{data_dir}/hello.txt")},
+        "write_file": {"path": format!("{data_dir}/new.txt"), "content": "written"},
+    })
+    .to_string();
+    let env = [
+        ("MCP_TOOLS", "read_text_file write_file"),
+        ("MCP_ARGUMENTS", arguments.as_str()),
+        ("MCP_URIS", ""),
+    ];
+    let token = fixture.token("alice", &["files:read"]);
+    for sdk in [Sdk::PythonAuto, Sdk::TypeScript] {
+        let seen = run_with(sdk, &server, &token, "scopes [files:read]", &env);
+        seen.connected();
+        let tools = seen.sorted_strings("/tools");
+        seen.check(
+            tools.contains(&"read_text_file".to_owned()) && tools.contains(&"list_directory".to_owned()),
+            "the read tools should be listed",
+        );
+        seen.check(
+            tools.iter().all(|t| t.starts_with("read_") || t.starts_with("list_")),
+            "only read_* and list_* should be listed (no write, edit, move or unruled tool)",
+        );
+        seen.allowed(
+            seen.get("/calls/read_text_file"),
+            "read_text_file",
+            "hello from the fixture",
+        );
+        seen.refused(seen.get("/calls/write_file"), "write_file", "files:write");
+    }
+    assert!(
+        !data.path().join("new.txt").exists(),
+        "a denied write reached the upstream"
+    );
+}
+
+#[test]
+fn mcp_server_time_python_through_the_proxy() {
+    let program = python().with_file_name("mcp-server-time");
+    let command = [program.display().to_string(), "--local-timezone".into(), "UTC".into()];
+    let rules = "- {match: get_current_time, requiredScopes: [time:read]}
+- {match: convert_time, requiredScopes: [time:convert]}";
+    let (fixture, server) = proxy_command(rules, &command);
+    let arguments = json!({
+        "get_current_time": {"timezone": "UTC"},
+        "convert_time": {"source_timezone": "UTC", "time": "12:00", "target_timezone": "Europe/Paris"},
+    })
+    .to_string();
+    let env = [
+        ("MCP_TOOLS", "get_current_time convert_time"),
+        ("MCP_ARGUMENTS", arguments.as_str()),
+        ("MCP_URIS", ""),
+    ];
+    let token = fixture.token("alice", &["time:read"]);
+    let seen = run_with(Sdk::PythonLegacy, &server, &token, "scopes [time:read]", &env);
+    seen.connected();
+    seen.tools(&["get_current_time"]);
+    seen.allowed(seen.get("/calls/get_current_time"), "get_current_time", "UTC");
+    seen.refused(seen.get("/calls/convert_time"), "convert_time", "time:convert");
 }
