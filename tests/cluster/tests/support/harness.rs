@@ -37,6 +37,13 @@ pub fn run(cases: &[(&'static str, CaseFn)]) -> ExitCode {
         .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
         .collect();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The binaries the cases run (the operator, and the server in pods) are built before the
+    // control plane starts: a case never spends its time limits on a build (a cold build of
+    // either is minutes on two cores).
+    let built = Instant::now();
+    crate::support::operator::binary();
+    palisade_e2e::server_binary();
+    eprintln!("operator and server binaries built in {:.1} s", built.elapsed().as_secs_f64());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

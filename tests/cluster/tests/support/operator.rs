@@ -16,7 +16,8 @@ pub const OPERATOR_NAMESPACE: &str = "palisade-system";
 /// The operator's ServiceAccount, as in `config/rbac/`.
 pub const OPERATOR_ACCOUNT: &str = "palisade-operator";
 
-fn binary() -> PathBuf {
+/// The operator binary (built once per run).
+pub fn binary() -> PathBuf {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY
         .get_or_init(|| workspace_binary("palisade-operator", "palisade-operator"))
