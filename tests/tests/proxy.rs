@@ -476,3 +476,34 @@ fn mcp_server_time_python_through_the_proxy() {
     seen.allowed(seen.get("/calls/get_current_time"), "get_current_time", "UTC");
     seen.refused(seen.get("/calls/convert_time"), "convert_time", "time:convert");
 }
+
+#[test]
+fn an_http_upstream_that_is_not_up_yet_is_tried_again_until_it_answers() {
+    let port = free_port();
+    let fixture = fixture(RULES);
+    palisade_e2e::server_binary(); // built now, so that the server starts at once below
+    // The upstream comes up two seconds after the server: the server keeps trying with back-off
+    // (0.5 s, 1 s, 2 s, ...) and is ready once it has the upstream's tools.
+    let upstream = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        HttpEverything::start(port)
+    });
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let server = Server::start(&fixture, &["--upstream-url", &url]);
+    let _upstream = upstream.join().unwrap();
+    assert!(server.metric("palisade_upstream_restarts_total", &[]) >= 1.0);
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("upstream not reachable; trying again")),
+        "{:?}",
+        server.logs()
+    );
+    let token = fixture.token("alice", &[ECHO]);
+    let (status, _, answer) = post(&server, &token, &call("echo", json!({"message": "late"})));
+    assert_eq!(
+        (status, &answer["result"]["content"][0]["text"]),
+        (200, &json!("Echo: late"))
+    );
+}
