@@ -45,6 +45,7 @@ bench: e2e-deps cluster-build ## Criterion, load and API-cost benchmarks; figure
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py --baseline-commit $(BENCH_BASELINE)
+	$(E2E_DEPS)/venv/bin/python scripts/proxy_bench.py
 
 soak: e2e-deps ## 30 minutes of mixed load against the release server; figures in docs/soak.md
 	$(CARGO) build --release --locked -p palisade-server

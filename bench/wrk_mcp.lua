@@ -1,5 +1,6 @@
--- wrk script: POSTs one MCP request (MCP_BODY) with one authentication header (MCP_AUTH_HEADER,
--- "Name: value", or empty for an anonymous caller), and prints one JSON line of results.
+-- wrk script: POSTs one MCP request (MCP_BODY) with its headers (MCP_AUTH_HEADER: "Name: value"
+-- lines, e.g. one authentication header, or empty for an anonymous caller), and prints one JSON
+-- line of results.
 local body = os.getenv("MCP_BODY")
 local auth = os.getenv("MCP_AUTH_HEADER") or ""
 
@@ -7,8 +8,9 @@ wrk.method = "POST"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Accept"] = "application/json, text/event-stream"
-if auth ~= "" then
-  local name, value = auth:match("^([^:]+):%s*(.*)$")
+-- Several headers may be given, one per line.
+for line in auth:gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
   wrk.headers[name] = value
 end
 

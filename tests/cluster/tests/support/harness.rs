@@ -43,7 +43,10 @@ pub fn run(cases: &[(&'static str, CaseFn)]) -> ExitCode {
     let built = Instant::now();
     crate::support::operator::binary();
     palisade_e2e::server_binary();
-    eprintln!("operator and server binaries built in {:.1} s", built.elapsed().as_secs_f64());
+    eprintln!(
+        "operator and server binaries built in {:.1} s",
+        built.elapsed().as_secs_f64()
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
