@@ -507,3 +507,92 @@ fn an_http_upstream_that_is_not_up_yet_is_tried_again_until_it_answers() {
         (200, &json!("Echo: late"))
     );
 }
+
+/// Sends a raw body (bytes as written, so that duplicate keys reach the server).
+fn post_raw(server: &Server, token: &str, body: &str) -> (u16, Value) {
+    let response = http_client()
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_owned())
+        .send()
+        .expect("request");
+    (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn names_that_only_look_allowed_and_parser_tricks_never_reach_the_upstream_undecided() {
+    let rules = "- {match: read_file, requiredScopes: [files:read]}
+- {match: write_file, requiredScopes: [files:write]}";
+    let fixture = fixture(rules);
+    let record = fixture.dir.path().join("received.jsonl");
+    let script = repo_root().join("tests/clients/recording_upstream.py");
+    let (python, script, record_arg) = (
+        python().display().to_string(),
+        script.display().to_string(),
+        record.display().to_string(),
+    );
+    let server = Server::start(&fixture, &["--", &python, &script, &record_arg]);
+    let token = fixture.token("alice", &["files:read"]);
+
+    // Exact names only: a case, space, control, invisible or encoded variant, a path or a
+    // pattern is not the tool, whatever an upstream might make of it.
+    for name in [
+        "READ_FILE",
+        "read_file ",
+        " read_file",
+        "read_file\u{0}",
+        "read_file\u{200b}",
+        "read%5ffile",
+        "read_file/../write_file",
+        "read_*",
+        "*",
+        "",
+    ] {
+        let (status, _, answer) = post(&server, &token, &call(name, json!({})));
+        assert_eq!(
+            (status, &answer["error"]["code"], &answer["error"]["message"]),
+            (200, &json!(-32602), &json!(format!("Unknown tool: {name}"))),
+            "{name:?}: {answer}"
+        );
+    }
+    for (params, message) in [
+        (json!({"name": 7}), "Invalid params: name must be a string"),
+        (json!({"name": ["read_file"]}), "Invalid params: name must be a string"),
+        (
+            json!({"name": "read_file", "arguments": "path=/etc"}),
+            "Invalid params: arguments must be an object",
+        ),
+    ] {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params});
+        let (status, _, answer) = post(&server, &token, &body);
+        assert_eq!(
+            (status, &answer["error"]["message"]),
+            (200, &json!(message)),
+            "{answer}"
+        );
+    }
+    // A batch is refused before anything is decided.
+    let (status, answer) = post_raw(&server, &token, &format!("[{}]", call("read_file", json!({}))));
+    assert_eq!((status, &answer["error"]["code"]), (400, &json!(-32600)), "{answer}");
+    // Duplicate keys: the server decides on one reading (the last name) and forwards exactly what
+    // it decided on, re-serialized, so no parser of the upstream can read another name.
+    let duplicate_name = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"write_file","arguments":{}}}"#;
+    let (status, answer) = post_raw(&server, &token, duplicate_name);
+    assert_eq!((status, &answer["error"]["code"]), (403, &json!(-32001)), "{answer}");
+    let reversed = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","name":"read_file","arguments":{"path":"/a","path":"/b"}}}"#;
+    let (status, answer) = post_raw(&server, &token, reversed);
+    assert_eq!(status, 200, "{answer}");
+
+    let received = recorded(&record);
+    let calls: Vec<&Value> = received.iter().filter(|m| m["method"] == "tools/call").collect();
+    assert_eq!(calls.len(), 1, "{received:?}");
+    assert_eq!(
+        calls[0]["params"],
+        json!({"name": "read_file", "arguments": {"path": "/b"}})
+    );
+    let raw = std::fs::read_to_string(&record).unwrap();
+    assert!(!raw.contains("write_file\""), "{raw}");
+}
