@@ -89,12 +89,18 @@ fn proxy_everything(fixture: &Fixture, flags: &[&str]) -> Server {
 
 /// One JSON-RPC request at 2025-11-25: status, `Retry-After`, body.
 fn post(server: &Server, token: &str, body: &Value) -> (u16, Option<String>, Value) {
+    post_raw(server, token, &body.to_string())
+}
+
+/// [`post`] of a body as written (so that duplicate keys reach the server).
+fn post_raw(server: &Server, token: &str, body: &str) -> (u16, Option<String>, Value) {
     let response = http_client()
         .post(server.mcp_url())
         .bearer_auth(token)
+        .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
-        .json(body)
+        .body(body.to_owned())
         .send()
         .expect("request");
     let status = response.status().as_u16();
@@ -176,6 +182,16 @@ fn python_and_typescript_sdks_through_the_proxy_over_streamable_http() {
     assert!(server.metric("palisade_upstream_requests_total", &[("outcome", "ok")]) >= 4.0);
 }
 
+/// `serve` in front of tests/clients/recording_upstream.py, and the file it records into.
+fn recording_proxy(fixture: &Fixture) -> (Server, std::path::PathBuf) {
+    let record = fixture.dir.path().join("received.jsonl");
+    let script = repo_root().join("tests/clients/recording_upstream.py");
+    let argv = [python(), script, record.clone()].map(|p| p.display().to_string());
+    let mut extra = vec!["--"];
+    extra.extend(argv.iter().map(String::as_str));
+    (Server::start(fixture, &extra), record)
+}
+
 /// The lines the recording upstream received, parsed.
 fn recorded(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
@@ -188,14 +204,7 @@ fn recorded(file: &Path) -> Vec<Value> {
 #[test]
 fn only_allowed_calls_reach_the_upstream_and_nothing_of_the_caller_with_them() {
     let fixture = fixture(RULES);
-    let record = fixture.dir.path().join("received.jsonl");
-    let script = repo_root().join("tests/clients/recording_upstream.py");
-    let (python, script, record_arg) = (
-        python().display().to_string(),
-        script.display().to_string(),
-        record.display().to_string(),
-    );
-    let server = Server::start(&fixture, &["--", &python, &script, &record_arg]);
+    let (server, record) = recording_proxy(&fixture);
     let token = fixture.token("alice", &["files:read"]);
     let secret_marker = "caller-secret-marker";
 
@@ -508,33 +517,12 @@ fn an_http_upstream_that_is_not_up_yet_is_tried_again_until_it_answers() {
     );
 }
 
-/// Sends a raw body (bytes as written, so that duplicate keys reach the server).
-fn post_raw(server: &Server, token: &str, body: &str) -> (u16, Value) {
-    let response = http_client()
-        .post(server.mcp_url())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_owned())
-        .send()
-        .expect("request");
-    (response.status().as_u16(), response.json().unwrap_or(Value::Null))
-}
-
 #[test]
 fn names_that_only_look_allowed_and_parser_tricks_never_reach_the_upstream_undecided() {
     let rules = "- {match: read_file, requiredScopes: [files:read]}
 - {match: write_file, requiredScopes: [files:write]}";
     let fixture = fixture(rules);
-    let record = fixture.dir.path().join("received.jsonl");
-    let script = repo_root().join("tests/clients/recording_upstream.py");
-    let (python, script, record_arg) = (
-        python().display().to_string(),
-        script.display().to_string(),
-        record.display().to_string(),
-    );
-    let server = Server::start(&fixture, &["--", &python, &script, &record_arg]);
+    let (server, record) = recording_proxy(&fixture);
     let token = fixture.token("alice", &["files:read"]);
 
     // Exact names only: a case, space, control, invisible or encoded variant, a path or a
@@ -575,15 +563,15 @@ fn names_that_only_look_allowed_and_parser_tricks_never_reach_the_upstream_undec
         );
     }
     // A batch is refused before anything is decided.
-    let (status, answer) = post_raw(&server, &token, &format!("[{}]", call("read_file", json!({}))));
+    let (status, _, answer) = post_raw(&server, &token, &format!("[{}]", call("read_file", json!({}))));
     assert_eq!((status, &answer["error"]["code"]), (400, &json!(-32600)), "{answer}");
     // Duplicate keys: the server decides on one reading (the last name) and forwards exactly what
     // it decided on, re-serialized, so no parser of the upstream can read another name.
     let duplicate_name = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"write_file","arguments":{}}}"#;
-    let (status, answer) = post_raw(&server, &token, duplicate_name);
+    let (status, _, answer) = post_raw(&server, &token, duplicate_name);
     assert_eq!((status, &answer["error"]["code"]), (403, &json!(-32001)), "{answer}");
     let reversed = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"write_file","name":"read_file","arguments":{"path":"/a","path":"/b"}}}"#;
-    let (status, answer) = post_raw(&server, &token, reversed);
+    let (status, _, answer) = post_raw(&server, &token, reversed);
     assert_eq!(status, 200, "{answer}");
 
     let received = recorded(&record);

@@ -497,20 +497,9 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>
     if !decision.effect.permits() {
         return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
     }
-    let arguments = match params.get("arguments") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(arguments)) => arguments.clone(),
-        Some(_) => {
-            return (
-                error(
-                    200,
-                    code::INVALID_PARAMS,
-                    "Invalid params: arguments must be an object",
-                    None,
-                ),
-                Some(authz),
-            );
-        }
+    let arguments = match tool_arguments(params) {
+        Ok(arguments) => arguments.cloned().unwrap_or_default(),
+        Err(invalid) => return (invalid, Some(authz)),
     };
     let (reply, traversal) = run_tool(call, tool, &arguments);
     (
@@ -520,6 +509,21 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>
             ..authz
         }),
     )
+}
+
+/// The `arguments` of a `tools/call` (none when absent or null), or the error for arguments that
+/// are not an object.
+pub(super) fn tool_arguments(params: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, Reply<'static>> {
+    match params.get("arguments") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(arguments)) => Ok(Some(arguments)),
+        Some(_) => Err(error(
+            200,
+            code::INVALID_PARAMS,
+            "Invalid params: arguments must be an object",
+            None,
+        )),
+    }
 }
 
 /// A tool execution error: reported in the result so the model can see and correct it.

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 use super::jsonrpc::code;
 use super::methods::{
     self, AuthzKind, AuthzRecord, Call, Forwarded, ListFrame, Offer, Reply, authz_record, decorate, denial, error,
-    list_record,
+    list_record, tool_arguments,
 };
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamError;
@@ -239,22 +239,12 @@ async fn call_tool<'p>(
         return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
     }
     let mut forwarded = Map::from_iter([("name".to_owned(), Value::String(name.to_owned()))]);
-    match params.get("arguments") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(arguments)) => {
+    match tool_arguments(params) {
+        Ok(None) => {}
+        Ok(Some(arguments)) => {
             forwarded.insert("arguments".to_owned(), Value::Object(arguments.clone()));
         }
-        Some(_) => {
-            return (
-                error(
-                    200,
-                    code::INVALID_PARAMS,
-                    "Invalid params: arguments must be an object",
-                    None,
-                ),
-                Some(authz),
-            );
-        }
+        Err(invalid) => return (invalid, Some(authz)),
     }
     let (result, record) = proxy.forward("tools/call", Value::Object(forwarded)).await;
     authz.upstream = Some(record);
