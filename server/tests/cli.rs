@@ -609,3 +609,56 @@ fn token_mints_expired_tokens_and_explains_bad_arguments() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn policy_explain_decides_an_upstream_tool_for_a_proxys_policy() {
+    let dir = temp_dir("explain-proxy");
+    let policy = dir.join("proxy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata: {server: team-a/files}
+authentication: {resource: "http://files.team-a.svc.cluster.local/mcp", allowAnonymous: true}
+rules:
+- {match: "read_*", requiredScopes: ["files:read"]}
+- {match: write_file, requiredScopes: ["files:write"]}
+roles: [{name: reader, scopes: ["files:read"]}]
+bindings: [{role: reader, anonymous: true}]
+"#,
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let explain = |tool: &str| {
+        run(&[
+            "policy",
+            "explain",
+            "--policy-file",
+            policy,
+            "--tool",
+            tool,
+            "--anonymous",
+        ])
+    };
+    let allowed = explain("read_text_file");
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    assert_eq!(
+        stdout(&allowed),
+        "read_text_file: allow (granted)\n\
+         note: decided as a tool of the upstream (the policy defines no tools of its own)\n\
+         roles held: reader\n\
+         rule: \"read_*\" requires [files:read]\n\
+         granted: files:read (from role reader)\n"
+    );
+    let denied = explain("write_file");
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        stdout(&denied).ends_with("missing: files:write\n"),
+        "{}",
+        stdout(&denied)
+    );
+    let unruled = explain("delete_file");
+    assert_eq!(unruled.status.code(), Some(1));
+    assert!(stdout(&unruled).starts_with("delete_file: deny (no_matching_rule)\n"));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -106,9 +106,19 @@ fn explain_with(
         None => with_source(policy, identity)?,
     };
     let access = policy.access(&identity);
-    let explanation = access.explain_tool(tool);
+    // A policy that defines no tools of its own is a proxy's: its rules decide on the upstream's
+    // tool names, which the policy does not know; `tool` is decided as one of them.
+    let proxied = policy.tools().is_empty() && policy.document().collections.is_empty();
+    let explanation = if proxied {
+        access.explain_in(&policy.catalog([tool]), tool)
+    } else {
+        access.explain_tool(tool)
+    };
     let decision = explanation.decision;
     let mut report = format!("{tool}: {} ({})\n", decision.effect.as_str(), decision.reason.code());
+    if proxied {
+        report.push_str("note: decided as a tool of the upstream (the policy defines no tools of its own)\n");
+    }
     if token.is_some() {
         report.push_str("note: the token's signature was not verified\n");
     }
@@ -123,12 +133,16 @@ fn explain_with(
     }
     let _ = writeln!(report, "roles held: {roles}");
     if let Some(rule) = decision.rule {
+        // The McpAccessPolicies the rule came from (none in a hand-written document).
+        let sources = match rule.sources.as_slice() {
+            [] => String::new(),
+            sources => format!(" ({})", sources.join(", ")),
+        };
         let _ = writeln!(
             report,
-            "rule: {:?} requires [{}] ({})",
+            "rule: {:?} requires [{}]{sources}",
             rule.match_,
             rule.required_scopes.join(", "),
-            rule.sources.join(", ")
         );
     }
     for (scope, grant) in &explanation.granted {
