@@ -339,7 +339,8 @@ fn check_against_help(binaries: &mut Binaries, binary: &str, arguments: &[String
             break;
         }
     }
-    for word in arguments {
+    // After `--` come the words of another command (`serve ... -- COMMAND ARGS`), not options.
+    for word in arguments.iter().take_while(|w| w.as_str() != "--") {
         for piece in word.split(['[', ']', '|', '(', ')']) {
             let flag = piece.split('=').next().unwrap_or_default();
             let long = flag.starts_with("--") && flag.len() > 2;
