@@ -17,9 +17,9 @@
 //! The policy's rules decide on the upstream's tool names ([`palisade_crds::Catalog`]). The
 //! catalog is prepared once per (policy, tool list) and kept until either changes.
 //! A tool whose name the policy cannot govern (outside `[A-Za-z0-9_.-]{1,128}`) or that the
-//! upstream lists twice is withheld: never listed, never called.
+//! upstream lists more than once is withheld: never listed, never called.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,22 +60,25 @@ struct Prepared {
 impl Prepared {
     fn new(policy: &Policy, tools: Tools, metrics: &Metrics) -> Self {
         let mut entries = HashMap::with_capacity(tools.len());
-        let mut withheld = 0;
+        let mut listed_again = HashSet::new();
         for tool in tools.iter() {
             let name = tool.get("name").and_then(Value::as_str).unwrap_or_default();
             if let Err(problem) = check_tool_name(name) {
                 tracing::warn!(tool = %name.escape_debug(), %problem, "upstream tool withheld: its name cannot be governed by a rule");
-                withheld += 1;
-            } else if entries.contains_key(name) {
-                tracing::warn!(tool = name, "upstream tool withheld: the upstream lists the name twice");
+            } else if listed_again.contains(name) || entries.contains_key(name) {
+                if listed_again.insert(name.to_owned()) {
+                    tracing::warn!(
+                        tool = name,
+                        "upstream tool withheld: the upstream lists the name more than once"
+                    );
+                }
                 entries.remove(name);
-                withheld += 2;
             } else {
                 let entry = serde_json::to_string(tool).expect("JSON values serialize");
                 entries.insert(name.to_owned(), entry);
             }
         }
-        metrics.set_upstream_tools(entries.len(), withheld);
+        metrics.set_upstream_tools(entries.len(), tools.len() - entries.len());
         let catalog = policy.catalog(entries.keys().cloned());
         for name in catalog.ambiguous() {
             tracing::warn!(
@@ -259,4 +262,63 @@ async fn call_tool<'p>(
         Err(error) => Reply::Upstream(error),
     };
     (reply, Some(authz))
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_crds::{Identity, PolicyDocument};
+
+    use super::*;
+
+    fn tools(names: &[&str]) -> Tools {
+        Arc::new(
+            names
+                .iter()
+                .map(|name| Map::from_iter([("name".to_owned(), json!(name))]))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn names_no_rule_can_govern_and_names_listed_more_than_once_are_withheld() {
+        let policy = Policy::new(
+            PolicyDocument::from_yaml(
+                r#"
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata: {}
+authentication: {resource: "http://up.example/mcp", allowAnonymous: true}
+rules: [{match: "*", requiredScopes: ["up:call"]}]
+roles: [{name: all, scopes: ["up:call"]}]
+bindings: [{role: all, anonymous: true}]
+"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let metrics = Metrics::new();
+        let listed = tools(&["echo", "dup", "bad name", "dup", "sum", "dup", "", "a/b"]);
+        let prepared = Prepared::new(&policy, listed, &metrics);
+        let mut offered: Vec<&String> = prepared.entries.keys().collect();
+        offered.sort();
+        assert_eq!(offered, ["echo", "sum"]);
+        let access = policy.access(&Identity::anonymous());
+        assert_eq!(
+            access.visible_in(&prepared.catalog).collect::<Vec<_>>(),
+            ["echo", "sum"]
+        );
+        assert_eq!(
+            access.check_in(&prepared.catalog, "dup").reason,
+            palisade_crds::Reason::UnknownTool
+        );
+        let scraped = metrics.encode();
+        assert!(
+            scraped.contains("palisade_upstream_tools{state=\"offered\"} 2"),
+            "{scraped}"
+        );
+        assert!(
+            scraped.contains("palisade_upstream_tools{state=\"withheld\"} 6"),
+            "{scraped}"
+        );
+    }
 }
