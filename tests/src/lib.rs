@@ -128,7 +128,7 @@ impl Fixture {
         let policy_file = dir.path().join("policy.yaml");
         std::fs::write(&policy_file, &output.stdout).expect("write policy");
         let policy = String::from_utf8_lossy(&output.stdout).into_owned();
-        let hmac_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        let hmac_key = random_hmac_key();
         for line in policy.lines() {
             if let Some(path) = line.trim().strip_prefix("hmacKeyFile:") {
                 let path = PathBuf::from(path.trim());
@@ -177,6 +177,17 @@ impl Fixture {
     pub fn token(&self, subject: &str, scopes: &[&str]) -> String {
         self.sign(&self.claims(subject, scopes, 3600))
     }
+}
+
+/// A random HMAC key as the samples' instructions make one (`openssl rand -hex 32`): 64 hex
+/// characters. (Raw random bytes would end in a newline one time in 256, which the server strips
+/// from a key file, as `echo` and Secrets made from files add one: the token would then not
+/// verify.)
+pub fn random_hmac_key() -> Vec<u8> {
+    (0..32)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect::<String>()
+        .into_bytes()
 }
 
 /// Unix time in seconds.

@@ -59,7 +59,7 @@ fn fixture(rules: &str) -> Fixture {
     let dir = TempDir::new("proxy");
     let key_file = dir.path().join("secrets/hmac-key");
     std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
-    let hmac_key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    let hmac_key = palisade_e2e::random_hmac_key();
     std::fs::write(&key_file, &hmac_key).unwrap();
     let documents_dir = dir.path().join("documents");
     std::fs::create_dir_all(&documents_dir).unwrap();
