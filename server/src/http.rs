@@ -81,22 +81,17 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         .proxy
         .as_ref()
         .map(|proxy| (proxy.ever_ready(), proxy.state_label()));
-    match (state.snapshot.load_full(), upstream) {
-        (Some(snapshot), None | Some((true, _))) => {
-            let mut body = json!({"status": "ready", "policyHash": snapshot.policy.hash()});
-            if let Some((_, upstream)) = upstream {
-                body["upstream"] = json!(upstream);
-            }
-            axum::Json(body).into_response()
-        }
-        (_, upstream) => {
-            let mut body = json!({"status": "not_ready"});
-            if let Some((_, upstream)) = upstream {
-                body["upstream"] = json!(upstream);
-            }
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
+    let (status, mut body) = match (state.snapshot.load_full(), upstream) {
+        (Some(snapshot), None | Some((true, _))) => (
+            StatusCode::OK,
+            json!({"status": "ready", "policyHash": snapshot.policy.hash()}),
+        ),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not_ready"})),
+    };
+    if let Some((_, upstream)) = upstream {
+        body["upstream"] = json!(upstream);
     }
+    (status, axum::Json(body)).into_response()
 }
 
 async fn method_not_allowed() -> Response {
