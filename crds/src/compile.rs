@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use kube::ResourceExt;
 
 use crate::access_policy::{ISSUER_XOR_SOURCE, McpAccessPolicy, McpAccessPolicySpec, ServiceAccountRef, TestIdentity};
+use crate::catalog::Catalog;
 use crate::common::PolicyMode;
 use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
@@ -39,6 +40,7 @@ use crate::problem::{Problem, Problems};
 use crate::scope::{ScopeGrant, check_literal_scope};
 use crate::secret_files::{SecretPurpose, secret_file};
 use crate::tool_match::{ToolPattern, check_tool_name};
+use crate::upstream::{MAX_TIMEOUT_SECONDS, UpstreamSpec, header_name_problem};
 
 /// A compiled, validated policy for one server.
 #[derive(Debug)]
@@ -170,7 +172,13 @@ pub fn compile(
 
     let auth = authentication(server, options.cluster_domain);
     let sources = configured_sources(&auth);
-    let tool_names: HashSet<&str> = server.spec.tools.iter().map(|t| t.name.as_str()).collect();
+    // A proxy's tools are its upstream's, known only when the server runs: rules and tests may
+    // name any tool, and names are checked for their form only.
+    let tool_names: Option<HashSet<&str>> = server
+        .spec
+        .upstream
+        .is_none()
+        .then(|| server.spec.tools.iter().map(|t| t.name.as_str()).collect());
     let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
     let mut rules: BTreeMap<String, (ToolRule, String)> = BTreeMap::new();
     let mut bindings = Vec::new();
@@ -180,7 +188,7 @@ pub fn compile(
         let object = format!("McpAccessPolicy {key}");
         let namespace = policy.namespace().unwrap_or_default();
         let spec = &policy.spec;
-        check_policy(spec, &object, &tool_names, &server_object, &mut problems);
+        check_policy(spec, &object, tool_names.as_ref(), &server_object, &mut problems);
 
         // A name repeated inside one policy is reported by `check_policy`; merge its first use only.
         let mut merged = HashSet::new();
@@ -347,10 +355,22 @@ pub fn compile(
         }
     }
     test_problems.into_result()?;
+    // A proxy's tests are decided on a catalog of the tool names they and the rules mention, by
+    // the same function that decides on the upstream's tools when the server runs.
+    let catalog = server.spec.upstream.is_some().then(|| {
+        let tested = policies.iter().flat_map(|p| &p.spec.tests).flat_map(|test| {
+            let visible = test.visible_tools.iter().flatten();
+            visible.chain(&test.allowed).chain(&test.denied).map(String::as_str)
+        });
+        let named = policy.document().rules.iter().map(|r| r.match_.as_str());
+        let exact = named.filter(|m| ToolPattern::parse(m).is_ok_and(|p| p.is_exact()));
+        policy.catalog(tested.chain(exact))
+    });
     let mut tests = Vec::new();
     for p in &policies {
         tests.extend(run_policy_tests(
             &policy,
+            catalog.as_ref(),
             &object_key(*p),
             &p.namespace().unwrap_or_default(),
             &p.spec.tests,
@@ -362,7 +382,7 @@ pub fn compile(
         let object = format!("McpAccessPolicy {}", object_key(*p));
         for (i, rule) in p.spec.tools.iter().enumerate() {
             let pattern = ToolPattern::parse(&rule.match_).expect("checked");
-            if !server.spec.tools.iter().any(|t| pattern.matches(&t.name)) {
+            if tool_names.is_some() && !server.spec.tools.iter().any(|t| pattern.matches(&t.name)) {
                 warnings.push(Problem::new(
                     Some(&object),
                     format!("spec.tools[{i}].match"),
@@ -402,6 +422,16 @@ pub fn compile(
                 ));
             }
         }
+    }
+    for tool in catalog.iter().flat_map(Catalog::ambiguous) {
+        warnings.push(Problem::new(
+            Some(&server_object),
+            "spec.upstream",
+            format!(
+                "rules of equal specificity disagree about tool {tool:?}, which a test names: the server denies it \
+                 (state the rule for {tool:?} itself)"
+            ),
+        ));
     }
     let (_, unreachable) = policy.reachability();
     for tool in unreachable {
@@ -578,6 +608,9 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
             );
         }
     }
+    if let Some(upstream) = &spec.upstream {
+        check_upstream(spec, upstream, object, problems);
+    }
     let auth = &spec.auth;
     if let Some(resource) = &auth.resource
         && (!is_http_url(resource) || resource.contains('#'))
@@ -665,11 +698,46 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
     }
 }
 
+/// The checks of `spec.upstream` (the CRD's schema has them too; `render` and `policy check` read
+/// objects that never passed it).
+fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<&str>, problems: &mut Problems) {
+    if !spec.documents.is_empty() || !spec.tools.is_empty() {
+        problems.push(
+            object,
+            "spec.upstream",
+            "a server with an upstream serves the upstream's tools: leave documents and tools empty",
+        );
+    }
+    if let Some(problem) = crate::upstream::url_problem(&upstream.url) {
+        problems.push(object, "spec.upstream.url", format!("the upstream URL {problem}"));
+    }
+    if !(1..=MAX_TIMEOUT_SECONDS).contains(&upstream.timeout_seconds()) {
+        problems.push(
+            object,
+            "spec.upstream.timeoutSeconds",
+            format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
+        );
+    }
+    let mut names = HashSet::new();
+    for (i, header) in upstream.headers.iter().enumerate() {
+        let path = format!("spec.upstream.headers[{i}].name");
+        if let Some(problem) = header_name_problem(&header.name) {
+            problems.push(object, path, problem);
+        } else if !names.insert(header.name.to_ascii_lowercase()) {
+            problems.push(
+                object,
+                path,
+                format!("duplicate header {:?} (header names are case-insensitive)", header.name),
+            );
+        }
+    }
+}
+
 /// Checks one policy against the server it is compiled for.
 fn check_policy(
     spec: &McpAccessPolicySpec,
     object: &str,
-    tools: &HashSet<&str>,
+    tools: Option<&HashSet<&str>>,
     server_object: &str,
     problems: &mut Problems,
 ) {
@@ -696,11 +764,12 @@ fn check_policy(
     for (i, rule) in spec.tools.iter().enumerate() {
         match ToolPattern::parse(&rule.match_) {
             Err(e) => problems.push(object, format!("spec.tools[{i}].match"), e.to_string()),
-            Ok(pattern) if pattern.is_exact() && !tools.contains(rule.match_.as_str()) => problems.push(
-                object,
-                format!("spec.tools[{i}].match"),
-                format!("{server_object} has no tool {:?}", rule.match_),
-            ),
+            Ok(pattern) if pattern.is_exact() && tools.is_some_and(|t| !t.contains(rule.match_.as_str())) => problems
+                .push(
+                    object,
+                    format!("spec.tools[{i}].match"),
+                    format!("{server_object} has no tool {:?}", rule.match_),
+                ),
             Ok(_) => {}
         }
         if !matches.insert(rule.match_.as_str()) {
@@ -789,12 +858,17 @@ fn check_policy(
         ];
         for (field, list) in lists {
             for (j, tool) in list.iter().enumerate() {
-                if !tools.contains(tool.as_str()) {
-                    problems.push(
-                        object,
-                        format!("{path}.{field}[{j}]"),
-                        format!("{server_object} has no tool {tool:?}"),
-                    );
+                let path = format!("{path}.{field}[{j}]");
+                match tools {
+                    Some(tools) if !tools.contains(tool.as_str()) => {
+                        problems.push(object, path, format!("{server_object} has no tool {tool:?}"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        if let Err(e) = check_tool_name(tool) {
+                            problems.push(object, path, e.to_string());
+                        }
+                    }
                 }
             }
         }
@@ -1133,5 +1207,101 @@ spec:
         policy.spec.tests[0].identity.issuer = Some("https://idp-a.example.com".into());
         let compiled = compile(&server, &[&policy], &CompileOptions::default()).unwrap();
         assert_eq!(compiled.failed_tests().count(), 1);
+    }
+
+    const PROXY: &str = r#"
+metadata: {name: files, namespace: team-a}
+spec:
+  upstream:
+    url: http://files-mcp.team-a.svc.cluster.local:3001/mcp
+    headers: [{name: Authorization, valueFrom: {secretKeyRef: {name: files-upstream, key: token}}}]
+  auth:
+    apiKeys: {secretKeyRef: {name: keys, key: keys.yaml}}
+"#;
+
+    const PROXY_POLICY: &str = r#"
+metadata: {name: files, namespace: team-a}
+spec:
+  targetRefs: [{name: files}]
+  roles: [{name: reader, scopes: ["files:read"]}]
+  bindings: [{role: reader, groups: [readers]}]
+  tools:
+    - {match: "read_*", requiredScopes: ["files:read"]}
+    - {match: "*", requiredScopes: ["files:admin"]}
+  tests:
+    - name: readers read and write nothing
+      identity: {groups: [readers]}
+      visibleTools: [read_text_file, read_media_file]
+      allowed: [read_text_file]
+      denied: [write_file, move_file]
+"#;
+
+    #[test]
+    fn a_proxy_s_rules_and_tests_name_the_upstream_s_tools_and_are_decided_on_them() {
+        let server = server(PROXY);
+        let compiled = compile(&server, &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap();
+        assert_eq!(compiled.failed_tests().count(), 0, "{:?}", compiled.tests);
+        assert!(compiled.warnings.is_empty(), "{:?}", compiled.warnings);
+        assert!(compiled.policy.tools().is_empty());
+        // A test that expects too much fails with the reason, as on a document server.
+        let wrong = PROXY_POLICY
+            .replace(
+                "denied: [write_file, move_file]",
+                "denied: [move_file]\n      visibleTools: [read_text_file, write_file]",
+            )
+            .replace("      visibleTools: [read_text_file, read_media_file]\n", "");
+        let wrong = compile(&server, &[&policy(&wrong)], &CompileOptions::default()).unwrap();
+        let failures: Vec<_> = wrong.failed_tests().flat_map(|t| &t.failures).collect();
+        assert_eq!(failures, ["does not see write_file (missing scopes: files:admin)"]);
+    }
+
+    #[test]
+    fn a_proxy_s_tests_still_need_well_formed_tool_names() {
+        let bad = PROXY_POLICY.replace("allowed: [read_text_file]", "allowed: [\"read text\"]");
+        let problems = compile(&server(PROXY), &[&policy(&bad)], &CompileOptions::default()).unwrap_err();
+        assert_eq!(problems.0.len(), 1, "{problems:?}");
+        assert_eq!(problems.0[0].path, "spec.tests[0].allowed[0]");
+    }
+
+    #[test]
+    fn a_proxy_with_documents_or_a_bad_url_or_header_is_refused_with_the_field() {
+        let both = PROXY.replace(
+            "  upstream:",
+            "  documents: [{collection: c, configMapRef: {name: c}}]\n  upstream:",
+        );
+        let cases = [
+            (both, "spec.upstream", "leave documents and tools empty"),
+            (
+                PROXY.replace("http://files-mcp", "http://user:pw@files-mcp"),
+                "spec.upstream.url",
+                "the upstream URL must not carry credentials",
+            ),
+            (
+                PROXY.replace("name: Authorization", "name: Mcp-Session-Id"),
+                "spec.upstream.headers[0].name",
+                "set by Palisade itself",
+            ),
+            (
+                PROXY.replace("    headers:", "    timeoutSeconds: 301\n    headers:"),
+                "spec.upstream.timeoutSeconds",
+                "between 1 and 300",
+            ),
+        ];
+        for (yaml, path, message) in cases {
+            let problems = compile(&server(&yaml), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap_err();
+            assert_eq!(problems.0[0].path, path, "{problems:?}");
+            assert!(problems.0[0].message.contains(message), "{problems:?}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_s_header_value_is_a_mounted_secret_key() {
+        let server = server(PROXY);
+        let uses = crate::secret_uses::secret_uses(&server);
+        let header = uses
+            .iter()
+            .find(|u| u.field_path == "spec.upstream.headers[0].valueFrom")
+            .unwrap();
+        assert_eq!(header.file.path, "/etc/palisade/secrets/files-upstream/token");
     }
 }

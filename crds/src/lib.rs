@@ -33,6 +33,7 @@ pub mod strict;
 #[cfg(test)]
 mod test_objects;
 pub mod tool_match;
+pub mod upstream;
 pub mod validate;
 pub mod verdicts;
 

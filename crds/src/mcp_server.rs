@@ -1,5 +1,6 @@
 //! The `McpServer` custom resource: "run an MCP server that serves these document collections as
-//! these tools, and accepts callers authenticated like this".
+//! these tools (or stand in front of this upstream MCP server), and accepts callers
+//! authenticated like this".
 //!
 //! Who may see and call which tool is not decided here but by the `McpAccessPolicy` objects that
 //! target the server (see [`crate::access_policy`]); a server no policy targets denies every call.
@@ -15,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::SecretKeySource;
+pub use crate::upstream::{UpstreamHeader, UpstreamSpec};
 
 /// Desired state of an MCP server.
 // NB: clippy reads the repeated `type_ = "string"` of several `printcolumn(...)` entries as a
@@ -33,7 +35,7 @@ use crate::common::SecretKeySource;
     cel,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63")
         .message("the name must be a DNS-1035 label of at most 63 characters: it names the server's Service"),
-    doc = "An MCP server that serves document collections as tools and resources, authenticates every request and enforces the McpAccessPolicies that target it.",
+    doc = "An MCP server that serves document collections as tools and resources, or stands in front of an upstream MCP server, authenticates every request and enforces the McpAccessPolicies that target it.",
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -50,6 +52,8 @@ use crate::common::SecretKeySource;
 #[x_kube(
     validation = Rule::new("self.tools.all(t, self.documents.exists(d, d.collection == t.collection))")
         .message("every tool must serve a collection listed in spec.documents").field_path(".tools"),
+    validation = Rule::new("!has(self.upstream) || ((!has(self.documents) || size(self.documents) == 0) && (!has(self.tools) || size(self.tools) == 0))")
+        .message("a server with an upstream serves the upstream's tools: leave documents and tools empty").field_path(".upstream"),
 )]
 pub struct McpServerSpec {
     /// Number of server pods. Defaults to 1. Ignored while `autoscaling.enabled` is true: the
@@ -84,6 +88,13 @@ pub struct McpServerSpec {
     #[schemars(length(max = 128))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub tools: Vec<ToolSpec>,
+
+    /// Proxy mode: stand in front of an existing MCP server instead of serving documents. The
+    /// server lists the upstream's tools filtered by the McpAccessPolicies that target it and
+    /// checks every call before it is forwarded; callers authenticate, are rate limited and
+    /// audited exactly as on a document server. Leave `documents` and `tools` empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamSpec>,
 
     /// How callers authenticate.
     pub auth: AuthSpec,
@@ -576,7 +587,8 @@ pub struct McpServerStatus {
     /// The McpAccessPolicies compiled into the policy in force.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bound_policies: Vec<String>,
-    /// Tools that at least one role, binding or anonymous caller can reach.
+    /// Tools that at least one role, binding or anonymous caller can reach. Not set for a server in
+    /// front of an upstream: its tools are the upstream's, listed by the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachable_tools: Option<i32>,
     /// Names of tools no role can reach: they are invisible to every caller.

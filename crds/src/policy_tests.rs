@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::access_policy::PolicyTestSpec;
+use crate::catalog::Catalog;
 use crate::compile::test_source;
 use crate::evaluator::{Effect, Grant, Identity, Policy, Reason};
 use crate::identity_source::IdentitySource;
@@ -45,9 +46,12 @@ pub fn test_identity(test: &PolicyTestSpec, namespace: &str, source: Option<Iden
     }
 }
 
-/// Runs `tests` of policy `policy_key` (in namespace `namespace`) against `policy`.
+/// Runs `tests` of policy `policy_key` (in namespace `namespace`) against `policy`: on the tools
+/// the policy document defines, or, for a server in front of an upstream, on `catalog` (the tool
+/// names the tests and rules mention; `visibleTools` then means "of those names").
 pub fn run_policy_tests(
     policy: &Policy,
+    catalog: Option<&Catalog>,
     policy_key: &str,
     namespace: &str,
     tests: &[PolicyTestSpec],
@@ -57,12 +61,12 @@ pub fn run_policy_tests(
         .map(|test| TestOutcome {
             policy: policy_key.to_owned(),
             name: test.name.clone(),
-            failures: run_one(policy, test, namespace),
+            failures: run_one(policy, catalog, test, namespace),
         })
         .collect()
 }
 
-fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<String> {
+fn run_one(policy: &Policy, catalog: Option<&Catalog>, test: &PolicyTestSpec, namespace: &str) -> Vec<String> {
     let mut failures = Vec::new();
     let known_roles: BTreeSet<&str> = policy.document().roles.iter().map(|r| r.name.as_str()).collect();
     for role in &test.identity.roles {
@@ -80,16 +84,21 @@ fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<Strin
         }
     };
     let access = policy.access(&test_identity(test, namespace, source));
+    let explain = |tool: &str| match catalog {
+        Some(catalog) => access.explain_in(catalog, tool),
+        None => access.explain_tool(tool),
+    };
     let why_denied = |tool: &str| {
-        let explanation = access.explain_tool(tool);
+        let explanation = explain(tool);
         match explanation.decision.reason {
             Reason::NoMatchingRule => "no rule matches it".to_owned(),
             Reason::UnknownTool => "the server has no such tool".to_owned(),
+            Reason::AmbiguousRules => "rules of equal specificity disagree about it".to_owned(),
             _ => format!("missing scopes: {}", explanation.missing.join(", ")),
         }
     };
     let why_allowed = |tool: &str| {
-        let explanation = access.explain_tool(tool);
+        let explanation = explain(tool);
         let rule = explanation.decision.rule.map_or("", |r| r.match_.as_str());
         let grants: Vec<String> = explanation
             .granted
@@ -105,16 +114,25 @@ fn run_one(policy: &Policy, test: &PolicyTestSpec, namespace: &str) -> Vec<Strin
             format!("rule {rule:?}; {}", grants.join(", "))
         }
     };
-    let allows = |tool: &str| access.check_tool(tool).effect == Effect::Allow;
+    let allows = |tool: &str| {
+        let decision = match catalog {
+            Some(catalog) => access.check_in(catalog, tool),
+            None => access.check_tool(tool),
+        };
+        decision.effect == Effect::Allow
+    };
 
     if let Some(expected) = &test.visible_tools {
         let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
-        let visible: BTreeSet<&str> = policy
-            .tools()
-            .iter()
-            .map(|t| t.name.as_str())
-            .filter(|t| allows(t))
-            .collect();
+        let visible: BTreeSet<&str> = match catalog {
+            Some(catalog) => access.visible_in(catalog).collect(),
+            None => policy
+                .tools()
+                .iter()
+                .map(|t| t.name.as_str())
+                .filter(|t| allows(t))
+                .collect(),
+        };
         for tool in visible.difference(&expected) {
             failures.push(format!(
                 "sees {tool}, which visibleTools does not list ({})",

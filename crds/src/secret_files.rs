@@ -10,6 +10,9 @@ pub const HMAC_KEY_KEY: &str = "hmac-key";
 /// Data key of the API-key table in a Secret written by External Secrets Operator.
 pub const API_KEYS_KEY: &str = "api-keys.yaml";
 
+/// Data key of an upstream header's value in a Secret written by External Secrets Operator.
+pub const UPSTREAM_HEADER_KEY: &str = "header-value";
+
 /// What a secret source is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretPurpose<'a> {
@@ -20,6 +23,11 @@ pub enum SecretPurpose<'a> {
     },
     /// The API-key table.
     ApiKeys,
+    /// The value of a header sent to the upstream (proxy mode).
+    UpstreamHeader {
+        /// The header's name, as written.
+        name: &'a str,
+    },
 }
 
 /// A Secret key mounted into the server pod.
@@ -59,18 +67,24 @@ fn purpose_key(purpose: SecretPurpose<'_>) -> &'static str {
     match purpose {
         SecretPurpose::HmacKey { .. } => HMAC_KEY_KEY,
         SecretPurpose::ApiKeys => API_KEYS_KEY,
+        SecretPurpose::UpstreamHeader { .. } => UPSTREAM_HEADER_KEY,
     }
 }
 
 /// Name of the Secret External Secrets Operator writes when the spec does not name one:
-/// `<server>-api-keys`, or `<server>-hmac-<first 8 hex digits of sha256(issuer)>`, stable when
-/// issuers are reordered.
+/// `<server>-api-keys`, `<server>-hmac-<first 8 hex digits of sha256(issuer)>`, or
+/// `<server>-upstream-<first 8 hex digits of sha256(lower-case header name)>`: stable when issuers
+/// or headers are reordered.
 pub fn default_target_secret_name(server: &str, purpose: SecretPurpose<'_>) -> String {
     match purpose {
         SecretPurpose::ApiKeys => format!("{server}-api-keys"),
         SecretPurpose::HmacKey { issuer } => {
             let digest = content_hash(issuer.as_bytes());
             format!("{server}-hmac-{}", &digest["sha256:".len().."sha256:".len() + 8])
+        }
+        SecretPurpose::UpstreamHeader { name } => {
+            let digest = content_hash(name.to_ascii_lowercase().as_bytes());
+            format!("{server}-upstream-{}", &digest["sha256:".len().."sha256:".len() + 8])
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Where `spec.auth` reads secrets from, and the checks those sources must pass: every field
+//! Where `spec.auth` and `spec.upstream` read secrets from, and the checks those sources must pass: every field
 //! that names a Secret key, with the Secret, key and pod path it ends up at
 //! ([`crate::secret_files::secret_file`], the function the compiler uses too).
 //!
@@ -14,7 +14,7 @@ use crate::common::{ExternalSecretSource, SecretKeySource};
 use crate::problem::Problems;
 use crate::secret_files::{SecretFile, SecretPurpose, secret_file};
 
-/// One field of `spec.auth` that reads a Secret key.
+/// One field of `spec.auth` or `spec.upstream` that reads a Secret key.
 #[derive(Debug, Clone)]
 pub struct SecretUse<'a> {
     /// Field path of the source, e.g. `spec.auth.issuers[1].hmacKey`.
@@ -32,7 +32,8 @@ impl SecretUse<'_> {
     }
 }
 
-/// Every secret source of `server`, in spec order (issuers, then the API-key table).
+/// Every secret source of `server`, in spec order (issuers, the API-key table, then the
+/// upstream's headers).
 pub fn secret_uses(server: &McpServer) -> Vec<SecretUse<'_>> {
     let name = server.name_any();
     let auth = &server.spec.auth;
@@ -48,7 +49,19 @@ pub fn secret_uses(server: &McpServer) -> Vec<SecretUse<'_>> {
         source,
         file: secret_file(&name, source, SecretPurpose::ApiKeys),
     });
-    issuers.chain(api_keys).collect()
+    let server_name = name.as_str();
+    let headers = server.spec.upstream.iter().flat_map(move |upstream| {
+        upstream.headers.iter().enumerate().map(move |(i, header)| SecretUse {
+            field_path: format!("spec.upstream.headers[{i}].valueFrom"),
+            source: &header.value_from,
+            file: secret_file(
+                server_name,
+                &header.value_from,
+                SecretPurpose::UpstreamHeader { name: &header.name },
+            ),
+        })
+    });
+    issuers.chain(api_keys).chain(headers).collect()
 }
 
 /// Secret sources that cannot all hold: a Secret written by External Secrets Operator that a

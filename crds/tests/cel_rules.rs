@@ -29,6 +29,7 @@ use palisade_crds::mcp_server::{
     OPERATOR_POD_ANNOTATIONS, OPERATOR_POD_LABELS, PodDisruptionBudgetSpec, PodTemplateMetadata,
 };
 use palisade_crds::scope::{ScopeGrant, check_literal_scope};
+use palisade_crds::upstream::{UpstreamHeader, UpstreamSpec};
 use palisade_crds::{McpAccessPolicy, McpServer};
 use serde_json::Value;
 
@@ -61,6 +62,9 @@ const AUTOSCALING_RANGE: &str = "minReplicas must not exceed maxReplicas";
 const TOOL_COLLECTION_EXISTS: &str = "every tool must serve a collection listed in spec.documents";
 const POD_LABELS_RESERVED: &str = "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods";
 const POD_ANNOTATIONS_RESERVED: &str = "podTemplate.annotations cannot set kubectl.kubernetes.io/default-container or prometheus.io/scrape, port or path: the operator sets them";
+const UPSTREAM_ALONE: &str = "a server with an upstream serves the upstream's tools: leave documents and tools empty";
+const UPSTREAM_URL: &str = "an http:// or https:// URL with a host, without user:password@ and without a fragment";
+const UPSTREAM_HEADER_NAME: &str = "Palisade sets this header itself (or it is hop-by-hop): choose another name";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
@@ -77,7 +81,10 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 18] = [
+const MCP_SERVER_MESSAGES: [&str; 21] = [
+    UPSTREAM_ALONE,
+    UPSTREAM_URL,
+    UPSTREAM_HEADER_NAME,
     KEYS_OVER_HTTPS,
     HMAC_NO_INSECURE_HTTP,
     NAME_DNS_1035,
@@ -774,6 +781,127 @@ fn every_tool_serves_a_listed_collection() {
         s.spec.documents.clear();
     });
     assert_valid("no tools, no documents", empty.validate_cel());
+}
+
+/// The company-info server turned into a proxy: no documents or tools, an upstream with one
+/// header from a Secret and one from an external store.
+fn proxy_server() -> McpServer {
+    mutated_server(|s| {
+        s.spec.documents.clear();
+        s.spec.tools.clear();
+        s.spec.upstream = Some(UpstreamSpec {
+            url: "http://files-mcp.team-a.svc.cluster.local:3001/mcp".into(),
+            timeout_seconds: Some(60),
+            headers: vec![
+                UpstreamHeader {
+                    name: "Authorization".into(),
+                    value_from: SecretKeySource {
+                        secret_key_ref: Some(secret_ref("files-upstream", "token")),
+                        external_secret: None,
+                    },
+                },
+                UpstreamHeader {
+                    name: "X-Tenant".into(),
+                    value_from: SecretKeySource {
+                        secret_key_ref: None,
+                        external_secret: Some(external_secret("files-tenant")),
+                    },
+                },
+            ],
+        });
+    })
+}
+
+fn proxy_server_with(mutate: impl FnOnce(&mut McpServer)) -> McpServer {
+    let mut server = proxy_server();
+    mutate(&mut server);
+    server
+}
+
+fn upstream(server: &mut McpServer) -> &mut UpstreamSpec {
+    server.spec.upstream.as_mut().expect("a proxy")
+}
+
+#[test]
+fn an_upstream_replaces_documents_and_tools() {
+    assert_valid("proxy_server", proxy_server().validate_cel());
+    let with_documents = proxy_server_with(|s| s.spec.documents = full_server().spec.documents);
+    assert_rejected_at(
+        "upstream and documents",
+        with_documents.validate_cel(),
+        UPSTREAM_ALONE,
+        "spec.upstream",
+    );
+    let with_tools = full_server_with(|s| s.spec.upstream = proxy_server().spec.upstream);
+    assert_rejected_at(
+        "upstream, documents and tools",
+        with_tools.validate_cel(),
+        UPSTREAM_ALONE,
+        "spec.upstream",
+    );
+}
+
+#[test]
+fn the_upstream_url_is_http_with_a_host_and_no_credentials_or_fragment() {
+    for url in [
+        "https://mcp.example.com",
+        "http://10.0.0.7:3001/mcp?tenant=a",
+        "http://[::1]:9/mcp",
+    ] {
+        assert_valid(url, proxy_server_with(|s| upstream(s).url = url.into()).validate_cel());
+    }
+    for url in [
+        "ftp://mcp.example.com/mcp",
+        "http:///mcp",
+        "https://user:secret@mcp.example.com/mcp",
+        "https://mcp.example.com/mcp#top",
+        "https://mcp.example.com/m cp",
+        "mcp.example.com/mcp",
+    ] {
+        let server = proxy_server_with(|s| upstream(s).url = url.into());
+        assert_rejected_at(url, server.validate_cel(), UPSTREAM_URL, "spec.upstream.url");
+    }
+    // The compiler (and palisade-server's --upstream-url) refuse the same.
+    for url in [
+        "https://user:secret@mcp.example.com/mcp",
+        "https://mcp.example.com/mcp#top",
+    ] {
+        assert!(palisade_crds::upstream::url_problem(url).is_some(), "{url}");
+    }
+}
+
+#[test]
+fn upstream_headers_are_never_ones_palisade_sets_and_are_unique() {
+    for name in [
+        "Host",
+        "content-type",
+        "Mcp-Session-Id",
+        "MCP-Protocol-Version",
+        "mcp-name",
+        "Transfer-Encoding",
+    ] {
+        let server = proxy_server_with(|s| upstream(s).headers[0].name = name.into());
+        assert_rejected_at(
+            name,
+            server.validate_cel(),
+            UPSTREAM_HEADER_NAME,
+            "spec.upstream.headers[0].name",
+        );
+        assert!(palisade_crds::upstream::header_name_problem(name).is_some(), "{name}");
+    }
+    let duplicate = proxy_server_with(|s| {
+        let mut header = upstream(s).headers[0].clone();
+        header.value_from.secret_key_ref = Some(secret_ref("other", "token"));
+        upstream(s).headers.push(header);
+    });
+    assert_duplicate_at("duplicate header", &duplicate, "spec.upstream.headers[2]");
+    let no_source = proxy_server_with(|s| upstream(s).headers[1].value_from.external_secret = None);
+    assert_rejected_at(
+        "header without a source",
+        no_source.validate_cel(),
+        SECRET_EXACTLY_ONE,
+        "spec.upstream.headers[1].valueFrom",
+    );
 }
 
 #[test]
@@ -1504,9 +1632,10 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 18 McpServer rules (the SecretKeySource rule sits twice) and 11 McpAccessPolicy rules (the
-    // issuer-or-source rule sits on bindings and on test identities).
-    assert_eq!(rules, 19 + 12, "number of x-kubernetes-validations entries");
+    // 21 McpServer rules (the SecretKeySource rule sits three times: HMAC keys, API keys, upstream
+    // headers) and 11 McpAccessPolicy rules (the issuer-or-source rule sits on bindings and on
+    // test identities).
+    assert_eq!(rules, 23 + 12, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
@@ -1655,6 +1784,7 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.documents", &["collection"]),
             ("spec.documents[].inline", &["name"]),
             ("spec.tools", &["name"]),
+            ("spec.upstream.headers", &["name"]),
             ("status.conditions", &["type"]),
             ("status.policyRollout", &["hash"]),
         ])

@@ -153,6 +153,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
             image_pull_policy: None,
             documents,
             tools,
+            upstream: None,
             // One source of subjects and groups (API keys), so that unqualified bindings mean it.
             auth: AuthSpec {
                 allow_anonymous: true,

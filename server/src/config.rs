@@ -39,8 +39,9 @@ fn upstream_url(text: &str) -> Result<String, String> {
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err("must be an http:// or https:// URL with a host".into());
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials (user:password@): they would be logged with the URL".into());
+    // The same checks as McpServer.spec.upstream.url.
+    if let Some(problem) = palisade_crds::upstream::url_problem(text) {
+        return Err(problem.into());
     }
     Ok(text.to_owned())
 }
@@ -181,6 +182,19 @@ pub struct ServeArgs {
     /// when the policy allows; no redirect is followed.
     #[arg(long, env = "PALISADE_UPSTREAM_URL", conflicts_with = "upstream_command", value_parser = upstream_url)]
     pub upstream_url: Option<String>,
+    /// Proxy mode, with `--upstream-url`: a header sent with every request to the upstream, as
+    /// `NAME=FILE`; the value is the file's content (one trailing newline removed), read again
+    /// within seconds when the file changes. Repeat the flag (or separate with commas in the
+    /// variable) for several headers. For the upstream's own credentials: the callers' headers
+    /// never reach it.
+    #[arg(
+        long = "upstream-header",
+        env = "PALISADE_UPSTREAM_HEADERS",
+        value_name = "NAME=FILE",
+        value_delimiter = ',',
+        value_parser = crate::upstream::credentials::parse_header_file
+    )]
+    pub upstream_headers: Vec<crate::upstream::credentials::HeaderFile>,
     /// Proxy mode: the command of a stdio MCP server, after `--`
     /// (`serve ... -- npx -y @modelcontextprotocol/server-everything`). The server runs it (in
     /// its own process group, without the `PALISADE_*` variables), restarts it with back-off
@@ -240,6 +254,34 @@ mod tests {
         }
         let both = parse(&["--upstream-url", "http://127.0.0.1:1/mcp", "--", "server"]).unwrap_err();
         assert!(both.contains("cannot be used with"), "{both}");
+    }
+
+    #[test]
+    fn upstream_headers_are_repeated_name_file_pairs_for_an_http_upstream() {
+        let args = parse(&[
+            "--upstream-url",
+            "http://127.0.0.1:1/mcp",
+            "--upstream-header",
+            "Authorization=/s/token",
+            "--upstream-header",
+            "X-Tenant=/s/tenant,X-API-Key=/s/key",
+        ])
+        .unwrap();
+        let names: Vec<_> = args.upstream_headers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-tenant", "x-api-key"]);
+        for without_url in [
+            &["--upstream-header", "A=/s/a", "--", "server"][..],
+            &["--upstream-header", "A=/s/a"],
+        ] {
+            let args = parse(without_url).unwrap();
+            let error = crate::upstream::endpoint::Upstream::from_args(&args).err().unwrap();
+            assert_eq!(
+                error,
+                "--upstream-header is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream"
+            );
+        }
+        let reserved = parse(&["--upstream-url", "http://h/mcp", "--upstream-header", "Host=/s/h"]).unwrap_err();
+        assert!(reserved.contains("set by Palisade itself"), "{reserved}");
     }
 
     #[test]

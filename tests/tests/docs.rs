@@ -611,6 +611,10 @@ fn the_word_splitter_reads_commands_as_a_shell_would() {
     assert!(!is_placeholder("config/samples/company-info.yaml"));
     assert_eq!(
         expand("config/samples/*.yaml"),
-        ["config/samples/company-info.yaml", "config/samples/sso-docs.yaml"]
+        [
+            "config/samples/company-info.yaml",
+            "config/samples/filesystem-proxy.yaml",
+            "config/samples/sso-docs.yaml"
+        ]
     );
 }

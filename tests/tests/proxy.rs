@@ -13,6 +13,9 @@
 //! no `_meta`, nothing denied), an upstream killed (503 `UPSTREAM_UNAVAILABLE` with Retry-After,
 //! then served again), a slow one (504 `UPSTREAM_TIMEOUT`), a policy changed under a running
 //! upstream, and a policy that defines tools refused on reload while the last good one serves.
+//! And the upstream's own credentials (`--upstream-header NAME=FILE`): a document-mode
+//! `palisade-server` that admits only an API key is reached with the key from a file, sees the
+//! proxy's identity (never the caller's), and a rotated key file is used without a restart.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -583,4 +586,108 @@ fn names_that_only_look_allowed_and_parser_tricks_never_reach_the_upstream_undec
     );
     let raw = std::fs::read_to_string(&record).unwrap();
     assert!(!raw.contains("write_file\""), "{raw}");
+}
+
+/// A document-mode `palisade-server` that admits only API key `key` (as subject
+/// `palisade-proxy`, with scope `notes:read`): the upstream of the credentials test.
+fn api_key_upstream(key: &str) -> (Fixture, Server) {
+    let dir = TempDir::new("api-key-upstream");
+    let table = dir.path().join("api-keys.yaml");
+    let hash = palisade_crds::document::content_hash(key.as_bytes());
+    std::fs::write(
+        &table,
+        format!(
+            "apiVersion: palisade.dev/v1alpha1\nkind: ApiKeyTable\nkeys:\n  - {{id: proxy, sha256: {}, subject: palisade-proxy, scopes: [notes:read], enabled: true}}\n",
+            &hash["sha256:".len()..]
+        ),
+    )
+    .unwrap();
+    let documents_dir = dir.path().join("documents");
+    std::fs::create_dir_all(documents_dir.join("notes")).unwrap();
+    std::fs::write(documents_dir.join("notes/welcome.md"), "Welcome through the proxy.").unwrap();
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy_file,
+        format!(
+            r#"apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata:
+  server: e2e/notes
+mode: Enforce
+authentication:
+  resource: http://127.0.0.1/mcp
+  apiKeysFile: {}
+collections: [{{name: notes}}]
+tools: [{{name: read_notes, collection: notes, action: readAll}}]
+rules: [{{match: read_notes, requiredScopes: [notes:read]}}]
+"#,
+            table.display()
+        ),
+    )
+    .unwrap();
+    let fixture = Fixture {
+        dir,
+        policy_file,
+        documents_dir,
+        hmac_key: Vec::new(),
+        resource: "http://127.0.0.1/mcp".into(),
+    };
+    let server = Server::start(&fixture, &[]);
+    (fixture, server)
+}
+
+#[test]
+fn the_upstream_gets_its_own_credentials_from_a_file_never_the_caller_s_and_a_rotated_key_without_a_restart() {
+    let (_upstream_fixture, upstream) = api_key_upstream("the-proxy-s-key");
+    let fixture = fixture("- {match: read_notes, requiredScopes: [notes:read]}");
+    let key_file = fixture.dir.path().join("secrets/upstream-key");
+    std::fs::write(&key_file, "the-proxy-s-key\n").unwrap();
+    let header = format!("X-API-Key={}", key_file.display());
+    let server = Server::start(
+        &fixture,
+        &["--upstream-url", &upstream.mcp_url(), "--upstream-header", &header],
+    );
+    let token = fixture.token("alice", &["notes:read"]);
+    let read = call("read_notes", json!({}));
+
+    let (status, _, answer) = post(&server, &token, &read);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["result"]["content"]
+            .to_string()
+            .contains("Welcome through the proxy."),
+        "{answer}"
+    );
+    // The upstream decided on the proxy's key: its audit names the proxy, never alice, and no
+    // event there was refused for a token it was never meant to see.
+    let calls: Vec<Value> = upstream
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["mcp_method"] == "tools/call")
+        .collect();
+    assert!(!calls.is_empty());
+    assert!(calls.iter().all(|e| e["subject"] == "palisade-proxy"), "{calls:?}");
+    assert!(upstream.audit_events().iter().all(|e| e["subject"] != "alice"));
+
+    // A rotated key is used within the reload interval, without a restart: a wrong one is
+    // refused by the upstream (503 UPSTREAM_UNAVAILABLE to the caller, the reason in the log,
+    // never the key), and the right one serves again.
+    std::fs::write(&key_file, "a-revoked-key").unwrap();
+    std::thread::sleep(Duration::from_millis(2_100));
+    let (status, retry_after, answer) = post(&server, &token, &read);
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{answer}");
+    assert_eq!(answer["error"]["data"]["code"], "UPSTREAM_UNAVAILABLE");
+    std::fs::write(&key_file, "the-proxy-s-key").unwrap();
+    std::thread::sleep(Duration::from_millis(2_100));
+    let (status, _, answer) = post(&server, &token, &read);
+    assert_eq!(status, 200, "{answer}");
+    let logs = server.logs().join("\n");
+    assert!(
+        logs.contains("refused Palisade's credentials (401 Unauthorized)"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("the-proxy-s-key") && !logs.contains("a-revoked-key"),
+        "{logs}"
+    );
 }

@@ -159,6 +159,30 @@ pub const CASES: &[CelCase] = &[
     },
     CelCase {
         kind: "McpServer",
+        name: "an upstream beside documents and tools",
+        patch: || json!({"spec": {"upstream": {"url": "http://files-mcp:3001/mcp"}}}),
+        message: "a server with an upstream serves the upstream's tools: leave documents and tools empty",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an upstream URL with credentials in it",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null,
+            "upstream": {"url": "https://user:secret@files-mcp.example.com/mcp"}}})
+        },
+        message: "an http:// or https:// URL with a host, without user:password@ and without a fragment",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "an upstream header Palisade sets itself",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null, "upstream": {"url": "http://files-mcp:3001/mcp",
+            "headers": [{"name": "Mcp-Session-Id", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}})
+        },
+        message: "Palisade sets this header itself (or it is hop-by-hop): choose another name",
+    },
+    CelCase {
+        kind: "McpServer",
         name: "a pod label the operator sets",
         patch: || json!({"spec": {"podTemplate": {"labels": {"app.kubernetes.io/instance": "other"}}}}),
         message: "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods",

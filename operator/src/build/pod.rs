@@ -7,7 +7,8 @@
 //!   when an issuer is the cluster's service-account issuer, a short-lived projected token and the
 //!   cluster CA for its OIDC discovery ([`super::cluster_issuer`]);
 //! - configured through the `PALISADE_*` environment (the server's flags' twins), with the file
-//!   layout of [`super::volumes`];
+//!   layout of [`super::volumes`]; a proxy (`spec.upstream`) gets its upstream's URL, timeout and
+//!   header files there too ([`upstream_env`]), and a request timeout longer than the upstream's;
 //! - liveness `/health`, readiness `/ready` (policy and documents loaded), a startup probe, and a
 //!   short `preStop` sleep so that endpoints are gone before the server drains;
 //! - spread over nodes and zones unless `spec.scheduling.topologySpreadConstraints` says otherwise;
@@ -32,6 +33,8 @@ use palisade_crds::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_crds::mcp_server::ImagePullPolicy;
+use palisade_crds::secret_uses::secret_uses;
+use palisade_crds::upstream::REQUEST_TIMEOUT_MARGIN_SECONDS;
 
 use super::cluster_issuer;
 use super::volumes::volumes;
@@ -125,7 +128,8 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
             .join(","),
         ),
     ];
-    env.extend(ServerLimits::DEFAULT.env());
+    env.extend(ServerLimits::for_server(input.server()).env());
+    env.extend(upstream_env(input.server()));
     if cluster_issuer::needed(input.server()) {
         env.extend(cluster_issuer::env());
     }
@@ -189,6 +193,34 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
         }),
         ..Container::default()
     }
+}
+
+/// Proxy mode (`spec.upstream`): the upstream's URL, its timeout and the files of its headers
+/// (the Secret keys the pod mounts, [`secret_uses`]), as the server's `PALISADE_UPSTREAM_*`
+/// variables. Nothing for a document server.
+pub fn upstream_env(server: &McpServer) -> Vec<(&'static str, String)> {
+    let Some(upstream) = &server.spec.upstream else {
+        return Vec::new();
+    };
+    let mut env = vec![
+        ("PALISADE_UPSTREAM_URL", upstream.url.clone()),
+        ("PALISADE_UPSTREAM_TIMEOUT", format!("{}s", upstream.timeout_seconds())),
+    ];
+    let uses = secret_uses(server);
+    let headers: Vec<String> = upstream
+        .headers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, header)| {
+            let field = format!("spec.upstream.headers[{i}].valueFrom");
+            let file = &uses.iter().find(|u| u.field_path == field)?.file;
+            Some(format!("{}={}", header.name, file.path))
+        })
+        .collect();
+    if !headers.is_empty() {
+        env.push(("PALISADE_UPSTREAM_HEADERS", headers.join(",")));
+    }
+    env
 }
 
 /// The Host names the server accepts (`PALISADE_ALLOWED_HOSTS`, DNS-rebinding protection): the
@@ -306,6 +338,18 @@ impl ServerLimits {
         max_header_bytes: 16 << 10,
         timeouts_seconds: [10, 10, 60, 30],
     };
+
+    /// The limits of `server`'s pods: the defaults, with a request timeout longer than the
+    /// upstream's (`spec.upstream.timeoutSeconds` + 5 s) where that is longer than the default, so
+    /// that a slow upstream is answered 504 before the server's own deadline.
+    pub fn for_server(server: &McpServer) -> Self {
+        let mut limits = Self::DEFAULT;
+        if let Some(upstream) = &server.spec.upstream {
+            let needed = u64::from(upstream.timeout_seconds() + REQUEST_TIMEOUT_MARGIN_SECONDS);
+            limits.timeouts_seconds[3] = limits.timeouts_seconds[3].max(needed);
+        }
+        limits
+    }
 
     /// The flags, as environment variables.
     pub fn env(&self) -> Vec<(&'static str, String)> {
@@ -448,6 +492,70 @@ spec:
         let mut reserved: Vec<&str> = palisade_crds::mcp_server::OPERATOR_POD_ANNOTATIONS.to_vec();
         reserved.sort_unstable();
         assert_eq!(annotation_keys, reserved);
+    }
+
+    #[test]
+    fn a_proxy_s_container_gets_its_upstream_and_a_longer_request_timeout_and_mounts_its_header_secrets() {
+        let server = server(
+            r#"
+metadata: {name: files, namespace: team-a}
+spec:
+  auth: {allowAnonymous: true}
+  upstream:
+    url: http://files-mcp.team-a.svc:3001/mcp
+    timeoutSeconds: 60
+    headers:
+      - {name: Authorization, valueFrom: {secretKeyRef: {name: files-upstream, key: token}}}
+      - name: X-Tenant
+        valueFrom: {externalSecret: {remoteKey: tenant, storeRef: {name: vault}}}
+"#,
+        );
+        let validated = crate::validate::validate(&server, &[], &Settings::default()).unwrap();
+        let spec = pod_template(&validated, &Settings::default()).spec.unwrap();
+        let env: BTreeMap<String, String> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["PALISADE_UPSTREAM_URL"], "http://files-mcp.team-a.svc:3001/mcp");
+        assert_eq!(env["PALISADE_UPSTREAM_TIMEOUT"], "60s");
+        assert_eq!(env["PALISADE_REQUEST_TIMEOUT"], "65s");
+        let tenant_secret = palisade_crds::secret_files::default_target_secret_name(
+            "files",
+            palisade_crds::secret_files::SecretPurpose::UpstreamHeader { name: "X-Tenant" },
+        );
+        assert_eq!(
+            env["PALISADE_UPSTREAM_HEADERS"],
+            format!(
+                "Authorization=/etc/palisade/secrets/files-upstream/token,X-Tenant=/etc/palisade/secrets/{tenant_secret}/header-value"
+            )
+        );
+        let volumes: Vec<String> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+            .collect();
+        assert!(volumes.contains(&"files-upstream".to_owned()), "{volumes:?}");
+        assert!(volumes.contains(&tenant_secret), "{volumes:?}");
+
+        // A document server has none of it, and the default request timeout.
+        let documents = server_without_upstream();
+        let validated = crate::validate::validate(&documents, &[], &Settings::default()).unwrap();
+        let spec = pod_template(&validated, &Settings::default()).spec.unwrap();
+        let names: Vec<&str> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with("PALISADE_UPSTREAM")), "{names:?}");
+        assert_eq!(ServerLimits::for_server(&documents), ServerLimits::DEFAULT);
+    }
+
+    fn server_without_upstream() -> McpServer {
+        server("metadata: {name: docs, namespace: team-a}\nspec:\n  auth: {allowAnonymous: true}\n")
     }
 
     #[test]

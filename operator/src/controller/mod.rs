@@ -233,7 +233,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         policy: PolicyOutcome::Valid {
             hash: String::new(),
             bound: Vec::new(),
-            reachable: 0,
+            reachable: None,
             unreachable: Vec::new(),
             insecure_issuers: Vec::new(),
         },
@@ -260,7 +260,12 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             observation.policy = PolicyOutcome::Valid {
                 hash: validated.policy_hash().to_owned(),
                 bound: validated.bound_policies().to_vec(),
-                reachable: i32::try_from(reachable.len()).unwrap_or(i32::MAX),
+                // A proxy's tools are its upstream's: the policy alone does not know them.
+                reachable: server
+                    .spec
+                    .upstream
+                    .is_none()
+                    .then(|| i32::try_from(reachable.len()).unwrap_or(i32::MAX)),
                 unreachable: unreachable.iter().map(|t| (*t).to_owned()).collect(),
                 insecure_issuers: validated
                     .compiled()

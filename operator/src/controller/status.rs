@@ -23,8 +23,9 @@ pub enum PolicyOutcome {
         hash: String,
         /// Names of the bound policies.
         bound: Vec<String>,
-        /// How many tools some role (or no scope at all) reaches.
-        reachable: i32,
+        /// How many tools some role (or no scope at all) reaches; `None` for a proxy, whose tools
+        /// are its upstream's.
+        reachable: Option<i32>,
         /// Tools no role reaches, sorted.
         unreachable: Vec<String>,
         /// Issuers whose keys are fetched over plain HTTP (`allowInsecureHttp: true`), sorted.
@@ -116,7 +117,7 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         && observation.apply_error.is_none()
     {
         status.bound_policies = bound.clone();
-        status.reachable_tools = Some(*reachable);
+        status.reachable_tools = *reachable;
         status.unreachable_tools = unreachable.clone();
     }
     let pods = observation.deployment.map(pods);
@@ -647,7 +648,7 @@ mod tests {
         PolicyOutcome::Valid {
             hash: hash.into(),
             bound: vec!["p".into()],
-            reachable: 1,
+            reachable: Some(1),
             unreachable: Vec::new(),
             insecure_issuers: Vec::new(),
         }
@@ -658,7 +659,7 @@ mod tests {
         let outcome = PolicyOutcome::Valid {
             hash: "sha256:x".into(),
             bound: vec!["p".into()],
-            reachable: 1,
+            reachable: Some(1),
             unreachable: Vec::new(),
             insecure_issuers: vec!["http://127.0.0.1:8080".into()],
         };

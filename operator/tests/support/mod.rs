@@ -21,8 +21,8 @@ pub struct Case {
     pub namespace: &'static str,
 }
 
-/// Every sample of `config/samples/` (seeds 001 and 002) and the every-switch input.
-pub const CASES: [Case; 4] = [
+/// Every sample of `config/samples/` (seeds 001 and 002, and a proxy) and the every-switch input.
+pub const CASES: [Case; 5] = [
     Case {
         name: "company-info",
         input: "config/samples/company-info.yaml",
@@ -37,6 +37,11 @@ pub const CASES: [Case; 4] = [
         name: "external-secrets",
         input: "config/samples/external-secrets/vendor-handbook.yaml",
         namespace: "team-c",
+    },
+    Case {
+        name: "filesystem-proxy",
+        input: "config/samples/filesystem-proxy.yaml",
+        namespace: "team-d",
     },
     Case {
         name: "everything",

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::credentials::Credentials;
 use super::handshake::list_tools;
 use super::http::HttpUpstream;
 use super::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
@@ -48,6 +49,8 @@ pub struct HttpConfig {
     pub backoff: Backoff,
     /// How often the tools are listed again.
     pub refresh: Duration,
+    /// The headers sent with every request (the upstream's credentials).
+    pub credentials: Arc<Credentials>,
 }
 
 /// An upstream kept ready.
@@ -62,6 +65,9 @@ impl Upstream {
     /// The upstream `serve`'s flags name (`--upstream-url`, or a command after `--`), started;
     /// `None` for a document server.
     pub fn from_args(args: &ServeArgs) -> Result<Option<Self>, String> {
+        if args.upstream_url.is_none() && !args.upstream_headers.is_empty() {
+            return Err("--upstream-header is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream".into());
+        }
         if args.upstream_url.is_none() && args.upstream_command.is_empty() {
             return Ok(None);
         }
@@ -85,6 +91,7 @@ impl Upstream {
                 start_timeout: START_TIMEOUT,
                 backoff: Backoff::default(),
                 refresh: HTTP_REFRESH,
+                credentials: Arc::new(Credentials::load(args.upstream_headers.clone())?),
             };
             return Ok(Some(Self::Http(HttpKeeper::start(client, config))));
         }
@@ -155,7 +162,8 @@ impl HttpKeeper {
     /// policy apply).
     pub fn start(client: reqwest::Client, config: HttpConfig) -> Self {
         let shared = Arc::new(HttpShared {
-            upstream: HttpUpstream::new(client, &config.url, config.max_message_bytes),
+            upstream: HttpUpstream::new(client, &config.url, config.max_message_bytes)
+                .with_credentials(config.credentials.clone()),
             tools: ArcSwapOption::empty(),
             state: watch::channel(UpstreamState::Starting).0,
         });

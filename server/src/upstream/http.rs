@@ -9,18 +9,20 @@
 //!   error -32000, as the reference servers answer), Palisade initializes again and sends the
 //!   request once more: the upstream refused it without running it.
 //! - Request ids are Palisade's own, as on stdio; no header of Palisade's callers is ever sent
-//!   (their tokens are not the upstream's to see).
+//!   (their tokens are not the upstream's to see). The headers sent besides the protocol's are
+//!   the upstream's own credentials ([`Credentials`], `--upstream-header`).
 //! - Answers are bounded: a JSON body or an event of more than the message limit is
 //!   [`UpstreamError::Invalid`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
+use super::credentials::Credentials;
 use super::handshake::{Handshake, handshake, initialize_params};
 use super::sse::EventStream;
 use super::{Transport, UpstreamError};
@@ -36,6 +38,7 @@ pub struct HttpUpstream {
     next_id: AtomicU64,
     session: Mutex<Session>,
     reinitializations: AtomicU64,
+    credentials: Arc<Credentials>,
 }
 
 #[derive(Default, Clone)]
@@ -62,7 +65,14 @@ impl HttpUpstream {
             next_id: AtomicU64::new(1),
             session: Mutex::new(Session::default()),
             reinitializations: AtomicU64::new(0),
+            credentials: Arc::new(Credentials::none()),
         }
+    }
+
+    /// Sends the headers of `credentials` with every message.
+    pub fn with_credentials(mut self, credentials: Arc<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
     }
 
     /// Opens a session: `initialize`, then `notifications/initialized`.
@@ -104,7 +114,9 @@ impl HttpUpstream {
         timeout: Duration,
     ) -> Result<(Posted, Option<String>), UpstreamError> {
         let session = self.session().clone();
-        let mut headers = HeaderMap::new();
+        // The upstream's credentials first: the protocol's own headers below are never theirs
+        // (their names are refused), and are set last all the same.
+        let mut headers = HeaderMap::clone(&self.credentials.headers());
         headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in [

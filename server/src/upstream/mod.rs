@@ -16,6 +16,7 @@
 //! the caller of these types before any request leaves.
 
 pub mod connection;
+pub mod credentials;
 pub mod endpoint;
 pub mod handshake;
 pub mod http;

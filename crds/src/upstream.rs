@@ -1,0 +1,186 @@
+//! `McpServer.spec.upstream`: an MCP server that Palisade stands in front of (proxy mode), and
+//! the checks of its URL and headers that the CRD's schema, the compiler and `palisade-server`'s
+//! flags all share.
+//!
+//! A proxying server lists the upstream's tools filtered by the McpAccessPolicies that target it
+//! and checks every call before it is forwarded; the upstream never sees a caller's token (MCP
+//! authorization 2025-11-25, "Access Token Privilege Restriction": a server "MUST NOT pass
+//! through the token it received from the MCP client"). What the upstream is sent instead are
+//! the headers named here, with values from Secrets.
+
+use kube::KubeSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::SecretKeySource;
+
+/// Default of `timeoutSeconds`: the time an upstream has to answer one forwarded request.
+pub const DEFAULT_TIMEOUT_SECONDS: u32 = 25;
+/// Largest `timeoutSeconds`.
+pub const MAX_TIMEOUT_SECONDS: u32 = 300;
+/// What the server's own `--request-timeout` exceeds the upstream's by, so that a slow upstream is
+/// answered 504 `UPSTREAM_TIMEOUT` (and told the request is cancelled) before the server's own
+/// deadline cuts the exchange.
+pub const REQUEST_TIMEOUT_MARGIN_SECONDS: u32 = 5;
+
+/// Headers an upstream header must not be: the ones Palisade sets itself on every message to the
+/// upstream, the hop-by-hop headers of RFC 9110 section 7.6.1, and everything starting with
+/// `mcp-` (the protocol's own headers: session, revision, method and parameters).
+pub const RESERVED_HEADERS: [&str; 12] = [
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "expect",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The MCP server this server stands in front of.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamSpec {
+    /// The upstream's Streamable HTTP endpoint: an `http://` or `https://` URL with a host, no
+    /// `user:password@` and no fragment, e.g.
+    /// `http://files-mcp.team-a.svc.cluster.local:3001/mcp`. Redirects are not followed.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+([/?][^#\\\\s]*)?$')")
+        .message("an http:// or https:// URL with a host, without user:password@ and without a fragment"))]
+    pub url: String,
+
+    /// Seconds the upstream has to answer one forwarded request; then the caller gets 504
+    /// `UPSTREAM_TIMEOUT` and the upstream is told the request is cancelled. Defaults to 25.
+    /// The server's own request timeout is set 5 seconds longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: Option<u32>,
+
+    /// Headers sent with every request to the upstream, their values read from Secrets: the
+    /// credentials the upstream expects (`Authorization: Bearer ...`, `X-API-Key`). The callers'
+    /// own headers (their tokens included) never reach the upstream. A changed Secret is picked up
+    /// within seconds, without a restart. Keyed by `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub headers: Vec<UpstreamHeader>,
+}
+
+/// One header sent to the upstream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamHeader {
+    /// Header name: letters, digits, `-` and `_`, starting with a letter or digit. Not one that
+    /// Palisade sets itself or that is hop-by-hop (`Host`, `Accept`, `Content-Type`,
+    /// `Content-Length`, `Connection`, `Transfer-Encoding`, ...), nor any `Mcp-*` header.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][-_A-Za-z0-9]*$"))]
+    #[x_kube(validation = Rule::new("!self.lowerAscii().startsWith('mcp-') && !(self.lowerAscii() in ['accept', 'connection', 'content-length', 'content-type', 'expect', 'host', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'])")
+        .message("Palisade sets this header itself (or it is hop-by-hop): choose another name"))]
+    pub name: String,
+
+    /// Where the header's value is read: one Secret key, whose whole content (one trailing
+    /// newline removed) is the value, e.g. `Bearer eyJ...`.
+    pub value_from: SecretKeySource,
+}
+
+impl UpstreamSpec {
+    /// `timeoutSeconds`, or its default.
+    pub fn timeout_seconds(&self) -> u32 {
+        self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+    }
+}
+
+/// What is wrong with `url` as an upstream endpoint, if anything.
+pub fn url_problem(url: &str) -> Option<&'static str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Some("must be an http:// or https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Some("must not contain white space or control characters")
+    } else if authority.contains('@') {
+        Some("must not carry credentials (user:password@): they would be logged with the URL; use headers")
+    } else if authority.is_empty() || authority.starts_with(':') {
+        Some("must name a host")
+    } else if url.contains('#') {
+        Some("must not have a fragment")
+    } else if url.len() > 2048 {
+        Some("must be at most 2048 characters")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with `name` as the name of a header sent to the upstream, if anything.
+pub fn header_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let well_formed = (1..=64).contains(&name.len())
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    let lower = name.to_ascii_lowercase();
+    if !well_formed {
+        Some(format!(
+            "{name:?} is not a header name: 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    } else if lower.starts_with("mcp-") || RESERVED_HEADERS.contains(&lower.as_str()) {
+        Some(format!(
+            "{name:?} is set by Palisade itself (or is hop-by-hop): choose another header name"
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_are_http_with_a_host_and_no_credentials_or_fragment() {
+        for good in [
+            "http://files-mcp.team-a.svc.cluster.local:3001/mcp",
+            "https://mcp.example.com",
+            "http://127.0.0.1:9/mcp?tenant=a",
+            "http://[::1]:9/mcp",
+        ] {
+            assert_eq!(url_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("ftp://example.com/mcp", "http://"),
+            ("http:///mcp", "host"),
+            ("http://:80/mcp", "host"),
+            ("https://user:secret@example.com/mcp", "credentials"),
+            ("https://example.com/mcp#x", "fragment"),
+            ("https://example.com/m cp", "white space"),
+        ] {
+            assert!(url_problem(bad).unwrap().contains(why), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_names_palisade_sets_or_that_are_hop_by_hop_are_refused() {
+        for good in ["Authorization", "X-API-Key", "x_tenant", "Cookie"] {
+            assert_eq!(header_name_problem(good), None, "{good}");
+        }
+        for bad in [
+            "Host",
+            "content-TYPE",
+            "Mcp-Session-Id",
+            "MCP-Protocol-Version",
+            "mcp-param-x",
+            "TE",
+        ] {
+            assert!(header_name_problem(bad).unwrap().contains("set by Palisade"), "{bad}");
+        }
+        for bad in ["", "-x", "X Key", "X:Key", &"a".repeat(65)] {
+            assert!(
+                header_name_problem(bad).unwrap().contains("not a header name"),
+                "{bad:?}"
+            );
+        }
+    }
+}
