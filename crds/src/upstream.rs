@@ -14,13 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::common::SecretKeySource;
 
 /// Default of `timeoutSeconds`: the time an upstream has to answer one forwarded request.
-pub const DEFAULT_TIMEOUT_SECONDS: u32 = 25;
+pub const DEFAULT_TIMEOUT_SECONDS: i32 = 25;
 /// Largest `timeoutSeconds`.
-pub const MAX_TIMEOUT_SECONDS: u32 = 300;
+pub const MAX_TIMEOUT_SECONDS: i32 = 300;
 /// What the server's own `--request-timeout` exceeds the upstream's by, so that a slow upstream is
 /// answered 504 `UPSTREAM_TIMEOUT` (and told the request is cancelled) before the server's own
 /// deadline cuts the exchange.
-pub const REQUEST_TIMEOUT_MARGIN_SECONDS: u32 = 5;
+pub const REQUEST_TIMEOUT_MARGIN_SECONDS: i32 = 5;
 
 /// Headers an upstream header must not be: the ones Palisade sets itself on every message to the
 /// upstream, the hop-by-hop headers of RFC 9110 section 7.6.1, and everything starting with
@@ -57,7 +57,7 @@ pub struct UpstreamSpec {
     /// The server's own request timeout is set 5 seconds longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
-    pub timeout_seconds: Option<u32>,
+    pub timeout_seconds: Option<i32>,
 
     /// Headers sent with every request to the upstream, their values read from Secrets: the
     /// credentials the upstream expects (`Authorization: Bearer ...`, `X-API-Key`). The callers'
@@ -88,7 +88,7 @@ pub struct UpstreamHeader {
 
 impl UpstreamSpec {
     /// `timeoutSeconds`, or its default.
-    pub fn timeout_seconds(&self) -> u32 {
+    pub fn timeout_seconds(&self) -> i32 {
         self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)
     }
 }

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_key_upstream;
 pub mod clients;
 pub mod reference_servers;
 

@@ -588,57 +588,9 @@ fn names_that_only_look_allowed_and_parser_tricks_never_reach_the_upstream_undec
     assert!(!raw.contains("write_file\""), "{raw}");
 }
 
-/// A document-mode `palisade-server` that admits only API key `key` (as subject
-/// `palisade-proxy`, with scope `notes:read`): the upstream of the credentials test.
-fn api_key_upstream(key: &str) -> (Fixture, Server) {
-    let dir = TempDir::new("api-key-upstream");
-    let table = dir.path().join("api-keys.yaml");
-    let hash = palisade_crds::document::content_hash(key.as_bytes());
-    std::fs::write(
-        &table,
-        format!(
-            "apiVersion: palisade.dev/v1alpha1\nkind: ApiKeyTable\nkeys:\n  - {{id: proxy, sha256: {}, subject: palisade-proxy, scopes: [notes:read], enabled: true}}\n",
-            &hash["sha256:".len()..]
-        ),
-    )
-    .unwrap();
-    let documents_dir = dir.path().join("documents");
-    std::fs::create_dir_all(documents_dir.join("notes")).unwrap();
-    std::fs::write(documents_dir.join("notes/welcome.md"), "Welcome through the proxy.").unwrap();
-    let policy_file = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy_file,
-        format!(
-            r#"apiVersion: palisade.dev/v1alpha1
-kind: PolicyDocument
-metadata:
-  server: e2e/notes
-mode: Enforce
-authentication:
-  resource: http://127.0.0.1/mcp
-  apiKeysFile: {}
-collections: [{{name: notes}}]
-tools: [{{name: read_notes, collection: notes, action: readAll}}]
-rules: [{{match: read_notes, requiredScopes: [notes:read]}}]
-"#,
-            table.display()
-        ),
-    )
-    .unwrap();
-    let fixture = Fixture {
-        dir,
-        policy_file,
-        documents_dir,
-        hmac_key: Vec::new(),
-        resource: "http://127.0.0.1/mcp".into(),
-    };
-    let server = Server::start(&fixture, &[]);
-    (fixture, server)
-}
-
 #[test]
 fn the_upstream_gets_its_own_credentials_from_a_file_never_the_caller_s_and_a_rotated_key_without_a_restart() {
-    let (_upstream_fixture, upstream) = api_key_upstream("the-proxy-s-key");
+    let (_upstream_fixture, upstream) = palisade_e2e::api_key_upstream::start("the-proxy-s-key");
     let fixture = fixture("- {match: read_notes, requiredScopes: [notes:read]}");
     let key_file = fixture.dir.path().join("secrets/upstream-key");
     std::fs::write(&key_file, "the-proxy-s-key\n").unwrap();

@@ -345,7 +345,7 @@ impl ServerLimits {
     pub fn for_server(server: &McpServer) -> Self {
         let mut limits = Self::DEFAULT;
         if let Some(upstream) = &server.spec.upstream {
-            let needed = u64::from(upstream.timeout_seconds() + REQUEST_TIMEOUT_MARGIN_SECONDS);
+            let needed = u64::try_from(upstream.timeout_seconds() + REQUEST_TIMEOUT_MARGIN_SECONDS).unwrap_or_default();
             limits.timeouts_seconds[3] = limits.timeouts_seconds[3].max(needed);
         }
         limits

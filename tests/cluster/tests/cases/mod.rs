@@ -6,6 +6,7 @@ mod external_secrets;
 mod leader;
 mod namespaced;
 mod pod;
+mod proxy;
 mod reconcile;
 mod restart;
 mod rollout;
@@ -50,6 +51,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
                 c,
             ))
         },
+    ),
+    (
+        "proxy::a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only_as_the_policy_says",
+        |c| Box::pin(proxy::a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only_as_the_policy_says(c)),
     ),
     (
         "rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report",

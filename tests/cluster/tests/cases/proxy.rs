@@ -1,0 +1,193 @@
+//! Proxy mode through the real API server: an McpServer with `spec.upstream.url` and a header
+//! from a Secret is admitted, reconciled (its policy's tests decided on the tool names they
+//! mention), and the harness runs its pod; callers with real tokens reach the upstream's tool
+//! through Palisade as the policy says, and the upstream — a `palisade-server` that admits only
+//! one API key — sees the key from the Secret and the proxy's identity, never a caller's token.
+
+use std::time::Duration;
+
+use kube::Api;
+use palisade_crds::McpServer;
+use palisade_e2e::api_key_upstream;
+use palisade_operator::names;
+use serde_json::{Value, json};
+
+use super::reconcile::wait_reconciled;
+use crate::support::kubelet::Pod;
+use crate::support::operator::{Operator, install_rbac};
+use crate::support::{Cluster, wait_for};
+
+const NAMESPACE: &str = "team-proxy";
+const SERVER: &str = "notes";
+const POLICY: &str = "notes-access";
+const UPSTREAM_KEY: &str = "cluster-suite-upstream-key-0123456789";
+const HMAC_KEY: &str = "cluster-suite-proxy-not-a-secret-0123456789";
+const RESOURCE: &str = "https://notes.team-proxy.example.com/mcp";
+
+fn objects(upstream_url: &str) -> String {
+    format!(
+        r#"apiVersion: palisade.dev/v1alpha1
+kind: McpServer
+metadata:
+  name: {SERVER}
+spec:
+  upstream:
+    url: {upstream_url}
+    timeoutSeconds: 10
+    headers:
+      - name: X-API-Key
+        valueFrom:
+          secretKeyRef: {{name: notes-upstream, key: api-key}}
+  auth:
+    resource: {RESOURCE}
+    issuers:
+      - issuer: palisade-dev
+        hmacKey:
+          secretKeyRef: {{name: notes-jwt, key: hmac-key}}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: McpAccessPolicy
+metadata:
+  name: {POLICY}
+spec:
+  targetRefs: [{{name: {SERVER}}}]
+  roles: [{{name: reader, scopes: ["notes:read"]}}]
+  bindings: [{{role: reader, issuer: palisade-dev, groups: [readers]}}]
+  tools:
+    - match: read_notes
+      requiredScopes: ["notes:read"]
+  tests:
+    - name: readers read the upstream's notes
+      identity: {{issuer: palisade-dev, subject: rita, groups: [readers]}}
+      visibleTools: [read_notes]
+    - name: others read nothing
+      identity: {{issuer: palisade-dev, subject: otto}}
+      denied: [read_notes, write_notes]
+"#
+    )
+}
+
+fn token(subject: &str, groups: &[&str]) -> String {
+    let now = palisade_e2e::unix_now() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"iss": "palisade-dev", "sub": subject, "aud": RESOURCE, "iat": now, "exp": now + 3600,
+                "groups": groups}),
+        &jsonwebtoken::EncodingKey::from_secret(HMAC_KEY.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// One JSON-RPC request: status and body.
+async fn mcp(url: &str, token: &str, method: &str, params: Value) -> (u16, Value) {
+    let (url, token, method) = (url.to_owned(), token.to_owned(), method.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let response = palisade_e2e::http_client()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+            .send()
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    })
+    .await
+    .expect("join")
+}
+
+fn tool_names(list: &Value) -> Vec<String> {
+    list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools in {list}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+pub async fn a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only_as_the_policy_says(
+    cluster: &mut Cluster,
+) {
+    let kubeconfig = install_rbac(cluster).await;
+    cluster.namespace(NAMESPACE).await;
+    let (upstream_fixture, upstream) = tokio::task::spawn_blocking(|| api_key_upstream::start(UPSTREAM_KEY))
+        .await
+        .expect("join");
+    let kubectl = cluster.kubectl();
+    for (secret, key, value) in [
+        ("notes-jwt", "hmac-key", HMAC_KEY),
+        ("notes-upstream", "api-key", UPSTREAM_KEY),
+    ] {
+        kubectl.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "-n",
+            NAMESPACE,
+            secret,
+            &format!("--from-literal={key}={value}"),
+        ]);
+    }
+    let operator = Operator::start(cluster, &kubeconfig, "proxy", &[]);
+    kubectl.apply(NAMESPACE, &objects(&upstream.mcp_url()));
+    let servers: Api<McpServer> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let reconciled = wait_reconciled(&servers, SERVER, &[POLICY]).await;
+    let status = reconciled.status.expect("status");
+    assert_eq!(
+        status.reachable_tools, None,
+        "a proxy's tools are its upstream's: not counted from the policy"
+    );
+
+    let dir = cluster.plane.dir().join("pods").join(SERVER);
+    let pod = Pod::start(&cluster.client, NAMESPACE, &names::deployment(SERVER), &dir).await;
+    let url = pod.mcp_url();
+    let reader = token("rita", &["readers"]);
+    let other = token("otto", &[]);
+
+    let (status, list) = mcp(&url, &reader, "tools/list", json!({})).await;
+    assert_eq!(
+        (status, tool_names(&list)),
+        (200, vec![api_key_upstream::TOOL.to_owned()])
+    );
+    let read = json!({"name": api_key_upstream::TOOL, "arguments": {}});
+    let (status, answer) = mcp(&url, &reader, "tools/call", read.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["result"]["content"]
+            .to_string()
+            .contains(api_key_upstream::CONTENT),
+        "{answer}"
+    );
+    let (status, list) = mcp(&url, &other, "tools/list", json!({})).await;
+    assert_eq!((status, tool_names(&list)), (200, Vec::<String>::new()));
+    let (status, answer) = mcp(&url, &other, "tools/call", read).await;
+    assert_eq!(status, 403, "{answer}");
+
+    // The upstream served the key from the Secret, as the proxy; no caller ever reached it.
+    let events = wait_for("the upstream's audit of the call", Duration::from_secs(10), || {
+        let events: Vec<Value> = upstream
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["mcp_method"] == "tools/call")
+            .collect();
+        async move { (!events.is_empty()).then_some(events) }
+    })
+    .await;
+    assert!(
+        events.iter().all(|e| e["subject"] == api_key_upstream::SUBJECT),
+        "{events:?}"
+    );
+    assert!(
+        upstream
+            .audit_events()
+            .iter()
+            .all(|e| e["subject"] != "rita" && e["subject"] != "otto"),
+        "a caller reached the upstream"
+    );
+    drop(pod);
+    drop(operator);
+    drop(upstream);
+    drop(upstream_fixture);
+}
