@@ -195,6 +195,29 @@ pub struct ServeArgs {
         value_parser = crate::upstream::credentials::parse_header_file
     )]
     pub upstream_headers: Vec<crate::upstream::credentials::HeaderFile>,
+    /// Proxy mode, with `--upstream-url`: get Palisade's own access token for the upstream with
+    /// OAuth 2.0 client credentials from this token endpoint (`https://`, or `http://` on a
+    /// loopback host) and send it as `Authorization: Bearer`. Needs
+    /// `--upstream-oauth-client-id` and `--upstream-oauth-client-secret-file`.
+    #[arg(long, env = "PALISADE_UPSTREAM_OAUTH_TOKEN_URL", value_name = "URL")]
+    pub upstream_oauth_token_url: Option<String>,
+    /// Palisade's client id at `--upstream-oauth-token-url`.
+    #[arg(long, env = "PALISADE_UPSTREAM_OAUTH_CLIENT_ID", value_name = "ID")]
+    pub upstream_oauth_client_id: Option<String>,
+    /// The file holding Palisade's client secret (read for every token request).
+    #[arg(long, env = "PALISADE_UPSTREAM_OAUTH_CLIENT_SECRET_FILE", value_name = "FILE")]
+    pub upstream_oauth_client_secret_file: Option<PathBuf>,
+    /// Scopes asked for, repeatable (in the variable: separated by spaces).
+    #[arg(
+        long = "upstream-oauth-scope",
+        env = "PALISADE_UPSTREAM_OAUTH_SCOPES",
+        value_name = "SCOPE",
+        value_delimiter = ' '
+    )]
+    pub upstream_oauth_scopes: Vec<String>,
+    /// RFC 8707 `resource` of the token request. Default: `--upstream-url`.
+    #[arg(long, env = "PALISADE_UPSTREAM_OAUTH_RESOURCE", value_name = "URI")]
+    pub upstream_oauth_resource: Option<String>,
     /// Proxy mode: the command of a stdio MCP server, after `--`
     /// (`serve ... -- npx -y @modelcontextprotocol/server-everything`). The server runs it (in
     /// its own process group, without the `PALISADE_*` variables), restarts it with back-off
@@ -282,6 +305,57 @@ mod tests {
         }
         let reserved = parse(&["--upstream-url", "http://h/mcp", "--upstream-header", "Host=/s/h"]).unwrap_err();
         assert!(reserved.contains("set by Palisade itself"), "{reserved}");
+    }
+
+    #[test]
+    fn upstream_oauth_needs_an_http_upstream_a_safe_token_url_and_all_its_parts() {
+        let secret = std::env::temp_dir().join(format!("palisade-config-oauth-{}", std::process::id()));
+        std::fs::write(&secret, "s").unwrap();
+        let secret = secret.display().to_string();
+        let url = "http://127.0.0.1:1/mcp";
+        let cases: [(&[&str], &str); 5] = [
+            (
+                &["--upstream-oauth-token-url", "https://idp/token", "--", "server"],
+                "--upstream-oauth-token-url is for an --upstream-url",
+            ),
+            (
+                &[
+                    "--upstream-url",
+                    url,
+                    "--upstream-oauth-token-url",
+                    "http://idp.example.com/token",
+                ],
+                "must be an https:// URL (http:// only on a loopback host)",
+            ),
+            (
+                &["--upstream-url", url, "--upstream-oauth-token-url", "https://idp/token"],
+                "needs --upstream-oauth-client-id and --upstream-oauth-client-secret-file",
+            ),
+            (
+                &["--upstream-url", url, "--upstream-oauth-client-id", "palisade"],
+                "need --upstream-oauth-token-url",
+            ),
+            (
+                &[
+                    "--upstream-url",
+                    url,
+                    "--upstream-oauth-token-url",
+                    "https://idp/token",
+                    "--upstream-oauth-client-id",
+                    "palisade",
+                    "--upstream-oauth-client-secret-file",
+                    &secret,
+                    "--upstream-header",
+                    "Authorization=/s/token",
+                ],
+                "both set the upstream's Authorization header",
+            ),
+        ];
+        for (flags, why) in cases {
+            let args = parse(flags).unwrap();
+            let error = crate::upstream::endpoint::Upstream::from_args(&args).err().unwrap();
+            assert!(error.contains(why), "{flags:?}: {error}");
+        }
     }
 
     #[test]

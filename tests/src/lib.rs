@@ -366,3 +366,49 @@ pub fn node22() -> PathBuf {
     assert!(node.exists(), "{} is missing: run `make e2e-deps`", node.display());
     node
 }
+
+/// A proxy's policy: tokens of the development issuer; `rules` decide on the upstream's tools.
+pub fn proxy_policy(key_file: &Path, rules: &str) -> String {
+    format!(
+        r#"apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata:
+  server: e2e/everything
+mode: Enforce
+authentication:
+  resource: http://127.0.0.1/mcp
+  issuers:
+  - issuer: palisade-dev
+    audiences: [http://127.0.0.1/mcp]
+    algorithms: [HS256]
+    keys:
+      hmacKeyFile: {}
+    claims: {{subject: sub, scopes: scope, roles: roles, groups: groups}}
+rules:
+{rules}
+"#,
+        key_file.display()
+    )
+}
+
+/// The fixture of a server in proxy mode: its policy has the development issuer (tokens from
+/// [`Fixture::token`], key in `secrets/hmac-key`), no tools or collections, and `rules`, which
+/// decide on the upstream's tools.
+pub fn proxy_fixture(rules: &str) -> Fixture {
+    let dir = TempDir::new("proxy");
+    let key_file = dir.path().join("secrets/hmac-key");
+    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
+    let hmac_key = random_hmac_key();
+    std::fs::write(&key_file, &hmac_key).unwrap();
+    let documents_dir = dir.path().join("documents");
+    std::fs::create_dir_all(&documents_dir).unwrap();
+    let policy_file = dir.path().join("policy.yaml");
+    std::fs::write(&policy_file, proxy_policy(&key_file, rules)).unwrap();
+    Fixture {
+        dir,
+        policy_file,
+        documents_dir,
+        hmac_key,
+        resource: "http://127.0.0.1/mcp".into(),
+    }
+}

@@ -723,3 +723,77 @@ fn idp_down_at_start_answers_503_then_recovers() {
     assert_eq!(provider.gets("/jwks"), 1);
     eprintln!("oidc cold: {FLOOD} tokens with the IdP down -> 503, 1 failed fetch; recovered with 1 fetch");
 }
+
+/// Proxy mode with OAuth 2.0 client credentials: a proxy stands in front of the company-info
+/// server (the upstream, which trusts the provider) and gets its own access token from the
+/// provider (`palisade-rs`, scope `public:read`, RFC 8707 `resource` = the upstream's resource).
+/// Callers with development tokens reach the upstream's public tool; the upstream decides on the
+/// proxy's token (the provider's issuer), never a caller's; one token serves many calls.
+#[test]
+fn a_proxy_gets_its_own_upstream_token_with_client_credentials() {
+    let port = free_port();
+    let (upstream_fixture, issuer) = fixture_for(port, 3600);
+    let resource = upstream_fixture.resource.clone();
+    let provider = Provider::start(port, &resource);
+    let upstream = Server::start(&upstream_fixture, &[]);
+
+    let proxy_fixture = palisade_e2e::proxy_fixture(&format!(
+        "- {{match: {PUBLIC_TOOL}, requiredScopes: [public:read]}}\n- {{match: {CONFIDENTIAL_TOOL}, requiredScopes: [confidential:read]}}"
+    ));
+    let secret_file = proxy_fixture.dir.path().join("secrets/client-secret");
+    std::fs::write(&secret_file, format!("{CLIENT_SECRET}\n")).expect("write the client secret");
+    let token_url = format!("{issuer}/token");
+    let proxy = Server::start(
+        &proxy_fixture,
+        &[
+            "--upstream-url",
+            &upstream.mcp_url(),
+            "--upstream-oauth-token-url",
+            &token_url,
+            "--upstream-oauth-client-id",
+            RS_CLIENT,
+            "--upstream-oauth-client-secret-file",
+            secret_file.to_str().expect("UTF-8 path"),
+            "--upstream-oauth-scope",
+            "public:read",
+            "--upstream-oauth-resource",
+            &resource,
+        ],
+    );
+    let caller = proxy_fixture.token("alice", &["public:read"]);
+    assert_eq!(visible_tools(&proxy, &caller), tools(&[PUBLIC_TOOL]));
+    for _ in 0..3 {
+        let reply = mcp(
+            &proxy,
+            &caller,
+            "tools/call",
+            json!({"name": PUBLIC_TOOL, "arguments": {}}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.body["result"]["isError"], false, "{}", reply.body);
+    }
+    // One token for the handshake, the tool list and every call.
+    let token_requests = provider
+        .served
+        .lock()
+        .expect("served lock")
+        .iter()
+        .filter(|s| s.method == "POST" && s.path == "/token")
+        .count();
+    assert_eq!(token_requests, 1);
+    // The upstream served the proxy's token (the provider's issuer), never alice's.
+    let calls: Vec<Value> = upstream
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["mcp_method"] == "tools/call")
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for event in &calls {
+        assert_eq!(event["issuer"], issuer.as_str(), "{event}");
+        assert_eq!(event["decision"], "allow", "{event}");
+        assert_ne!(event["subject"], "alice", "{event}");
+    }
+    let logs = proxy.logs().join("\n");
+    assert!(logs.contains("got an access token for the upstream"), "{logs}");
+    assert!(!logs.contains(CLIENT_SECRET), "the client secret is never logged");
+}

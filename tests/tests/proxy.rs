@@ -28,54 +28,12 @@ use serde_json::{Value, json};
 const ECHO: &str = "everything:echo";
 const ADMIN: &str = "everything:admin";
 
-/// A proxy's policy: tokens of the development issuer; `rules` decide on the upstream's tools.
-fn policy(key_file: &Path, rules: &str) -> String {
-    format!(
-        r#"apiVersion: palisade.dev/v1alpha1
-kind: PolicyDocument
-metadata:
-  server: e2e/everything
-mode: Enforce
-authentication:
-  resource: http://127.0.0.1/mcp
-  issuers:
-  - issuer: palisade-dev
-    audiences: [http://127.0.0.1/mcp]
-    algorithms: [HS256]
-    keys:
-      hmacKeyFile: {}
-    claims: {{subject: sub, scopes: scope, roles: roles, groups: groups}}
-rules:
-{rules}
-"#,
-        key_file.display()
-    )
-}
+use palisade_e2e::proxy_fixture as fixture;
 
 const RULES: &str = "- {match: echo, requiredScopes: [everything:echo]}
 - {match: get-*, requiredScopes: [everything:admin]}
 - {match: '*_file', requiredScopes: [files:read]}
 - {match: dup, requiredScopes: [files:read]}";
-
-/// A fixture whose policy is [`policy`] with `rules`.
-fn fixture(rules: &str) -> Fixture {
-    let dir = TempDir::new("proxy");
-    let key_file = dir.path().join("secrets/hmac-key");
-    std::fs::create_dir_all(key_file.parent().unwrap()).unwrap();
-    let hmac_key = palisade_e2e::random_hmac_key();
-    std::fs::write(&key_file, &hmac_key).unwrap();
-    let documents_dir = dir.path().join("documents");
-    std::fs::create_dir_all(&documents_dir).unwrap();
-    let policy_file = dir.path().join("policy.yaml");
-    std::fs::write(&policy_file, policy(&key_file, rules)).unwrap();
-    Fixture {
-        dir,
-        policy_file,
-        documents_dir,
-        hmac_key,
-        resource: "http://127.0.0.1/mcp".into(),
-    }
-}
 
 fn key_file(fixture: &Fixture) -> std::path::PathBuf {
     fixture.dir.path().join("secrets/hmac-key")
@@ -380,7 +338,11 @@ fn a_policy_change_applies_to_the_running_upstream_and_one_that_defines_tools_is
         "{match: echo, requiredScopes: [everything:echo]}",
         "{match: echo, requiredScopes: [everything:admin]}",
     );
-    std::fs::write(&fixture.policy_file, policy(&key_file(&fixture), &stricter)).unwrap();
+    std::fs::write(
+        &fixture.policy_file,
+        palisade_e2e::proxy_policy(&key_file(&fixture), &stricter),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while post(&server, &token, &echo).0 != 403 {
         assert!(Instant::now() < deadline, "the stricter policy did not apply");
@@ -390,7 +352,7 @@ fn a_policy_change_applies_to_the_running_upstream_and_one_that_defines_tools_is
     // A policy with tools of its own is refused; the stricter one stays in force.
     let with_tools = format!(
         "{}collections: [{{name: docs}}]\ntools: [{{name: get_doc, collection: docs, action: get}}]\n",
-        policy(&key_file(&fixture), RULES)
+        palisade_e2e::proxy_policy(&key_file(&fixture), RULES)
     );
     std::fs::write(&fixture.policy_file, with_tools).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

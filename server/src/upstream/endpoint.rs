@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::credentials::Credentials;
 use super::handshake::list_tools;
 use super::http::HttpUpstream;
+use super::oauth::{ClientCredentials, TokenSource, token_url_problem};
 use super::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
 use super::{Transport, UpstreamError};
 use crate::config::ServeArgs;
@@ -53,6 +54,51 @@ pub struct HttpConfig {
     pub credentials: Arc<Credentials>,
 }
 
+/// The client credentials of `--upstream-oauth-*`, checked; `None` without a token URL.
+fn oauth(args: &ServeArgs, url: &str) -> Result<Option<ClientCredentials>, String> {
+    let Some(token_url) = &args.upstream_oauth_token_url else {
+        if args.upstream_oauth_client_id.is_some() || args.upstream_oauth_client_secret_file.is_some() {
+            return Err(
+                "--upstream-oauth-client-id and --upstream-oauth-client-secret-file need --upstream-oauth-token-url"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    if let Some(problem) = token_url_problem(token_url) {
+        return Err(format!("--upstream-oauth-token-url: {problem}"));
+    }
+    let (Some(client_id), Some(secret_file)) =
+        (&args.upstream_oauth_client_id, &args.upstream_oauth_client_secret_file)
+    else {
+        return Err(
+            "--upstream-oauth-token-url needs --upstream-oauth-client-id and --upstream-oauth-client-secret-file"
+                .into(),
+        );
+    };
+    if args
+        .upstream_headers
+        .iter()
+        .any(|h| h.name == reqwest::header::AUTHORIZATION)
+    {
+        return Err("--upstream-header Authorization and --upstream-oauth-token-url both set the upstream's Authorization header: keep one".into());
+    }
+    std::fs::metadata(secret_file)
+        .map_err(|error| format!("--upstream-oauth-client-secret-file {}: {error}", secret_file.display()))?;
+    Ok(Some(ClientCredentials {
+        token_url: token_url.clone(),
+        client_id: client_id.clone(),
+        client_secret_file: secret_file.clone(),
+        scopes: args
+            .upstream_oauth_scopes
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        resource: args.upstream_oauth_resource.clone().unwrap_or_else(|| url.to_owned()),
+    }))
+}
+
 /// An upstream kept ready.
 pub enum Upstream {
     /// A command speaking MCP on its standard input and output.
@@ -68,6 +114,9 @@ impl Upstream {
         if args.upstream_url.is_none() && !args.upstream_headers.is_empty() {
             return Err("--upstream-header is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream".into());
         }
+        if args.upstream_url.is_none() && args.upstream_oauth_token_url.is_some() {
+            return Err("--upstream-oauth-token-url is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream".into());
+        }
         if args.upstream_url.is_none() && args.upstream_command.is_empty() {
             return Ok(None);
         }
@@ -81,6 +130,7 @@ impl Upstream {
         // The upstream's messages are bounded like the callers' requests.
         let max_message_bytes = args.max_body_bytes.max(MIN_MESSAGE_BYTES);
         if let Some(url) = &args.upstream_url {
+            let oauth = oauth(args, url)?.map(|c| Arc::new(TokenSource::new(c)));
             let client = crate::auth::cluster_issuer::http_client_builder()
                 .timeout(args.upstream_timeout)
                 .build()
@@ -93,7 +143,7 @@ impl Upstream {
                 refresh: HTTP_REFRESH,
                 credentials: Arc::new(Credentials::load(args.upstream_headers.clone())?),
             };
-            return Ok(Some(Self::Http(HttpKeeper::start(client, config))));
+            return Ok(Some(Self::Http(HttpKeeper::start(client, config, oauth))));
         }
         Ok(Some(Self::Stdio(Supervisor::start(StdioConfig {
             argv: args.upstream_command.clone(),
@@ -160,10 +210,14 @@ struct HttpShared {
 impl HttpKeeper {
     /// Starts opening a session with `config.url` through `client` (its TLS roots and redirect
     /// policy apply).
-    pub fn start(client: reqwest::Client, config: HttpConfig) -> Self {
+    pub fn start(client: reqwest::Client, config: HttpConfig, oauth: Option<Arc<TokenSource>>) -> Self {
+        let mut upstream = HttpUpstream::new(client, &config.url, config.max_message_bytes)
+            .with_credentials(config.credentials.clone());
+        if let Some(oauth) = oauth {
+            upstream = upstream.with_oauth(oauth);
+        }
         let shared = Arc::new(HttpShared {
-            upstream: HttpUpstream::new(client, &config.url, config.max_message_bytes)
-                .with_credentials(config.credentials.clone()),
+            upstream,
             tools: ArcSwapOption::empty(),
             state: watch::channel(UpstreamState::Starting).0,
         });

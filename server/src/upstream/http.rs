@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use super::credentials::Credentials;
 use super::handshake::{Handshake, handshake, initialize_params};
+use super::oauth::TokenSource;
 use super::sse::EventStream;
 use super::{Transport, UpstreamError};
 
@@ -39,6 +40,7 @@ pub struct HttpUpstream {
     session: Mutex<Session>,
     reinitializations: AtomicU64,
     credentials: Arc<Credentials>,
+    oauth: Option<Arc<TokenSource>>,
 }
 
 #[derive(Default, Clone)]
@@ -52,6 +54,8 @@ enum Posted {
     Answer(Value),
     Accepted,
     SessionUnknown,
+    /// 401 to Palisade's own OAuth token: it expired or was revoked early.
+    TokenRefused,
 }
 
 impl HttpUpstream {
@@ -66,7 +70,15 @@ impl HttpUpstream {
             session: Mutex::new(Session::default()),
             reinitializations: AtomicU64::new(0),
             credentials: Arc::new(Credentials::none()),
+            oauth: None,
         }
+    }
+
+    /// Sends a bearer token of Palisade's own from `source` with every message, and gets a new
+    /// one when the upstream answers 401.
+    pub fn with_oauth(mut self, source: Arc<TokenSource>) -> Self {
+        self.oauth = Some(source);
+        self
     }
 
     /// Sends the headers of `credentials` with every message.
@@ -83,6 +95,7 @@ impl HttpUpstream {
         let (posted, session_id) = self.post(&message, Some(id), timeout).await?;
         let result = match posted {
             Posted::Answer(result) => result,
+            Posted::TokenRefused => return Err(self.token_refused()),
             Posted::Accepted | Posted::SessionUnknown => {
                 return Err(UpstreamError::Invalid("initialize was not answered".into()));
             }
@@ -128,6 +141,9 @@ impl HttpUpstream {
             }
         }
         let exchange = async {
+            if let Some(oauth) = &self.oauth {
+                headers.insert(AUTHORIZATION, oauth.bearer(&self.client).await?);
+            }
             let response = self
                 .client
                 .post(&self.url)
@@ -166,6 +182,7 @@ impl HttpUpstream {
             StatusCode::ACCEPTED if id.is_none() => return Ok(Posted::Accepted),
             StatusCode::OK if id.is_none() => return Ok(Posted::Accepted),
             StatusCode::NOT_FOUND if had_session => return Ok(Posted::SessionUnknown),
+            StatusCode::UNAUTHORIZED if self.oauth.is_some() => return Ok(Posted::TokenRefused),
             StatusCode::OK if event_stream => {
                 let id = id.expect("a request");
                 let mut events = EventStream::new(self.max_message_bytes);
@@ -222,6 +239,14 @@ impl HttpUpstream {
         UpstreamError::Unavailable(format!("reading the answer of {}: {error}", self.url))
     }
 
+    /// Drops the refused token, so that the next message gets a new one.
+    fn token_refused(&self) -> UpstreamError {
+        if let Some(oauth) = &self.oauth {
+            oauth.invalidate();
+        }
+        UpstreamError::Unavailable("the upstream refused Palisade's access token (401 Unauthorized)".into())
+    }
+
     fn too_large(&self) -> UpstreamError {
         UpstreamError::Invalid(format!("a message longer than {} bytes", self.max_message_bytes))
     }
@@ -257,6 +282,11 @@ impl Transport for HttpUpstream {
                     self.reinitializations.fetch_add(1, Ordering::Relaxed);
                     self.initialize(timeout).await?;
                 }
+                Posted::TokenRefused if attempt == 0 => {
+                    tracing::info!(url = %self.url, "the upstream refused Palisade's access token; getting a new one");
+                    self.token_refused();
+                }
+                Posted::TokenRefused => return Err(self.token_refused()),
                 Posted::SessionUnknown => {}
             }
         }
@@ -275,6 +305,7 @@ impl Transport for HttpUpstream {
             Posted::SessionUnknown => Err(UpstreamError::Unavailable(
                 "the upstream does not know Palisade's session".into(),
             )),
+            Posted::TokenRefused => Err(self.token_refused()),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod handshake;
 pub mod http;
+pub mod oauth;
 pub mod pin;
 pub mod sse;
 pub mod stdio;
