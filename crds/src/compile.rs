@@ -718,6 +718,36 @@ fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<
             format!("must be between 1 and {MAX_TIMEOUT_SECONDS}"),
         );
     }
+    if let Some(oauth) = &upstream.oauth {
+        if !oauth.token_url.starts_with("https://") {
+            problems.push(
+                object,
+                "spec.upstream.oauth.tokenUrl",
+                "tokenUrl must be an https:// URL: the client secret is sent to it",
+            );
+        } else if let Some(problem) = crate::upstream::url_problem(&oauth.token_url) {
+            problems.push(object, "spec.upstream.oauth.tokenUrl", format!("tokenUrl {problem}"));
+        }
+        if oauth.client_id.is_empty() {
+            problems.push(object, "spec.upstream.oauth.clientId", "clientId must not be empty");
+        }
+        for (i, scope) in oauth.scopes.iter().enumerate() {
+            if let Err(e) = check_literal_scope(scope) {
+                problems.push(object, format!("spec.upstream.oauth.scopes[{i}]"), e.to_string());
+            }
+        }
+        if upstream
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("authorization"))
+        {
+            problems.push(
+                object,
+                "spec.upstream.oauth",
+                "oauth sets the upstream's Authorization header: remove the Authorization entry of headers",
+            );
+        }
+    }
     let mut names = HashSet::new();
     for (i, header) in upstream.headers.iter().enumerate() {
         let path = format!("spec.upstream.headers[{i}].name");
@@ -1285,6 +1315,22 @@ spec:
                 PROXY.replace("    headers:", "    timeoutSeconds: 301\n    headers:"),
                 "spec.upstream.timeoutSeconds",
                 "between 1 and 300",
+            ),
+            (
+                PROXY.replace(
+                    "    headers:",
+                    "    oauth: {tokenUrl: https://idp/token, clientId: p, clientSecret: {secretKeyRef: {name: o, key: s}}}\n    headers:",
+                ),
+                "spec.upstream.oauth",
+                "oauth sets the upstream's Authorization header",
+            ),
+            (
+                PROXY.replace(
+                    "    headers:",
+                    "    oauth: {tokenUrl: http://idp/token, clientId: p, clientSecret: {secretKeyRef: {name: o, key: s}}}\n    headers:",
+                ),
+                "spec.upstream.oauth.tokenUrl",
+                "tokenUrl must be an https:// URL",
             ),
         ];
         for (yaml, path, message) in cases {

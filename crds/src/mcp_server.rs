@@ -16,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::SecretKeySource;
-pub use crate::upstream::{UpstreamHeader, UpstreamSpec};
+pub use crate::upstream::{UpstreamHeader, UpstreamOAuth, UpstreamSpec};
 
 /// Desired state of an MCP server.
 // NB: clippy reads the repeated `type_ = "string"` of several `printcolumn(...)` entries as a

@@ -13,6 +13,10 @@ pub const API_KEYS_KEY: &str = "api-keys.yaml";
 /// Data key of an upstream header's value in a Secret written by External Secrets Operator.
 pub const UPSTREAM_HEADER_KEY: &str = "header-value";
 
+/// Data key of the upstream's OAuth client secret in a Secret written by External Secrets
+/// Operator.
+pub const UPSTREAM_CLIENT_SECRET_KEY: &str = "client-secret";
+
 /// What a secret source is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecretPurpose<'a> {
@@ -28,6 +32,8 @@ pub enum SecretPurpose<'a> {
         /// The header's name, as written.
         name: &'a str,
     },
+    /// The client secret of the upstream's OAuth client credentials.
+    UpstreamClientSecret,
 }
 
 /// A Secret key mounted into the server pod.
@@ -68,13 +74,14 @@ fn purpose_key(purpose: SecretPurpose<'_>) -> &'static str {
         SecretPurpose::HmacKey { .. } => HMAC_KEY_KEY,
         SecretPurpose::ApiKeys => API_KEYS_KEY,
         SecretPurpose::UpstreamHeader { .. } => UPSTREAM_HEADER_KEY,
+        SecretPurpose::UpstreamClientSecret => UPSTREAM_CLIENT_SECRET_KEY,
     }
 }
 
 /// Name of the Secret External Secrets Operator writes when the spec does not name one:
 /// `<server>-api-keys`, `<server>-hmac-<first 8 hex digits of sha256(issuer)>`, or
-/// `<server>-upstream-<first 8 hex digits of sha256(lower-case header name)>`: stable when issuers
-/// or headers are reordered.
+/// `<server>-upstream-<first 8 hex digits of sha256(lower-case header name)>`, or
+/// `<server>-upstream-oauth`: stable when issuers or headers are reordered.
 pub fn default_target_secret_name(server: &str, purpose: SecretPurpose<'_>) -> String {
     match purpose {
         SecretPurpose::ApiKeys => format!("{server}-api-keys"),
@@ -82,6 +89,7 @@ pub fn default_target_secret_name(server: &str, purpose: SecretPurpose<'_>) -> S
             let digest = content_hash(issuer.as_bytes());
             format!("{server}-hmac-{}", &digest["sha256:".len().."sha256:".len() + 8])
         }
+        SecretPurpose::UpstreamClientSecret => format!("{server}-upstream-oauth"),
         SecretPurpose::UpstreamHeader { name } => {
             let digest = content_hash(name.to_ascii_lowercase().as_bytes());
             format!("{server}-upstream-{}", &digest["sha256:".len().."sha256:".len() + 8])

@@ -32,8 +32,8 @@ impl SecretUse<'_> {
     }
 }
 
-/// Every secret source of `server`, in spec order (issuers, the API-key table, then the
-/// upstream's headers).
+/// Every secret source of `server`, in spec order (issuers, the API-key table, the upstream's
+/// headers, then its OAuth client secret).
 pub fn secret_uses(server: &McpServer) -> Vec<SecretUse<'_>> {
     let name = server.name_any();
     let auth = &server.spec.auth;
@@ -61,7 +61,17 @@ pub fn secret_uses(server: &McpServer) -> Vec<SecretUse<'_>> {
             ),
         })
     });
-    issuers.chain(api_keys).chain(headers).collect()
+    let oauth = server
+        .spec
+        .upstream
+        .iter()
+        .filter_map(|upstream| upstream.oauth.as_ref())
+        .map(move |oauth| SecretUse {
+            field_path: "spec.upstream.oauth.clientSecret".into(),
+            source: &oauth.client_secret,
+            file: secret_file(server_name, &oauth.client_secret, SecretPurpose::UpstreamClientSecret),
+        });
+    issuers.chain(api_keys).chain(headers).chain(oauth).collect()
 }
 
 /// Secret sources that cannot all hold: a Secret written by External Secrets Operator that a

@@ -43,6 +43,8 @@ pub const RESERVED_HEADERS: [&str; 12] = [
 /// The MCP server this server stands in front of.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.oauth) || !has(self.headers) || !self.headers.exists(h, h.name.lowerAscii() == 'authorization')")
+    .message("oauth sets the upstream's Authorization header: remove the Authorization entry of headers").field_path(".oauth"))]
 pub struct UpstreamSpec {
     /// The upstream's Streamable HTTP endpoint: an `http://` or `https://` URL with a host, no
     /// `user:password@` and no fragment, e.g.
@@ -67,6 +69,41 @@ pub struct UpstreamSpec {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub headers: Vec<UpstreamHeader>,
+
+    /// Get an access token for the upstream with OAuth 2.0 client credentials and send it as
+    /// `Authorization: Bearer`: Palisade's own token, never a caller's. It is kept until shortly
+    /// before it expires and renewed when the upstream refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<UpstreamOAuth>,
+}
+
+/// OAuth 2.0 client credentials (RFC 6749 section 4.4) at the upstream's authorization server.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamOAuth {
+    /// The token endpoint: an `https://` URL, e.g. `https://idp.example.com/oauth2/token`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https://[^/?#@\\\\s]+([/?][^#\\\\s]*)?$')")
+        .message("tokenUrl must be an https:// URL with a host, without user:password@ and without a fragment: the client secret is sent to it"))]
+    pub token_url: String,
+
+    /// Palisade's client id at the authorization server.
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+
+    /// Where Palisade's client secret is read (sent with `client_secret_basic`).
+    pub client_secret: SecretKeySource,
+
+    /// Scopes asked for; none asks for the authorization server's default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub scopes: Vec<String>,
+
+    /// RFC 8707 `resource` of the token request: the audience the upstream expects. Defaults to
+    /// `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub resource: Option<String>,
 }
 
 /// One header sent to the upstream.

@@ -29,7 +29,7 @@ use palisade_crds::mcp_server::{
     OPERATOR_POD_ANNOTATIONS, OPERATOR_POD_LABELS, PodDisruptionBudgetSpec, PodTemplateMetadata,
 };
 use palisade_crds::scope::{ScopeGrant, check_literal_scope};
-use palisade_crds::upstream::{UpstreamHeader, UpstreamSpec};
+use palisade_crds::upstream::{UpstreamHeader, UpstreamOAuth, UpstreamSpec};
 use palisade_crds::{McpAccessPolicy, McpServer};
 use serde_json::Value;
 
@@ -65,6 +65,9 @@ const POD_ANNOTATIONS_RESERVED: &str = "podTemplate.annotations cannot set kubec
 const UPSTREAM_ALONE: &str = "a server with an upstream serves the upstream's tools: leave documents and tools empty";
 const UPSTREAM_URL: &str = "an http:// or https:// URL with a host, without user:password@ and without a fragment";
 const UPSTREAM_HEADER_NAME: &str = "Palisade sets this header itself (or it is hop-by-hop): choose another name";
+const OAUTH_TOKEN_URL: &str = "tokenUrl must be an https:// URL with a host, without user:password@ and without a fragment: the client secret is sent to it";
+const OAUTH_OWNS_AUTHORIZATION: &str =
+    "oauth sets the upstream's Authorization header: remove the Authorization entry of headers";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
@@ -81,7 +84,9 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 21] = [
+const MCP_SERVER_MESSAGES: [&str; 23] = [
+    OAUTH_TOKEN_URL,
+    OAUTH_OWNS_AUTHORIZATION,
     UPSTREAM_ALONE,
     UPSTREAM_URL,
     UPSTREAM_HEADER_NAME,
@@ -808,6 +813,7 @@ fn proxy_server() -> McpServer {
                     },
                 },
             ],
+            oauth: None,
         });
     })
 }
@@ -901,6 +907,51 @@ fn upstream_headers_are_never_ones_palisade_sets_and_are_unique() {
         no_source.validate_cel(),
         SECRET_EXACTLY_ONE,
         "spec.upstream.headers[1].valueFrom",
+    );
+}
+
+fn with_oauth(server: &mut McpServer) {
+    upstream(server).headers[0].name = "X-Team".into();
+    upstream(server).oauth = Some(UpstreamOAuth {
+        token_url: "https://idp.example.com/oauth2/token".into(),
+        client_id: "palisade".into(),
+        client_secret: SecretKeySource {
+            secret_key_ref: Some(secret_ref("files-oauth", "client-secret")),
+            external_secret: None,
+        },
+        scopes: vec!["files:read".into()],
+        resource: None,
+    });
+}
+
+#[test]
+fn oauth_client_credentials_need_an_https_token_url_and_own_the_authorization_header() {
+    assert_valid("oauth", proxy_server_with(with_oauth).validate_cel());
+    for url in [
+        "http://idp.example.com/token",
+        "https://client:secret@idp.example.com/token",
+        "https://idp.example.com/token#x",
+    ] {
+        let server = proxy_server_with(|s| {
+            with_oauth(s);
+            upstream(s).oauth.as_mut().unwrap().token_url = url.into();
+        });
+        assert_rejected_at(
+            url,
+            server.validate_cel(),
+            OAUTH_TOKEN_URL,
+            "spec.upstream.oauth.tokenUrl",
+        );
+    }
+    let both = proxy_server_with(|s| {
+        with_oauth(s);
+        upstream(s).headers[0].name = "authorization".into();
+    });
+    assert_rejected_at(
+        "oauth and an Authorization header",
+        both.validate_cel(),
+        OAUTH_OWNS_AUTHORIZATION,
+        "spec.upstream.oauth",
     );
 }
 
@@ -1632,10 +1683,10 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 21 McpServer rules (the SecretKeySource rule sits three times: HMAC keys, API keys, upstream
-    // headers) and 11 McpAccessPolicy rules (the issuer-or-source rule sits on bindings and on
-    // test identities).
-    assert_eq!(rules, 23 + 12, "number of x-kubernetes-validations entries");
+    // 23 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
+    // headers, the upstream's OAuth client secret) and 11 McpAccessPolicy rules (the
+    // issuer-or-source rule sits on bindings and on test identities).
+    assert_eq!(rules, 26 + 12, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",

@@ -183,6 +183,27 @@ pub const CASES: &[CelCase] = &[
     },
     CelCase {
         kind: "McpServer",
+        name: "an OAuth token endpoint over plain HTTP",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null, "upstream": {"url": "http://files-mcp:3001/mcp",
+            "oauth": {"tokenUrl": "http://idp.example.com/token", "clientId": "palisade",
+                      "clientSecret": {"secretKeyRef": {"name": "s", "key": "k"}}}}}})
+        },
+        message: "tokenUrl must be an https:// URL with a host, without user:password@ and without a fragment: the client secret is sent to it",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "OAuth and an Authorization header",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null, "upstream": {"url": "http://files-mcp:3001/mcp",
+            "headers": [{"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+            "oauth": {"tokenUrl": "https://idp.example.com/token", "clientId": "palisade",
+                      "clientSecret": {"secretKeyRef": {"name": "s", "key": "c"}}}}}})
+        },
+        message: "oauth sets the upstream's Authorization header: remove the Authorization entry of headers",
+    },
+    CelCase {
+        kind: "McpServer",
         name: "a pod label the operator sets",
         patch: || json!({"spec": {"podTemplate": {"labels": {"app.kubernetes.io/instance": "other"}}}}),
         message: "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods",

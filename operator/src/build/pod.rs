@@ -195,9 +195,9 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
     }
 }
 
-/// Proxy mode (`spec.upstream`): the upstream's URL, its timeout and the files of its headers
-/// (the Secret keys the pod mounts, [`secret_uses`]), as the server's `PALISADE_UPSTREAM_*`
-/// variables. Nothing for a document server.
+/// Proxy mode (`spec.upstream`): the upstream's URL, its timeout, the files of its headers (the
+/// Secret keys the pod mounts, [`secret_uses`]) and its OAuth client credentials, as the server's
+/// `PALISADE_UPSTREAM_*` variables. Nothing for a document server.
 pub fn upstream_env(server: &McpServer) -> Vec<(&'static str, String)> {
     let Some(upstream) = &server.spec.upstream else {
         return Vec::new();
@@ -219,6 +219,19 @@ pub fn upstream_env(server: &McpServer) -> Vec<(&'static str, String)> {
         .collect();
     if !headers.is_empty() {
         env.push(("PALISADE_UPSTREAM_HEADERS", headers.join(",")));
+    }
+    if let Some(oauth) = &upstream.oauth {
+        env.push(("PALISADE_UPSTREAM_OAUTH_TOKEN_URL", oauth.token_url.clone()));
+        env.push(("PALISADE_UPSTREAM_OAUTH_CLIENT_ID", oauth.client_id.clone()));
+        if let Some(secret) = uses.iter().find(|u| u.field_path == "spec.upstream.oauth.clientSecret") {
+            env.push(("PALISADE_UPSTREAM_OAUTH_CLIENT_SECRET_FILE", secret.file.path.clone()));
+        }
+        if !oauth.scopes.is_empty() {
+            env.push(("PALISADE_UPSTREAM_OAUTH_SCOPES", oauth.scopes.join(" ")));
+        }
+        if let Some(resource) = &oauth.resource {
+            env.push(("PALISADE_UPSTREAM_OAUTH_RESOURCE", resource.clone()));
+        }
     }
     env
 }
@@ -552,6 +565,40 @@ spec:
             .collect();
         assert!(!names.iter().any(|n| n.starts_with("PALISADE_UPSTREAM")), "{names:?}");
         assert_eq!(ServerLimits::for_server(&documents), ServerLimits::DEFAULT);
+    }
+
+    #[test]
+    fn a_proxy_s_oauth_client_credentials_are_passed_with_the_secret_s_file() {
+        let server = server(
+            r#"
+metadata: {name: files, namespace: team-a}
+spec:
+  auth: {allowAnonymous: true}
+  upstream:
+    url: http://files-mcp.team-a.svc:3001/mcp
+    oauth:
+      tokenUrl: https://idp.example.com/oauth2/token
+      clientId: palisade-files
+      clientSecret: {secretKeyRef: {name: files-oauth, key: secret}}
+      scopes: ["files:read", "files:list"]
+"#,
+        );
+        let env: BTreeMap<&str, String> = upstream_env(&server).into_iter().collect();
+        assert_eq!(
+            env["PALISADE_UPSTREAM_OAUTH_TOKEN_URL"],
+            "https://idp.example.com/oauth2/token"
+        );
+        assert_eq!(env["PALISADE_UPSTREAM_OAUTH_CLIENT_ID"], "palisade-files");
+        assert_eq!(
+            env["PALISADE_UPSTREAM_OAUTH_CLIENT_SECRET_FILE"],
+            "/etc/palisade/secrets/files-oauth/secret"
+        );
+        assert_eq!(env["PALISADE_UPSTREAM_OAUTH_SCOPES"], "files:read files:list");
+        assert!(
+            !env.contains_key("PALISADE_UPSTREAM_OAUTH_RESOURCE"),
+            "the server's default: the URL"
+        );
+        assert!(!env.contains_key("PALISADE_UPSTREAM_HEADERS"));
     }
 
     fn server_without_upstream() -> McpServer {
