@@ -29,8 +29,11 @@ use palisade_crds::PolicyDocument;
 use palisade_crds::document::KeySource;
 use palisade_server::audit::{AuditSink, MemoryAudit};
 use palisade_server::config::ServeArgs;
+use palisade_server::mcp::proxy::Proxy;
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
+use palisade_server::upstream::endpoint::Upstream;
+use palisade_server::upstream::supervisor::{Backoff, StdioConfig, Supervisor};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -200,6 +203,22 @@ impl Fixture {
     /// Compiles `sample`, lets `edit` change the PolicyDocument (it gets the temporary directory
     /// for any extra files), writes an HMAC key for every HMAC issuer, and loads it all.
     pub fn build(sample: Sample, edit: impl FnOnce(&mut PolicyDocument, &Path)) -> Self {
+        Self::build_with(sample, edit, None)
+    }
+
+    /// The company-info sample in proxy mode: the same authentication, roles, bindings and rules,
+    /// no tools or collections, in front of [`fake_upstream`] (which lists the sample's two tool
+    /// names and records every line it receives into `upstream.log` of the fixture's directory).
+    /// Must be built inside a Tokio runtime; [`Fixture::upstream_ready`] waits for its handshake.
+    pub fn company_info_proxy() -> Self {
+        Self::build_with(Sample::CompanyInfo, |_, _| {}, Some(fake_upstream))
+    }
+
+    fn build_with(
+        sample: Sample,
+        edit: impl FnOnce(&mut PolicyDocument, &Path),
+        upstream: Option<fn(&Path) -> Vec<String>>,
+    ) -> Self {
         // reqwest is built without a default crypto provider (as in main.rs).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = TempDir::new();
@@ -228,6 +247,10 @@ impl Fixture {
             policy.authentication.issuers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
         }
         edit(&mut policy, dir.path());
+        if upstream.is_some() {
+            policy.tools.clear();
+            policy.collections.clear();
+        }
 
         // `openssl rand -hex 32`, as the sample's instructions create it (with echo's newline).
         let key_text = hex::encode(rand::random::<[u8; 32]>());
@@ -247,12 +270,23 @@ impl Fixture {
             .build()
             .expect("HTTP client");
         let (sink, audit) = AuditSink::memory();
-        let state = Arc::new(AppState::new(
-            serve_args(&policy_file, &documents_dir),
-            Arc::new(Metrics::new()),
-            sink,
-            http,
-        ));
+        let metrics = Arc::new(Metrics::new());
+        let mut state = AppState::new(serve_args(&policy_file, &documents_dir), metrics.clone(), sink, http);
+        state.proxy = upstream.map(|argv| {
+            let config = StdioConfig {
+                argv: argv(dir.path()),
+                env: Vec::new(),
+                max_message_bytes: 1 << 20,
+                start_timeout: std::time::Duration::from_secs(10),
+                backoff: Backoff::default(),
+            };
+            Proxy::new(
+                Upstream::Stdio(Supervisor::start(config)),
+                std::time::Duration::from_secs(5),
+                metrics,
+            )
+        });
+        let state = Arc::new(state);
         let installed = state.reload().unwrap_or_else(|e| panic!("the policy loads: {e}"));
         assert!(installed, "the first reload installs a snapshot");
         let router = palisade_server::http::app(state.clone());
@@ -266,6 +300,25 @@ impl Fixture {
             key_text,
             seen: Mutex::new(0),
         }
+    }
+
+    /// Waits until the proxy's upstream has answered its handshake and listed its tools.
+    pub async fn upstream_ready(&self) {
+        let proxy = self.state.proxy.as_ref().expect("a proxy fixture");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proxy.upstream().tools().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the fake upstream did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The lines the fake upstream of a proxy fixture received, parsed, after its handshake.
+    pub fn upstream_received(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("upstream.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("the upstream received JSON"))
+            .collect()
     }
 
     /// The server's resource URI (the required audience).
@@ -642,4 +695,29 @@ impl Answer {
             .map(|t| t["name"].as_str().expect("tool name").to_owned())
             .collect()
     }
+}
+
+/// A minimal stdio MCP server in sh for proxy fixtures: it answers Palisade's handshake (ids 1
+/// and 2: `initialize`, then `tools/list` with the company-info sample's two tool names), then
+/// answers every request with a text result and appends every line it receives to
+/// `<dir>/upstream.log`. Palisade's own messages start with `{"id":` (its JSON keys are sorted),
+/// which is how the script finds the id to answer.
+pub fn fake_upstream(dir: &Path) -> Vec<String> {
+    let record = dir.join("upstream.log");
+    let script = format!(
+        r#"read init
+echo '{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-11-25","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"fake","version":"1"}}}}}}'
+read initialized
+read list
+echo '{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"get_public_info","inputSchema":{{"type":"object"}}}},{{"name":"get_confidential_info","inputSchema":{{"type":"object"}}}}]}}}}'
+while read -r line; do
+  printf '%s\n' "$line" >> '{record}'
+  id=$(printf '%s' "$line" | sed -n 's/^{{"id":\([0-9]*\),.*/\1/p')
+  if [ -n "$id" ]; then
+    echo '{{"jsonrpc":"2.0","id":'"$id"',"result":{{"content":[{{"type":"text","text":"from the upstream"}}]}}}}'
+  fi
+done"#,
+        record = record.display()
+    );
+    vec!["/bin/sh".into(), "-c".into(), script]
 }
