@@ -26,6 +26,7 @@ fn large_policy() -> Policy {
         .collect();
     let rules = (0..500)
         .map(|i| ToolRule {
+            kind: Default::default(),
             match_: format!("tool_{i:03}"),
             required_scopes: vec![scope(i), scope(i * 7 + 3)],
             mode: PolicyMode::Enforce,

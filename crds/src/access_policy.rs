@@ -80,6 +80,24 @@ pub struct McpAccessPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["match".into()]))]
     pub tools: Vec<ToolRuleSpec>,
 
+    /// Proxy mode (McpServers with `spec.upstream`): the scopes each of the upstream's prompts
+    /// requires, matched by prompt name like `tools`; `prompts/list` shows exactly the prompts
+    /// `prompts/get` allows. A prompt no rule matches is denied. Keyed by `match`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["match".into()]))]
+    pub prompts: Vec<ToolRuleSpec>,
+
+    /// Proxy mode (McpServers with `spec.upstream`): the scopes each of the upstream's resources
+    /// requires, matched by URI (`file:///data/public/*`, `demo://resource/static/*`); a resource
+    /// template is matched by its URI template text. `resources/list` and
+    /// `resources/templates/list` show exactly what `resources/read` allows. A resource no rule
+    /// matches is denied. Keyed by `match`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["match".into()]))]
+    pub resources: Vec<ResourceRuleSpec>,
+
     /// Who holds which role.
     #[serde(default)]
     #[schemars(length(max = 128))]
@@ -141,6 +159,25 @@ pub struct ToolRuleSpec {
     pub match_: String,
     /// Scopes a caller must hold, all of them. Literal scopes only. An empty list makes the tool
     /// available to every caller the server admits.
+    #[serde(default)]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(LITERAL_SCOPE_REGEX)))
+        .message("required scopes are literal RFC 6749 scope tokens; '*' is only allowed in the scopes a role grants"))]
+    pub required_scopes: Vec<String>,
+}
+
+/// A rule stating the scopes that matching resources of an upstream require.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRuleSpec {
+    /// A resource URI (or URI template, as the upstream lists it), or a glob where `*` matches any
+    /// run of characters, `/` included (`file:///data/public/*`, `*`). Visible ASCII only:
+    /// percent-encode the rest, as the URIs themselves are.
+    #[serde(rename = "match")]
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^[!-~]+$"))]
+    pub match_: String,
+    /// Scopes a caller must hold, all of them. Literal scopes only. An empty list makes the
+    /// resources available to every caller the server admits.
     #[serde(default)]
     #[schemars(length(max = 32), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(LITERAL_SCOPE_REGEX)))

@@ -51,6 +51,7 @@
 use std::collections::HashMap;
 
 use crate::common::PolicyMode;
+use crate::document::RuleKind;
 use crate::evaluator::{Access, Decision, Effect, Explanation, Policy, PreparedTool, Reason, Resolution, effect};
 
 /// Names prepared against one [`Policy`]: each with the rule that governs it.
@@ -78,12 +79,22 @@ impl Policy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.catalog_of(RuleKind::Tool, names)
+    }
+
+    /// Prepares `names` of `kind` (prompt names, resource URIs) against this policy's rules of
+    /// that kind, as [`Policy::catalog`] does for tools.
+    pub fn catalog_of<I, S>(&self, kind: RuleKind, names: I) -> Catalog
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let mut names: Vec<String> = names.into_iter().map(Into::into).collect();
         names.sort_unstable();
         names.dedup();
         let entries = names
             .iter()
-            .map(|name| match self.resolve(name) {
+            .map(|name| match self.resolve(kind, name) {
                 Resolution::Rule(r) => Entry::Governed(self.prepare(Some(r))),
                 Resolution::NoRule => Entry::Governed(self.prepare(None)),
                 Resolution::Ambiguous(..) => Entry::Ambiguous(self.document().mode),
@@ -208,5 +219,50 @@ bindings: [{{role: all, anonymous: true}}]
         let policy = policy("a:read");
         let catalog = policy.catalog(["b", "a", "b"]);
         assert_eq!(catalog.names(), ["a", "b"]);
+    }
+
+    #[test]
+    fn prompts_and_resources_are_decided_by_the_rules_of_their_kind_only() {
+        let yaml = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata: {}
+authentication: {resource: "http://up.team-a.svc.cluster.local/mcp", allowAnonymous: true}
+rules:
+  - {match: "*", requiredScopes: ["tools:call"]}
+  - {kind: prompt, match: "simple_*", requiredScopes: ["prompts:read"]}
+  - {kind: resource, match: "file:///data/public/*", requiredScopes: ["files:read"]}
+  - {kind: resource, match: "*", requiredScopes: ["files:admin"]}
+roles: [{name: reader, scopes: ["prompts:read", "files:read"]}]
+bindings: [{role: reader, anonymous: true}]
+"#;
+        let policy = Policy::new(PolicyDocument::from_yaml(yaml).unwrap()).unwrap();
+        let access = policy.access(&Identity::anonymous());
+        let prompts = policy.catalog_of(crate::document::RuleKind::Prompt, ["simple_prompt", "complex_prompt"]);
+        assert_eq!(access.visible_in(&prompts).collect::<Vec<_>>(), ["simple_prompt"]);
+        // The tool rule "*" does not govern prompts: no prompt rule matches complex_prompt.
+        assert_eq!(
+            access.check_in(&prompts, "complex_prompt").reason,
+            Reason::NoMatchingRule
+        );
+        let uris = [
+            "file:///data/public/a.txt",
+            "file:///data/public/sub/b.txt",
+            "file:///data/secret/c.txt",
+        ];
+        let resources = policy.catalog_of(crate::document::RuleKind::Resource, uris);
+        assert_eq!(
+            access.visible_in(&resources).collect::<Vec<_>>(),
+            ["file:///data/public/a.txt", "file:///data/public/sub/b.txt"]
+        );
+        assert_eq!(
+            access.explain_in(&resources, "file:///data/secret/c.txt").missing,
+            ["files:admin"]
+        );
+        // Tools are decided by tool rules only, as before.
+        let tools = policy.catalog(["simple_prompt"]);
+        assert_eq!(access.check_in(&tools, "simple_prompt").reason, Reason::MissingScopes);
+        // A document that names no prompt or resource rule keeps its form (and hash).
+        assert!(!policy.document().to_yaml().contains("kind: tool"));
     }
 }

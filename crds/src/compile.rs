@@ -27,7 +27,7 @@ use crate::catalog::Catalog;
 use crate::common::PolicyMode;
 use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
-    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, ToolDefinition, ToolRule,
+    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, RuleKind, ToolDefinition, ToolRule,
 };
 use crate::document_check::{
     HMAC_SERVICE_ACCOUNTS, INSECURE_KEYS_URL, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem,
@@ -180,7 +180,7 @@ pub fn compile(
         .is_none()
         .then(|| server.spec.tools.iter().map(|t| t.name.as_str()).collect());
     let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
-    let mut rules: BTreeMap<String, (ToolRule, String)> = BTreeMap::new();
+    let mut rules: BTreeMap<(RuleKind, String), (ToolRule, String)> = BTreeMap::new();
     let mut bindings = Vec::new();
 
     for policy in &policies {
@@ -214,13 +214,13 @@ pub fn compile(
             }
         }
         let mut merged = HashSet::new();
-        for (i, rule) in spec.tools.iter().enumerate() {
-            if !merged.insert(rule.match_.as_str()) {
+        for (kind, field, i, match_, required_scopes) in rule_specs(spec) {
+            if !merged.insert((kind, match_)) {
                 continue;
             }
-            let path = format!("spec.tools[{i}]");
-            let required: BTreeSet<&String> = rule.required_scopes.iter().collect();
-            match rules.get_mut(&rule.match_) {
+            let path = format!("spec.{field}[{i}]");
+            let required: BTreeSet<&String> = required_scopes.iter().collect();
+            match rules.get_mut(&(kind, match_.to_owned())) {
                 Some((existing, first))
                     if existing.required_scopes.iter().collect::<BTreeSet<_>>() != required
                         || existing.mode != spec.mode =>
@@ -229,19 +229,19 @@ pub fn compile(
                         Some(&object),
                         path,
                         format!(
-                            "the rule for {:?} is also stated by {first} with other required scopes or another mode",
-                            rule.match_
+                            "the rule for {match_:?} is also stated by {first} with other required scopes or another mode"
                         ),
                     )
                 }
                 Some((existing, _)) => existing.sources.push(key.clone()),
                 None => {
                     rules.insert(
-                        rule.match_.clone(),
+                        (kind, match_.to_owned()),
                         (
                             ToolRule {
-                                match_: rule.match_.clone(),
-                                required_scopes: rule.required_scopes.clone(),
+                                kind,
+                                match_: match_.to_owned(),
+                                required_scopes: required_scopes.to_vec(),
                                 mode: spec.mode,
                                 sources: vec![key.clone()],
                             },
@@ -452,6 +452,39 @@ pub fn compile(
         warnings,
         tests,
     })
+}
+
+/// Every rule of a policy with its kind, field, index, `match` and required scopes: `tools`,
+/// then `prompts`, then `resources`.
+fn rule_specs(spec: &McpAccessPolicySpec) -> impl Iterator<Item = (RuleKind, &'static str, usize, &str, &[String])> {
+    let tools = spec.tools.iter().enumerate().map(|(i, r)| {
+        (
+            RuleKind::Tool,
+            "tools",
+            i,
+            r.match_.as_str(),
+            r.required_scopes.as_slice(),
+        )
+    });
+    let prompts = spec.prompts.iter().enumerate().map(|(i, r)| {
+        (
+            RuleKind::Prompt,
+            "prompts",
+            i,
+            r.match_.as_str(),
+            r.required_scopes.as_slice(),
+        )
+    });
+    let resources = spec.resources.iter().enumerate().map(|(i, r)| {
+        (
+            RuleKind::Resource,
+            "resources",
+            i,
+            r.match_.as_str(),
+            r.required_scopes.as_slice(),
+        )
+    });
+    tools.chain(prompts).chain(resources)
 }
 
 /// How to qualify a binding of an McpAccessPolicy.
@@ -812,6 +845,34 @@ fn check_policy(
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {
                 problems.push(object, format!("spec.tools[{i}].requiredScopes[{j}]"), e.to_string());
+            }
+        }
+    }
+    let mut named = HashSet::new();
+    for (kind, field, i, match_, required_scopes) in rule_specs(spec).filter(|r| !r.0.is_tool()) {
+        let path = format!("spec.{field}[{i}]");
+        if tools.is_some() {
+            problems.push(
+                object,
+                path.clone(),
+                format!(
+                    "{field} rules are for a server with spec.upstream: {server_object} serves documents, whose resources follow its collections"
+                ),
+            );
+        }
+        if let Err(e) = ToolPattern::parse_for(kind, match_) {
+            problems.push(object, format!("{path}.match"), e);
+        }
+        if !named.insert((kind, match_)) {
+            problems.push(
+                object,
+                format!("{path}.match"),
+                format!("duplicate rule for {match_:?}"),
+            );
+        }
+        for (j, scope) in required_scopes.iter().enumerate() {
+            if let Err(e) = check_literal_scope(scope) {
+                problems.push(object, format!("{path}.requiredScopes[{j}]"), e.to_string());
             }
         }
     }
@@ -1349,5 +1410,40 @@ spec:
             .find(|u| u.field_path == "spec.upstream.headers[0].valueFrom")
             .unwrap();
         assert_eq!(header.file.path, "/etc/palisade/secrets/files-upstream/token");
+    }
+
+    #[test]
+    fn a_proxy_s_prompt_and_resource_rules_are_compiled_and_refused_on_a_document_server() {
+        let with_rules = PROXY_POLICY.replace(
+            "  tests:",
+            "  prompts: [{match: \"simple_*\", requiredScopes: [\"files:read\"]}]\n  resources: [{match: \"file:///data/public/*\", requiredScopes: [\"files:read\"]}]\n  tests:",
+        );
+        let compiled = compile(&server(PROXY), &[&policy(&with_rules)], &CompileOptions::default()).unwrap();
+        let kinds: Vec<(&str, &str)> = compiled
+            .policy
+            .document()
+            .rules
+            .iter()
+            .map(|r| (r.kind.as_str(), r.match_.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("tool", "*"),
+                ("tool", "read_*"),
+                ("prompt", "simple_*"),
+                ("resource", "file:///data/public/*")
+            ]
+        );
+        let on_documents = with_rules.replace("targetRefs: [{name: files}]", "targetRefs: [{name: docs}]");
+        let problems = compile(&server(SERVER), &[&policy(&on_documents)], &CompileOptions::default()).unwrap_err();
+        let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
+        assert!(
+            paths.contains(&"spec.prompts[0]") && paths.contains(&"spec.resources[0]"),
+            "{problems:?}"
+        );
+        let bad_uri = with_rules.replace("file:///data/public/*", "file:///data/my files/*");
+        let problems = compile(&server(PROXY), &[&policy(&bad_uri)], &CompileOptions::default()).unwrap_err();
+        assert_eq!(problems.0[0].path, "spec.resources[0].match", "{problems:?}");
     }
 }

@@ -243,11 +243,44 @@ pub struct ToolDefinition {
     pub action: ToolAction,
 }
 
-/// A scope requirement for the tools a pattern matches.
+/// What a rule's `match` names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleKind {
+    /// Tools, by name (the default, left out of the document).
+    #[default]
+    Tool,
+    /// Prompts of an upstream (proxy mode), by name.
+    Prompt,
+    /// Resources and resource templates of an upstream (proxy mode), by URI or URI template.
+    Resource,
+}
+
+impl RuleKind {
+    /// Whether this is [`RuleKind::Tool`] (not written, so that tool-only documents keep their
+    /// form and hash).
+    pub fn is_tool(&self) -> bool {
+        *self == Self::Tool
+    }
+
+    /// `tool`, `prompt` or `resource`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tool => "tool",
+            Self::Prompt => "prompt",
+            Self::Resource => "resource",
+        }
+    }
+}
+
+/// A scope requirement for the tools (prompts, resources) a pattern matches.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ToolRule {
-    /// Tool name or `*` glob.
+    /// What `match` names: tools unless said otherwise.
+    #[serde(default, skip_serializing_if = "RuleKind::is_tool")]
+    pub kind: RuleKind,
+    /// Tool or prompt name or `*` glob; for resources a URI (template) or `*` glob over URIs.
     #[serde(rename = "match")]
     pub match_: String,
     /// Scopes required, all of them (sorted).

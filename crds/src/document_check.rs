@@ -71,10 +71,20 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
 
     let mut matches = HashSet::new();
     for (i, rule) in document.rules.iter().enumerate() {
-        if let Err(e) = ToolPattern::parse(&rule.match_) {
-            problems.push(None, format!("rules[{i}].match"), e.to_string());
+        if let Err(e) = ToolPattern::parse_for(rule.kind, &rule.match_) {
+            problems.push(None, format!("rules[{i}].match"), e);
         }
-        if !matches.insert(rule.match_.as_str()) {
+        if !rule.kind.is_tool() && !document.tools.is_empty() {
+            problems.push(
+                None,
+                format!("rules[{i}].kind"),
+                format!(
+                    "{} rules are for a server in front of an upstream; a document server's resources follow its collections",
+                    rule.kind.as_str()
+                ),
+            );
+        }
+        if !matches.insert((rule.kind, rule.match_.as_str())) {
             problems.push(
                 None,
                 format!("rules[{i}].match"),

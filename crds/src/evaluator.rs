@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::common::PolicyMode;
-use crate::document::{PolicyDocument, ToolDefinition, ToolRule};
+use crate::document::{PolicyDocument, RuleKind, ToolDefinition, ToolRule};
 use crate::identity_source::IdentitySource;
 use crate::problem::Problems;
 use crate::scope::ScopeGrant;
@@ -208,11 +208,11 @@ pub(crate) enum Resolution {
 
 /// The most specific rule matching `name`. Rules at that specificity must agree; a less specific
 /// disagreement is irrelevant, since the more specific rule decides.
-fn resolve(rules: &[ToolRule], patterns: &[ToolPattern], name: &str) -> Resolution {
+fn resolve(rules: &[ToolRule], patterns: &[ToolPattern], kind: RuleKind, name: &str) -> Resolution {
     let matching: Vec<(Specificity, usize)> = patterns
         .iter()
         .enumerate()
-        .filter(|(_, pattern)| pattern.matches(name))
+        .filter(|&(r, pattern)| rules[r].kind == kind && pattern.matches(name))
         .map(|(r, pattern)| (pattern.specificity(), r))
         .collect();
     let Some(top) = matching.iter().map(|&(s, _)| s).max() else {
@@ -320,12 +320,12 @@ impl Policy {
         let patterns: Vec<ToolPattern> = document
             .rules
             .iter()
-            .map(|r| ToolPattern::parse(&r.match_).expect("checked"))
+            .map(|r| ToolPattern::parse_for(r.kind, &r.match_).expect("checked"))
             .collect();
         let mut tools = Vec::with_capacity(document.tools.len());
         let mut tool_index = HashMap::with_capacity(document.tools.len());
         for (t, tool) in document.tools.iter().enumerate() {
-            let rule = match resolve(&document.rules, &patterns, &tool.name) {
+            let rule = match resolve(&document.rules, &patterns, RuleKind::Tool, &tool.name) {
                 Resolution::Rule(r) => Some(r),
                 Resolution::NoRule => None,
                 Resolution::Ambiguous(x, y) => {
@@ -426,8 +426,8 @@ impl Policy {
     }
 
     /// Which rule governs `name`, whether or not the document defines a tool of that name.
-    pub(crate) fn resolve(&self, name: &str) -> Resolution {
-        resolve(&self.document.rules, &self.patterns, name)
+    pub(crate) fn resolve(&self, kind: RuleKind, name: &str) -> Resolution {
+        resolve(&self.document.rules, &self.patterns, kind, name)
     }
 
     /// `rule` (or none) prepared over this policy's interned scopes.
@@ -747,7 +747,7 @@ impl PolicyDocument {
             sort_dedup(&mut rule.required_scopes);
             sort_dedup(&mut rule.sources);
         }
-        self.rules.sort_by(|a, b| a.match_.cmp(&b.match_));
+        self.rules.sort_by(|a, b| (a.kind, &a.match_).cmp(&(b.kind, &b.match_)));
         for role in &mut self.roles {
             sort_dedup(&mut role.scopes);
             sort_dedup(&mut role.sources);

@@ -62,6 +62,26 @@ pub fn check_tool_name(name: &str) -> Result<(), ToolNameError> {
     check(name, false)
 }
 
+/// Longest resource URI (pattern) a resource rule matches.
+pub const MAX_URI_LEN: usize = 2048;
+
+/// Checks a resource URI or URI pattern: 1 to [`MAX_URI_LEN`] visible ASCII characters (RFC 3986
+/// characters, `{}` of URI templates, `*`), no white space or control characters.
+pub fn check_uri(uri: &str) -> Result<(), String> {
+    if uri.is_empty() {
+        return Err("resource URI must not be empty".into());
+    }
+    if uri.len() > MAX_URI_LEN {
+        return Err(format!("resource URI must be at most {MAX_URI_LEN} characters"));
+    }
+    match uri.chars().find(|c| !c.is_ascii_graphic()) {
+        Some(c) => Err(format!(
+            "resource URI contains {c:?}; allowed are visible ASCII characters (percent-encode the others)"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A rule's `match`: an exact tool name or a `*` glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolPattern {
@@ -84,6 +104,20 @@ impl ToolPattern {
         Ok(Self {
             pattern: pattern.to_owned(),
         })
+    }
+
+    /// Parses a pattern of `kind`: resource patterns are URIs (or URI templates) with `*`
+    /// globs, 1 to [`MAX_URI_LEN`] visible ASCII characters; the others are name patterns.
+    pub fn parse_for(kind: crate::document::RuleKind, pattern: &str) -> Result<Self, String> {
+        match kind {
+            crate::document::RuleKind::Resource => {
+                check_uri(pattern)?;
+                Ok(Self {
+                    pattern: pattern.to_owned(),
+                })
+            }
+            _ => Self::parse(pattern).map_err(|e| e.to_string()),
+        }
     }
 
     /// The pattern as written.

@@ -967,7 +967,7 @@ fn unknown_fields_are_refused() {
     let text = DOCUMENT.replace("    requiredScopes: [public:read]", "    requiredScope: [public:read]");
     assert_eq!(
         PolicyDocument::from_yaml(&text).unwrap_err().to_string(),
-        "policy document is not valid: rules[0]: unknown field `requiredScope`, expected one of `match`, \
+        "policy document is not valid: rules[0]: unknown field `requiredScope`, expected one of `kind`, `match`, \
          `requiredScopes`, `mode`, `sources` at line 23 column 5"
     );
 }

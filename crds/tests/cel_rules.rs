@@ -1685,8 +1685,9 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
     }
     // 23 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
     // headers, the upstream's OAuth client secret) and 11 McpAccessPolicy rules (the
-    // issuer-or-source rule sits on bindings and on test identities).
-    assert_eq!(rules, 26 + 12, "number of x-kubernetes-validations entries");
+    // issuer-or-source rule sits on bindings and on test identities, the required-scope rule on
+    // tool, prompt and resource rules).
+    assert_eq!(rules, 26 + 14, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
@@ -1846,6 +1847,8 @@ fn the_lists_with_a_natural_key_are_list_maps() {
     assert_eq!(
         policies,
         keyed(&[
+            ("spec.prompts", &["match"]),
+            ("spec.resources", &["match"]),
             ("spec.roles", &["name"]),
             ("spec.tests", &["name"]),
             ("spec.tools", &["match"]),
