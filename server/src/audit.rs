@@ -76,6 +76,8 @@ pub struct AuditEvent<'a> {
     pub tool: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<&'a str>,
     /// The rule pattern that decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<&'a str>,
@@ -135,6 +137,7 @@ impl<'a> AuditEvent<'a> {
             mcp_method: None,
             tool: None,
             resource: None,
+            prompt: None,
             rule: None,
             granted_by: Vec::new(),
             missing_scopes: Vec::new(),

@@ -1116,6 +1116,7 @@ fn audit_authorization(
         match record.kind {
             AuthzKind::Tool => metrics::AuthzKind::Tool,
             AuthzKind::Resource => metrics::AuthzKind::Resource,
+            AuthzKind::Prompt => metrics::AuthzKind::Prompt,
             AuthzKind::List => metrics::AuthzKind::List,
         },
         match record.effect {
@@ -1144,6 +1145,7 @@ fn audit_authorization(
     event.mcp_method = Some(method);
     match record.kind {
         AuthzKind::Resource => event.resource = record.target.as_deref(),
+        AuthzKind::Prompt => event.prompt = record.target.as_deref(),
         _ => event.tool = record.target.as_deref(),
     }
     event.rule = record.rule;

@@ -120,7 +120,7 @@ label_values!(
 );
 label_values!(
     /// What an authorization check was about.
-    AuthzKind { Tool => "tool", Resource => "resource", List => "list" }
+    AuthzKind { Tool => "tool", Resource => "resource", Prompt => "prompt", List => "list" }
 );
 label_values!(
     /// Result of an authorization check; `WouldDeny` is a denial in `Audit` mode, which lets the request through.
@@ -480,7 +480,7 @@ impl Metrics {
         ] {
             create_at_zero(&self.authentication_attempts, &AuthLabels::success(method));
         }
-        for kind in [AuthzKind::Tool, AuthzKind::Resource, AuthzKind::List] {
+        for kind in [AuthzKind::Tool, AuthzKind::Resource, AuthzKind::Prompt, AuthzKind::List] {
             for decision in [AuthzDecision::Allow, AuthzDecision::Deny, AuthzDecision::WouldDeny] {
                 create_at_zero(&self.authorization_checks, &AuthzLabels { kind, decision });
             }
@@ -694,7 +694,7 @@ mod tests {
             );
         }
         assert_eq!(lines_starting_with(&text, "mcp_security_violations_total{").len(), 8);
-        assert_eq!(lines_starting_with(&text, "mcp_authorization_checks_total{").len(), 9);
+        assert_eq!(lines_starting_with(&text, "mcp_authorization_checks_total{").len(), 12);
     }
 
     #[test]

@@ -288,15 +288,19 @@ fn conformance_suite_passes_every_applicable_scenario() {
 
 /// Scenarios that pass against server-everything directly and not through the proxy, each with
 /// its reason. Exact: each of them passes directly and fails through the proxy.
-const NOT_THROUGH_THE_PROXY: [(&str, &str); 8] = [
+const NOT_THROUGH_THE_PROXY: [(&str, &str); 6] = [
     (
         "logging-set-level",
-        "the proxy forwards tools only: logging/setLevel is answered -32601 (default deny)",
+        "the proxy forwards tools, prompts and resources only: logging/setLevel is answered -32601 (default deny)",
     ),
-    ("resources-list", "resources are not proxied yet"),
-    ("resources-subscribe", "resources are not proxied yet"),
-    ("resources-unsubscribe", "resources are not proxied yet"),
-    ("prompts-list", "prompts are not proxied yet"),
+    (
+        "resources-subscribe",
+        "subscriptions need a stream to the caller, which a stateless proxy does not hold: -32601 (default deny)",
+    ),
+    (
+        "resources-unsubscribe",
+        "subscriptions need a stream to the caller, which a stateless proxy does not hold: -32601 (default deny)",
+    ),
     (
         "tools-call-simple-text",
         "server-everything has no test_simple_text: the suite counts its isError result as a pass; \
@@ -343,14 +347,18 @@ fn conformance_scenarios_that_pass_against_server_everything_pass_through_the_pr
     let _upstream = HttpEverything::start(port);
     let dir = TempDir::new("conformance-proxy");
     let policy_file = dir.path().join("policy.yaml");
-    // The suite sends no Authorization header: anonymous callers may call every upstream tool.
+    // The suite sends no Authorization header: anonymous callers may call every upstream tool,
+    // get every prompt and read every resource.
     std::fs::write(
         &policy_file,
         "apiVersion: palisade.dev/v1alpha1
 kind: PolicyDocument
 metadata: {server: conformance/everything}
 authentication: {resource: http://localhost/mcp, allowAnonymous: true}
-rules: [{match: '*', requiredScopes: [everything:call]}]
+rules:
+- {match: '*', requiredScopes: [everything:call]}
+- {kind: prompt, match: '*', requiredScopes: [everything:call]}
+- {kind: resource, match: '*', requiredScopes: [everything:call]}
 roles: [{name: conformance, scopes: [everything:call]}]
 bindings: [{role: conformance, anonymous: true}]
 ",

@@ -605,3 +605,137 @@ fn the_upstream_gets_its_own_credentials_from_a_file_never_the_caller_s_and_a_ro
         "{logs}"
     );
 }
+
+/// A JSON-RPC request of `method` with `params`.
+fn rpc(method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params})
+}
+
+/// What the entries of a list result name (`key` of each entry of `array`), sorted.
+fn listed(answer: &Value, array: &str, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = answer["result"][array]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {array} in {answer}"))
+        .iter()
+        .filter_map(|e| e[key].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn server_everything_s_prompts_and_resources_are_listed_and_got_as_the_policy_says() {
+    let rules = "- {match: echo, requiredScopes: [everything:echo]}
+- {kind: prompt, match: simple-prompt, requiredScopes: [everything:echo]}
+- {kind: prompt, match: '*', requiredScopes: [everything:admin]}
+- {kind: resource, match: 'demo://resource/static/document/*', requiredScopes: [everything:echo]}
+- {kind: resource, match: '*', requiredScopes: [everything:admin]}";
+    let (fixture, server) = proxy_command(rules, &everything());
+    let echo = fixture.token("alice", &[ECHO]);
+    let admin = fixture.token("root", &[ECHO, ADMIN]);
+
+    let (status, _, init) = post(
+        &server,
+        &echo,
+        &rpc(
+            "initialize",
+            json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+        ),
+    );
+    assert_eq!(status, 200, "{init}");
+    let capabilities = &init["result"]["capabilities"];
+    assert!(
+        capabilities["prompts"].is_object() && capabilities["resources"].is_object(),
+        "{init}"
+    );
+
+    // Prompts: the list shows what get allows; a denied get never reaches the upstream.
+    let (_, _, prompts) = post(&server, &echo, &rpc("prompts/list", json!({})));
+    assert_eq!(listed(&prompts, "prompts", "name"), ["simple-prompt"]);
+    let (_, _, all_prompts) = post(&server, &admin, &rpc("prompts/list", json!({})));
+    let all_prompts = listed(&all_prompts, "prompts", "name");
+    assert!(
+        all_prompts.len() > 1 && all_prompts.contains(&"args-prompt".to_owned()),
+        "{all_prompts:?}"
+    );
+    let (status, _, got) = post(&server, &echo, &rpc("prompts/get", json!({"name": "simple-prompt"})));
+    assert_eq!(status, 200, "{got}");
+    assert!(
+        got["result"]["messages"].as_array().is_some_and(|m| !m.is_empty()),
+        "{got}"
+    );
+    let (status, _, denied) = post(
+        &server,
+        &echo,
+        &rpc(
+            "prompts/get",
+            json!({"name": "args-prompt", "arguments": {"city": "Oslo"}}),
+        ),
+    );
+    assert_eq!(
+        (status, &denied["error"]["data"]["code"]),
+        (403, &json!("INSUFFICIENT_SCOPE")),
+        "{denied}"
+    );
+    let (status, _, got) = post(
+        &server,
+        &admin,
+        &rpc(
+            "prompts/get",
+            json!({"name": "args-prompt", "arguments": {"city": "Oslo"}}),
+        ),
+    );
+    assert_eq!(status, 200, "{got}");
+
+    // Resources: static documents for echo, everything (templates included) for admin.
+    let (_, _, resources) = post(&server, &echo, &rpc("resources/list", json!({})));
+    let uris = listed(&resources, "resources", "uri");
+    assert!(!uris.is_empty(), "{resources}");
+    assert!(
+        uris.iter().all(|u| u.starts_with("demo://resource/static/document/")),
+        "{uris:?}"
+    );
+    let (_, _, templates) = post(&server, &echo, &rpc("resources/templates/list", json!({})));
+    assert_eq!(
+        listed(&templates, "resourceTemplates", "uriTemplate"),
+        Vec::<String>::new()
+    );
+    let (_, _, templates) = post(&server, &admin, &rpc("resources/templates/list", json!({})));
+    assert!(
+        listed(&templates, "resourceTemplates", "uriTemplate")
+            .iter()
+            .any(|t| t.starts_with("demo://resource/dynamic/")),
+        "{templates}"
+    );
+    let readable = &uris[0];
+    let (status, _, read) = post(&server, &echo, &rpc("resources/read", json!({"uri": readable})));
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["result"]["contents"][0]["uri"], readable.as_str(), "{read}");
+    let dynamic = "demo://resource/dynamic/text/1";
+    let (status, _, denied) = post(&server, &echo, &rpc("resources/read", json!({"uri": dynamic})));
+    assert_eq!(
+        (status, &denied["error"]["data"]["code"]),
+        (403, &json!("INSUFFICIENT_SCOPE")),
+        "{denied}"
+    );
+    let (status, _, read) = post(&server, &admin, &rpc("resources/read", json!({"uri": dynamic})));
+    assert_eq!(status, 200, "{read}");
+
+    // Every decision is audited with what it was about.
+    let events = server.audit_events();
+    let prompt_denial = events
+        .iter()
+        .find(|e| e["prompt"] == "args-prompt" && e["decision"] == "deny")
+        .unwrap_or_else(|| panic!("no audit of the denied prompt: {events:?}"));
+    assert_eq!(prompt_denial["reason"], "missing_scopes");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["resource"] == dynamic && e["decision"] == "deny")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["resource"] == readable.as_str() && e["decision"] == "allow")
+    );
+}

@@ -69,7 +69,9 @@ pub enum AuthzKind {
     Tool,
     /// A resource read.
     Resource,
-    /// A list (tools or resources).
+    /// A prompt got from an upstream (proxy mode).
+    Prompt,
+    /// A list (tools, resources or prompts).
     List,
 }
 

@@ -10,9 +10,14 @@
 //!   does not offer `-32602`. An allowed call is forwarded with only its `name` and
 //!   `arguments`: nothing of the caller's request (its token, headers, `_meta`, JSON-RPC id)
 //!   reaches the upstream.
+//! - `prompts/list`, `resources/list` and `resources/templates/list` are the upstream's page
+//!   filtered by the policy's prompt and resource rules (a template by its URI template text);
+//!   `prompts/get` and `resources/read` are decided first, by the same rules, and forwarded with
+//!   the name (and a prompt's string arguments) or the URI only. Offered when the upstream
+//!   offers them.
 //! - Every other method is answered locally: the handshake and `ping` as a document server
-//!   does (offering tools only), anything else (resources, prompts, completion, logging, tasks)
-//!   `-32601`, never forwarded: default deny.
+//!   does, anything else (completion, subscriptions, logging, tasks) `-32601`, never forwarded:
+//!   default deny.
 //!
 //! The policy's rules decide on the upstream's tool names ([`palisade_crds::Catalog`]). The
 //! catalog is prepared once per (policy, tool list) and kept until either changes.
@@ -24,8 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use palisade_crds::document::RuleKind;
 use palisade_crds::evaluator::Reason;
-use palisade_crds::tool_match::check_tool_name;
+use palisade_crds::tool_match::{check_tool_name, check_uri};
 use palisade_crds::{Catalog, Policy};
 use serde_json::{Map, Value, json};
 
@@ -181,15 +187,236 @@ pub async fn handle<'p>(
     let (reply, authz) = match method {
         "tools/list" => list_tools(call, proxy),
         "tools/call" => call_tool(call, proxy, params).await,
-        _ => (methods::session(call, method, params, &offer()), None),
+        "prompts/list" if proxy.upstream.offers("prompts") => list_items(call, proxy, &PROMPTS, params).await,
+        "resources/list" if proxy.upstream.offers("resources") => list_items(call, proxy, &RESOURCES, params).await,
+        "resources/templates/list" if proxy.upstream.offers("resources") => {
+            list_items(call, proxy, &TEMPLATES, params).await
+        }
+        "prompts/get" if proxy.upstream.offers("prompts") => get_item(call, proxy, &PROMPTS, params).await,
+        "resources/read" if proxy.upstream.offers("resources") => get_item(call, proxy, &RESOURCES, params).await,
+        _ => (methods::session(call, method, params, &offer(proxy)), None),
     };
     (decorate(call, method, reply), authz)
 }
 
-fn offer() -> Offer {
+fn offer(proxy: &Proxy) -> Offer {
+    let mut capabilities = json!({"tools": {"listChanged": false}});
+    if proxy.upstream.offers("prompts") {
+        capabilities["prompts"] = json!({"listChanged": false});
+    }
+    if proxy.upstream.offers("resources") {
+        capabilities["resources"] = json!({"listChanged": false, "subscribe": false});
+    }
     Offer {
-        capabilities: json!({"tools": {"listChanged": false}}),
-        instructions: "The tools listed are the ones your credentials may call.".to_owned(),
+        capabilities,
+        instructions: "The tools, prompts and resources listed are the ones your credentials may use.".to_owned(),
+    }
+}
+
+/// The prompts or resources (or resource templates) of the upstream, as the policy governs them.
+struct Items {
+    /// The rules that decide.
+    kind: RuleKind,
+    /// The list method, its result's array, and the key of each entry the rules match.
+    list: &'static str,
+    array: &'static str,
+    key: &'static str,
+    /// The method that gets one, and the parameter naming it.
+    get: &'static str,
+    what: &'static str,
+    audit: AuthzKind,
+}
+
+const PROMPTS: Items = Items {
+    kind: RuleKind::Prompt,
+    list: "prompts/list",
+    array: "prompts",
+    key: "name",
+    get: "prompts/get",
+    what: "prompt",
+    audit: AuthzKind::Prompt,
+};
+
+const RESOURCES: Items = Items {
+    kind: RuleKind::Resource,
+    list: "resources/list",
+    array: "resources",
+    key: "uri",
+    get: "resources/read",
+    what: "resource",
+    audit: AuthzKind::Resource,
+};
+
+/// Templates are matched by their URI template text; reading a URI made from one is decided on
+/// that URI ([`RESOURCES`]).
+const TEMPLATES: Items = Items {
+    kind: RuleKind::Resource,
+    list: "resources/templates/list",
+    array: "resourceTemplates",
+    key: "uriTemplate",
+    get: "resources/read",
+    what: "resource",
+    audit: AuthzKind::Resource,
+};
+
+/// Whether `key` of an entry is one the rules of `kind` can govern.
+fn governable(kind: RuleKind, key: &str) -> bool {
+    match kind {
+        RuleKind::Resource => check_uri(key).is_ok(),
+        _ => check_tool_name(key).is_ok(),
+    }
+}
+
+/// `prompts/list`, `resources/list`, `resources/templates/list`: the upstream's page (only the
+/// caller's `cursor` is forwarded), with exactly the entries the caller may get, and its
+/// `nextCursor`. Entries without a governable key are dropped.
+async fn list_items<'p>(
+    call: &Call<'_, 'p>,
+    proxy: &Proxy,
+    items: &Items,
+    params: &Map<String, Value>,
+) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let mut forwarded = Map::new();
+    if let Some(cursor) = params.get("cursor").and_then(Value::as_str) {
+        forwarded.insert("cursor".to_owned(), Value::String(cursor.to_owned()));
+    }
+    let (result, _) = proxy.forward(items.list, Value::Object(forwarded)).await;
+    let mut page = match result {
+        Ok(Value::Object(page)) => page,
+        Ok(_) => {
+            return (
+                Reply::Upstream(UpstreamError::Invalid(format!(
+                    "a {} result that is not an object",
+                    items.list
+                ))),
+                None,
+            );
+        }
+        Err(error) => return (upstream_reply(error), None),
+    };
+    let entries: Vec<Value> = match page.remove(items.array) {
+        Some(Value::Array(entries)) => entries,
+        None => Vec::new(),
+        Some(_) => {
+            return (
+                Reply::Upstream(UpstreamError::Invalid(format!(
+                    "{} of {} is not an array",
+                    items.array, items.list
+                ))),
+                None,
+            );
+        }
+    };
+    let keys: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.get(items.key).and_then(Value::as_str))
+        .filter(|key| governable(items.kind, key))
+        .collect();
+    let catalog = call.snapshot.policy.catalog_of(items.kind, keys.iter().copied());
+    let visible: Vec<Value> = entries
+        .iter()
+        .filter(|e| {
+            e.get(items.key)
+                .and_then(Value::as_str)
+                .is_some_and(|key| governable(items.kind, key) && call.access.check_in(&catalog, key).effect.permits())
+        })
+        .cloned()
+        .collect();
+    let count = visible.len();
+    let mut answer = Map::from_iter([(items.array.to_owned(), Value::Array(visible))]);
+    if let Some(cursor) = page.get("nextCursor").filter(|c| c.is_string()) {
+        answer.insert("nextCursor".to_owned(), cursor.clone());
+    }
+    (
+        Reply::Result(Value::Object(answer)),
+        Some(list_record(format!("{}:{count}", items.array))),
+    )
+}
+
+/// `prompts/get`, `resources/read`: decided before anything is forwarded, by the same rules as
+/// the list; an allowed request is forwarded with the name (and a prompt's `arguments`) or the
+/// URI only.
+async fn get_item<'p>(
+    call: &Call<'_, 'p>,
+    proxy: &Proxy,
+    items: &Items,
+    params: &Map<String, Value>,
+) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
+    let Some(key) = params.get(items.key).and_then(Value::as_str) else {
+        return (
+            error(
+                200,
+                code::INVALID_PARAMS,
+                format!("Invalid params: {} must be a string", items.key),
+                None,
+            ),
+            None,
+        );
+    };
+    if !governable(items.kind, key) {
+        return (
+            error(
+                200,
+                code::INVALID_PARAMS,
+                format!(
+                    "Invalid params: {} is not a {} this server can govern",
+                    items.key, items.what
+                ),
+                None,
+            ),
+            None,
+        );
+    }
+    let catalog = call.snapshot.policy.catalog_of(items.kind, [key]);
+    let explanation = call.access.explain_in(&catalog, key);
+    let decision = explanation.decision;
+    let mut authz = authz_record(items.audit, key, &decision, Some(&explanation));
+    if !decision.effect.permits() {
+        return (
+            denial(&decision, &authz.missing, &format!("{} {key}", items.what)),
+            Some(authz),
+        );
+    }
+    let mut forwarded = Map::from_iter([(items.key.to_owned(), Value::String(key.to_owned()))]);
+    if items.kind == RuleKind::Prompt {
+        match params.get("arguments") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(arguments)) if arguments.values().all(Value::is_string) => {
+                forwarded.insert("arguments".to_owned(), Value::Object(arguments.clone()));
+            }
+            Some(_) => {
+                return (
+                    error(
+                        200,
+                        code::INVALID_PARAMS,
+                        "Invalid params: arguments must be an object of strings",
+                        None,
+                    ),
+                    Some(authz),
+                );
+            }
+        }
+    }
+    let (result, record) = proxy.forward(items.get, Value::Object(forwarded)).await;
+    authz.upstream = Some(record);
+    let reply = match result {
+        Ok(result) => Reply::Result(result),
+        Err(error) => upstream_reply(error),
+    };
+    (reply, Some(authz))
+}
+
+/// An upstream's failure as the caller's answer: its own JSON-RPC error as it is (HTTP 200),
+/// anything else as 502/503/504.
+fn upstream_reply(error: UpstreamError) -> Reply<'static> {
+    match error {
+        UpstreamError::Rpc { code, message, data } => Reply::Error {
+            status: 200,
+            code,
+            message,
+            data,
+        },
+        error => Reply::Upstream(error),
     }
 }
 
@@ -253,13 +480,7 @@ async fn call_tool<'p>(
     authz.upstream = Some(record);
     let reply = match result {
         Ok(result) => Reply::Result(result),
-        Err(UpstreamError::Rpc { code, message, data }) => Reply::Error {
-            status: 200,
-            code,
-            message,
-            data,
-        },
-        Err(error) => Reply::Upstream(error),
+        Err(error) => upstream_reply(error),
     };
     (reply, Some(authz))
 }

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::credentials::Credentials;
-use super::handshake::list_tools;
+use super::handshake::{Handshake, list_tools};
 use super::http::HttpUpstream;
 use super::oauth::{ClientCredentials, TokenSource, token_url_problem};
 use super::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
@@ -168,6 +168,19 @@ impl Upstream {
         }
     }
 
+    /// Whether the upstream offered `capability` (`prompts`, `resources`) in its last handshake.
+    pub fn offers(&self, capability: &str) -> bool {
+        match self {
+            Self::Stdio(supervisor) => supervisor.live().is_some_and(|live| live.handshake.offers(capability)),
+            Self::Http(keeper) => keeper
+                .shared
+                .capabilities
+                .load()
+                .as_ref()
+                .is_some_and(|c| c.get(capability).is_some_and(Value::is_object)),
+        }
+    }
+
     /// The tools as last listed; `None` before the upstream was first ready, and while a stdio
     /// upstream is being restarted.
     pub fn tools(&self) -> Option<Tools> {
@@ -204,6 +217,8 @@ pub struct HttpKeeper {
 struct HttpShared {
     upstream: HttpUpstream,
     tools: ArcSwapOption<Vec<Map<String, Value>>>,
+    /// The capabilities of the last handshake.
+    capabilities: ArcSwapOption<Map<String, Value>>,
     state: watch::Sender<UpstreamState>,
 }
 
@@ -219,6 +234,7 @@ impl HttpKeeper {
         let shared = Arc::new(HttpShared {
             upstream,
             tools: ArcSwapOption::empty(),
+            capabilities: ArcSwapOption::empty(),
             state: watch::channel(UpstreamState::Starting).0,
         });
         let task = tokio::spawn(keep(config, shared.clone()));
@@ -242,19 +258,24 @@ impl Drop for HttpKeeper {
 }
 
 /// The handshake and the tool list (`None` when the upstream offers no tools).
-async fn open(config: &HttpConfig, upstream: &HttpUpstream) -> Result<Option<Vec<Map<String, Value>>>, UpstreamError> {
+async fn open(
+    config: &HttpConfig,
+    upstream: &HttpUpstream,
+) -> Result<(Handshake, Option<Vec<Map<String, Value>>>), UpstreamError> {
     let handshake = upstream.initialize(config.start_timeout).await?;
     if !handshake.offers("tools") {
-        return Ok(None);
+        return Ok((handshake, None));
     }
-    list_tools(upstream, config.start_timeout).await.map(Some)
+    let tools = list_tools(upstream, config.start_timeout).await?;
+    Ok((handshake, Some(tools)))
 }
 
 async fn keep(config: HttpConfig, shared: Arc<HttpShared>) {
     let mut attempt: u32 = 0;
     let offers_tools = loop {
         match open(&config, &shared.upstream).await {
-            Ok(tools) => {
+            Ok((handshake, tools)) => {
+                shared.capabilities.store(Some(Arc::new(handshake.capabilities)));
                 let offers_tools = tools.is_some();
                 let tools = tools.unwrap_or_default();
                 tracing::info!(url = %config.url, tools = tools.len(), "upstream ready");
