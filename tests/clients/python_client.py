@@ -8,6 +8,7 @@ Environment:
              falls back to `initialize`) or `legacy` (the `initialize` handshake)
   MCP_TOOLS  space-separated tools to call (default: get_public_info get_confidential_info)
   MCP_URIS   space-separated resource URIs to read (default: the two seed-001 documents)
+  MCP_PROMPTS  space-separated prompts to get; when set (even empty), prompts are listed too
 
 Prints ONE JSON object on stdout: what the client saw. Every HTTP exchange is recorded too
 (JSON-RPC method, status, `WWW-Authenticate`), since the SDK's exceptions do not carry the status.
@@ -192,6 +193,22 @@ async def explore(
             report["reads"][uri] = {"ok": True, "text": first_text(read.contents)}
         except Exception as error:  # noqa: BLE001
             report["reads"][uri] = describe_error(error, exchanges.last("resources/read", uri))
+
+    prompts = os.environ.get("MCP_PROMPTS")
+    if prompts is not None:
+        try:
+            listed = await client.list_prompts()
+            report["prompts"] = [prompt.name for prompt in listed.prompts]
+        except Exception as error:  # noqa: BLE001
+            report["prompts"] = None
+            report["promptsError"] = describe_error(error, exchanges.last("prompts/list"))
+        report["gets"] = {}
+        for name in prompts.split():
+            try:
+                got = await client.get_prompt(name)
+                report["gets"][name] = {"ok": True, "text": first_text([m.content for m in got.messages])}
+            except Exception as error:  # noqa: BLE001
+                report["gets"][name] = describe_error(error, exchanges.last("prompts/get", name))
 
 
 async def run_bounded(report: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@
 //   NODE_MODULES  the node_modules holding the SDK (target/e2e-deps/node/node_modules)
 //   MCP_TOOLS     space-separated tools to call (default: get_public_info get_confidential_info)
 //   MCP_URIS      space-separated resource URIs to read (default: the two seed-001 documents)
+//   MCP_PROMPTS   space-separated prompts to get; when set (even empty), prompts are listed too
 //
 // Prints ONE JSON object on stdout: what the client saw. Every HTTP exchange is recorded too
 // (JSON-RPC method, status, `WWW-Authenticate`) through the transport's `fetch` option.
@@ -168,6 +169,25 @@ async function main() {
                 report.reads[uri] = { ok: true, text: firstText(read.contents) };
             } catch (error) {
                 report.reads[uri] = describeError(error, last('resources/read', uri));
+            }
+        }
+
+        if (process.env.MCP_PROMPTS !== undefined) {
+            try {
+                const prompts = await client.listPrompts(undefined, options);
+                report.prompts = prompts.prompts.map(p => p.name);
+            } catch (error) {
+                report.prompts = null;
+                report.promptsError = describeError(error, last('prompts/list'));
+            }
+            report.gets = {};
+            for (const name of process.env.MCP_PROMPTS.split(/\s+/).filter(Boolean)) {
+                try {
+                    const got = await client.getPrompt({ name }, options);
+                    report.gets[name] = { ok: true, text: firstText(got.messages.map(m => m.content)) };
+                } catch (error) {
+                    report.gets[name] = describeError(error, last('prompts/get', name));
+                }
             }
         }
     } finally {

@@ -33,7 +33,15 @@ use palisade_e2e::proxy_fixture as fixture;
 const RULES: &str = "- {match: echo, requiredScopes: [everything:echo]}
 - {match: get-*, requiredScopes: [everything:admin]}
 - {match: '*_file', requiredScopes: [files:read]}
-- {match: dup, requiredScopes: [files:read]}";
+- {match: dup, requiredScopes: [files:read]}
+- {kind: prompt, match: simple-prompt, requiredScopes: [everything:echo]}
+- {kind: prompt, match: '*', requiredScopes: [everything:admin]}
+- {kind: resource, match: 'demo://resource/static/document/*', requiredScopes: [everything:echo]}
+- {kind: resource, match: '*', requiredScopes: [everything:admin]}";
+
+/// A static document of server-everything (echo may read it) and a dynamic resource (admin only).
+const STATIC_DOCUMENT: &str = "demo://resource/static/document/architecture.md";
+const DYNAMIC_RESOURCE: &str = "demo://resource/dynamic/text/1";
 
 fn key_file(fixture: &Fixture) -> std::path::PathBuf {
     fixture.dir.path().join("secrets/hmac-key")
@@ -79,11 +87,18 @@ fn call(name: &str, arguments: Value) -> Value {
 
 const CALLS: &str = r#"{"echo": {"message": "through the proxy"}, "get-sum": {"a": 2, "b": 3}}"#;
 
+/// `text` as one JSON-pointer segment (`~` and `/` escaped).
+fn pointer(text: &str) -> String {
+    text.replace('~', "~0").replace('/', "~1")
+}
+
 fn through(sdk: Sdk, server: &Server, fixture: &Fixture) {
+    let uris = format!("{STATIC_DOCUMENT} {DYNAMIC_RESOURCE}");
     let env = [
         ("MCP_TOOLS", "echo get-sum"),
         ("MCP_ARGUMENTS", CALLS),
-        ("MCP_URIS", ""),
+        ("MCP_URIS", uris.as_str()),
+        ("MCP_PROMPTS", "simple-prompt args-prompt"),
     ];
     let token = fixture.token("alice", &[ECHO]);
     let seen: Run = run_with(sdk, server, &token, "scopes [everything:echo]", &env);
@@ -92,8 +107,34 @@ fn through(sdk: Sdk, server: &Server, fixture: &Fixture) {
     seen.tools(&["echo"]);
     seen.allowed(seen.get("/calls/echo"), "echo", "Echo: through the proxy");
     seen.refused(seen.get("/calls/get-sum"), "get-sum", ADMIN);
-    // A proxy offers tools only: resources are not a capability it announces.
-    seen.check(seen.get("/resources").is_null(), "resources/list should fail");
+    // Prompts and resources, by their own rules: the lists show what get/read allow.
+    seen.check(
+        seen.sorted_strings("/prompts") == ["simple-prompt"],
+        "only simple-prompt should be listed",
+    );
+    seen.check(
+        seen.get("/gets/simple-prompt")["ok"] == true,
+        "simple-prompt should be got",
+    );
+    seen.refused(seen.get("/gets/args-prompt"), "args-prompt", ADMIN);
+    let resources = seen.sorted_strings("/resources");
+    seen.check(
+        !resources.is_empty()
+            && resources
+                .iter()
+                .all(|r| r.starts_with("demo://resource/static/document/")),
+        "only the static documents should be listed",
+    );
+    seen.allowed(
+        seen.get(&format!("/reads/{}", pointer(STATIC_DOCUMENT))),
+        STATIC_DOCUMENT,
+        "",
+    );
+    seen.refused(
+        seen.get(&format!("/reads/{}", pointer(DYNAMIC_RESOURCE))),
+        DYNAMIC_RESOURCE,
+        ADMIN,
+    );
 
     let token = fixture.token("root", &[ECHO, ADMIN]);
     let seen = run_with(sdk, server, &token, "scopes [everything:echo everything:admin]", &env);

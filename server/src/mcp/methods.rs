@@ -243,7 +243,7 @@ fn decorate_result(revision: Revision, method: &str, result: Value) -> Value {
     meta[META_SERVER_INFO] = server_info();
     let scope = match method {
         "server/discover" | "resources/templates/list" => Some("public"),
-        "tools/list" | "resources/list" | "resources/read" => Some("private"),
+        "tools/list" | "resources/list" | "resources/read" | "prompts/list" => Some("private"),
         _ => None,
     };
     if let Some(scope) = scope {

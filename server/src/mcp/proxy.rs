@@ -196,7 +196,14 @@ pub async fn handle<'p>(
         "resources/read" if proxy.upstream.offers("resources") => get_item(call, proxy, &RESOURCES, params).await,
         _ => (methods::session(call, method, params, &offer(proxy)), None),
     };
-    (decorate(call, method, reply), authz)
+    let mut reply = decorate(call, method, reply);
+    // A proxy filters resource templates per caller too (a document server's are public).
+    if let (Reply::Result(Value::Object(result)), "resources/templates/list") = (&mut reply, method)
+        && result.contains_key("cacheScope")
+    {
+        result.insert("cacheScope".to_owned(), json!("private"));
+    }
+    (reply, authz)
 }
 
 fn offer(proxy: &Proxy) -> Offer {
