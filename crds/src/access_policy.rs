@@ -252,8 +252,8 @@ pub struct ServiceAccountRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.visibleTools) || size(self.allowed) > 0 || size(self.denied) > 0")
-        .message("a test must assert something: set visibleTools, allowed or denied"),
+    validation = Rule::new("has(self.visibleTools) || size(self.allowed) > 0 || size(self.denied) > 0 || (has(self.allowedPrompts) && size(self.allowedPrompts) > 0) || (has(self.deniedPrompts) && size(self.deniedPrompts) > 0) || (has(self.allowedResources) && size(self.allowedResources) > 0) || (has(self.deniedResources) && size(self.deniedResources) > 0)")
+        .message("a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)"),
     validation = Rule::new("!self.allowed.exists(t, t in self.denied)")
         .message("a tool cannot be both allowed and denied in one test"),
 )]
@@ -276,6 +276,22 @@ pub struct PolicyTestSpec {
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
     pub denied: Vec<String>,
+    /// Proxy mode: prompts of the upstream the identity must be allowed to get.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub allowed_prompts: Vec<String>,
+    /// Proxy mode: prompts the identity must be denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
+    pub denied_prompts: Vec<String>,
+    /// Proxy mode: resource URIs (or URI templates) the identity must be allowed to read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 2048)))]
+    pub allowed_resources: Vec<String>,
+    /// Proxy mode: resource URIs (or URI templates) the identity must be denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 2048)))]
+    pub denied_resources: Vec<String>,
 }
 
 /// The caller of a test case.

@@ -997,11 +997,38 @@ fn check_policy(
                 problems.push(object, format!("{path}.identity.scopes[{j}]"), e.to_string());
             }
         }
-        if test.visible_tools.is_none() && test.allowed.is_empty() && test.denied.is_empty() {
+        let prompt_and_resource_lists = [
+            ("allowedPrompts", RuleKind::Prompt, &test.allowed_prompts),
+            ("deniedPrompts", RuleKind::Prompt, &test.denied_prompts),
+            ("allowedResources", RuleKind::Resource, &test.allowed_resources),
+            ("deniedResources", RuleKind::Resource, &test.denied_resources),
+        ];
+        for (field, kind, list) in prompt_and_resource_lists {
+            for (j, name) in list.iter().enumerate() {
+                let at = format!("{path}.{field}[{j}]");
+                if tools.is_some() {
+                    problems.push(
+                        object,
+                        at,
+                        format!("{field} is for a server with spec.upstream: {server_object} serves documents"),
+                    );
+                } else if let Err(e) = ToolPattern::parse_for(kind, name) {
+                    problems.push(object, at, e);
+                } else if name.contains('*') {
+                    problems.push(
+                        object,
+                        at,
+                        format!("{name:?} is a pattern: a test names one prompt or resource"),
+                    );
+                }
+            }
+        }
+        let asserts_items = prompt_and_resource_lists.iter().any(|(_, _, list)| !list.is_empty());
+        if test.visible_tools.is_none() && test.allowed.is_empty() && test.denied.is_empty() && !asserts_items {
             problems.push(
                 object,
                 path.clone(),
-                "a test must assert something: set visibleTools, allowed or denied",
+                "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)",
             );
         }
     }
@@ -1445,5 +1472,28 @@ spec:
         let bad_uri = with_rules.replace("file:///data/public/*", "file:///data/my files/*");
         let problems = compile(&server(PROXY), &[&policy(&bad_uri)], &CompileOptions::default()).unwrap_err();
         assert_eq!(problems.0[0].path, "spec.resources[0].match", "{problems:?}");
+    }
+
+    #[test]
+    fn a_proxy_s_tests_assert_on_prompts_and_resources_by_the_rules_of_their_kind() {
+        let with_tests = PROXY_POLICY.replace(
+            "  tests:\n",
+            "  prompts: [{match: \"simple_*\", requiredScopes: [\"files:read\"]}]\n  resources: [{match: \"file:///data/public/*\", requiredScopes: [\"files:read\"]}]\n  tests:\n    - name: readers get simple prompts and read public files\n      identity: {groups: [readers]}\n      allowedPrompts: [simple_summary]\n      deniedPrompts: [admin_report]\n      allowedResources: [\"file:///data/public/a.txt\"]\n      deniedResources: [\"file:///data/secret/b.txt\"]\n",
+        );
+        let compiled = compile(&server(PROXY), &[&policy(&with_tests)], &CompileOptions::default()).unwrap();
+        assert_eq!(compiled.failed_tests().count(), 0, "{:?}", compiled.tests);
+        let wrong = with_tests.replace(
+            "deniedResources: [\"file:///data/secret/b.txt\"]",
+            "deniedResources: [\"file:///data/public/c.txt\"]",
+        );
+        let wrong = compile(&server(PROXY), &[&policy(&wrong)], &CompileOptions::default()).unwrap();
+        let failures: Vec<_> = wrong.failed_tests().flat_map(|t| &t.failures).collect();
+        assert_eq!(
+            failures,
+            ["read of resource file:///data/public/c.txt is allowed (rule \"file:///data/public/*\")"]
+        );
+        let pattern = with_tests.replace("allowedPrompts: [simple_summary]", "allowedPrompts: [\"simple_*\"]");
+        let problems = compile(&server(PROXY), &[&policy(&pattern)], &CompileOptions::default()).unwrap_err();
+        assert_eq!(problems.0[0].path, "spec.tests[0].allowedPrompts[0]", "{problems:?}");
     }
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use crate::access_policy::PolicyTestSpec;
 use crate::catalog::Catalog;
 use crate::compile::test_source;
+use crate::document::RuleKind;
 use crate::evaluator::{Effect, Grant, Identity, Policy, Reason};
 use crate::identity_source::IdentitySource;
 
@@ -151,6 +152,45 @@ fn run_one(policy: &Policy, catalog: Option<&Catalog>, test: &PolicyTestSpec, na
     for tool in &test.denied {
         if allows(tool) {
             failures.push(format!("call to {tool} is allowed ({})", why_allowed(tool)));
+        }
+    }
+    // A proxy's prompts and resources, each decided by the rules of its kind.
+    let items = [
+        (
+            RuleKind::Prompt,
+            "get of prompt",
+            &test.allowed_prompts,
+            &test.denied_prompts,
+        ),
+        (
+            RuleKind::Resource,
+            "read of resource",
+            &test.allowed_resources,
+            &test.denied_resources,
+        ),
+    ];
+    for (kind, what, allowed, denied) in items {
+        if allowed.is_empty() && denied.is_empty() {
+            continue;
+        }
+        let catalog = policy.catalog_of(kind, allowed.iter().chain(denied.iter()).map(String::as_str));
+        let explain = |name: &str| {
+            let explanation = access.explain_in(&catalog, name);
+            match explanation.decision.reason {
+                Reason::NoMatchingRule => "no rule matches it".to_owned(),
+                Reason::AmbiguousRules => "rules of equal specificity disagree about it".to_owned(),
+                _ if explanation.decision.effect.permits() => {
+                    format!("rule {:?}", explanation.decision.rule.map_or("", |r| r.match_.as_str()))
+                }
+                _ => format!("missing scopes: {}", explanation.missing.join(", ")),
+            }
+        };
+        let permits = |name: &str| access.check_in(&catalog, name).effect == Effect::Allow;
+        for name in allowed.iter().filter(|n| !permits(n)) {
+            failures.push(format!("{what} {name} is denied ({})", explain(name)));
+        }
+        for name in denied.iter().filter(|n| permits(n)) {
+            failures.push(format!("{what} {name} is allowed ({})", explain(name)));
         }
     }
     failures

@@ -79,7 +79,7 @@ const REQUIRED_SCOPE: &str =
 const BINDING_SOMEONE: &str =
     "a binding must name at least one subject, group or service account, or set anonymous: true";
 const BINDING_NO_WILDCARD: &str = "bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous/system:unauthenticated";
-const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allowed or denied";
+const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)";
 const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in one test";
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
@@ -1282,6 +1282,19 @@ fn a_binding_never_grants_unauthenticated_callers_by_name() {
 fn a_policy_test_asserts_something() {
     let empty = mutated_policy(|p| p.spec.tests[1].visible_tools = None);
     assert_rejected_at("no assertion", empty.validate_cel(), TEST_ASSERTS, "spec.tests[1]");
+    // A proxy's test may assert on prompts or resources only.
+    for field in 0..4 {
+        let mut only = empty.clone();
+        let test = &mut only.spec.tests[1];
+        let list = match field {
+            0 => &mut test.allowed_prompts,
+            1 => &mut test.denied_prompts,
+            2 => &mut test.allowed_resources,
+            _ => &mut test.denied_resources,
+        };
+        list.push("simple-prompt".into());
+        assert_valid("a prompt or resource assertion", only.validate_cel());
+    }
 
     // `visibleTools: []` asserts that nothing is visible (the "no scopes" tests of both samples do).
     let nothing_visible = mutated_policy(|p| p.spec.tests[1].visible_tools = Some(vec![]));
@@ -1322,6 +1335,10 @@ fn an_anonymous_test_identity_carries_nothing_else() {
                 visible_tools: Some(vec![]),
                 allowed: vec![],
                 denied: vec![],
+                allowed_prompts: vec![],
+                denied_prompts: vec![],
+                allowed_resources: vec![],
+                denied_resources: vec![],
             });
             mutate(&mut p.spec.tests.last_mut().unwrap().identity);
         })

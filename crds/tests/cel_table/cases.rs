@@ -274,7 +274,7 @@ pub const CASES: &[CelCase] = &[
         kind: "McpAccessPolicy",
         name: "a test that asserts nothing",
         patch: || json!({"spec": {"tests": [{"name": "nothing", "identity": {"subject": "alice"}}]}}),
-        message: "a test must assert something: set visibleTools, allowed or denied",
+        message: "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)",
     },
     CelCase {
         kind: "McpAccessPolicy",
