@@ -17,12 +17,12 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client};
 use palisade_crds::McpServer;
 use palisade_operator::names;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::reconcile::wait_reconciled;
 use crate::support::kubelet::Pod;
 use crate::support::operator::{Operator, install_rbac, service_account_kubeconfig};
-use crate::support::{Cluster, TEST_MANAGER, condition, repo_file, wait_for};
+use crate::support::{Cluster, TEST_MANAGER, condition, dev_token, mcp, repo_file, wait_for};
 
 const NAMESPACE: &str = "team-eso";
 const SERVER: &str = "company-info";
@@ -208,33 +208,7 @@ fn random_key() -> String {
 }
 
 fn token(key: &str) -> String {
-    let now = palisade_e2e::unix_now() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"iss": "palisade-dev", "sub": "erin", "aud": RESOURCE, "iat": now, "exp": now + 3600,
-                "groups": ["employees"]}),
-        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
-    )
-    .expect("sign")
-}
-
-/// A JSON-RPC request `method` with `params` to the MCP endpoint: the HTTP status and the body.
-async fn mcp(url: &str, token: &str, method: &str, params: Value) -> (u16, String) {
-    let (url, token, method) = (url.to_owned(), token.to_owned(), method.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let response = palisade_e2e::http_client()
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
-            .send()
-            .expect("the pod answers");
-        let status = response.status().as_u16();
-        (status, response.text().unwrap_or_default())
-    })
-    .await
-    .expect("join")
+    dev_token(key.as_bytes(), RESOURCE, "erin", &["employees"])
 }
 
 /// The signed-with-the-synced-key token lists and calls the public tool; one signed with another

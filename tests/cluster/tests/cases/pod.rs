@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::reconcile::{hmac_secret, wait_reconciled};
 use crate::support::kubelet::Pod;
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{Cluster, condition, repo_file, wait_for};
+use crate::support::{Cluster, condition, dev_token, repo_file, wait_for};
 
 const NAMESPACE: &str = "team-pod";
 const SERVER: &str = "company-info";
@@ -26,14 +26,7 @@ const HMAC_KEY: &[u8] = b"cluster-suite-not-a-secret-0123456789abcdef";
 const RESOURCE: &str = "https://company-info.team-a.example.com/mcp";
 
 fn token(subject: &str, groups: &[&str]) -> String {
-    let now = palisade_e2e::unix_now() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"iss": "palisade-dev", "sub": subject, "aud": RESOURCE, "iat": now, "exp": now + 3600,
-                "groups": groups}),
-        &jsonwebtoken::EncodingKey::from_secret(HMAC_KEY),
-    )
-    .expect("sign")
+    dev_token(HMAC_KEY, RESOURCE, subject, groups)
 }
 
 /// `tools/call` of `tool`: the HTTP status.

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::reconcile::wait_reconciled;
 use crate::support::kubelet::Pod;
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{Cluster, wait_for};
+use crate::support::{self, Cluster, dev_token, wait_for};
 
 const NAMESPACE: &str = "team-proxy";
 const SERVER: &str = "notes";
@@ -68,34 +68,13 @@ spec:
 }
 
 fn token(subject: &str, groups: &[&str]) -> String {
-    let now = palisade_e2e::unix_now() as i64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"iss": "palisade-dev", "sub": subject, "aud": RESOURCE, "iat": now, "exp": now + 3600,
-                "groups": groups}),
-        &jsonwebtoken::EncodingKey::from_secret(HMAC_KEY.as_bytes()),
-    )
-    .expect("sign")
+    dev_token(HMAC_KEY.as_bytes(), RESOURCE, subject, groups)
 }
 
 /// One JSON-RPC request: status and body.
 async fn mcp(url: &str, token: &str, method: &str, params: Value) -> (u16, Value) {
-    let (url, token, method) = (url.to_owned(), token.to_owned(), method.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let response = palisade_e2e::http_client()
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2025-11-25")
-            .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
-            .send()
-            .expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
-    })
-    .await
-    .expect("join")
+    let (status, body) = support::mcp(url, token, method, params).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn tool_names(list: &Value) -> Vec<String> {

@@ -157,3 +157,37 @@ pub fn workspace_binary(package: &str, binary: &str) -> PathBuf {
     assert!(status.success(), "cargo build -p {package} failed");
     palisade_cluster::target_dir().join("debug").join(binary)
 }
+
+/// A token of the development issuer (`palisade-dev`, HS256 with `key`) for `resource`, valid
+/// for an hour, with `subject` and `groups`.
+pub fn dev_token(key: &[u8], resource: &str, subject: &str, groups: &[&str]) -> String {
+    let now = palisade_e2e::unix_now() as i64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"iss": "palisade-dev", "sub": subject, "aud": resource, "iat": now, "exp": now + 3600,
+                "groups": groups}),
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .expect("sign")
+}
+
+/// A JSON-RPC request `method` with `params` to an MCP endpoint (at revision 2025-11-25): the
+/// HTTP status and the body.
+pub async fn mcp(url: &str, token: &str, method: &str, params: serde_json::Value) -> (u16, String) {
+    let (url, token, method) = (url.to_owned(), token.to_owned(), method.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let response = palisade_e2e::http_client()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
+            .send()
+            .expect("the pod answers");
+        let status = response.status().as_u16();
+        (status, response.text().unwrap_or_default())
+    })
+    .await
+    .expect("join")
+}
