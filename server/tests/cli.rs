@@ -662,3 +662,59 @@ bindings: [{role: reader, anonymous: true}]
     assert!(stdout(&unruled).starts_with("delete_file: deny (no_matching_rule)\n"));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn policy_explain_decides_a_proxy_s_prompts_and_resources_by_their_rules() {
+    let proxy = repo().join("config/samples/filesystem-proxy.yaml");
+    let proxy = proxy.to_str().unwrap();
+    let reader = ["--issuer", "https://sso.example.com", "--group", "team-d"];
+    let mut args = vec![
+        "policy",
+        "explain",
+        proxy,
+        "--resource",
+        "file:///data/public/handbook.md",
+    ];
+    args.extend_from_slice(&reader);
+    let allowed = run(&args);
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr(&allowed));
+    let text = stdout(&allowed);
+    assert!(
+        text.starts_with(
+            "resource file:///data/public/handbook.md: allow (granted)\nnote: decided as a resource of the upstream"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule: \"file:///data/public/*\" requires [files:read]"),
+        "{text}"
+    );
+    // No prompt rule: denied, whatever the tool rules say.
+    let mut args = vec!["policy", "explain", proxy, "--prompt", "read_everything"];
+    args.extend_from_slice(&reader);
+    let denied = run(&args);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        stdout(&denied).starts_with("prompt read_everything: deny (no_matching_rule)\n"),
+        "{}",
+        stdout(&denied)
+    );
+    // A document server has no prompts or resources to decide this way.
+    let documents = repo().join("config/samples/company-info.yaml");
+    let refused = run(&[
+        "policy",
+        "explain",
+        documents.to_str().unwrap(),
+        "--prompt",
+        "p",
+        "--anonymous",
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused),
+        "error: prompts and resources are decided only on a server in front of an upstream; this policy serves documents\n"
+    );
+    // One target at a time.
+    let both = run(&["policy", "explain", proxy, "--tool", "t", "--prompt", "p"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}

@@ -38,6 +38,10 @@ pub enum PolicyCliError {
     /// The files hold nothing the command reads.
     #[error("no McpServer, McpAccessPolicy or PolicyDocument among the files")]
     NothingToCheck,
+    /// `explain --prompt` or `--resource` of a policy that defines tools of its own: prompts and
+    /// resources are decided only in front of an upstream.
+    #[error("prompts and resources are decided only on a server in front of an upstream; this policy serves documents")]
+    NotAProxy,
     /// `compile` and `explain` work on exactly one McpServer.
     #[error("expected exactly one McpServer among the files, found {0}")]
     ServerCount(usize),

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use palisade_crds::document::RuleKind;
 use palisade_crds::evaluator::{Effect, Grant};
 use palisade_crds::identity_source::{check_known, configured_sources, resolve};
 use palisade_crds::{Identity, IdentitySource, Policy, PolicyDocument};
@@ -20,17 +21,18 @@ pub enum PolicySource {
     Manifests(Vec<PathBuf>, ManifestArgs),
 }
 
-/// Explains the decision about `tool` for a caller: `identity`, or the (unverified) claims of
-/// `token`. The explanation is the output; a denied call makes the exit status 1.
-pub fn explain(source: &PolicySource, tool: &str, token: Option<&str>, identity: Identity) -> Outcome {
+/// Explains the decision about `target` (a tool, or in proxy mode a prompt or resource) for a
+/// caller: `identity`, or the (unverified) claims of `token`. The explanation is the output; a
+/// denied call makes the exit status 1.
+pub fn explain(source: &PolicySource, target: (RuleKind, &str), token: Option<&str>, identity: Identity) -> Outcome {
     let mut outcome = Outcome::default();
     let explained = match source {
         PolicySource::PolicyFile(path) => {
-            policy_file(path).and_then(|policy| explain_with(&policy, tool, token, identity))
+            policy_file(path).and_then(|policy| explain_with(&policy, target, token, identity))
         }
         PolicySource::Manifests(files, args) => read_manifests(files, &args.namespace).and_then(|manifests| {
             let validated = validated_server(&manifests, args, &mut outcome.warnings)?;
-            explain_with(&validated.compiled().policy, tool, token, identity)
+            explain_with(&validated.compiled().policy, target, token, identity)
         }),
     };
     match explained {
@@ -97,7 +99,7 @@ fn with_source(policy: &Policy, mut identity: Identity) -> Result<Identity, Poli
 /// The explanation, and whether the call is allowed.
 fn explain_with(
     policy: &Policy,
-    tool: &str,
+    (kind, name): (RuleKind, &str),
     token: Option<&str>,
     identity: Identity,
 ) -> Result<(String, bool), PolicyCliError> {
@@ -109,15 +111,26 @@ fn explain_with(
     // A policy that defines no tools of its own is a proxy's: its rules decide on the upstream's
     // tool names, which the policy does not know; `tool` is decided as one of them.
     let proxied = policy.tools().is_empty() && policy.document().collections.is_empty();
+    if !proxied && !kind.is_tool() {
+        return Err(PolicyCliError::NotAProxy);
+    }
     let explanation = if proxied {
-        access.explain_in(&policy.catalog([tool]), tool)
+        access.explain_in(&policy.catalog_of(kind, [name]), name)
     } else {
-        access.explain_tool(tool)
+        access.explain_tool(name)
     };
     let decision = explanation.decision;
-    let mut report = format!("{tool}: {} ({})\n", decision.effect.as_str(), decision.reason.code());
+    let label = match kind {
+        RuleKind::Tool => name.to_owned(),
+        other => format!("{} {name}", other.as_str()),
+    };
+    let mut report = format!("{label}: {} ({})\n", decision.effect.as_str(), decision.reason.code());
     if proxied {
-        report.push_str("note: decided as a tool of the upstream (the policy defines no tools of its own)\n");
+        let _ = writeln!(
+            report,
+            "note: decided as a {} of the upstream (the policy defines no tools of its own)",
+            kind.as_str()
+        );
     }
     if token.is_some() {
         report.push_str("note: the token's signature was not verified\n");

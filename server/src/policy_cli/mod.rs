@@ -15,6 +15,7 @@ mod compile;
 mod error;
 mod explain;
 
+use palisade_crds::document::RuleKind;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,8 +77,15 @@ pub enum PolicyCommand {
         #[command(flatten)]
         manifests: ManifestArgs,
         /// The tool.
+        #[arg(long, required_unless_present_any = ["prompt", "resource"], conflicts_with_all = ["prompt", "resource"])]
+        tool: Option<String>,
+        /// Proxy mode: a prompt of the upstream, decided by the prompt rules.
+        #[arg(long, conflicts_with = "resource")]
+        prompt: Option<String>,
+        /// Proxy mode: a resource URI (or URI template) of the upstream, decided by the resource
+        /// rules.
         #[arg(long)]
-        tool: String,
+        resource: Option<String>,
         /// A JWT whose claims describe the caller (its signature is NOT verified here).
         #[arg(long, conflicts_with_all = ["scopes", "roles", "groups", "subject", "anonymous", "issuer", "source"])]
         token: Option<String>,
@@ -186,6 +194,8 @@ pub fn run(command: PolicyCommand) -> ExitCode {
             policy_file,
             manifests,
             tool,
+            prompt,
+            resource,
             token,
             issuer,
             source: caller_source,
@@ -218,7 +228,12 @@ pub fn run(command: PolicyCommand) -> ExitCode {
                 service_account: None,
                 anonymous,
             };
-            explain(&source, &tool, token.as_deref(), identity)
+            let target = match (tool, prompt, resource) {
+                (Some(tool), _, _) => (RuleKind::Tool, tool),
+                (None, Some(prompt), _) => (RuleKind::Prompt, prompt),
+                (None, None, resource) => (RuleKind::Resource, resource.expect("clap requires one")),
+            };
+            explain(&source, (target.0, &target.1), token.as_deref(), identity)
         }
     };
     print_outcome(&outcome);
