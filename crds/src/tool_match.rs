@@ -82,6 +82,15 @@ pub fn check_uri(uri: &str) -> Result<(), String> {
     }
 }
 
+/// Checks what a rule of `kind` can govern: a tool or prompt name ([`check_tool_name`]) or a
+/// resource URI ([`check_uri`]).
+pub fn check_target(kind: crate::document::RuleKind, name: &str) -> Result<(), String> {
+    match kind {
+        crate::document::RuleKind::Resource => check_uri(name),
+        _ => check_tool_name(name).map_err(|e| e.to_string()),
+    }
+}
+
 /// A rule's `match`: an exact tool name or a `*` glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolPattern {
@@ -110,14 +119,12 @@ impl ToolPattern {
     /// globs, 1 to [`MAX_URI_LEN`] visible ASCII characters; the others are name patterns.
     pub fn parse_for(kind: crate::document::RuleKind, pattern: &str) -> Result<Self, String> {
         match kind {
-            crate::document::RuleKind::Resource => {
-                check_uri(pattern)?;
-                Ok(Self {
-                    pattern: pattern.to_owned(),
-                })
-            }
-            _ => Self::parse(pattern).map_err(|e| e.to_string()),
-        }
+            crate::document::RuleKind::Resource => check_uri(pattern),
+            _ => check(pattern, true).map_err(|e| e.to_string()),
+        }?;
+        Ok(Self {
+            pattern: pattern.to_owned(),
+        })
     }
 
     /// The pattern as written.

@@ -246,9 +246,10 @@ fn decorate_result(revision: Revision, method: &str, result: Value) -> Value {
         "tools/list" | "resources/list" | "resources/read" | "prompts/list" => Some("private"),
         _ => None,
     };
+    // A handler that states its own scope (a proxy's per-caller lists) keeps it.
     if let Some(scope) = scope {
-        result.insert("ttlMs".into(), json!(LIST_TTL_MS));
-        result.insert("cacheScope".into(), json!(scope));
+        result.entry("ttlMs").or_insert(json!(LIST_TTL_MS));
+        result.entry("cacheScope").or_insert(json!(scope));
     }
     Value::Object(result)
 }

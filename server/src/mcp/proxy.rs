@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use palisade_crds::document::RuleKind;
 use palisade_crds::evaluator::Reason;
-use palisade_crds::tool_match::{check_tool_name, check_uri};
+use palisade_crds::tool_match::{check_target, check_tool_name};
 use palisade_crds::{Catalog, Policy};
 use serde_json::{Map, Value, json};
 
@@ -196,14 +196,7 @@ pub async fn handle<'p>(
         "resources/read" if proxy.upstream.offers("resources") => get_item(call, proxy, &RESOURCES, params).await,
         _ => (methods::session(call, method, params, &offer(proxy)), None),
     };
-    let mut reply = decorate(call, method, reply);
-    // A proxy filters resource templates per caller too (a document server's are public).
-    if let (Reply::Result(Value::Object(result)), "resources/templates/list") = (&mut reply, method)
-        && result.contains_key("cacheScope")
-    {
-        result.insert("cacheScope".to_owned(), json!("private"));
-    }
-    (reply, authz)
+    (decorate(call, method, reply), authz)
 }
 
 fn offer(proxy: &Proxy) -> Offer {
@@ -266,17 +259,10 @@ const TEMPLATES: Items = Items {
     audit: AuthzKind::Resource,
 };
 
-/// Whether `key` of an entry is one the rules of `kind` can govern.
-fn governable(kind: RuleKind, key: &str) -> bool {
-    match kind {
-        RuleKind::Resource => check_uri(key).is_ok(),
-        _ => check_tool_name(key).is_ok(),
-    }
-}
-
 /// `prompts/list`, `resources/list`, `resources/templates/list`: the upstream's page (only the
 /// caller's `cursor` is forwarded), with exactly the entries the caller may get, and its
-/// `nextCursor`. Entries without a governable key are dropped.
+/// `nextCursor`. Entries without a governable key are dropped. Filtered per caller, the page is
+/// `private` to it at the 2026-07-28 revision (a document server's templates are `public`).
 async fn list_items<'p>(
     call: &Call<'_, 'p>,
     proxy: &Proxy,
@@ -314,25 +300,26 @@ async fn list_items<'p>(
             );
         }
     };
-    let keys: Vec<&str> = entries
-        .iter()
-        .filter_map(|e| e.get(items.key).and_then(Value::as_str))
-        .filter(|key| governable(items.kind, key))
-        .collect();
-    let catalog = call.snapshot.policy.catalog_of(items.kind, keys.iter().copied());
+    fn key_of<'e>(items: &Items, entry: &'e Value) -> Option<&'e str> {
+        let key = entry.get(items.key).and_then(Value::as_str)?;
+        check_target(items.kind, key).is_ok().then_some(key)
+    }
+    let catalog = call
+        .snapshot
+        .policy
+        .catalog_of(items.kind, entries.iter().filter_map(|e| key_of(items, e)));
     let visible: Vec<Value> = entries
         .iter()
-        .filter(|e| {
-            e.get(items.key)
-                .and_then(Value::as_str)
-                .is_some_and(|key| governable(items.kind, key) && call.access.check_in(&catalog, key).effect.permits())
-        })
+        .filter(|e| key_of(items, e).is_some_and(|key| call.access.check_in(&catalog, key).effect.permits()))
         .cloned()
         .collect();
     let count = visible.len();
     let mut answer = Map::from_iter([(items.array.to_owned(), Value::Array(visible))]);
     if let Some(cursor) = page.get("nextCursor").filter(|c| c.is_string()) {
         answer.insert("nextCursor".to_owned(), cursor.clone());
+    }
+    if call.revision.is_modern() {
+        answer.insert("cacheScope".to_owned(), json!("private"));
     }
     (
         Reply::Result(Value::Object(answer)),
@@ -360,7 +347,7 @@ async fn get_item<'p>(
             None,
         );
     };
-    if !governable(items.kind, key) {
+    if check_target(items.kind, key).is_err() {
         return (
             error(
                 200,

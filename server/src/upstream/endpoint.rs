@@ -174,10 +174,10 @@ impl Upstream {
             Self::Stdio(supervisor) => supervisor.live().is_some_and(|live| live.handshake.offers(capability)),
             Self::Http(keeper) => keeper
                 .shared
-                .capabilities
+                .handshake
                 .load()
                 .as_ref()
-                .is_some_and(|c| c.get(capability).is_some_and(Value::is_object)),
+                .is_some_and(|handshake| handshake.offers(capability)),
         }
     }
 
@@ -217,8 +217,8 @@ pub struct HttpKeeper {
 struct HttpShared {
     upstream: HttpUpstream,
     tools: ArcSwapOption<Vec<Map<String, Value>>>,
-    /// The capabilities of the last handshake.
-    capabilities: ArcSwapOption<Map<String, Value>>,
+    /// The last handshake.
+    handshake: ArcSwapOption<Handshake>,
     state: watch::Sender<UpstreamState>,
 }
 
@@ -234,7 +234,7 @@ impl HttpKeeper {
         let shared = Arc::new(HttpShared {
             upstream,
             tools: ArcSwapOption::empty(),
-            capabilities: ArcSwapOption::empty(),
+            handshake: ArcSwapOption::empty(),
             state: watch::channel(UpstreamState::Starting).0,
         });
         let task = tokio::spawn(keep(config, shared.clone()));
@@ -275,7 +275,7 @@ async fn keep(config: HttpConfig, shared: Arc<HttpShared>) {
     let offers_tools = loop {
         match open(&config, &shared.upstream).await {
             Ok((handshake, tools)) => {
-                shared.capabilities.store(Some(Arc::new(handshake.capabilities)));
+                shared.handshake.store(Some(Arc::new(handshake)));
                 let offers_tools = tools.is_some();
                 let tools = tools.unwrap_or_default();
                 tracing::info!(url = %config.url, tools = tools.len(), "upstream ready");
