@@ -81,6 +81,7 @@ fn large_policy() -> Policy {
         rules,
         roles,
         bindings,
+        upstream: None,
     };
     Policy::new(document).expect("benchmark policy is valid")
 }

@@ -121,6 +121,21 @@ impl Catalog {
         &self.policy_hash
     }
 
+    /// The names of this catalog that at least one role (or no scope at all) can reach, and
+    /// those none can, each sorted: [`Policy::reachability`] for names the document does not
+    /// define. An ambiguous name is unreachable. `policy` must be the one the catalog was
+    /// prepared against.
+    pub fn reachability<'c>(&'c self, policy: &Policy) -> (Vec<&'c str>, Vec<&'c str>) {
+        let (mut reachable, mut unreachable) = (Vec::new(), Vec::new());
+        for (name, entry) in self.names.iter().zip(&self.entries) {
+            match entry {
+                Entry::Governed(tool) if policy.reachable(tool) => reachable.push(name.as_str()),
+                _ => unreachable.push(name.as_str()),
+            }
+        }
+        (reachable, unreachable)
+    }
+
     /// Names matched equally specifically by rules that disagree (each denied), sorted.
     pub fn ambiguous(&self) -> impl Iterator<Item = &str> {
         self.names

@@ -27,7 +27,8 @@ use crate::catalog::Catalog;
 use crate::common::PolicyMode;
 use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
-    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, RuleKind, ToolDefinition, ToolRule,
+    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, RuleKind, ToolDefinition, ToolPin, ToolRule,
+    UnpinnedTools, UpstreamTools,
 };
 use crate::document_check::{
     HMAC_SERVICE_ACCOUNTS, INSECURE_KEYS_URL, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem,
@@ -330,6 +331,7 @@ pub fn compile(
             })
             .collect(),
         bindings,
+        upstream: server.spec.upstream.as_ref().map(upstream_tools),
     };
 
     let policy = Policy::new(document).map_err(|doc_problems| {
@@ -423,6 +425,20 @@ pub fn compile(
             }
         }
     }
+    if let Some(upstream) = &server.spec.upstream
+        && upstream
+            .pinning
+            .as_ref()
+            .is_some_and(|p| p.unpinned == UnpinnedTools::Withhold)
+        && !upstream.tools.iter().any(|t| t.sha256.is_some())
+    {
+        warnings.push(Problem::new(
+            Some(&server_object),
+            "spec.upstream.pinning.unpinned",
+            "Withhold serves only pinned tools and no tool has a sha256: every upstream tool is withheld \
+             (copy the pins from status.upstream.tools into spec.upstream.tools)",
+        ));
+    }
     for tool in catalog.iter().flat_map(Catalog::ambiguous) {
         warnings.push(Problem::new(
             Some(&server_object),
@@ -452,6 +468,27 @@ pub fn compile(
         warnings,
         tests,
     })
+}
+
+/// The pins and reviewed text of a proxy's tools, as the document carries them (sorted by name).
+fn upstream_tools(upstream: &UpstreamSpec) -> UpstreamTools {
+    let pinning = upstream.pinning.clone().unwrap_or_default();
+    let mut tools: Vec<ToolPin> = upstream
+        .tools
+        .iter()
+        .map(|t| ToolPin {
+            name: t.name.clone(),
+            sha256: t.sha256.clone(),
+            title: t.title.clone(),
+            description: t.description.clone(),
+        })
+        .collect();
+    tools.sort_by(|a, b| a.name.cmp(&b.name));
+    UpstreamTools {
+        pinning: pinning.mode,
+        unpinned: pinning.unpinned,
+        tools,
+    }
 }
 
 /// Every rule of a policy with its kind, field, index, `match` and required scopes: `tools`,
@@ -782,6 +819,26 @@ fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<
         }
     }
     let mut names = HashSet::new();
+    let mut pinned = HashSet::new();
+    for (i, tool) in upstream.tools.iter().enumerate() {
+        let path = format!("spec.upstream.tools[{i}]");
+        if let Err(e) = check_tool_name(&tool.name) {
+            problems.push(object, format!("{path}.name"), e.to_string());
+        } else if !pinned.insert(tool.name.as_str()) {
+            problems.push(
+                object,
+                format!("{path}.name"),
+                format!("tool {:?} is listed twice", tool.name),
+            );
+        }
+        if let Some(sha256) = tool.sha256.as_deref().filter(|s| !document::is_pin(s)) {
+            problems.push(
+                object,
+                format!("{path}.sha256"),
+                format!("{sha256:?} is not sha256: followed by 64 lowercase hexadecimal digits"),
+            );
+        }
+    }
     for (i, header) in upstream.headers.iter().enumerate() {
         let path = format!("spec.upstream.headers[{i}].name");
         if let Some(problem) = header_name_problem(&header.name) {
@@ -1379,6 +1436,74 @@ spec:
         let problems = compile(&server(PROXY), &[&policy(&bad)], &CompileOptions::default()).unwrap_err();
         assert_eq!(problems.0.len(), 1, "{problems:?}");
         assert_eq!(problems.0[0].path, "spec.tests[0].allowed[0]");
+    }
+
+    #[test]
+    fn a_proxy_s_pins_reach_the_document_sorted_and_bad_ones_are_refused_with_the_field() {
+        let pin = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let pinned = PROXY.replace(
+            "    headers:",
+            &format!(
+                "    pinning: {{mode: Report}}\n    tools: [{{name: write_file, sha256: \"{}\"}}, {{name: read_text_file, description: Reviewed}}]\n    headers:",
+                pin('b')
+            ),
+        );
+        let compiled = compile(&server(&pinned), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap();
+        let upstream = compiled
+            .policy
+            .document()
+            .upstream
+            .as_ref()
+            .expect("pins in the document");
+        assert_eq!(upstream.pinning, crate::document::PinningMode::Report);
+        assert_eq!(upstream.unpinned, UnpinnedTools::Allow);
+        let names: Vec<&str> = upstream.tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["read_text_file", "write_file"]);
+        assert_eq!(upstream.tools[0].description.as_deref(), Some("Reviewed"));
+        assert_eq!(upstream.tools[1].sha256, Some(pin('b')));
+        // Every proxy's document says how its tools are pinned; a document server's does not.
+        let plain = compile(&server(PROXY), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap();
+        assert_eq!(plain.policy.document().upstream, Some(UpstreamTools::default()));
+
+        let cases = [
+            (
+                pinned.replace(&pin('b'), "sha256:ABC"),
+                "spec.upstream.tools[0].sha256",
+                "is not sha256: followed by 64 lowercase hexadecimal digits",
+            ),
+            (
+                pinned.replace("name: read_text_file", "name: write_file"),
+                "spec.upstream.tools[1].name",
+                "tool \"write_file\" is listed twice",
+            ),
+            (
+                pinned.replace("name: read_text_file", "name: \"read text\""),
+                "spec.upstream.tools[1].name",
+                "tool name contains ' '",
+            ),
+        ];
+        for (yaml, path, message) in cases {
+            let problems = compile(&server(&yaml), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap_err();
+            assert_eq!(problems.0[0].path, path, "{problems:?}");
+            assert!(problems.0[0].message.contains(message), "{problems:?}");
+        }
+
+        let withhold_all = PROXY.replace("    headers:", "    pinning: {unpinned: Withhold}\n    headers:");
+        let compiled = compile(
+            &server(&withhold_all),
+            &[&policy(PROXY_POLICY)],
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        assert!(
+            compiled
+                .warnings
+                .iter()
+                .any(|w| w.path == "spec.upstream.pinning.unpinned"
+                    && w.message.contains("every upstream tool is withheld")),
+            "{:?}",
+            compiled.warnings
+        );
     }
 
     #[test]

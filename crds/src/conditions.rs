@@ -14,6 +14,9 @@ pub const SECRETS_READY: &str = "SecretsReady";
 /// McpServer: every ready pod reports (on its `GET /ready`) the hash of the policy the operator
 /// compiled last; `status.policyRollout` counts the pods on each hash.
 pub const POLICY_ROLLED_OUT: &str = "PolicyRolledOut";
+/// McpServer in front of an upstream: every tool the upstream offers matches its pin in
+/// `spec.upstream.tools` (`status.upstream.tools` has each one's state).
+pub const TOOLS_PINNED: &str = "ToolsPinned";
 /// McpAccessPolicy: in force on every server it binds, that is every such server passes the
 /// validation that precedes a rollout (its spec, all of its policies, and their tests).
 pub const ACCEPTED: &str = "Accepted";
@@ -55,6 +58,14 @@ pub mod reason {
     /// a conflict with another field manager); the message carries the API server's own. The
     /// operator retries with back-off; the children applied before it stay as they are.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// An upstream tool's definition differs from its pin: withheld (or, with `pinning.mode:
+    /// Report`, served); the message names each tool with its new `sha256`.
+    pub const TOOLS_CHANGED: &str = "ToolsChanged";
+    /// Upstream tools have no pin; the message names each with its `sha256`, ready to copy into
+    /// `spec.upstream.tools`.
+    pub const TOOLS_UNPINNED: &str = "ToolsUnpinned";
+    /// No ready pod has reported the upstream's tools yet.
+    pub const NO_INVENTORY: &str = "NoInventory";
     /// A policy names a server in another namespace.
     pub const CROSS_NAMESPACE_REF: &str = "CrossNamespaceRef";
     /// A policy targets no existing server.

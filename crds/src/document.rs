@@ -6,6 +6,7 @@
 //! means the same thing wherever it is read. The serialized form is canonical (every list sorted,
 //! defaults spelled out), so equal policies have byte-identical documents and equal hashes.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,6 +60,68 @@ pub struct PolicyDocument {
     /// Who holds which role.
     #[serde(default)]
     pub bindings: Vec<Binding>,
+    /// How the tools of an upstream are pinned and presented (proxy mode); left out for a
+    /// document server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamTools>,
+}
+
+/// The pins of an upstream's tools and what happens to a tool that does not match its pin.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamTools {
+    /// What a tool whose definition differs from its pin gets.
+    #[serde(default)]
+    pub pinning: PinningMode,
+    /// What a tool without a pin gets.
+    #[serde(default)]
+    pub unpinned: UnpinnedTools,
+    /// The reviewed tools, sorted by name, each name once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolPin>,
+}
+
+/// One reviewed tool of an upstream.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolPin {
+    /// The upstream's tool name.
+    pub name: String,
+    /// `sha256:<hex>` of the definition accepted for the tool; none leaves it unpinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Replaces the upstream's `title` in the lists callers get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Replaces the upstream's `description` in the lists callers get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// What a tool whose definition differs from its pin gets.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PinningMode {
+    /// Withheld: not listed, calls refused (`TOOL_WITHHELD`), until the pin is updated.
+    #[default]
+    Enforce,
+    /// Served as the upstream defines it now; reported in status, metrics and the log.
+    Report,
+}
+
+/// What a tool without a pin gets.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UnpinnedTools {
+    /// Served (trust on first use); reported in status as `Unpinned`.
+    #[default]
+    Allow,
+    /// Withheld: only tools with a matching pin are served.
+    Withhold,
+}
+
+/// `sha256:` followed by 64 lowercase hexadecimal digits: the form of a tool pin.
+pub fn is_pin(text: &str) -> bool {
+    text.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// Provenance of a document.

@@ -45,6 +45,36 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
         }
     }
 
+    if let Some(upstream) = &document.upstream {
+        if !document.tools.is_empty() || !document.collections.is_empty() {
+            problems.push(
+                None,
+                "upstream",
+                "a document with upstream governs an upstream's tools: it defines no tools or collections",
+            );
+        }
+        let mut pinned = HashSet::new();
+        for (i, pin) in upstream.tools.iter().enumerate() {
+            if let Err(e) = check_tool_name(&pin.name) {
+                problems.push(None, format!("upstream.tools[{i}].name"), e.to_string());
+            }
+            if !pinned.insert(pin.name.as_str()) {
+                problems.push(
+                    None,
+                    format!("upstream.tools[{i}].name"),
+                    format!("duplicate tool {:?}", pin.name),
+                );
+            }
+            if let Some(sha256) = pin.sha256.as_deref().filter(|s| !crate::document::is_pin(s)) {
+                problems.push(
+                    None,
+                    format!("upstream.tools[{i}].sha256"),
+                    format!("{sha256:?} is not sha256: followed by 64 lowercase hexadecimal digits"),
+                );
+            }
+        }
+    }
+
     let mut tools = HashSet::new();
     for (i, tool) in document.tools.iter().enumerate() {
         if let Err(e) = check_tool_name(&tool.name) {

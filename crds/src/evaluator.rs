@@ -541,16 +541,20 @@ impl Policy {
         }
         let (mut reachable, mut unreachable) = (Vec::new(), Vec::new());
         for (definition, tool) in self.document.tools.iter().zip(&self.tools) {
-            // A tool is reachable when one role alone covers it, or it needs no scope at all.
-            let by_one_role = tool.rule.is_some()
-                && (tool.required_ids.is_empty() || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)));
-            if by_one_role {
+            if self.reachable(tool) {
                 reachable.push(definition.name.as_str());
             } else {
                 unreachable.push(definition.name.as_str());
             }
         }
         (reachable, unreachable)
+    }
+
+    /// A tool is reachable when a rule governs it and one role alone covers it, or it needs no
+    /// scope at all.
+    pub(crate) fn reachable(&self, tool: &PreparedTool) -> bool {
+        tool.rule.is_some()
+            && (tool.required_ids.is_empty() || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)))
     }
 }
 

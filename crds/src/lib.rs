@@ -22,6 +22,7 @@ pub mod document;
 pub mod document_check;
 pub mod evaluator;
 pub mod identity_source;
+pub mod inventory;
 pub mod manifests;
 pub mod mcp_server;
 pub mod policy_tests;

@@ -594,6 +594,11 @@ pub struct McpServerStatus {
     /// Names of tools no role can reach: they are invisible to every caller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable_tools: Vec<String>,
+    /// A server in front of an upstream: the tools the upstream offers, as a ready pod lists
+    /// them, with each definition's `sha256` and whether it matches its pin and is served
+    /// (condition `ToolsPinned`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::inventory::UpstreamInventory>,
 }
 
 /// The ready pods that serve one policy.

@@ -12,6 +12,7 @@ use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::SecretKeySource;
+use crate::document::{PinningMode, UnpinnedTools};
 
 /// Default of `timeoutSeconds`: the time an upstream has to answer one forwarded request.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 25;
@@ -75,6 +76,63 @@ pub struct UpstreamSpec {
     /// before it expires and renewed when the upstream refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<UpstreamOAuth>,
+
+    /// The upstream's tools as reviewed: the definition each is pinned to, and the title and
+    /// description callers see instead of the upstream's. `status.upstream.tools` lists what the
+    /// upstream offers with each tool's `sha256`, ready to copy here. A changed pin is in force
+    /// within seconds, without a restart. Keyed by `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub tools: Vec<UpstreamTool>,
+
+    /// What happens to a tool whose definition is not the one it is pinned to (a "rug pull": an
+    /// upstream that changes what a reviewed tool says or takes), and to a tool with no pin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinning: Option<Pinning>,
+}
+
+/// One reviewed tool of the upstream.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTool {
+    /// The upstream's tool name.
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub name: String,
+
+    /// The accepted definition: `sha256:` and the hex SHA-256 of the tool's name, title,
+    /// description, input schema and annotations as canonical JSON (as `status.upstream.tools`
+    /// shows it). Unset leaves the tool unpinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+
+    /// Shown to callers instead of the upstream's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub title: Option<String>,
+
+    /// Shown to callers instead of the upstream's description: the upstream's text never reaches
+    /// them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub description: Option<String>,
+}
+
+/// What happens to tools that do not match their pin.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Pinning {
+    /// A tool whose definition differs from its `sha256`: `Enforce` (default) withholds it (not
+    /// listed, calls refused with `TOOL_WITHHELD`) until the pin is updated; `Report` serves it
+    /// and reports it (condition `ToolsPinned`, metric, log).
+    #[serde(default)]
+    pub mode: PinningMode,
+
+    /// A tool with no `sha256`: `Allow` (default) serves it and reports it as `Unpinned`;
+    /// `Withhold` serves only tools whose pin matches.
+    #[serde(default)]
+    pub unpinned: UnpinnedTools,
 }
 
 /// OAuth 2.0 client credentials (RFC 6749 section 4.4) at the upstream's authorization server.

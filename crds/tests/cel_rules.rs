@@ -18,6 +18,7 @@ use palisade_crds::access_policy::{
     ToolRuleSpec,
 };
 use palisade_crds::common::{ExternalSecretSource, SecretKeyRef, SecretKeySource, SecretStoreKind, SecretStoreRef};
+use palisade_crds::document::{PinningMode, UnpinnedTools};
 use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use palisade_crds::kube::CustomResourceExt;
@@ -29,7 +30,7 @@ use palisade_crds::mcp_server::{
     OPERATOR_POD_ANNOTATIONS, OPERATOR_POD_LABELS, PodDisruptionBudgetSpec, PodTemplateMetadata,
 };
 use palisade_crds::scope::{ScopeGrant, check_literal_scope};
-use palisade_crds::upstream::{UpstreamHeader, UpstreamOAuth, UpstreamSpec};
+use palisade_crds::upstream::{Pinning, UpstreamHeader, UpstreamOAuth, UpstreamSpec, UpstreamTool};
 use palisade_crds::{McpAccessPolicy, McpServer};
 use serde_json::Value;
 
@@ -814,6 +815,16 @@ fn proxy_server() -> McpServer {
                 },
             ],
             oauth: None,
+            tools: vec![UpstreamTool {
+                name: "read_file".into(),
+                sha256: Some(format!("sha256:{}", "a".repeat(64))),
+                title: None,
+                description: Some("Reads one file of the team's share".into()),
+            }],
+            pinning: Some(Pinning {
+                mode: PinningMode::Report,
+                unpinned: UnpinnedTools::Withhold,
+            }),
         });
     })
 }
@@ -1854,8 +1865,10 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.documents[].inline", &["name"]),
             ("spec.tools", &["name"]),
             ("spec.upstream.headers", &["name"]),
+            ("spec.upstream.tools", &["name"]),
             ("status.conditions", &["type"]),
             ("status.policyRollout", &["hash"]),
+            ("status.upstream.tools", &["name"]),
         ])
     );
     let mut policies = list_maps(&schema_of(&McpAccessPolicy::crd()));

@@ -238,14 +238,18 @@ const SERVER_NOT_READY: [(&str, &str); 9] = [
 
 /// Reasons an McpServer's Ready condition never has with status False: AsExpected and NoPolicy
 /// are reasons of True conditions; CrossNamespaceRef and NoTargets are McpAccessPolicy's;
-/// RollingOut and NoReadyPods are PolicyRolledOut's (see [`ROLLED_OUT_WHILE_READY`]).
-const NEVER_SERVER_NOT_READY: [&str; 6] = [
+/// RollingOut and NoReadyPods are PolicyRolledOut's (see [`ROLLED_OUT_WHILE_READY`]);
+/// ToolsChanged (Degraded), ToolsUnpinned and NoInventory (both Healthy) are ToolsPinned's.
+const NEVER_SERVER_NOT_READY: [&str; 9] = [
     reason::AS_EXPECTED,
     reason::NO_POLICY,
     reason::CROSS_NAMESPACE_REF,
     reason::NO_TARGETS,
     reason::ROLLING_OUT,
     reason::NO_READY_PODS,
+    reason::TOOLS_CHANGED,
+    reason::TOOLS_UNPINNED,
+    reason::NO_INVENTORY,
 ];
 
 /// How an McpServer with `Ready=True` and `PolicyRolledOut=False` with each reason is reported:
@@ -453,6 +457,36 @@ fn mcp_server_health_waits_for_the_pods_to_serve_the_current_policy() {
                 "False",
                 reason::NO_READY_PODS,
                 "no pod is ready, so no pod enforces policy sha256:new yet",
+            )),
+            ("Healthy", "2 of 2 pods ready"),
+        ),
+        (
+            "an upstream tool differs from its pin",
+            ready_and(condition(
+                conditions::TOOLS_PINNED,
+                "False",
+                reason::TOOLS_CHANGED,
+                "1 upstream tool(s) differ from their pins: weather",
+            )),
+            ("Degraded", "1 upstream tool(s) differ from their pins: weather"),
+        ),
+        (
+            "upstream tools without pins",
+            ready_and(condition(
+                conditions::TOOLS_PINNED,
+                "False",
+                reason::TOOLS_UNPINNED,
+                "2 upstream tool(s) have no pin",
+            )),
+            ("Healthy", "2 of 2 pods ready"),
+        ),
+        (
+            "no inventory yet",
+            ready_and(condition(
+                conditions::TOOLS_PINNED,
+                "False",
+                reason::NO_INVENTORY,
+                "no pod is ready",
             )),
             ("Healthy", "2 of 2 pods ready"),
         ),

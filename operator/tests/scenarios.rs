@@ -168,7 +168,7 @@ impl ReadyProbe for ScriptedPod {
         Box::pin(async move {
             match answer {
                 PodAnswer::FollowsApplied(Some(hash)) | PodAnswer::Serves(hash) => Ok(hash),
-                PodAnswer::FollowsApplied(None) => Err(ProbeError::Status(503)),
+                PodAnswer::FollowsApplied(None) => Err(ProbeError::Status("/ready", 503)),
             }
         })
     }

@@ -57,9 +57,39 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// The metrics router (port 9090).
+/// The metrics router (port 9090): `/metrics`, and a proxy's `/inventory`.
 pub fn metrics_app(state: Arc<AppState>) -> Router {
-    Router::new().route("/metrics", get(metrics_handler)).with_state(state)
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/inventory", get(inventory))
+        .with_state(state)
+}
+
+/// A proxying server's inventory of its upstream's tools: names, definition hashes, pin states,
+/// served and reachable (no descriptions, no schemas). On the metrics port, not the MCP port:
+/// the names of tools a caller may not see are not for every caller that reaches the MCP
+/// endpoint; the operator reads it to fill `status.upstream`. 404 for a document server, 503
+/// until the upstream has listed its tools under a loaded policy.
+async fn inventory(State(state): State<Arc<AppState>>) -> Response {
+    let Some(proxy) = &state.proxy else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": "this server serves documents: it has no upstream"})),
+        )
+            .into_response();
+    };
+    let inventory = state
+        .snapshot
+        .load_full()
+        .and_then(|snapshot| proxy.inventory(&snapshot.policy));
+    match inventory {
+        Some(inventory) => axum::Json(inventory).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "the upstream has not listed its tools yet"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {

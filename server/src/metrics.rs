@@ -279,6 +279,12 @@ pub struct UpstreamToolLabels {
     pub state: &'static str,
 }
 
+/// Labels of `palisade_upstream_tool_pins`: `pinned`, `changed` or `unpinned`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamPinLabels {
+    pub pin: &'static str,
+}
+
 /// Labels of `palisade_policy_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyInfoLabels {
@@ -317,6 +323,9 @@ pub struct Metrics {
     pub upstream_restarts: Counter,
     /// The upstream's tools offered to the policy and withheld (names no rule can govern, duplicates).
     pub upstream_tools: Family<UpstreamToolLabels, Gauge>,
+    /// `palisade_upstream_tool_pins{pin}`: the upstream's governable tools by how each compares
+    /// with its pin.
+    pub upstream_tool_pins: Family<UpstreamPinLabels, Gauge>,
     /// The hash currently exposed by `policy_info`, so that a new one can replace it.
     current_policy_hash: Mutex<Option<String>>,
 }
@@ -344,6 +353,7 @@ impl Metrics {
         let upstream_ready = Gauge::default();
         let upstream_restarts = Counter::default();
         let upstream_tools = Family::default();
+        let upstream_tool_pins = Family::default();
 
         // Counters get `_total` appended by prometheus-client.
         let r = &mut registry;
@@ -440,6 +450,11 @@ impl Metrics {
             "The upstream's tools offered to the policy or withheld, by state",
             upstream_tools.clone(),
         );
+        r.register(
+            "palisade_upstream_tool_pins",
+            "The upstream's tools by how their definition compares with their pin",
+            upstream_tool_pins.clone(),
+        );
 
         let metrics = Self {
             registry,
@@ -461,6 +476,7 @@ impl Metrics {
             upstream_ready,
             upstream_restarts,
             upstream_tools,
+            upstream_tool_pins,
             current_policy_hash: Mutex::new(None),
         };
         metrics.initialize_closed_series();
@@ -612,6 +628,16 @@ impl Metrics {
         for (state, count) in [("offered", offered), ("withheld", withheld)] {
             self.upstream_tools
                 .get_or_create(&UpstreamToolLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets `palisade_upstream_tool_pins`: how many governable tools are `pinned`, `changed`
+    /// and `unpinned`.
+    pub fn set_upstream_tool_pins(&self, pinned: usize, changed: usize, unpinned: usize) {
+        for (pin, count) in [("pinned", pinned), ("changed", changed), ("unpinned", unpinned)] {
+            self.upstream_tool_pins
+                .get_or_create(&UpstreamPinLabels { pin })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
     }

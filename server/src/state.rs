@@ -103,6 +103,14 @@ pub enum LoadError {
         /// The file.
         path: String,
     },
+    /// A document server's policy pins an upstream's tools.
+    #[error(
+        "policy file {path}: the policy pins an upstream's tools (upstream:), but this server serves documents: start it with --upstream-url or an upstream command, or compile the policy for a document server"
+    )]
+    DocumentServerWithPins {
+        /// The file.
+        path: String,
+    },
     /// A secret file is missing or invalid.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthLoadError),
@@ -118,7 +126,8 @@ impl LoadError {
             Self::ReadPolicy { .. }
             | Self::ParsePolicy { .. }
             | Self::InvalidPolicy { .. }
-            | Self::ProxyDefinesTools { .. } => "policy",
+            | Self::ProxyDefinesTools { .. }
+            | Self::DocumentServerWithPins { .. } => "policy",
             Self::Auth(_) => "secrets",
             Self::Documents(_) => "documents",
         }
@@ -170,6 +179,9 @@ impl AppState {
         })?;
         if self.proxy.is_some() && !(document.tools.is_empty() && document.collections.is_empty()) {
             return Err(LoadError::ProxyDefinesTools { path });
+        }
+        if self.proxy.is_none() && document.upstream.is_some() {
+            return Err(LoadError::DocumentServerWithPins { path });
         }
         let fingerprint = fingerprint(&text, &document, &self.config.documents_dir);
         let policy = Policy::new(document).map_err(|problems| LoadError::InvalidPolicy { path, problems })?;

@@ -11,7 +11,9 @@
 --   Degraded     Ready=False for any other reason: someone has to act (a policy that does not
 --                compile or fails its tests, a missing ConfigMap or Secret, no External Secrets
 --                Operator); also a reason this check does not know, so that nothing new is
---                mistaken for "wait"
+--                mistaken for "wait"; or, for a server in front of an upstream, a tool whose
+--                definition differs from its pin (ToolsPinned=False, ToolsChanged: a possible
+--                rug pull, reviewed by a person). ToolsUnpinned and NoInventory are not.
 -- The message is the Ready condition's. Reasons: crds/src/conditions.rs. Embedded verbatim in
 -- config/argocd/argocd-cm-patch.yaml; operator/tests/argocd_health.rs checks both.
 local waiting = { PodsNotReady = true, ExternalSecretNotReady = true }
@@ -31,12 +33,15 @@ if generation ~= nil and status.observedGeneration ~= generation then
 end
 local ready = nil
 local rolled_out = nil
+local pinned = nil
 if status.conditions ~= nil then
   for _, condition in ipairs(status.conditions) do
     if condition.type == "Ready" then
       ready = condition
     elseif condition.type == "PolicyRolledOut" then
       rolled_out = condition
+    elseif condition.type == "ToolsPinned" then
+      pinned = condition
     end
   end
 end
@@ -54,7 +59,10 @@ hs.message = ready.message
 if hs.message == nil or hs.message == "" then
   hs.message = "Ready is " .. tostring(ready.status) .. " (" .. tostring(ready.reason) .. ")"
 end
-if ready.status == "True" and rolled_out ~= nil and rolled_out.status == "False" and rolled_out.reason == "RollingOut" then
+if ready.status == "True" and pinned ~= nil and pinned.status == "False" and pinned.reason == "ToolsChanged" then
+  hs.status = "Degraded"
+  hs.message = pinned.message
+elseif ready.status == "True" and rolled_out ~= nil and rolled_out.status == "False" and rolled_out.reason == "RollingOut" then
   hs.status = "Progressing"
   if rolled_out.message ~= nil and rolled_out.message ~= "" then
     hs.message = rolled_out.message

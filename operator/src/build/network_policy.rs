@@ -1,6 +1,7 @@
 //! The NetworkPolicy, when `spec.networkPolicy.enabled`: ingress to the server pods only on the
 //! MCP port from `ingressFrom` (default: every pod in the server's namespace) and from the
-//! operator's own pods (whose rollout truth asks each pod's `GET /ready` which policy it serves;
+//! operator's own pods (whose rollout truth asks each pod's `GET /ready` which policy it serves,
+//! and, for a server in front of an upstream, one pod's `GET /inventory` on the metrics port;
 //! present when the operator knows its pods: [`crate::settings::OperatorPods`]), and on the
 //! metrics port from `metricsFrom` (default: nobody). Egress stays open: the server fetches JWKS
 //! and OIDC discovery documents from issuers anywhere.
@@ -32,7 +33,14 @@ pub fn network_policy(input: &ValidatedServer<'_>, settings: &Settings) -> Optio
     } else {
         spec.ingress_from.clone()
     };
-    let mut ingress = vec![rule(ingress_from, ports::MCP)];
+    let mut ingress = vec![rule(ingress_from, &[ports::MCP])];
+    // The operator asks every ready pod's `GET /ready` (MCP port) and, for a proxy, one pod's
+    // `GET /inventory` (metrics port).
+    let operator_ports: &[i32] = if input.server().spec.upstream.is_some() {
+        &[ports::MCP, ports::METRICS]
+    } else {
+        &[ports::MCP]
+    };
     if let Some(operator) = &settings.operator_pods {
         ingress.push(rule(
             vec![NetworkPolicyPeer {
@@ -46,11 +54,11 @@ pub fn network_policy(input: &ValidatedServer<'_>, settings: &Settings) -> Optio
                 }),
                 ip_block: None,
             }],
-            ports::MCP,
+            operator_ports,
         ));
     }
     if !spec.metrics_from.is_empty() {
-        ingress.push(rule(spec.metrics_from.clone(), ports::METRICS));
+        ingress.push(rule(spec.metrics_from.clone(), &[ports::METRICS]));
     }
     Some(NetworkPolicy {
         metadata: object_meta(input, names::network_policy(input.name()), Component::Server),
@@ -69,13 +77,18 @@ pub fn network_policy(input: &ValidatedServer<'_>, settings: &Settings) -> Optio
 /// The label Kubernetes puts on every namespace, with its name (immutable, since 1.22).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-fn rule(from: Vec<NetworkPolicyPeer>, port: i32) -> NetworkPolicyIngressRule {
+fn rule(from: Vec<NetworkPolicyPeer>, ports: &[i32]) -> NetworkPolicyIngressRule {
     NetworkPolicyIngressRule {
         from: Some(from),
-        ports: Some(vec![NetworkPolicyPort {
-            port: Some(IntOrString::Int(port)),
-            protocol: Some("TCP".into()),
-            end_port: None,
-        }]),
+        ports: Some(
+            ports
+                .iter()
+                .map(|&port| NetworkPolicyPort {
+                    port: Some(IntOrString::Int(port)),
+                    protocol: Some("TCP".into()),
+                    end_port: None,
+                })
+                .collect(),
+        ),
     }
 }

@@ -35,6 +35,7 @@ pub fn changes(previous: Option<&McpServerStatus>, next: &McpServerStatus) -> Ve
         conditions::DOCUMENTS_READY,
         conditions::SECRETS_READY,
         conditions::READY,
+        conditions::TOOLS_PINNED,
     ] {
         let Some(now) = condition(&next.conditions, type_) else {
             continue;
@@ -54,7 +55,11 @@ pub fn changes(previous: Option<&McpServerStatus>, next: &McpServerStatus) -> Ve
             continue;
         }
         out.push(Change {
-            warning: !turned_true && now.reason != reason::PODS_NOT_READY,
+            // A changed upstream tool is worth a warning; a tool not pinned yet, or a proxy
+            // whose pods are starting, is not.
+            warning: !turned_true
+                && ![reason::PODS_NOT_READY, reason::TOOLS_UNPINNED, reason::NO_INVENTORY]
+                    .contains(&now.reason.as_str()),
             reason: if turned_true && type_ == conditions::READY {
                 "Ready".into()
             } else {

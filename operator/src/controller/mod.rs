@@ -16,6 +16,7 @@ pub mod dereference;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod inventory;
 pub mod policy_status;
 pub mod rollout;
 pub mod scope;
@@ -48,6 +49,7 @@ use serde_json::json;
 pub use error::Error;
 
 use self::apply::{Owner, apply_params};
+use self::inventory::Inventory;
 use self::status::{Observation, PolicyOutcome};
 use crate::build::{ExternalSecret, build_children};
 use crate::metrics::Metrics;
@@ -66,6 +68,10 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon a server waiting for a ConfigMap, a Secret or its pods is looked at again (the
 /// watches usually trigger it earlier).
 pub const WAITING: Duration = Duration::from_secs(30);
+/// How often a proxy is looked at again: its upstream's tools change without any Kubernetes
+/// event (an upgraded or rug-pulling upstream), and `status.upstream` and `ToolsPinned` follow
+/// within this time.
+pub const INVENTORY_POLL: Duration = Duration::from_secs(30);
 /// How soon a server whose ready pods do not all serve the desired policy yet is looked at again
 /// (kubelet projects a ConfigMap change within about a minute; a pod's readiness change triggers
 /// a reconcile at once).
@@ -244,6 +250,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         deployment: None,
         apply_error: None,
         rollout: None,
+        inventory: None,
     };
 
     let owner = Owner {
@@ -309,6 +316,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         Ok(applied) => applied,
         Err(error) => {
             observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
+            observation.inventory = observed_inventory(ctx, server, &namespace, &name).await;
             // The refusal reaches the status (Ready=False, ApplyFailed) and a Warning event;
             // the reconcile is retried with back-off.
             observation.apply_error = Some(error.to_string());
@@ -325,6 +333,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
     observation.synced = &applied.synced;
     observation.deployment = Some(&applied.deployment);
     observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
+    observation.inventory = observed_inventory(ctx, server, &namespace, &name).await;
     let written = write_status(ctx, server, &observation).await?;
     if let Some(invalid) = invalid {
         return Err(Error::Validate(invalid));
@@ -346,7 +355,13 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
             .conditions
             .iter()
             .any(|c| c.type_ == palisade_crds::conditions::READY && c.status == "True");
-    Ok(Action::requeue(if waiting { WAITING } else { RESYNC }))
+    Ok(Action::requeue(if observation.inventory.is_some() {
+        INVENTORY_POLL
+    } else if waiting {
+        WAITING
+    } else {
+        RESYNC
+    }))
 }
 
 /// What the ready pods of server `name` report, against `desired` (`None` when no policy
@@ -359,6 +374,12 @@ async fn observed_rollout(
 ) -> Option<rollout::Rollout> {
     let desired = desired?;
     Some(rollout::observe(&ctx.pods, ctx.probe.as_ref(), namespace, name, desired).await)
+}
+
+/// A proxy's upstream inventory, from its ready pods; `None` for a document server.
+async fn observed_inventory(ctx: &Context, server: &McpServer, namespace: &str, name: &str) -> Option<Inventory> {
+    server.spec.upstream.as_ref()?;
+    Some(inventory::observe(&ctx.pods, ctx.probe.as_ref(), namespace, name).await)
 }
 
 /// When the McpAccessPolicies bound to `server` are invalid but its own spec is valid and a

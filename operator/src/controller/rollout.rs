@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
+use palisade_crds::inventory::UpstreamInventory;
 use palisade_crds::mcp_server::PolicyRollout;
 
 /// The hash under which [`tally`] counts ready pods that did not report one.
@@ -36,6 +37,9 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The largest `/ready` body read (it is a few hundred bytes).
 const MAX_BODY: usize = 64 * 1024;
+
+/// The largest `/inventory` body read: 1,000 tools of about 300 bytes each, with room.
+const MAX_INVENTORY_BODY: usize = 1024 * 1024;
 
 /// A ready pod of a server and where its MCP port listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,30 +154,38 @@ pub fn readiness_key(pod: &Pod) -> (bool, Option<String>) {
     (is_ready(pod), pod.status.as_ref().and_then(|s| s.pod_ip.clone()))
 }
 
-/// Asks one pod which policy it serves.
+/// Asks one pod which policy it serves (and, for a proxy, what its upstream offers).
 pub trait ReadyProbe: Send + Sync {
     /// The `policyHash` of `GET http://<address>/ready`, or why there is none.
     fn policy_hash(&self, address: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>>;
+
+    /// The body of `GET http://<address>/inventory` (a proxy's metrics port), or why there is
+    /// none. Pods that front no upstream have none.
+    fn inventory(&self, address: SocketAddr) -> BoxFuture<'_, Result<UpstreamInventory, ProbeError>> {
+        let _ = address;
+        Box::pin(async { Err(ProbeError::Status("/inventory", 404)) })
+    }
 }
 
-/// Why a pod gave no policy hash.
+/// Why a pod gave no answer to `GET <path>`.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// No answer within [`PROBE_TIMEOUT`].
-    #[error("no answer to GET /ready within {0:?}")]
-    Timeout(Duration),
+    #[error("no answer to GET {0} within {1:?}")]
+    Timeout(&'static str, Duration),
     /// The connection failed.
     #[error("cannot connect: {0}")]
     Connect(#[source] std::io::Error),
     /// The HTTP exchange failed.
-    #[error("GET /ready failed: {0}")]
-    Http(#[source] hyper::Error),
+    #[error("GET {0} failed: {1}")]
+    Http(&'static str, #[source] hyper::Error),
     /// The pod is not ready (503) or answered another status.
-    #[error("GET /ready answered HTTP {0}")]
-    Status(u16),
-    /// The body is not `{"status":"ready","policyHash":"..."}`.
-    #[error("GET /ready answered no policy hash")]
-    Body,
+    #[error("GET {0} answered HTTP {1}")]
+    Status(&'static str, u16),
+    /// The body is not what a palisade-server sends there (`/ready`:
+    /// `{"status":"ready","policyHash":"..."}`).
+    #[error("GET {0} answered no policy hash or inventory")]
+    Body(&'static str),
 }
 
 /// [`ReadyProbe`] over plain HTTP/1.1, each call bounded by [`PROBE_TIMEOUT`].
@@ -183,38 +195,54 @@ pub struct HttpReadyProbe;
 impl ReadyProbe for HttpReadyProbe {
     fn policy_hash(&self, address: SocketAddr) -> BoxFuture<'_, Result<String, ProbeError>> {
         Box::pin(async move {
-            tokio::time::timeout(PROBE_TIMEOUT, get_ready(address))
-                .await
-                .map_err(|_| ProbeError::Timeout(PROBE_TIMEOUT))?
+            let body = get(address, "/ready", MAX_BODY).await?;
+            policy_hash_of(&body).ok_or(ProbeError::Body("/ready"))
+        })
+    }
+
+    fn inventory(&self, address: SocketAddr) -> BoxFuture<'_, Result<UpstreamInventory, ProbeError>> {
+        Box::pin(async move {
+            let body = get(address, "/inventory", MAX_INVENTORY_BODY).await?;
+            serde_json::from_slice(&body).map_err(|_| ProbeError::Body("/inventory"))
         })
     }
 }
 
-async fn get_ready(address: SocketAddr) -> Result<String, ProbeError> {
+/// The body of a `200 OK` answer to `GET http://<address><path>` of at most `max` bytes, within
+/// [`PROBE_TIMEOUT`].
+async fn get(address: SocketAddr, path: &'static str, max: usize) -> Result<Bytes, ProbeError> {
+    tokio::time::timeout(PROBE_TIMEOUT, get_once(address, path, max))
+        .await
+        .map_err(|_| ProbeError::Timeout(path, PROBE_TIMEOUT))?
+}
+
+async fn get_once(address: SocketAddr, path: &'static str, max: usize) -> Result<Bytes, ProbeError> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(ProbeError::Connect)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(ProbeError::Http)?;
+        .map_err(|e| ProbeError::Http(path, e))?;
     let driver = tokio::spawn(connection);
-    let request = http::Request::get("/ready")
+    let request = http::Request::get(path)
         .header(http::header::HOST, address.to_string())
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
-        .map_err(|_| ProbeError::Body)?;
+        .map_err(|_| ProbeError::Body(path))?;
     let answer = async {
-        let response = sender.send_request(request).await.map_err(ProbeError::Http)?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| ProbeError::Http(path, e))?;
         let status = response.status().as_u16();
         if status != 200 {
-            return Err(ProbeError::Status(status));
+            return Err(ProbeError::Status(path, status));
         }
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        Limited::new(response.into_body(), max)
             .collect()
             .await
-            .map_err(|_| ProbeError::Body)?
-            .to_bytes();
-        policy_hash_of(&body).ok_or(ProbeError::Body)
+            .map(|collected| collected.to_bytes())
+            .map_err(|_| ProbeError::Body(path))
     }
     .await;
     driver.abort();

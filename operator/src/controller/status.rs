@@ -11,6 +11,7 @@ use palisade_crds::McpServerStatus;
 use palisade_crds::conditions::{self, reason};
 
 use super::dereference::Missing;
+use super::inventory::{self, Inventory};
 use super::rollout::Rollout;
 use crate::build::external_secret::{Sync, SyncState};
 
@@ -77,6 +78,8 @@ pub struct Observation<'a> {
     /// What the ready pods reported against the policy that should be in force; `None` when
     /// there is no such policy (nothing valid was ever compiled).
     pub rollout: Option<Rollout>,
+    /// A proxy's upstream inventory; `None` for a document server.
+    pub inventory: Option<Inventory>,
 }
 
 /// One condition as computed, before it is merged with the previous one.
@@ -143,7 +146,26 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
         ),
     };
     let rolled_out = rolled_out_condition(&observation.rollout, &policy);
-    for computed in [ready, policy, documents, secrets, rolled_out] {
+    // A proxy: what its upstream offers; kept from before when no pod answered this time.
+    let tools_pinned = observation.inventory.as_ref().map(|inventory| {
+        if let Inventory::Reported(reported) = inventory {
+            status.upstream = Some(reported.clone());
+        }
+        let (ok, reason, message) = inventory::tools_pinned(inventory);
+        Computed {
+            type_: conditions::TOOLS_PINNED,
+            ok,
+            reason,
+            message,
+        }
+    });
+    if observation.inventory.is_none() {
+        status.upstream = None;
+    }
+    for computed in [ready, policy, documents, secrets, rolled_out]
+        .into_iter()
+        .chain(tools_pinned)
+    {
         status.conditions.push(merge(
             &previous_or_default.conditions,
             computed,
@@ -537,7 +559,59 @@ mod tests {
             deployment,
             apply_error: None,
             rollout,
+            inventory: None,
         }
+    }
+
+    #[test]
+    fn a_proxy_s_inventory_fills_status_upstream_and_tools_pinned_and_is_kept_when_no_pod_answers() {
+        use palisade_crds::inventory::{PinState, UpstreamInventory, UpstreamToolState};
+        let deployment = deployment(1, 1);
+        let reported = UpstreamInventory {
+            reported_by: Some("files-0".into()),
+            policy_hash: "sha256:p".into(),
+            tools: vec![UpstreamToolState {
+                name: "read_file".into(),
+                sha256: format!("sha256:{}", "b".repeat(64)),
+                pin: PinState::Pinned,
+                pinned_sha256: None,
+                served: true,
+                reachable: true,
+            }],
+            reachable_tools: 1,
+            ..UpstreamInventory::default()
+        };
+        let mut proxy = observation(valid("sha256:p"), Some(&deployment));
+        proxy.inventory = Some(Inventory::Reported(reported.clone()));
+        let first = server_status(None, &proxy, &time(1));
+        assert_eq!(first.upstream.as_ref(), Some(&reported));
+        let pinned = condition(&first.conditions, conditions::TOOLS_PINNED).expect("ToolsPinned");
+        assert_eq!(
+            (pinned.status.as_str(), pinned.reason.as_str()),
+            ("True", reason::AS_EXPECTED)
+        );
+
+        proxy.inventory = Some(Inventory::Unanswered("files-0: cannot connect".into()));
+        let next = server_status(Some(&first), &proxy, &time(2));
+        assert_eq!(next.upstream.as_ref(), Some(&reported), "kept: nothing new was learned");
+        let pinned = condition(&next.conditions, conditions::TOOLS_PINNED).unwrap();
+        assert_eq!(
+            (pinned.status.as_str(), pinned.reason.as_str()),
+            ("False", reason::NO_INVENTORY)
+        );
+        assert!(
+            pinned.message.ends_with("files-0: cannot connect"),
+            "{}",
+            pinned.message
+        );
+
+        let document_server = server_status(
+            Some(&next),
+            &observation(valid("sha256:p"), Some(&deployment)),
+            &time(3),
+        );
+        assert_eq!(document_server.upstream, None);
+        assert!(condition(&document_server.conditions, conditions::TOOLS_PINNED).is_none());
     }
 
     #[test]

@@ -258,6 +258,8 @@ mod tests {
 
     #[test]
     fn unreadable_or_empty_files_are_errors_that_name_the_file() {
+        // reqwest is built without a default crypto provider (as in main.rs).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = Dir::new();
         let shared = reqwest::Client::new();
         let files = ServiceAccountIssuerFiles {
