@@ -13,9 +13,9 @@ use palisade_operator::names;
 use serde_json::{Value, json};
 
 use super::reconcile::wait_reconciled;
-use crate::support::kubelet::Pod;
+use crate::support::kubelet::{Kubelet, Pod};
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{self, Cluster, dev_token, wait_for};
+use crate::support::{self, Cluster, condition, dev_token, wait_for};
 
 const NAMESPACE: &str = "team-proxy";
 const SERVER: &str = "notes";
@@ -166,7 +166,118 @@ pub async fn a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only
         "a caller reached the upstream"
     );
     drop(pod);
+
+    // The inventory: the Deployment's Pod run by the kubelet stand-in, asked by the operator.
+    let kubelet = Kubelet::start(
+        &cluster.client,
+        NAMESPACE,
+        &cluster.plane.dir().join("pods").join(NAMESPACE),
+        Duration::from_secs(1),
+    );
+    let unpinned = wait_for("the upstream's tools in status", Duration::from_secs(90), || {
+        let servers = servers.clone();
+        async move {
+            let server = servers.get(SERVER).await.ok()?;
+            (condition(&server, "ToolsPinned")? == ("False".into(), "ToolsUnpinned".into())).then_some(server)
+        }
+    })
+    .await;
+    let inventory = unpinned
+        .status
+        .as_ref()
+        .and_then(|s| s.upstream.clone())
+        .expect("status.upstream");
+    let names: Vec<&str> = inventory.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, [api_key_upstream::TOOL], "{inventory:?}");
+    let tool = &inventory.tools[0];
+    assert!(tool.served && tool.reachable, "{tool:?}");
+    assert_eq!(inventory.reachable_tools, 1);
+    assert!(
+        inventory.reported_by.as_deref().is_some_and(|p| p.starts_with(SERVER)),
+        "{inventory:?}"
+    );
+    let pin = tool.sha256.clone();
+
+    // Pinned: True. Pinned to another definition: the tool is withheld, a Warning event says so.
+    let patch = |sha256: &str| {
+        json!({"spec": {"upstream": {"tools": [{"name": api_key_upstream::TOOL, "sha256": sha256}]}}}).to_string()
+    };
+    let kubectl = cluster.kubectl();
+    let patch_server = |sha256: &str| {
+        kubectl.ok(&[
+            "patch",
+            "mcpserver",
+            SERVER,
+            "-n",
+            NAMESPACE,
+            "--type",
+            "merge",
+            "-p",
+            &patch(sha256),
+        ]);
+    };
+    patch_server(&pin);
+    wait_tools_pinned(&servers, ("True", "AsExpected")).await;
+    let rug_pulled = format!("sha256:{}", "0".repeat(64));
+    patch_server(&rug_pulled);
+    let changed = wait_tools_pinned(&servers, ("False", "ToolsChanged")).await;
+    let message = &changed.1;
+    assert!(
+        message.contains(&format!(
+            "{} is now {pin} (pinned {rug_pulled}, withheld)",
+            api_key_upstream::TOOL
+        )),
+        "{message}"
+    );
+    let base = kubelet.running().into_values().next().expect("a running pod");
+    let url = format!("{base}/mcp");
+    let host = RESOURCE.trim_start_matches("https://").trim_end_matches("/mcp");
+    let at_pod = |method: &'static str, params: Value| {
+        let (url, reader) = (url.clone(), reader.clone());
+        async move {
+            let (status, body) = support::mcp_to_host(&url, Some(host), &reader, method, params).await;
+            (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
+        }
+    };
+    let (status, list) = at_pod("tools/list", json!({})).await;
+    assert_eq!((status, tool_names(&list)), (200, Vec::<String>::new()));
+    let (_, refused) = at_pod("tools/call", json!({"name": api_key_upstream::TOOL, "arguments": {}})).await;
+    assert_eq!(refused["error"]["data"]["code"], "TOOL_WITHHELD", "{refused}");
+    let events = kubectl.ok(&[
+        "get",
+        "events",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        "reason=ToolsChanged",
+        "-o",
+        "jsonpath={.items[*].type}",
+    ]);
+    assert!(events.contains("Warning"), "{events}");
+
+    drop(kubelet);
     drop(operator);
     drop(upstream);
     drop(upstream_fixture);
+}
+
+/// Waits until condition ToolsPinned of the server is `expected` (status, reason); its message.
+async fn wait_tools_pinned(servers: &Api<McpServer>, expected: (&str, &str)) -> (String, String) {
+    let what = format!("ToolsPinned {expected:?}");
+    wait_for(&what, Duration::from_secs(90), || {
+        let servers = servers.clone();
+        async move {
+            let server = servers.get(SERVER).await.ok()?;
+            let condition = server
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ToolsPinned")?
+                .clone();
+            ((condition.status.as_str(), condition.reason.as_str()) == expected)
+                .then_some((condition.reason, condition.message))
+        }
+    })
+    .await
 }

@@ -174,10 +174,26 @@ pub fn dev_token(key: &[u8], resource: &str, subject: &str, groups: &[&str]) -> 
 /// A JSON-RPC request `method` with `params` to an MCP endpoint (at revision 2025-11-25): the
 /// HTTP status and the body.
 pub async fn mcp(url: &str, token: &str, method: &str, params: serde_json::Value) -> (u16, String) {
+    mcp_to_host(url, None, token, method, params).await
+}
+
+/// [`mcp`] with a `Host` header of `host` (a pod at its pod IP serves only the hosts of its
+/// resource and loopback).
+pub async fn mcp_to_host(
+    url: &str,
+    host: Option<&str>,
+    token: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> (u16, String) {
     let (url, token, method) = (url.to_owned(), token.to_owned(), method.to_owned());
+    let host = host.map(str::to_owned);
     tokio::task::spawn_blocking(move || {
-        let response = palisade_e2e::http_client()
-            .post(url)
+        let mut request = palisade_e2e::http_client().post(url);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        let response = request
             .bearer_auth(token)
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream")
