@@ -9,6 +9,8 @@ use palisade_operator::ports;
 use support::{read_repo_file as read, repo_root};
 
 const DOCKERFILE: &str = "images/Dockerfile";
+/// The static stdio shim the server image also holds.
+const SHIM: &str = "palisade-stdio-shim";
 
 /// One `FROM` and the instructions after it, as `(KEYWORD, arguments)`.
 #[derive(Debug)]
@@ -180,13 +182,18 @@ fn each_target_runs_its_binary_as_the_pods_user() {
             !stages.iter().any(|s| s.name.as_deref() == Some(stage.image.as_str())),
             "stage {target} starts from a runtime base image, not from another stage"
         );
-        // Only the binary is added to the base image.
+        // Only the binary is added to the base image (the server's with the stdio shim, which
+        // its pods' init containers copy into a stdio upstream's container).
         let path = format!("/usr/local/bin/{binary}");
-        assert_eq!(
-            stage.all("COPY"),
-            [format!("--from=build /out/{binary} {path}")],
-            "stage {target}"
-        );
+        let mut copied = vec![format!("--from=build /out/{binary} {path}")];
+        if target == "server" {
+            copied.push(format!("--from=build /out/{SHIM} /usr/local/bin/{SHIM}"));
+            assert!(
+                cargo.contains(&format!("-p {SHIM} --bin {SHIM} -- -C target-feature=+crt-static")),
+                "the shim is linked statically: {cargo}"
+            );
+        }
+        assert_eq!(stage.all("COPY"), copied, "stage {target}");
         assert_eq!(stage.all("ADD"), Vec::<&str>::new(), "stage {target}");
         assert_eq!(stage.all("RUN"), Vec::<&str>::new(), "stage {target}");
         // A numeric user: the kubelet can check runAsNonRoot without /etc/passwd.

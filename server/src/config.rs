@@ -224,6 +224,16 @@ pub struct ServeArgs {
     /// when it exits, and stands in front of it.
     #[arg(last = true, value_name = "UPSTREAM_COMMAND")]
     pub upstream_command: Vec<String>,
+    /// Proxy mode: a Unix socket on which `palisade-stdio-shim run --socket PATH -- COMMAND`
+    /// serves a stdio MCP server run in a container of its own (a new process for each
+    /// connection; connected again with back-off when it ends).
+    #[arg(
+        long,
+        env = "PALISADE_UPSTREAM_SOCKET",
+        value_name = "PATH",
+        conflicts_with_all = ["upstream_url", "upstream_command"]
+    )]
+    pub upstream_socket: Option<PathBuf>,
     /// Proxy mode: time the upstream has to answer a forwarded request (then 504
     /// `UPSTREAM_TIMEOUT`, and the upstream is told the request is cancelled). Must be shorter
     /// than `--request-timeout`.

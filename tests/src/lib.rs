@@ -45,6 +45,12 @@ pub fn operator_binary() -> PathBuf {
     built_binary(&BUILD, "palisade-operator")
 }
 
+/// The `palisade-stdio-shim` binary, built if needed.
+pub fn shim_binary() -> PathBuf {
+    static BUILD: Once = Once::new();
+    built_binary(&BUILD, "palisade-stdio-shim")
+}
+
 /// The binary `name` of the package of the same name, built once per test process.
 fn built_binary(build: &Once, name: &str) -> PathBuf {
     let binary = target_dir().join("debug").join(name);

@@ -13,6 +13,8 @@
 //! no `_meta`, nothing denied), an upstream killed (503 `UPSTREAM_UNAVAILABLE` with Retry-After,
 //! then served again), a slow one (504 `UPSTREAM_TIMEOUT`), a policy changed under a running
 //! upstream, and a policy that defines tools refused on reload while the last good one serves.
+//! The same upstream in a "container of its own": behind `palisade-stdio-shim` on a Unix socket,
+//! with `serve --upstream-socket` (a killed upstream process is started again on reconnect).
 //! And the upstream's own credentials (`--upstream-header NAME=FILE`): a document-mode
 //! `palisade-server` that admits only an API key is reached with the key from a file, sees the
 //! proxy's identity (never the caller's), and a rotated key file is used without a restart.
@@ -170,6 +172,73 @@ fn typescript_sdk_through_the_proxy_over_stdio() {
     let fixture = fixture(RULES);
     let server = proxy_everything(&fixture, &[]);
     through(Sdk::TypeScript, &server, &fixture);
+}
+
+/// server-everything behind `palisade-stdio-shim` on a Unix socket (as in a pod, the upstream in
+/// a container of its own), and `serve --upstream-socket` in front of it.
+#[test]
+fn typescript_sdk_through_the_stdio_shim_s_socket_and_a_killed_upstream_is_started_again() {
+    let fixture = fixture(RULES);
+    let socket = fixture.dir.path().join("upstream.sock");
+    let mut shim = std::process::Command::new(palisade_e2e::shim_binary())
+        .args(["run", "--socket"])
+        .arg(&socket)
+        .arg("--")
+        .args(everything())
+        .stderr(std::fs::File::create(fixture.dir.path().join("shim.log")).unwrap())
+        .spawn()
+        .expect("start the shim");
+    let socket_arg = socket.display().to_string();
+    let server = Server::start(&fixture, &["--upstream-socket", &socket_arg]);
+    let mode = std::fs::metadata(&socket).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o660);
+    through(Sdk::TypeScript, &server, &fixture);
+
+    // The upstream process (the shim's child) killed: 503, then a new connection, a new process.
+    let token = fixture.token("alice", &[ECHO]);
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", shim.id())).unwrap();
+    let child = children
+        .split_whitespace()
+        .next()
+        .expect("the shim runs the upstream")
+        .to_owned();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &child])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let echo = call("echo", json!({"message": "again"}));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut saw_unavailable = false;
+    loop {
+        let (status, _, answer) = post(&server, &token, &echo);
+        if status == 503 {
+            assert_eq!(answer["error"]["data"]["code"], "UPSTREAM_UNAVAILABLE");
+            saw_unavailable = true;
+        } else if status == 200 && saw_unavailable {
+            assert_eq!(answer["result"]["content"][0]["text"], "Echo: again");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not served again: {status} {answer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.metric("palisade_upstream_restarts_total", &[]), 1.0);
+    let again = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", shim.id())).unwrap();
+    assert_ne!(again.split_whitespace().next(), Some(child.as_str()), "a new process");
+
+    // SIGTERM: the shim stops its process group and exits 0.
+    drop(server);
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &shim.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = shim.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

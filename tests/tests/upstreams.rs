@@ -14,7 +14,7 @@ use palisade_e2e::reference_servers::{HttpEverything, everything};
 use palisade_server::upstream::handshake::list_tools;
 use palisade_server::upstream::http::HttpUpstream;
 use palisade_server::upstream::stdio::StdioUpstream;
-use palisade_server::upstream::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
+use palisade_server::upstream::supervisor::{Backoff, StdioConfig, StdioSource, Supervisor, UpstreamState};
 use palisade_server::upstream::{Transport, UpstreamError};
 use serde_json::{Value, json};
 
@@ -166,8 +166,10 @@ async fn mcp_server_time_over_stdio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_everything_is_started_again() {
     let supervisor = Supervisor::start(StdioConfig {
-        argv: everything(),
-        env: Vec::new(),
+        source: StdioSource::Command {
+            argv: everything(),
+            env: Vec::new(),
+        },
         max_message_bytes: MAX_MESSAGE,
         start_timeout: TIMEOUT,
         backoff: Backoff::default(),

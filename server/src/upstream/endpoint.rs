@@ -21,7 +21,7 @@ use super::credentials::Credentials;
 use super::handshake::{Handshake, list_tools};
 use super::http::HttpUpstream;
 use super::oauth::{ClientCredentials, TokenSource, token_url_problem};
-use super::supervisor::{Backoff, StdioConfig, Supervisor, UpstreamState};
+use super::supervisor::{Backoff, StdioConfig, StdioSource, Supervisor, UpstreamState};
 use super::{Transport, UpstreamError};
 use crate::config::ServeArgs;
 use crate::metrics::Metrics;
@@ -117,7 +117,7 @@ impl Upstream {
         if args.upstream_url.is_none() && args.upstream_oauth_token_url.is_some() {
             return Err("--upstream-oauth-token-url is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream".into());
         }
-        if args.upstream_url.is_none() && args.upstream_command.is_empty() {
+        if args.upstream_url.is_none() && args.upstream_command.is_empty() && args.upstream_socket.is_none() {
             return Ok(None);
         }
         if args.upstream_timeout >= args.request_timeout {
@@ -145,9 +145,15 @@ impl Upstream {
             };
             return Ok(Some(Self::Http(HttpKeeper::start(client, config, oauth))));
         }
+        let source = match &args.upstream_socket {
+            Some(path) => StdioSource::Socket(path.clone()),
+            None => StdioSource::Command {
+                argv: args.upstream_command.clone(),
+                env: Vec::new(),
+            },
+        };
         Ok(Some(Self::Stdio(Supervisor::start(StdioConfig {
-            argv: args.upstream_command.clone(),
-            env: Vec::new(),
+            source,
             max_message_bytes,
             start_timeout: START_TIMEOUT,
             backoff: Backoff::default(),

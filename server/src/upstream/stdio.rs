@@ -13,10 +13,12 @@
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncRead, BufReader};
+use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -27,12 +29,13 @@ pub const STDERR_TAIL: usize = 20;
 /// Longest stderr line kept (longer ones are cut).
 pub const STDERR_LINE_BYTES: usize = 512;
 
-/// A running child and the conversation with it.
+/// A running child (or a stdio server behind a Unix socket) and the conversation with it.
 pub struct StdioUpstream {
-    child: Child,
+    /// `None` behind a socket: the process is the shim's, in another container.
+    child: Option<Child>,
     connection: Connection,
     stderr: Arc<Mutex<VecDeque<String>>>,
-    stderr_task: JoinHandle<()>,
+    stderr_task: Option<JoinHandle<()>>,
 }
 
 impl StdioUpstream {
@@ -61,10 +64,24 @@ impl StdioUpstream {
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL)));
         let stderr_task = tokio::spawn(keep_tail(stderr, tail.clone()));
         Ok(Self {
-            child,
+            child: Some(child),
             connection: Connection::start(stdout, stdin, max_message_bytes),
             stderr: tail,
-            stderr_task,
+            stderr_task: Some(stderr_task),
+        })
+    }
+
+    /// Connects to a stdio server served on the Unix socket `path` by `palisade-stdio-shim`
+    /// (which starts a new process for each connection; its stderr is its container's log).
+    pub async fn connect(path: &Path, max_message_bytes: usize) -> io::Result<Self> {
+        let stream = UnixStream::connect(path).await?;
+        let (reader, writer) = stream.into_split();
+        tracing::info!(socket = %path.display(), "upstream socket connected");
+        Ok(Self {
+            child: None,
+            connection: Connection::start(reader, writer, max_message_bytes),
+            stderr: Arc::new(Mutex::new(VecDeque::new())),
+            stderr_task: None,
         })
     }
 
@@ -85,21 +102,22 @@ impl StdioUpstream {
 
     /// The child's process id while it runs.
     pub fn id(&self) -> Option<u32> {
-        self.child.id()
+        self.child.as_ref()?.id()
     }
 
     /// How the child ended, if it has.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 }
 
 impl Drop for StdioUpstream {
     fn drop(&mut self) {
-        self.stderr_task.abort();
+        if let Some(task) = &self.stderr_task {
+            task.abort();
+        }
         // process_group(0) made the child's pid its group's id.
         let group = self
-            .child
             .id()
             .and_then(|pid| i32::try_from(pid).ok())
             .and_then(rustix::process::Pid::from_raw);

@@ -57,13 +57,26 @@ impl Backoff {
     }
 }
 
+/// Where a stdio upstream comes from.
+#[derive(Debug, Clone)]
+pub enum StdioSource {
+    /// A child process the server starts.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Variables added to the inherited environment.
+        env: Vec<(String, String)>,
+    },
+    /// A Unix socket served by `palisade-stdio-shim` (the upstream in a container of its own):
+    /// each connection is a new process.
+    Socket(std::path::PathBuf),
+}
+
 /// What the supervisor runs and how.
 #[derive(Debug, Clone)]
 pub struct StdioConfig {
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    /// Variables added to the inherited environment.
-    pub env: Vec<(String, String)>,
+    /// The upstream.
+    pub source: StdioSource,
     /// Longest message taken from the upstream.
     pub max_message_bytes: usize,
     /// Time for each request of the start: the handshake and each page of the tool list.
@@ -185,8 +198,18 @@ impl Drop for Supervisor {
 
 /// Starts the process and completes its start; with the notifications it sent from the first.
 async fn start(config: &StdioConfig) -> Result<(Live, broadcast::Receiver<String>), UpstreamError> {
-    let process = StdioUpstream::spawn(&config.argv, &config.env, config.max_message_bytes)
-        .map_err(|error| UpstreamError::Unavailable(format!("cannot start {:?}: {error}", config.argv[0])))?;
+    let process = match &config.source {
+        StdioSource::Command { argv, env } => StdioUpstream::spawn(argv, env, config.max_message_bytes)
+            .map_err(|error| UpstreamError::Unavailable(format!("cannot start {:?}: {error}", argv[0])))?,
+        StdioSource::Socket(path) => StdioUpstream::connect(path, config.max_message_bytes)
+            .await
+            .map_err(|error| {
+                UpstreamError::Unavailable(format!(
+                    "cannot connect to the upstream socket {}: {error}",
+                    path.display()
+                ))
+            })?,
+    };
     // Subscribed before the handshake: a list_changed sent right after it is not missed.
     let notifications = process.connection().notifications();
     let handshake = initialize(process.connection(), config.start_timeout).await?;
@@ -292,8 +315,10 @@ echo '{{"jsonrpc":"2.0","id":2,"result":{{"tools":[{{"name":"echo","inputSchema"
 {then}"#
         );
         StdioConfig {
-            argv: vec!["/bin/sh".into(), "-c".into(), script],
-            env: Vec::new(),
+            source: StdioSource::Command {
+                argv: vec!["/bin/sh".into(), "-c".into(), script],
+                env: Vec::new(),
+            },
             max_message_bytes: 4096,
             start_timeout: Duration::from_secs(5),
             backoff: Backoff {
@@ -393,7 +418,7 @@ sleep 30"#,
     /// Why the first process of `argv` ended, as the supervisor reports it.
     async fn first_restart_reason(argv: Vec<String>) -> UpstreamError {
         let mut config = fake("");
-        config.argv = argv;
+        config.source = StdioSource::Command { argv, env: Vec::new() };
         let supervisor = Supervisor::start(config);
         let state = wait_until(&mut supervisor.state(), |s| {
             matches!(s, UpstreamState::Restarting { .. })

@@ -33,7 +33,7 @@ use palisade_server::mcp::proxy::Proxy;
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
 use palisade_server::upstream::endpoint::Upstream;
-use palisade_server::upstream::supervisor::{Backoff, StdioConfig, Supervisor};
+use palisade_server::upstream::supervisor::{Backoff, StdioConfig, StdioSource, Supervisor};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -274,8 +274,10 @@ impl Fixture {
         let mut state = AppState::new(serve_args(&policy_file, &documents_dir), metrics.clone(), sink, http);
         state.proxy = upstream.map(|argv| {
             let config = StdioConfig {
-                argv: argv(dir.path()),
-                env: Vec::new(),
+                source: StdioSource::Command {
+                    argv: argv(dir.path()),
+                    env: Vec::new(),
+                },
                 max_message_bytes: 1 << 20,
                 start_timeout: std::time::Duration::from_secs(10),
                 backoff: Backoff::default(),
