@@ -41,7 +41,7 @@ use crate::problem::{Problem, Problems};
 use crate::scope::{ScopeGrant, check_literal_scope};
 use crate::secret_files::{SecretPurpose, secret_file};
 use crate::tool_match::{ToolPattern, check_tool_name};
-use crate::upstream::{MAX_TIMEOUT_SECONDS, UpstreamSpec, header_name_problem};
+use crate::upstream::{MAX_TIMEOUT_SECONDS, UpstreamContainer, UpstreamSpec, UpstreamTransport, header_name_problem};
 
 /// A compiled, validated policy for one server.
 #[derive(Debug)]
@@ -768,6 +768,54 @@ fn check_server(spec: &McpServerSpec, object: &str, problems: &mut Problems) {
     }
 }
 
+/// The checks of `spec.upstream.container` (the CRD's schema has them too).
+fn check_upstream_container(container: &UpstreamContainer, object: Option<&str>, problems: &mut Problems) {
+    let path = "spec.upstream.container";
+    if container.image.trim().is_empty() {
+        problems.push(object, format!("{path}.image"), "image must not be empty");
+    }
+    match container.transport {
+        UpstreamTransport::Stdio => {
+            if container.command.is_empty() {
+                problems.push(
+                    object,
+                    format!("{path}.command"),
+                    "a stdio upstream needs its command: the operator cannot read the image's entrypoint",
+                );
+            }
+            if container.port.is_some() || container.path.is_some() {
+                problems.push(
+                    object,
+                    format!("{path}.port"),
+                    "port and path are for transport StreamableHttp",
+                );
+            }
+        }
+        UpstreamTransport::StreamableHttp => match container.port {
+            None => problems.push(
+                object,
+                format!("{path}.port"),
+                "a StreamableHttp upstream needs the port it listens on",
+            ),
+            Some(port) if !(1..=65535).contains(&port) || port == 8080 || port == 9090 => problems.push(
+                object,
+                format!("{path}.port"),
+                "port must be between 1 and 65535, and not 8080 or 9090 (Palisade's own ports)",
+            ),
+            Some(_) => {}
+        },
+    }
+    if let Some(p) = &container.path
+        && (!p.starts_with('/') || p.contains(['?', '#']) || p.chars().any(char::is_whitespace))
+    {
+        problems.push(
+            object,
+            format!("{path}.path"),
+            "path must start with / and hold no ?, # or space",
+        );
+    }
+}
+
 /// The checks of `spec.upstream` (the CRD's schema has them too; `render` and `policy check` read
 /// objects that never passed it).
 fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<&str>, problems: &mut Problems) {
@@ -778,8 +826,25 @@ fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<
             "a server with an upstream serves the upstream's tools: leave documents and tools empty",
         );
     }
-    if let Some(problem) = crate::upstream::url_problem(&upstream.url) {
-        problems.push(object, "spec.upstream.url", format!("the upstream URL {problem}"));
+    match (&upstream.url, &upstream.container) {
+        (Some(_), Some(_)) | (None, None) => problems.push(
+            object,
+            "spec.upstream",
+            "set exactly one of url (an upstream reached over the network) and container (an upstream run in the server's pods)",
+        ),
+        (Some(url), None) => {
+            if let Some(problem) = crate::upstream::url_problem(url) {
+                problems.push(object, "spec.upstream.url", format!("the upstream URL {problem}"));
+            }
+        }
+        (None, Some(container)) => check_upstream_container(container, object, problems),
+    }
+    if upstream.url.is_none() && (!upstream.headers.is_empty() || upstream.oauth.is_some()) {
+        problems.push(
+            object,
+            "spec.upstream.headers",
+            "headers and oauth are the credentials of an upstream at a url: a container upstream takes its own from env",
+        );
     }
     if !(1..=MAX_TIMEOUT_SECONDS).contains(&upstream.timeout_seconds()) {
         problems.push(

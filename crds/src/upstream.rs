@@ -11,8 +11,12 @@
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use schemars::JsonSchema;
+
 use crate::common::SecretKeySource;
 use crate::document::{PinningMode, UnpinnedTools};
+use crate::mcp_server::ImagePullPolicy;
 
 /// Default of `timeoutSeconds`: the time an upstream has to answer one forwarded request.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 25;
@@ -42,18 +46,31 @@ pub const RESERVED_HEADERS: [&str; 12] = [
 ];
 
 /// The MCP server this server stands in front of.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.oauth) || !has(self.headers) || !self.headers.exists(h, h.name.lowerAscii() == 'authorization')")
     .message("oauth sets the upstream's Authorization header: remove the Authorization entry of headers").field_path(".oauth"))]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.container)")
+    .message("set exactly one of url (an upstream reached over the network) and container (an upstream run in the server's pods)"))]
+#[x_kube(validation = Rule::new("has(self.url) || (!has(self.headers) && !has(self.oauth))")
+    .message("headers and oauth are the credentials of an upstream at a url: a container upstream takes its own from env").field_path(".headers"))]
 pub struct UpstreamSpec {
     /// The upstream's Streamable HTTP endpoint: an `http://` or `https://` URL with a host, no
     /// `user:password@` and no fragment, e.g.
-    /// `http://files-mcp.team-a.svc.cluster.local:3001/mcp`. Redirects are not followed.
+    /// `http://files-mcp.team-a.svc.cluster.local:3001/mcp`. Redirects are not followed. Not
+    /// with `container`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#@\\\\s]+([/?][^#\\\\s]*)?$')")
         .message("an http:// or https:// URL with a host, without user:password@ and without a fragment"))]
-    pub url: String,
+    pub url: Option<String>,
+
+    /// An MCP server image run in each of the server's pods, in a container of its own (it
+    /// holds none of Palisade's keys or policy), reached over stdio (through
+    /// `palisade-stdio-shim` and a Unix socket) or over Streamable HTTP on a loopback port. Not
+    /// with `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<UpstreamContainer>,
 
     /// Seconds the upstream has to answer one forwarded request; then the caller gets 504
     /// `UPSTREAM_TIMEOUT` and the upstream is told the request is cancelled. Defaults to 25.
@@ -135,6 +152,75 @@ pub struct Pinning {
     pub unpinned: UnpinnedTools,
 }
 
+/// An MCP server run in the server's pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.transport != 'Stdio' || (has(self.command) && size(self.command) > 0)")
+    .message("a stdio upstream needs its command: the operator cannot read the image's entrypoint").field_path(".command"))]
+#[x_kube(validation = Rule::new("self.transport == 'StreamableHttp' || (!has(self.port) && !has(self.path))")
+    .message("port and path are for transport StreamableHttp").field_path(".port"))]
+#[x_kube(validation = Rule::new("self.transport != 'StreamableHttp' || has(self.port)")
+    .message("a StreamableHttp upstream needs the port it listens on").field_path(".port"))]
+pub struct UpstreamContainer {
+    /// The upstream's image, e.g. `docker.io/mcp/filesystem:1.0.2` (pin a tag or a digest).
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// When the image is pulled. Defaults to the cluster's default for its tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// How Palisade speaks to it: `Stdio` (default: its stdin and stdout, as most servers of the
+    /// MCP registry) or `StreamableHttp` (on `port` and `path`, on the pod's loopback).
+    #[serde(default)]
+    pub transport: UpstreamTransport,
+
+    /// The program and its first arguments (the container's entrypoint). Required for `Stdio`,
+    /// e.g. `["npx", "-y", "@modelcontextprotocol/server-filesystem@2026.8.31", "/data"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+
+    /// More arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+
+    /// Environment of the upstream (values, or `valueFrom` a Secret or ConfigMap key): its
+    /// own credentials. Palisade's settings never reach it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub env: Vec<EnvVar>,
+
+    /// Compute resources of the upstream's container. Defaults to a small request and a 512Mi
+    /// memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// `StreamableHttp`: the port it listens on (not 8080 or 9090, Palisade's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    #[x_kube(validation = Rule::new("self != 8080 && self != 9090").message("8080 and 9090 are Palisade's own ports"))]
+    pub port: Option<i32>,
+
+    /// `StreamableHttp`: its MCP endpoint's path. Defaults to `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^/[^\s?#]*$"))]
+    pub path: Option<String>,
+}
+
+/// How Palisade speaks to a container upstream.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// Its stdin and stdout, through `palisade-stdio-shim` and a Unix socket in a volume both
+    /// containers mount.
+    #[default]
+    Stdio,
+    /// Streamable HTTP on the pod's loopback, at `port` and `path`.
+    StreamableHttp,
+}
+
 /// OAuth 2.0 client credentials (RFC 6749 section 4.4) at the upstream's authorization server.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -185,6 +271,26 @@ impl UpstreamSpec {
     /// `timeoutSeconds`, or its default.
     pub fn timeout_seconds(&self) -> i32 {
         self.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+    }
+}
+
+/// Where a stdio container upstream's socket is, in both containers.
+pub const UPSTREAM_SOCKET_DIR: &str = "/run/palisade/upstream";
+/// The socket's file name.
+pub const UPSTREAM_SOCKET_FILE: &str = "stdio.sock";
+/// Default `path` of a StreamableHttp container upstream.
+pub const DEFAULT_CONTAINER_PATH: &str = "/mcp";
+
+impl UpstreamContainer {
+    /// The URL palisade-server reaches a StreamableHttp container at (loopback); `None` for stdio.
+    pub fn loopback_url(&self) -> Option<String> {
+        let port = self
+            .port
+            .filter(|_| self.transport == UpstreamTransport::StreamableHttp)?;
+        Some(format!(
+            "http://127.0.0.1:{port}{}",
+            self.path.as_deref().unwrap_or(DEFAULT_CONTAINER_PATH)
+        ))
     }
 }
 

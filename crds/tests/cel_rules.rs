@@ -69,6 +69,13 @@ const UPSTREAM_HEADER_NAME: &str = "Palisade sets this header itself (or it is h
 const OAUTH_TOKEN_URL: &str = "tokenUrl must be an https:// URL with a host, without user:password@ and without a fragment: the client secret is sent to it";
 const OAUTH_OWNS_AUTHORIZATION: &str =
     "oauth sets the upstream's Authorization header: remove the Authorization entry of headers";
+const UPSTREAM_URL_OR_CONTAINER: &str = "set exactly one of url (an upstream reached over the network) and container (an upstream run in the server's pods)";
+const UPSTREAM_CREDENTIALS_FOR_URL: &str =
+    "headers and oauth are the credentials of an upstream at a url: a container upstream takes its own from env";
+const STDIO_COMMAND: &str = "a stdio upstream needs its command: the operator cannot read the image's entrypoint";
+const PORT_PATH_FOR_HTTP: &str = "port and path are for transport StreamableHttp";
+const HTTP_NEEDS_PORT: &str = "a StreamableHttp upstream needs the port it listens on";
+const NOT_PALISADE_PORTS: &str = "8080 and 9090 are Palisade's own ports";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
@@ -85,7 +92,13 @@ const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in o
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 23] = [
+const MCP_SERVER_MESSAGES: [&str; 29] = [
+    UPSTREAM_URL_OR_CONTAINER,
+    UPSTREAM_CREDENTIALS_FOR_URL,
+    STDIO_COMMAND,
+    PORT_PATH_FOR_HTTP,
+    HTTP_NEEDS_PORT,
+    NOT_PALISADE_PORTS,
     OAUTH_TOKEN_URL,
     OAUTH_OWNS_AUTHORIZATION,
     UPSTREAM_ALONE,
@@ -796,7 +809,8 @@ fn proxy_server() -> McpServer {
         s.spec.documents.clear();
         s.spec.tools.clear();
         s.spec.upstream = Some(UpstreamSpec {
-            url: "http://files-mcp.team-a.svc.cluster.local:3001/mcp".into(),
+            url: Some("http://files-mcp.team-a.svc.cluster.local:3001/mcp".into()),
+            container: None,
             timeout_seconds: Some(60),
             headers: vec![
                 UpstreamHeader {
@@ -865,7 +879,10 @@ fn the_upstream_url_is_http_with_a_host_and_no_credentials_or_fragment() {
         "http://10.0.0.7:3001/mcp?tenant=a",
         "http://[::1]:9/mcp",
     ] {
-        assert_valid(url, proxy_server_with(|s| upstream(s).url = url.into()).validate_cel());
+        assert_valid(
+            url,
+            proxy_server_with(|s| upstream(s).url = Some(url.into())).validate_cel(),
+        );
     }
     for url in [
         "ftp://mcp.example.com/mcp",
@@ -875,7 +892,7 @@ fn the_upstream_url_is_http_with_a_host_and_no_credentials_or_fragment() {
         "https://mcp.example.com/m cp",
         "mcp.example.com/mcp",
     ] {
-        let server = proxy_server_with(|s| upstream(s).url = url.into());
+        let server = proxy_server_with(|s| upstream(s).url = Some(url.into()));
         assert_rejected_at(url, server.validate_cel(), UPSTREAM_URL, "spec.upstream.url");
     }
     // The compiler (and palisade-server's --upstream-url) refuse the same.
@@ -884,6 +901,78 @@ fn the_upstream_url_is_http_with_a_host_and_no_credentials_or_fragment() {
         "https://mcp.example.com/mcp#top",
     ] {
         assert!(palisade_crds::upstream::url_problem(url).is_some(), "{url}");
+    }
+}
+
+/// The company-info server fronting `container` instead of a URL.
+fn container_server(container: serde_json::Value) -> McpServer {
+    proxy_server_with(|s| {
+        let upstream = upstream(s);
+        upstream.url = None;
+        upstream.headers.clear();
+        upstream.container = Some(serde_json::from_value(container).expect("a container"));
+    })
+}
+
+#[test]
+fn an_upstream_is_a_url_or_a_container_and_a_container_says_how_it_is_reached() {
+    let stdio = serde_json::json!({"image": "mcp/everything:1", "command": ["node", "dist/index.js", "stdio"]});
+    assert_valid("stdio container", container_server(stdio.clone()).validate_cel());
+    let http =
+        serde_json::json!({"image": "mcp/everything:1", "transport": "StreamableHttp", "port": 3001, "path": "/mcp"});
+    assert_valid("http container", container_server(http.clone()).validate_cel());
+
+    let both = proxy_server_with(|s| upstream(s).container = Some(serde_json::from_value(stdio.clone()).unwrap()));
+    assert_rejected_at(
+        "url and container",
+        both.validate_cel(),
+        UPSTREAM_URL_OR_CONTAINER,
+        "spec.upstream",
+    );
+    let neither = proxy_server_with(|s| {
+        upstream(s).url = None;
+        upstream(s).headers.clear();
+    });
+    assert_rejected_at(
+        "neither",
+        neither.validate_cel(),
+        UPSTREAM_URL_OR_CONTAINER,
+        "spec.upstream",
+    );
+    let headers = proxy_server_with(|s| {
+        upstream(s).url = None;
+        upstream(s).container = Some(serde_json::from_value(stdio.clone()).unwrap());
+    });
+    assert_rejected_at(
+        "container with headers",
+        headers.validate_cel(),
+        UPSTREAM_CREDENTIALS_FOR_URL,
+        "spec.upstream.headers",
+    );
+    let cases = [
+        (
+            serde_json::json!({"image": "mcp/everything:1"}),
+            STDIO_COMMAND,
+            "spec.upstream.container.command",
+        ),
+        (
+            serde_json::json!({"image": "i", "command": ["x"], "port": 3001}),
+            PORT_PATH_FOR_HTTP,
+            "spec.upstream.container.port",
+        ),
+        (
+            serde_json::json!({"image": "i", "transport": "StreamableHttp"}),
+            HTTP_NEEDS_PORT,
+            "spec.upstream.container.port",
+        ),
+        (
+            serde_json::json!({"image": "i", "transport": "StreamableHttp", "port": 9090}),
+            NOT_PALISADE_PORTS,
+            "spec.upstream.container.port",
+        ),
+    ];
+    for (container, message, path) in cases {
+        assert_rejected_at(message, container_server(container).validate_cel(), message, path);
     }
 }
 
@@ -1711,11 +1800,11 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 23 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
+    // 29 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
     // headers, the upstream's OAuth client secret) and 11 McpAccessPolicy rules (the
     // issuer-or-source rule sits on bindings and on test identities, the required-scope rule on
     // tool, prompt and resource rules).
-    assert_eq!(rules, 26 + 14, "number of x-kubernetes-validations entries");
+    assert_eq!(rules, 32 + 14, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
@@ -1864,6 +1953,7 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.documents", &["collection"]),
             ("spec.documents[].inline", &["name"]),
             ("spec.tools", &["name"]),
+            ("spec.upstream.container.env", &["name"]),
             ("spec.upstream.headers", &["name"]),
             ("spec.upstream.tools", &["name"]),
             ("status.conditions", &["type"]),

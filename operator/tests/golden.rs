@@ -99,6 +99,7 @@ fn a_directory_renders_every_server_in_it() {
         headers,
         [
             "default/company-info",
+            "default/everything",
             "default/files",
             "default/sso-docs",
             "default/vendor-handbook",

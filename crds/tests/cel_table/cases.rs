@@ -204,6 +204,49 @@ pub const CASES: &[CelCase] = &[
     },
     CelCase {
         kind: "McpServer",
+        name: "an upstream with both a url and a container",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null, "upstream": {"url": "http://files-mcp:3001/mcp",
+            "container": {"image": "mcp/everything:1", "command": ["node"]}}}})
+        },
+        message: "set exactly one of url (an upstream reached over the network) and container (an upstream run in the server's pods)",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a container upstream with headers",
+        patch: || {
+            json!({"spec": {"documents": null, "tools": null, "upstream": {
+            "container": {"image": "mcp/everything:1", "command": ["node"]},
+            "headers": [{"name": "X-Key", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}}})
+        },
+        message: "headers and oauth are the credentials of an upstream at a url: a container upstream takes its own from env",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a stdio container without a command",
+        patch: || json!({"spec": {"documents": null, "tools": null, "upstream": {"container": {"image": "mcp/everything:1"}}}}),
+        message: "a stdio upstream needs its command: the operator cannot read the image's entrypoint",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a stdio container with a port",
+        patch: || json!({"spec": {"documents": null, "tools": null, "upstream": {"container": {"image": "i", "command": ["x"], "port": 3001}}}}),
+        message: "port and path are for transport StreamableHttp",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a StreamableHttp container without a port",
+        patch: || json!({"spec": {"documents": null, "tools": null, "upstream": {"container": {"image": "i", "transport": "StreamableHttp"}}}}),
+        message: "a StreamableHttp upstream needs the port it listens on",
+    },
+    CelCase {
+        kind: "McpServer",
+        name: "a StreamableHttp container on Palisade's metrics port",
+        patch: || json!({"spec": {"documents": null, "tools": null, "upstream": {"container": {"image": "i", "transport": "StreamableHttp", "port": 9090}}}}),
+        message: "8080 and 9090 are Palisade's own ports",
+    },
+    CelCase {
+        kind: "McpServer",
         name: "a pod label the operator sets",
         patch: || json!({"spec": {"podTemplate": {"labels": {"app.kubernetes.io/instance": "other"}}}}),
         message: "podTemplate.labels cannot set app.kubernetes.io/name, instance, managed-by or component: the operator sets them, and they select the server's pods",

@@ -29,6 +29,7 @@ pub mod pod;
 pub mod pod_disruption_budget;
 pub mod service;
 pub mod service_account;
+pub mod upstream_container;
 pub mod volumes;
 
 pub use external_secret::ExternalSecret;

@@ -3,7 +3,8 @@
 //! operator's own pods (whose rollout truth asks each pod's `GET /ready` which policy it serves,
 //! and, for a server in front of an upstream, one pod's `GET /inventory` on the metrics port;
 //! present when the operator knows its pods: [`crate::settings::OperatorPods`]), and on the
-//! metrics port from `metricsFrom` (default: nobody). Egress stays open: the server fetches JWKS
+//! metrics port from `metricsFrom` (default: nobody). On by default (unless `spec.networkPolicy`
+//! is set) for a StreamableHttp container upstream, which also listens on the pod's IP. Egress stays open: the server fetches JWKS
 //! and OIDC discovery documents from issuers anywhere.
 //!
 //! Numeric ports rather than the container port names: every network plugin supports them.
@@ -15,6 +16,9 @@ use palisade_crds::k8s_openapi::api::networking::v1::{
 use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use palisade_crds::mcp_server::NetworkPolicySpec as Switch;
+use palisade_crds::upstream::UpstreamTransport;
+
 use super::meta::object_meta;
 use crate::names::{self, Component};
 use crate::ports;
@@ -23,7 +27,22 @@ use crate::validate::ValidatedServer;
 
 /// Builds the NetworkPolicy, or `None` when it is not switched on.
 pub fn network_policy(input: &ValidatedServer<'_>, settings: &Settings) -> Option<NetworkPolicy> {
-    let spec = input.server().spec.network_policy.as_ref().filter(|n| n.enabled)?;
+    let server = &input.server().spec;
+    // A StreamableHttp container upstream listens on the pod's IP too: unless the spec says
+    // otherwise, only Palisade's ports are let in, so that nothing reaches it around Palisade.
+    let exposes_upstream = server
+        .upstream
+        .as_ref()
+        .and_then(|u| u.container.as_ref())
+        .is_some_and(|c| c.transport == UpstreamTransport::StreamableHttp);
+    let default = Switch {
+        enabled: true,
+        ..Switch::default()
+    };
+    let spec = match &server.network_policy {
+        None if exposes_upstream => &default,
+        configured => configured.as_ref().filter(|n| n.enabled)?,
+    };
     let ingress_from = if spec.ingress_from.is_empty() {
         // A pod selector without a namespace selector: every pod of this namespace.
         vec![NetworkPolicyPeer {

@@ -37,6 +37,7 @@ use palisade_crds::secret_uses::secret_uses;
 use palisade_crds::upstream::REQUEST_TIMEOUT_MARGIN_SECONDS;
 
 use super::cluster_issuer;
+use super::upstream_container::{self, upstream_pod};
 use super::volumes::volumes;
 use crate::names::{self, Component};
 use crate::ports;
@@ -50,8 +51,31 @@ pub const RUN_AS: i64 = 65532;
 pub fn pod_template(input: &ValidatedServer<'_>, settings: &Settings) -> PodTemplateSpec {
     let spec = &input.server().spec;
     let scheduling = spec.scheduling.clone().unwrap_or_default();
-    let (volumes, mounts): (Vec<_>, Vec<_>) = volumes(input).into_iter().unzip();
+    let (mut volumes, mut mounts): (Vec<_>, Vec<_>) = volumes(input).into_iter().unzip();
     let extra = spec.pod_template.clone().unwrap_or_default();
+    let server = container(input, settings);
+    let upstream = spec.upstream.as_ref().and_then(|u| u.container.as_ref()).map(|c| {
+        upstream_pod(
+            c,
+            server.image.as_deref().unwrap_or_default(),
+            server.image_pull_policy.clone(),
+        )
+    });
+    let mut containers = Vec::new();
+    let mut init_containers = None;
+    if let Some(upstream) = upstream {
+        volumes.extend(upstream.volumes);
+        mounts.extend(upstream.server_mounts);
+        init_containers = Some(upstream.init_containers).filter(|c| !c.is_empty());
+        containers.push(upstream.container);
+    }
+    containers.insert(
+        0,
+        Container {
+            volume_mounts: Some(mounts),
+            ..server
+        },
+    );
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(under(extra.labels, names::labels(input.name(), Component::Server))),
@@ -70,10 +94,8 @@ pub fn pod_template(input: &ValidatedServer<'_>, settings: &Settings) -> PodTemp
                 seccomp_profile: Some(runtime_default()),
                 ..PodSecurityContext::default()
             }),
-            containers: vec![Container {
-                volume_mounts: Some(mounts),
-                ..container(input, settings)
-            }],
+            init_containers,
+            containers,
             volumes: Some(volumes),
             node_selector: Some(scheduling.node_selector).filter(|s| !s.is_empty()),
             tolerations: Some(scheduling.tolerations).filter(|t| !t.is_empty()),
@@ -180,18 +202,24 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
             ..Lifecycle::default()
         }),
         resources: Some(spec.resources.clone().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         ..Container::default()
+    }
+}
+
+/// A container's security context under the restricted Pod Security Standard, with a read-only
+/// root filesystem.
+pub(super) fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
     }
 }
 
@@ -202,10 +230,16 @@ pub fn upstream_env(server: &McpServer) -> Vec<(&'static str, String)> {
     let Some(upstream) = &server.spec.upstream else {
         return Vec::new();
     };
-    let mut env = vec![
-        ("PALISADE_UPSTREAM_URL", upstream.url.clone()),
-        ("PALISADE_UPSTREAM_TIMEOUT", format!("{}s", upstream.timeout_seconds())),
-    ];
+    let mut env = Vec::new();
+    match (&upstream.url, &upstream.container) {
+        (Some(url), _) => env.push(("PALISADE_UPSTREAM_URL", url.clone())),
+        (None, Some(container)) => match container.loopback_url() {
+            Some(url) => env.push(("PALISADE_UPSTREAM_URL", url)),
+            None => env.push(("PALISADE_UPSTREAM_SOCKET", upstream_container::socket_path())),
+        },
+        (None, None) => {}
+    }
+    env.push(("PALISADE_UPSTREAM_TIMEOUT", format!("{}s", upstream.timeout_seconds())));
     let uses = secret_uses(server);
     let headers: Vec<String> = upstream
         .headers
@@ -271,7 +305,7 @@ fn url_host(url: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-fn pull_policy(policy: ImagePullPolicy) -> &'static str {
+pub(super) fn pull_policy(policy: ImagePullPolicy) -> &'static str {
     match policy {
         ImagePullPolicy::Always => "Always",
         ImagePullPolicy::IfNotPresent => "IfNotPresent",

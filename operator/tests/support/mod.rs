@@ -21,8 +21,8 @@ pub struct Case {
     pub namespace: &'static str,
 }
 
-/// Every sample of `config/samples/` (seeds 001 and 002, and a proxy) and the every-switch input.
-pub const CASES: [Case; 5] = [
+/// Every sample of `config/samples/` (seeds 001 and 002, and two proxies) and the every-switch input.
+pub const CASES: [Case; 6] = [
     Case {
         name: "company-info",
         input: "config/samples/company-info.yaml",
@@ -42,6 +42,11 @@ pub const CASES: [Case; 5] = [
         name: "filesystem-proxy",
         input: "config/samples/filesystem-proxy.yaml",
         namespace: "team-d",
+    },
+    Case {
+        name: "everything-container",
+        input: "config/samples/everything-container.yaml",
+        namespace: "team-e",
     },
     Case {
         name: "everything",

@@ -1,6 +1,7 @@
 //! The cases, in the order they run.
 
 pub mod api;
+mod container_upstream;
 mod event_cost;
 mod external_secrets;
 mod leader;
@@ -55,6 +56,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
     (
         "proxy::a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only_as_the_policy_says",
         |c| Box::pin(proxy::a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only_as_the_policy_says(c)),
+    ),
+    (
+        "container_upstream::a_stdio_upstream_runs_in_its_own_container_and_is_reached_through_palisade",
+        |c| Box::pin(container_upstream::a_stdio_upstream_runs_in_its_own_container_and_is_reached_through_palisade(c)),
     ),
     (
         "rollout::policy_rolled_out_follows_the_hash_the_ready_pods_report",

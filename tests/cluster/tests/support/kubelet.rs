@@ -36,6 +36,8 @@ use serde_json::json;
 /// A running pod of a Deployment; stopped on drop.
 pub struct Pod {
     child: Child,
+    /// The pod's other containers (a container upstream), stopped with SIGTERM on drop.
+    sidecars: Vec<Child>,
     stop: Arc<AtomicBool>,
     projector: Option<tokio::task::JoinHandle<()>>,
     /// `http://<address>:<port>`: the MCP port.
@@ -93,6 +95,27 @@ impl Pod {
             std::fs::create_dir_all(&projection.local).expect("volume dir");
             project_once(client, namespace, projection).await;
         }
+        // Init containers run to completion, then the other containers start beside the server.
+        for init in template.init_containers.iter().flatten() {
+            let mounts = mounts_created(init, &volumes, dir);
+            let log = dir.join(format!("{}.log", init.name));
+            let status = spawn_other(init, &mounts, &log)
+                .wait()
+                .expect("wait for an init container");
+            assert!(
+                status.success(),
+                "init container {} failed: {}",
+                init.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let sidecars = template.containers[1..]
+            .iter()
+            .map(|other| {
+                let mounts = mounts_created(other, &volumes, dir);
+                spawn_other(other, &mounts, &dir.join(format!("{}.log", other.name)))
+            })
+            .collect();
         let log = dir.join("server.log");
         let child = spawn(&container, &mounts, &listen, &log);
         let stop = Arc::new(AtomicBool::new(false));
@@ -109,6 +132,7 @@ impl Pod {
         };
         let pod = Self {
             child,
+            sidecars,
             stop,
             projector: Some(projector),
             base_url: format!("http://{}:{}", listen.ip, listen.port),
@@ -155,7 +179,83 @@ impl Drop for Pod {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // As kubelet does: SIGTERM (the stdio shim then stops its process group), SIGKILL later.
+        for sidecar in &mut self.sidecars {
+            let _ = Command::new("kill").args(["-TERM", &sidecar.id().to_string()]).status();
+        }
+        for sidecar in &mut self.sidecars {
+            for _ in 0..50 {
+                if sidecar.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = sidecar.kill();
+            let _ = sidecar.wait();
+        }
     }
+}
+
+/// [`mounts`] of `container`, their local directories created (emptyDirs are all a container
+/// other than the server mounts).
+fn mounts_created(container: &Container, volumes: &[Volume], dir: &Path) -> Vec<(String, Projection)> {
+    let mounts = mounts(container, volumes, dir);
+    for (_, projection) in &mounts {
+        std::fs::create_dir_all(&projection.local).expect("volume dir");
+    }
+    mounts
+}
+
+/// The image's shim, which the harness has as a locally built binary.
+const SHIM_IN_IMAGE: &str = "/usr/local/bin/palisade-stdio-shim";
+
+/// Runs a container other than the server (an init container, a container upstream) as a
+/// process: its command and args under `unshare` with its volumes bind-mounted, as [`spawn`]
+/// does for the server. Images are not pulled: a command of the server image (the shim) is the
+/// local build; any other command must exist on this machine (or in a mounted volume).
+fn spawn_other(container: &Container, mounts: &[(String, Projection)], log: &Path) -> Child {
+    let mut argv: Vec<String> = container.command.iter().flatten().cloned().collect();
+    argv.extend(container.args.iter().flatten().cloned());
+    assert!(!argv.is_empty(), "container {} has no command", container.name);
+    let mut script = String::from("set -e\n");
+    let local = argv[0] == SHIM_IN_IMAGE;
+    if local {
+        script.push_str("exec 3<\"$1\"\n");
+    }
+    for (mount_path, projection) in mounts {
+        std::fs::create_dir_all(mount_path).unwrap_or_else(|e| panic!("mount point {mount_path}: {e}"));
+        script.push_str(&format!(
+            "mount --bind '{}' '{}'\n",
+            projection.local.display(),
+            mount_path
+        ));
+    }
+    script.push_str(if local {
+        "shift\nexec /proc/self/fd/3 \"$@\"\n"
+    } else {
+        "shift\nexec \"$@\"\n"
+    });
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"]);
+    if local {
+        command.arg(palisade_e2e::shim_binary()).args(&argv[1..]);
+    } else {
+        command.arg("-").args(&argv);
+    }
+    command.env_clear().env("PATH", "/usr/bin:/bin");
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            command.env(&var.name, value);
+        }
+    }
+    let out = File::create(log).expect("container log");
+    let err = out.try_clone().expect("container log");
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start container {} under unshare (needs root): {e}", container.name))
 }
 
 /// `(mount path, projection)` of every volume mount of `container`.
