@@ -17,6 +17,9 @@ pub const POLICY_ROLLED_OUT: &str = "PolicyRolledOut";
 /// McpServer in front of an upstream: every tool the upstream offers matches its pin in
 /// `spec.upstream.tools` (`status.upstream.tools` has each one's state).
 pub const TOOLS_PINNED: &str = "ToolsPinned";
+/// McpServer with `spec.upstream.container`: every container of its pods runs as the
+/// restricted Pod Security Standard asks.
+pub const POD_SECURITY_RESTRICTED: &str = "PodSecurityRestricted";
 /// McpAccessPolicy: in force on every server it binds, that is every such server passes the
 /// validation that precedes a rollout (its spec, all of its policies, and their tests).
 pub const ACCEPTED: &str = "Accepted";
@@ -66,6 +69,9 @@ pub mod reason {
     pub const TOOLS_UNPINNED: &str = "ToolsUnpinned";
     /// No ready pod has reported the upstream's tools yet.
     pub const NO_INVENTORY: &str = "NoInventory";
+    /// `spec.upstream.container.runAsUser` is 0: the upstream runs as root, outside the
+    /// restricted Pod Security Standard.
+    pub const UPSTREAM_RUNS_AS_ROOT: &str = "UpstreamRunsAsRoot";
     /// A policy names a server in another namespace.
     pub const CROSS_NAMESPACE_REF: &str = "CrossNamespaceRef";
     /// A policy targets no existing server.

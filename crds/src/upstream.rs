@@ -198,6 +198,19 @@ pub struct UpstreamContainer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// The user the upstream runs as. Defaults to 65532 (non-root), as the restricted Pod
+    /// Security Standard asks. `0` runs it as root, for an image that cannot run otherwise: the
+    /// pod then violates that standard (condition `PodSecurityRestricted=False`, reason
+    /// `UpstreamRunsAsRoot`) and is refused in namespaces that enforce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+
+    /// Whether the upstream's root filesystem is read-only. Defaults to `true` (`/tmp` is
+    /// writable either way); `false` stays within the restricted Pod Security Standard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+
     /// `StreamableHttp`: the port it listens on (not 8080 or 9090, Palisade's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]

@@ -239,8 +239,11 @@ const SERVER_NOT_READY: [(&str, &str); 9] = [
 /// Reasons an McpServer's Ready condition never has with status False: AsExpected and NoPolicy
 /// are reasons of True conditions; CrossNamespaceRef and NoTargets are McpAccessPolicy's;
 /// RollingOut and NoReadyPods are PolicyRolledOut's (see [`ROLLED_OUT_WHILE_READY`]);
-/// ToolsChanged (Degraded), ToolsUnpinned and NoInventory (both Healthy) are ToolsPinned's.
-const NEVER_SERVER_NOT_READY: [&str; 9] = [
+/// ToolsChanged (Degraded), ToolsUnpinned and NoInventory (both Healthy) are ToolsPinned's;
+/// UpstreamRunsAsRoot is PodSecurityRestricted's (Healthy: a choice spelled out in the spec; a
+/// namespace that enforces the standard refuses the pods, and Ready says so).
+const NEVER_SERVER_NOT_READY: [&str; 10] = [
+    reason::UPSTREAM_RUNS_AS_ROOT,
     reason::AS_EXPECTED,
     reason::NO_POLICY,
     reason::CROSS_NAMESPACE_REF,

@@ -22,8 +22,9 @@
 
 use std::collections::BTreeMap;
 
+use palisade_crds::McpServer;
 use palisade_crds::k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, ResourceRequirements, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, ResourceRequirements, SecurityContext, Volume, VolumeMount,
 };
 use palisade_crds::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use palisade_crds::upstream::{UPSTREAM_SOCKET_DIR, UPSTREAM_SOCKET_FILE, UpstreamContainer, UpstreamTransport};
@@ -123,7 +124,7 @@ pub fn upstream_pod(
         env: Some(env),
         volume_mounts: Some(mounts),
         resources: Some(small(upstream.resources.clone())),
-        security_context: Some(restricted()),
+        security_context: Some(security_context(upstream)),
         ..Container::default()
     };
     UpstreamPod {
@@ -132,6 +133,36 @@ pub fn upstream_pod(
         container,
         server_mounts,
     }
+}
+
+/// The upstream's security context: [`restricted`], with the user and root filesystem its spec
+/// asks for (root only when spelled out: `runAsUser: 0`).
+fn security_context(upstream: &UpstreamContainer) -> SecurityContext {
+    let mut context = restricted();
+    if let Some(user) = upstream.run_as_user {
+        context.run_as_user = Some(user);
+        if user == 0 {
+            context.run_as_non_root = Some(false);
+        }
+    }
+    if let Some(read_only) = upstream.read_only_root_filesystem {
+        context.read_only_root_filesystem = Some(read_only);
+    }
+    context
+}
+
+/// Whether `server`'s pods run as the restricted Pod Security Standard asks, for a server with a
+/// container upstream (`None` otherwise): `Err` says what does not (pure).
+pub fn pod_security(server: &McpServer) -> Option<Result<(), String>> {
+    let container = server.spec.upstream.as_ref()?.container.as_ref()?;
+    Some(match container.run_as_user {
+        Some(0) => Err(
+            "spec.upstream.container.runAsUser is 0: the upstream container runs as root, which the restricted Pod \
+             Security Standard forbids (runAsNonRoot), so the pods are refused in namespaces that enforce it"
+                .to_owned(),
+        ),
+        _ => Ok(()),
+    })
 }
 
 /// `given`, or a small request and a 512Mi memory limit.
@@ -180,9 +211,38 @@ mod tests {
                 value_from: None,
             }],
             resources: None,
+            run_as_user: None,
+            read_only_root_filesystem: None,
             port: None,
             path: None,
         }
+    }
+
+    #[test]
+    fn root_is_only_what_the_spec_spells_out() {
+        let root = UpstreamContainer {
+            run_as_user: Some(0),
+            read_only_root_filesystem: Some(false),
+            ..stdio()
+        };
+        let context = upstream_pod(&root, "server:1", None)
+            .container
+            .security_context
+            .unwrap();
+        assert_eq!(
+            (
+                context.run_as_user,
+                context.run_as_non_root,
+                context.read_only_root_filesystem
+            ),
+            (Some(0), Some(false), Some(false))
+        );
+        assert_eq!(context.allow_privilege_escalation, Some(false));
+        let default = upstream_pod(&stdio(), "server:1", None)
+            .container
+            .security_context
+            .unwrap();
+        assert_eq!((default.run_as_user, default.run_as_non_root), (None, Some(true)));
     }
 
     #[test]

@@ -251,6 +251,7 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         apply_error: None,
         rollout: None,
         inventory: None,
+        pod_security: crate::build::upstream_container::pod_security(server),
     };
 
     let owner = Owner {

@@ -80,6 +80,9 @@ pub struct Observation<'a> {
     pub rollout: Option<Rollout>,
     /// A proxy's upstream inventory; `None` for a document server.
     pub inventory: Option<Inventory>,
+    /// Whether the pods run as the restricted Pod Security Standard asks, for a server with a
+    /// container upstream (`Err`: what does not); `None` otherwise.
+    pub pod_security: Option<Result<(), String>>,
 }
 
 /// One condition as computed, before it is merged with the previous one.
@@ -162,9 +165,24 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
     if observation.inventory.is_none() {
         status.upstream = None;
     }
+    let pod_security = observation.pod_security.as_ref().map(|security| match security {
+        Ok(()) => Computed {
+            type_: conditions::POD_SECURITY_RESTRICTED,
+            ok: true,
+            reason: reason::AS_EXPECTED,
+            message: "every container of the pods runs as the restricted Pod Security Standard asks".into(),
+        },
+        Err(message) => Computed {
+            type_: conditions::POD_SECURITY_RESTRICTED,
+            ok: false,
+            reason: reason::UPSTREAM_RUNS_AS_ROOT,
+            message: message.clone(),
+        },
+    });
     for computed in [ready, policy, documents, secrets, rolled_out]
         .into_iter()
         .chain(tools_pinned)
+        .chain(pod_security)
     {
         status.conditions.push(merge(
             &previous_or_default.conditions,
@@ -560,6 +578,7 @@ mod tests {
             apply_error: None,
             rollout,
             inventory: None,
+            pod_security: None,
         }
     }
 
@@ -605,6 +624,14 @@ mod tests {
             pinned.message
         );
 
+        proxy.pod_security = Some(Err("spec.upstream.container.runAsUser is 0: ...".into()));
+        let root = server_status(Some(&next), &proxy, &time(3));
+        let restricted = condition(&root.conditions, conditions::POD_SECURITY_RESTRICTED).unwrap();
+        assert_eq!(
+            (restricted.status.as_str(), restricted.reason.as_str()),
+            ("False", reason::UPSTREAM_RUNS_AS_ROOT)
+        );
+
         let document_server = server_status(
             Some(&next),
             &observation(valid("sha256:p"), Some(&deployment)),
@@ -612,6 +639,7 @@ mod tests {
         );
         assert_eq!(document_server.upstream, None);
         assert!(condition(&document_server.conditions, conditions::TOOLS_PINNED).is_none());
+        assert!(condition(&document_server.conditions, conditions::POD_SECURITY_RESTRICTED).is_none());
     }
 
     #[test]
