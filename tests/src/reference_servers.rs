@@ -40,6 +40,11 @@ impl HttpEverything {
         }
         Self(child)
     }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
 }
 
 impl Drop for HttpEverything {

@@ -131,8 +131,10 @@ impl Upstream {
         let max_message_bytes = args.max_body_bytes.max(MIN_MESSAGE_BYTES);
         if let Some(url) = &args.upstream_url {
             let oauth = oauth(args, url)?.map(|c| Arc::new(TokenSource::new(c)));
+            // A backstop only: each request's own deadline (`--upstream-timeout`, answered 504
+            // `UPSTREAM_TIMEOUT`) comes first.
             let client = crate::auth::cluster_issuer::http_client_builder()
-                .timeout(args.upstream_timeout)
+                .timeout(args.upstream_timeout + Duration::from_secs(5))
                 .build()
                 .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
             let config = HttpConfig {

@@ -151,7 +151,11 @@ impl HttpUpstream {
                 .body(serde_json::to_vec(message).expect("a JSON value serializes"))
                 .send()
                 .await
-                .map_err(|error| UpstreamError::Unavailable(format!("cannot reach {}: {error}", self.url)))?;
+                .map_err(|error| match error.is_timeout() {
+                    // The client's own deadline (a backstop equal to the request's) came first.
+                    true => UpstreamError::Timeout(timeout),
+                    false => UpstreamError::Unavailable(format!("cannot reach {}: {error}", self.url)),
+                })?;
             let session_id = response
                 .headers()
                 .get(SESSION_HEADER)
