@@ -49,10 +49,10 @@ fn stdio_pid(server: &Server) -> u32 {
     server
         .logs()
         .iter()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["message"] == "upstream process started")
-        .filter_map(|l| l["pid"].as_u64())
-        .last()
+        .find_map(|l| l["pid"].as_u64())
         .and_then(|pid| u32::try_from(pid).ok())
         .expect("the log names the upstream's pid")
 }
