@@ -65,22 +65,7 @@ fn post(server: &Server, token: &str, body: &Value) -> (u16, Option<String>, Val
 
 /// [`post`] of a body as written (so that duplicate keys reach the server).
 fn post_raw(server: &Server, token: &str, body: &str) -> (u16, Option<String>, Value) {
-    let response = http_client()
-        .post(server.mcp_url())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_owned())
-        .send()
-        .expect("request");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, retry_after, response.json().unwrap_or(Value::Null))
+    palisade_e2e::mcp_post(server, token, body)
 }
 
 fn call(name: &str, arguments: Value) -> Value {

@@ -20,16 +20,7 @@ const RULES: &str = "- {match: '*', requiredScopes: [tools:call]}";
 const SCOPE: &str = "tools:call";
 
 fn post(server: &Server, token: &str, body: &Value) -> Value {
-    http_client()
-        .post(server.mcp_url())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string())
-        .send()
-        .and_then(|r| r.json())
-        .expect("an answer")
+    palisade_e2e::mcp_post(server, token, &body.to_string()).2
 }
 
 fn listed(server: &Server, token: &str) -> Vec<Value> {

@@ -14,26 +14,11 @@
 use std::time::{Duration, Instant};
 
 use palisade_e2e::reference_servers::{HttpEverything, everything};
-use palisade_e2e::{Fixture, Server, TempDir, free_port, http_client, proxy_fixture, python};
+use palisade_e2e::{Fixture, Server, TempDir, free_port, proxy_fixture, python};
 use serde_json::{Value, json};
 
 fn post(server: &Server, token: &str, body: &Value) -> (u16, Option<String>, Value) {
-    let response = http_client()
-        .post(server.mcp_url())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string())
-        .send()
-        .expect("an answer");
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    (status, retry_after, response.json().unwrap_or(Value::Null))
+    palisade_e2e::mcp_post(server, token, &body.to_string())
 }
 
 fn signal(signal: &str, pid: u32) {
