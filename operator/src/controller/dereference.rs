@@ -102,7 +102,51 @@ pub async fn dereference(
             });
         }
     }
+    // A container upstream's own credentials: not mounted by the operator, but a missing one
+    // keeps the pod from starting (kubelet: CreateContainerConfigError), so SecretsReady says so.
+    for (name, field_path) in upstream_env_secrets(server) {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let found = secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|source| DereferenceError::GetSecret {
+                namespace: namespace.to_owned(),
+                name: name.clone(),
+                source,
+            })?;
+        if found.is_none() {
+            out.missing_secrets.push(Missing {
+                name,
+                field_path,
+                external: false,
+            });
+        }
+    }
     Ok(out)
+}
+
+/// The Secrets a container upstream's `env` reads (`valueFrom.secretKeyRef`, unless optional),
+/// with the field path of each (pure).
+pub fn upstream_env_secrets(server: &McpServer) -> Vec<(String, String)> {
+    let Some(container) = server.spec.upstream.as_ref().and_then(|u| u.container.as_ref()) else {
+        return Vec::new();
+    };
+    container
+        .env
+        .iter()
+        .enumerate()
+        .filter_map(|(i, var)| {
+            let reference = var.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            (reference.optional != Some(true)).then(|| {
+                (
+                    reference.name.clone(),
+                    format!("spec.upstream.container.env[{i}].valueFrom.secretKeyRef.name"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The policies in `store` that bind `server`, and the refused references to it. Malformed
@@ -117,5 +161,41 @@ pub fn policies_of(store: &Store<DeserializeGuard<McpAccessPolicy>>, server: &Mc
         policies,
         refused: bound.refused,
         ..Dereferenced::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_upstream_s_required_env_secrets_are_checked_and_optional_ones_are_not() {
+        let server: McpServer = yaml_serde::from_str(
+            r#"
+apiVersion: palisade.dev/v1alpha1
+kind: McpServer
+metadata: {name: notes, namespace: team-a}
+spec:
+  upstream:
+    container:
+      image: mcp/notes:1
+      command: [notes-mcp]
+      env:
+        - {name: PLAIN, value: "1"}
+        - name: TOKEN
+          valueFrom: {secretKeyRef: {name: notes-token, key: token}}
+        - name: EXTRA
+          valueFrom: {secretKeyRef: {name: notes-extra, key: k, optional: true}}
+  auth: {allowAnonymous: true}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            upstream_env_secrets(&server),
+            [(
+                "notes-token".to_owned(),
+                "spec.upstream.container.env[1].valueFrom.secretKeyRef.name".to_owned()
+            )]
+        );
     }
 }
