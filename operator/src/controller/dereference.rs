@@ -80,31 +80,22 @@ pub async fn dereference(
     }
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    // The server's own Secrets, then a container upstream's own credentials: those are not
+    // mounted by the operator, but a missing one keeps the pod from starting (kubelet:
+    // CreateContainerConfigError), so SecretsReady says so too.
+    let referenced = secret_uses(server)
+        .into_iter()
+        .map(|u| {
+            let external = u.external().is_some();
+            (u.file.secret_name, u.field_path, external)
+        })
+        .chain(
+            upstream_env_secrets(server)
+                .into_iter()
+                .map(|(name, field_path)| (name, field_path, false)),
+        );
     let mut seen = BTreeSet::new();
-    for secret_use in secret_uses(server) {
-        let name = secret_use.file.secret_name.clone();
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        let found = secrets
-            .get_metadata_opt(&name)
-            .await
-            .map_err(|source| DereferenceError::GetSecret {
-                namespace: namespace.to_owned(),
-                name: name.clone(),
-                source,
-            })?;
-        if found.is_none() {
-            out.missing_secrets.push(Missing {
-                name,
-                field_path: secret_use.field_path.clone(),
-                external: secret_use.external().is_some(),
-            });
-        }
-    }
-    // A container upstream's own credentials: not mounted by the operator, but a missing one
-    // keeps the pod from starting (kubelet: CreateContainerConfigError), so SecretsReady says so.
-    for (name, field_path) in upstream_env_secrets(server) {
+    for (name, field_path, external) in referenced {
         if !seen.insert(name.clone()) {
             continue;
         }
@@ -120,7 +111,7 @@ pub async fn dereference(
             out.missing_secrets.push(Missing {
                 name,
                 field_path,
-                external: false,
+                external,
             });
         }
     }
