@@ -884,25 +884,9 @@ fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<
         }
     }
     let mut names = HashSet::new();
-    let mut pinned = HashSet::new();
-    for (i, tool) in upstream.tools.iter().enumerate() {
-        let path = format!("spec.upstream.tools[{i}]");
-        if let Err(e) = check_tool_name(&tool.name) {
-            problems.push(object, format!("{path}.name"), e.to_string());
-        } else if !pinned.insert(tool.name.as_str()) {
-            problems.push(
-                object,
-                format!("{path}.name"),
-                format!("tool {:?} is listed twice", tool.name),
-            );
-        }
-        if let Some(sha256) = tool.sha256.as_deref().filter(|s| !document::is_pin(s)) {
-            problems.push(
-                object,
-                format!("{path}.sha256"),
-                format!("{sha256:?} is not sha256: followed by 64 lowercase hexadecimal digits"),
-            );
-        }
+    let pins = upstream.tools.iter().map(|t| (t.name.as_str(), t.sha256.as_deref()));
+    for (i, field, message) in crate::document_check::pin_problems(pins) {
+        problems.push(object, format!("spec.upstream.tools[{i}].{field}"), message);
     }
     for (i, header) in upstream.headers.iter().enumerate() {
         let path = format!("spec.upstream.headers[{i}].name");
@@ -1569,6 +1553,73 @@ spec:
             "{:?}",
             compiled.warnings
         );
+    }
+
+    #[test]
+    fn a_container_upstream_is_refused_with_the_field_where_the_crd_s_rules_would_refuse_it() {
+        let container = |spec: &str| {
+            PROXY
+                .replace("    url: http://files-mcp.team-a.svc.cluster.local:3001/mcp\n", &format!("    container: {spec}\n"))
+                .replace(
+                    "    headers: [{name: Authorization, valueFrom: {secretKeyRef: {name: files-upstream, key: token}}}]\n",
+                    "",
+                )
+        };
+        let valid = container("{image: mcp/everything:1, command: [node, dist/index.js, stdio]}");
+        compile(&server(&valid), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap();
+        let cases = [
+            (
+                container("{image: i}"),
+                "spec.upstream.container.command",
+                "a stdio upstream needs its command: the operator cannot read the image's entrypoint",
+            ),
+            (
+                container("{image: i, command: [x], port: 3001}"),
+                "spec.upstream.container.port",
+                "port and path are for transport StreamableHttp",
+            ),
+            (
+                container("{image: i, transport: StreamableHttp}"),
+                "spec.upstream.container.port",
+                "a StreamableHttp upstream needs the port it listens on",
+            ),
+            (
+                container("{image: i, transport: StreamableHttp, port: 9090}"),
+                "spec.upstream.container.port",
+                "port must be between 1 and 65535, and not 8080 or 9090 (Palisade's own ports)",
+            ),
+            (
+                container("{image: i, transport: StreamableHttp, port: 3001, path: mcp}"),
+                "spec.upstream.container.path",
+                "path must start with / and hold no ?, # or space",
+            ),
+            (
+                container("{image: ' ', command: [x]}"),
+                "spec.upstream.container.image",
+                "image must not be empty",
+            ),
+            (
+                PROXY.replace(
+                    "    url: http://files-mcp.team-a.svc.cluster.local:3001/mcp\n",
+                    "    url: http://files-mcp.team-a.svc.cluster.local:3001/mcp\n    container: {image: i, command: [x]}\n",
+                ),
+                "spec.upstream",
+                "set exactly one of url (an upstream reached over the network) and container (an upstream run in the server's pods)",
+            ),
+            (
+                container("{image: i, command: [x]}\n    headers: [{name: X-Key, valueFrom: {secretKeyRef: {name: s, key: k}}}]"),
+                "spec.upstream.headers",
+                "headers and oauth are the credentials of an upstream at a url: a container upstream takes its own from env",
+            ),
+        ];
+        for (yaml, path, message) in cases {
+            let problems = compile(&server(&yaml), &[&policy(PROXY_POLICY)], &CompileOptions::default()).unwrap_err();
+            assert_eq!(
+                (problems.0[0].path.as_str(), problems.0[0].message.as_str()),
+                (path, message),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -53,25 +53,9 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
                 "a document with upstream governs an upstream's tools: it defines no tools or collections",
             );
         }
-        let mut pinned = HashSet::new();
-        for (i, pin) in upstream.tools.iter().enumerate() {
-            if let Err(e) = check_tool_name(&pin.name) {
-                problems.push(None, format!("upstream.tools[{i}].name"), e.to_string());
-            }
-            if !pinned.insert(pin.name.as_str()) {
-                problems.push(
-                    None,
-                    format!("upstream.tools[{i}].name"),
-                    format!("duplicate tool {:?}", pin.name),
-                );
-            }
-            if let Some(sha256) = pin.sha256.as_deref().filter(|s| !crate::document::is_pin(s)) {
-                problems.push(
-                    None,
-                    format!("upstream.tools[{i}].sha256"),
-                    format!("{sha256:?} is not sha256: followed by 64 lowercase hexadecimal digits"),
-                );
-            }
+        let pins = upstream.tools.iter().map(|p| (p.name.as_str(), p.sha256.as_deref()));
+        for (i, field, message) in pin_problems(pins) {
+            problems.push(None, format!("upstream.tools[{i}].{field}"), message);
         }
     }
 
@@ -350,4 +334,28 @@ pub fn role_name_problem(name: &str) -> Option<String> {
     (!well_formed).then(|| {
         format!("{name:?} is not a role name: 1 to 128 letters, digits, '-', '_', '.' or ':', starting with a letter or digit")
     })
+}
+
+/// What is wrong with a list of tool pins (`(name, sha256)`, as `spec.upstream.tools` and the
+/// document's `upstream.tools` hold them): `(index, field, message)` for a name no rule can
+/// govern or listed twice, and a `sha256` that is not a pin. The compiler and the document check
+/// report them at their own paths.
+pub fn pin_problems<'a>(pins: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Vec<(usize, &'static str, String)> {
+    let mut problems = Vec::new();
+    let mut pinned = HashSet::new();
+    for (i, (name, sha256)) in pins.enumerate() {
+        if let Err(e) = check_tool_name(name) {
+            problems.push((i, "name", e.to_string()));
+        } else if !pinned.insert(name) {
+            problems.push((i, "name", format!("tool {name:?} is listed twice")));
+        }
+        if let Some(sha256) = sha256.filter(|s| !crate::document::is_pin(s)) {
+            problems.push((
+                i,
+                "sha256",
+                format!("{sha256:?} is not sha256: followed by 64 lowercase hexadecimal digits"),
+            ));
+        }
+    }
+    problems
 }

@@ -272,6 +272,26 @@ mod tests {
     }
 
     #[test]
+    fn an_upstream_socket_is_one_upstream_alone() {
+        let socket = parse(&["--upstream-socket", "/run/palisade/upstream/stdio.sock"])
+            .unwrap()
+            .upstream_socket;
+        assert_eq!(
+            socket.as_deref(),
+            Some(std::path::Path::new("/run/palisade/upstream/stdio.sock"))
+        );
+        for other in [
+            &["--upstream-url", "http://127.0.0.1:3001/mcp"][..],
+            &["--", "npx", "server"],
+        ] {
+            let mut args = vec!["--upstream-socket", "/s.sock"];
+            args.extend(other);
+            let error = parse(&args).unwrap_err();
+            assert!(error.contains("cannot be used with"), "{other:?}: {error}");
+        }
+    }
+
+    #[test]
     fn an_upstream_url_is_http_with_a_host_and_no_credentials() {
         let url = parse(&["--upstream-url", "https://mcp.example.com/mcp"])
             .unwrap()

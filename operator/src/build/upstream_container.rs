@@ -106,15 +106,20 @@ pub fn upstream_pod(
         UpstreamTransport::Stdio => None,
         UpstreamTransport::StreamableHttp => Some(upstream.args.clone()).filter(|a| !a.is_empty()),
     };
-    let mut env = vec![EnvVar {
-        name: "HOME".into(),
-        value: Some("/tmp".into()),
-        value_from: None,
-    }];
-    env.extend(upstream.env.iter().filter(|e| e.name != "HOME").cloned());
-    if let Some(home) = upstream.env.iter().find(|e| e.name == "HOME") {
-        env[0] = home.clone();
-    }
+    // HOME first: the writable /tmp unless the spec sets it.
+    let home = upstream
+        .env
+        .iter()
+        .find(|e| e.name == "HOME")
+        .cloned()
+        .unwrap_or(EnvVar {
+            name: "HOME".into(),
+            value: Some("/tmp".into()),
+            value_from: None,
+        });
+    let env: Vec<EnvVar> = std::iter::once(home)
+        .chain(upstream.env.iter().filter(|e| e.name != "HOME").cloned())
+        .collect();
     let container = Container {
         name: UPSTREAM_CONTAINER.into(),
         image: Some(upstream.image.clone()),

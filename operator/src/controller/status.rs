@@ -150,10 +150,12 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
     };
     let rolled_out = rolled_out_condition(&observation.rollout, &policy);
     // A proxy: what its upstream offers; kept from before when no pod answered this time.
+    match &observation.inventory {
+        None => status.upstream = None,
+        Some(Inventory::Reported(reported)) => status.upstream = Some(reported.clone()),
+        Some(_) => {}
+    }
     let tools_pinned = observation.inventory.as_ref().map(|inventory| {
-        if let Inventory::Reported(reported) = inventory {
-            status.upstream = Some(reported.clone());
-        }
         let (ok, reason, message) = inventory::tools_pinned(inventory);
         Computed {
             type_: conditions::TOOLS_PINNED,
@@ -162,9 +164,6 @@ pub fn server_status(previous: Option<&McpServerStatus>, observation: &Observati
             message,
         }
     });
-    if observation.inventory.is_none() {
-        status.upstream = None;
-    }
     let pod_security = observation.pod_security.as_ref().map(|security| match security {
         Ok(()) => Computed {
             type_: conditions::POD_SECURITY_RESTRICTED,

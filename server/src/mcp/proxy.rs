@@ -112,9 +112,7 @@ impl Prepared {
             .unwrap_or_default();
         let reviewed: HashMap<&str, &ToolPin> = reviewed.iter().map(|pin| (pin.name.as_str(), pin)).collect();
         let mut entries = HashMap::with_capacity(catalog.names().len());
-        let mut pins = [0usize; 3];
         for state in &inventory.tools {
-            pins[state.pin as usize] += 1;
             if state.pin == PinState::Changed {
                 tracing::warn!(
                     tool = state.name,
@@ -138,7 +136,12 @@ impl Prepared {
             }
         }
         metrics.set_upstream_tools(entries.len(), tools.len() - entries.len());
-        metrics.set_upstream_tool_pins(pins[0], pins[1], pins[2]);
+        let pins = |pin| inventory.tools.iter().filter(|t| t.pin == pin).count();
+        metrics.set_upstream_tool_pins(
+            pins(PinState::Pinned),
+            pins(PinState::Changed),
+            pins(PinState::Unpinned),
+        );
         for name in catalog.ambiguous() {
             tracing::warn!(
                 tool = name,

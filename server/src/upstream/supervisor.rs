@@ -417,8 +417,13 @@ sleep 30"#,
 
     /// Why the first process of `argv` ended, as the supervisor reports it.
     async fn first_restart_reason(argv: Vec<String>) -> UpstreamError {
+        first_restart_reason_of(StdioSource::Command { argv, env: Vec::new() }).await
+    }
+
+    /// Why the first start from `source` ended, as the supervisor reports it.
+    async fn first_restart_reason_of(source: StdioSource) -> UpstreamError {
         let mut config = fake("");
-        config.source = StdioSource::Command { argv, env: Vec::new() };
+        config.source = source;
         let supervisor = Supervisor::start(config);
         let state = wait_until(&mut supervisor.state(), |s| {
             matches!(s, UpstreamState::Restarting { .. })
@@ -429,6 +434,19 @@ sleep 30"#,
             UpstreamState::Restarting { reason, .. } => reason,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_is_tried_again_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("palisade-no-shim-{}", std::process::id()));
+        let socket = dir.join("stdio.sock");
+        assert_eq!(
+            first_restart_reason_of(StdioSource::Socket(socket.clone())).await,
+            UpstreamError::Unavailable(format!(
+                "cannot connect to the upstream socket {}: No such file or directory (os error 2)",
+                socket.display()
+            ))
+        );
     }
 
     #[tokio::test]

@@ -138,13 +138,7 @@ pub async fn a_stdio_upstream_runs_in_its_own_container_and_is_reached_through_p
     let url = format!("{base}/mcp");
     let host = RESOURCE.trim_start_matches("https://").trim_end_matches("/mcp");
     let reader = dev_token(HMAC_KEY.as_bytes(), RESOURCE, "rita", &["readers"]);
-    let call = |method: &'static str, params: Value| {
-        let (url, reader) = (url.clone(), reader.clone());
-        async move {
-            let (status, body) = support::mcp_to_host(&url, Some(host), &reader, method, params).await;
-            (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
-        }
-    };
+    let call = |method: &'static str, params: Value| support::mcp_json(&url, Some(host), &reader, method, params);
     let (status, list) = call("tools/list", json!({})).await;
     let names: Vec<&str> = list["result"]["tools"]
         .as_array()

@@ -73,8 +73,7 @@ fn token(subject: &str, groups: &[&str]) -> String {
 
 /// One JSON-RPC request: status and body.
 async fn mcp(url: &str, token: &str, method: &str, params: Value) -> (u16, Value) {
-    let (status, body) = support::mcp(url, token, method, params).await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    support::mcp_json(url, None, token, method, params).await
 }
 
 fn tool_names(list: &Value) -> Vec<String> {
@@ -232,16 +231,10 @@ pub async fn a_proxy_reaches_its_upstream_with_the_secret_s_credentials_and_only
     let base = kubelet.running().into_values().next().expect("a running pod");
     let url = format!("{base}/mcp");
     let host = RESOURCE.trim_start_matches("https://").trim_end_matches("/mcp");
-    let at_pod = |method: &'static str, params: Value| {
-        let (url, reader) = (url.clone(), reader.clone());
-        async move {
-            let (status, body) = support::mcp_to_host(&url, Some(host), &reader, method, params).await;
-            (status, serde_json::from_str::<Value>(&body).unwrap_or(Value::Null))
-        }
-    };
-    let (status, list) = at_pod("tools/list", json!({})).await;
+    let (status, list) = support::mcp_json(&url, Some(host), &reader, "tools/list", json!({})).await;
     assert_eq!((status, tool_names(&list)), (200, Vec::<String>::new()));
-    let (_, refused) = at_pod("tools/call", json!({"name": api_key_upstream::TOOL, "arguments": {}})).await;
+    let read = json!({"name": api_key_upstream::TOOL, "arguments": {}});
+    let (_, refused) = support::mcp_json(&url, Some(host), &reader, "tools/call", read).await;
     assert_eq!(refused["error"]["data"]["code"], "TOOL_WITHHELD", "{refused}");
     let events = kubectl.ok(&[
         "get",

@@ -217,37 +217,11 @@ fn spawn_other(container: &Container, mounts: &[(String, Projection)], log: &Pat
     let mut argv: Vec<String> = container.command.iter().flatten().cloned().collect();
     argv.extend(container.args.iter().flatten().cloned());
     assert!(!argv.is_empty(), "container {} has no command", container.name);
-    let mut script = String::from("set -e\n");
-    let local = argv[0] == SHIM_IN_IMAGE;
-    if local {
-        script.push_str("exec 3<\"$1\"\n");
-    }
-    for (mount_path, projection) in mounts {
-        std::fs::create_dir_all(mount_path).unwrap_or_else(|e| panic!("mount point {mount_path}: {e}"));
-        script.push_str(&format!(
-            "mount --bind '{}' '{}'\n",
-            projection.local.display(),
-            mount_path
-        ));
-    }
-    script.push_str(if local {
-        "shift\nexec /proc/self/fd/3 \"$@\"\n"
+    let mut command = if argv[0] == SHIM_IN_IMAGE {
+        unshared(container, mounts, Some(&palisade_e2e::shim_binary()), &argv[1..])
     } else {
-        "shift\nexec \"$@\"\n"
-    });
-    let mut command = Command::new("unshare");
-    command.args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"]);
-    if local {
-        command.arg(palisade_e2e::shim_binary()).args(&argv[1..]);
-    } else {
-        command.arg("-").args(&argv);
-    }
-    command.env_clear().env("PATH", "/usr/bin:/bin");
-    for var in container.env.iter().flatten() {
-        if let Some(value) = &var.value {
-            command.env(&var.name, value);
-        }
-    }
+        unshared(container, mounts, None, &argv)
+    };
     let out = File::create(log).expect("container log");
     let err = out.try_clone().expect("container log");
     command
@@ -397,14 +371,36 @@ fn count_files(dir: &Path) -> usize {
     })
 }
 
-/// `unshare` a mount namespace, bind-mount every volume at its mount path, then exec the
-/// server with the container's arguments and environment.
+/// The server container under [`unshared`], the locally built `palisade-server` with the
+/// container's arguments, listening as `listen` says.
+fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen, log: &Path) -> Child {
+    let args: Vec<String> = container.args.iter().flatten().cloned().collect();
+    let mut command = unshared(container, mounts, Some(&palisade_e2e::server_binary()), &args);
+    command
+        .env("PALISADE_LISTEN", format!("{}:{}", listen.ip, listen.port))
+        .env(
+            "PALISADE_METRICS_LISTEN",
+            format!("{}:{}", listen.ip, listen.metrics_port),
+        );
+    let out = File::create(log).expect("server log");
+    let err = out.try_clone().expect("server log");
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start the pod's palisade-server under unshare (needs root)")
+}
+
+/// `unshare` a mount namespace, bind-mount every volume of `mounts` at its mount path, then exec
+/// `local` (a file of this machine, opened before any mount) with `args`, or, without `local`,
+/// `args` as a command line found inside the namespace. The environment is `PATH` and the
+/// container's plain values.
 ///
 /// NB: a mount path may hide the harness's own files (the template mounts an emptyDir at `/tmp`,
 /// and a clone of the repository may live under `/tmp`): such mounts come after the volumes
-/// whose sources they would hide, and the server is executed through a file descriptor opened
-/// before any mount.
-fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen, log: &Path) -> Child {
+/// whose sources they would hide.
+fn unshared(container: &Container, mounts: &[(String, Projection)], local: Option<&Path>, args: &[String]) -> Command {
     let hides = |mount_path: &str| {
         mounts
             .iter()
@@ -424,12 +420,16 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen
             mount_path
         ));
     }
-    script.push_str("shift\nexec /proc/self/fd/3 \"$@\"\n");
+    script.push_str(match local {
+        Some(_) => "shift\nexec /proc/self/fd/3 \"$@\"\n",
+        None => "shift\nexec \"$@\"\n",
+    });
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "--", "sh", "-c", &script, "sh"])
-        .arg(palisade_e2e::server_binary())
-        .args(container.args.iter().flatten());
+        // Without a local program, fd 3 is /dev/null and unused.
+        .arg(local.unwrap_or(Path::new("/dev/null")))
+        .args(args);
     command.env_clear().env("PATH", "/usr/bin:/bin");
     for var in container.env.iter().flatten() {
         if let Some(value) = &var.value {
@@ -437,19 +437,6 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen
         }
     }
     command
-        .env("PALISADE_LISTEN", format!("{}:{}", listen.ip, listen.port))
-        .env(
-            "PALISADE_METRICS_LISTEN",
-            format!("{}:{}", listen.ip, listen.metrics_port),
-        );
-    let out = File::create(log).expect("server log");
-    let err = out.try_clone().expect("server log");
-    command
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .expect("start the pod's palisade-server under unshare (needs root)")
 }
 
 /// Where a pod's server listens.

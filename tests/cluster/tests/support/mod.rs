@@ -174,12 +174,23 @@ pub fn dev_token(key: &[u8], resource: &str, subject: &str, groups: &[&str]) -> 
 /// A JSON-RPC request `method` with `params` to an MCP endpoint (at revision 2025-11-25): the
 /// HTTP status and the body.
 pub async fn mcp(url: &str, token: &str, method: &str, params: serde_json::Value) -> (u16, String) {
-    mcp_to_host(url, None, token, method, params).await
+    post_mcp(url, None, token, method, params).await
 }
 
-/// [`mcp`] with a `Host` header of `host` (a pod at its pod IP serves only the hosts of its
-/// resource and loopback).
-pub async fn mcp_to_host(
+/// [`mcp`] with the body parsed (`Null` when it is not JSON) and, when given, a `Host` header of
+/// `host` (a pod at its pod IP serves only the hosts of its resource and loopback).
+pub async fn mcp_json(
+    url: &str,
+    host: Option<&str>,
+    token: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let (status, body) = post_mcp(url, host, token, method, params).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+async fn post_mcp(
     url: &str,
     host: Option<&str>,
     token: &str,
