@@ -23,16 +23,51 @@ fn large_policy() -> Policy {
             collection: format!("c{}", i % 10),
             action: ToolAction::Get,
         })
+        .chain(std::iter::once(ToolDefinition {
+            name: "files_read".into(),
+            title: None,
+            description: None,
+            collection: "c0".into(),
+            action: ToolAction::Get,
+        }))
         .collect();
-    let rules = (0..500)
+    let mut rules: Vec<ToolRule> = (0..500)
         .map(|i| ToolRule {
             kind: Default::default(),
             match_: format!("tool_{i:03}"),
             required_scopes: vec![scope(i), scope(i * 7 + 3)],
             mode: PolicyMode::Enforce,
+            arguments: Default::default(),
             sources: vec![],
         })
         .collect();
+    // One tool with two alternatives: an administrator's rule, and a rule the caller's token
+    // holds that constrains five arguments.
+    rules.push(ToolRule {
+        kind: Default::default(),
+        match_: "files_read".into(),
+        required_scopes: vec!["svc1:read".into()],
+        mode: PolicyMode::Enforce,
+        arguments: yaml_serde::from_str(
+            r#"
+path: {glob: ["/data/public/**", "/data/shared/*/docs/**"]}
+namespace: {in: [default, team-a, team-b]}
+ticket: {regex: "[A-Z]{2,8}-[0-9]{1,6}"}
+limit: {min: 1, max: 1000}
+url: {prefix: ["https://docs.example.com/"]}
+"#,
+        )
+        .expect("constraints parse"),
+        sources: vec![],
+    });
+    rules.push(ToolRule {
+        kind: Default::default(),
+        match_: "files_read".into(),
+        required_scopes: vec!["files:admin".into()],
+        mode: PolicyMode::Enforce,
+        arguments: Default::default(),
+        sources: vec![],
+    });
     let roles = (0..100)
         .map(|r| Role {
             name: format!("role{r}"),
@@ -120,6 +155,27 @@ fn evaluator(c: &mut Criterion) {
     c.bench_function("decision: check one tool, identity resolved", |b| {
         b.iter(|| black_box(access.check_tool(black_box("tool_317")).effect))
     });
+    let arguments = serde_json::json!({
+        "path": "/data/shared/x/docs/a/b/c.txt",
+        "namespace": "team-b",
+        "ticket": "OPS-4711",
+        "limit": 50,
+        "url": "https://docs.example.com/guide"
+    });
+    let arguments = arguments.as_object().expect("an object");
+    assert!(access.check_call("files_read", Some(arguments)).effect.permits());
+    c.bench_function(
+        "decision: check a call with five argument constraints, identity resolved",
+        |b| {
+            b.iter(|| {
+                black_box(
+                    access
+                        .check_call(black_box("files_read"), black_box(Some(arguments)))
+                        .effect,
+                )
+            })
+        },
+    );
     c.bench_function("list: resolve identity + filter 500 tools", |b| {
         b.iter(|| {
             let access = policy.access(black_box(&identity));

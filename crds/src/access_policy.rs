@@ -10,6 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use crate::arguments::ArgumentConstraint;
 use crate::common::PolicyMode;
 use crate::identity_source::BindingSource;
 
@@ -71,13 +74,15 @@ pub struct McpAccessPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub roles: Vec<RoleSpec>,
 
-    /// The scopes each tool requires. A caller sees and may call a tool only when it holds all of
-    /// them; a tool no rule matches is invisible and uncallable. The most specific match decides:
-    /// an exact name beats a glob, a glob with more literal characters beats a shorter one.
-    /// Keyed by `match`: the API server refuses two rules for one match.
+    /// The scopes each tool requires, and the arguments its calls may carry. A caller sees and
+    /// may call a tool only when it holds all of a rule's scopes; a tool no rule matches is
+    /// invisible and uncallable. The most specific match decides: an exact name beats a glob, a
+    /// glob with more literal characters beats a shorter one. Several rules with one `match`
+    /// (in one policy or several) are alternatives: any one whose scopes the caller holds and
+    /// whose argument constraints the call satisfies allows it. An atomic list (several rules
+    /// may share a `match`).
     #[serde(default)]
     #[schemars(length(max = 128))]
-    #[x_kube(merge_strategy = ListMerge::Map(vec!["match".into()]))]
     pub tools: Vec<ToolRuleSpec>,
 
     /// Proxy mode (McpServers with `spec.upstream`): the scopes each of the upstream's prompts
@@ -164,6 +169,15 @@ pub struct ToolRuleSpec {
     #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(LITERAL_SCOPE_REGEX)))
         .message("required scopes are literal RFC 6749 scope tokens; '*' is only allowed in the scopes a role grants"))]
     pub required_scopes: Vec<String>,
+    /// Constraints on the arguments of the calls this rule allows, by argument name
+    /// (`path: {glob: ["/data/public/**"]}`). Each named argument must be present (unless
+    /// `required: false`) and satisfy every constraint given for it; arguments not named are
+    /// not constrained. A call that fails them is denied with reason `argument_denied` unless
+    /// another rule for the tool allows it. `tools/list` narrows the tool's input schema to what
+    /// the caller may send.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub arguments: BTreeMap<String, ArgumentConstraint>,
 }
 
 /// A rule stating the scopes that matching resources of an upstream require.

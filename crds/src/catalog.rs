@@ -50,9 +50,11 @@
 
 use std::collections::HashMap;
 
+use serde_json::{Map, Value};
+
 use crate::common::PolicyMode;
 use crate::document::RuleKind;
-use crate::evaluator::{Access, Decision, Effect, Explanation, Policy, PreparedTool, Reason, Resolution, effect};
+use crate::evaluator::{Access, Decision, Explanation, Policy, PreparedTool, Reason, Resolution};
 
 /// Names prepared against one [`Policy`]: each with the rule that governs it.
 #[derive(Debug)]
@@ -95,8 +97,8 @@ impl Policy {
         let entries = names
             .iter()
             .map(|name| match self.resolve(kind, name) {
-                Resolution::Rule(r) => Entry::Governed(self.prepare(Some(r))),
-                Resolution::NoRule => Entry::Governed(self.prepare(None)),
+                Resolution::Rules(rules) => Entry::Governed(self.prepare(&rules)),
+                Resolution::NoRule => Entry::Governed(self.prepare(&[])),
                 Resolution::Ambiguous(..) => Entry::Ambiguous(self.document().mode),
             })
             .collect();
@@ -151,37 +153,54 @@ impl<'p> Access<'p> {
     /// so is every name of a catalog prepared against another policy (fail closed: prepare the
     /// catalog again when the policy changes).
     pub fn check_in(&self, catalog: &Catalog, name: &str) -> Decision<'p> {
-        let entry = catalog
+        self.decide_in(catalog, name, None)
+    }
+
+    /// May the caller call `name` of `catalog` with `arguments`? [`Access::check_call`] for a
+    /// name the document does not define.
+    pub fn check_call_in(&self, catalog: &Catalog, name: &str, arguments: Option<&Map<String, Value>>) -> Decision<'p> {
+        self.decide_in(catalog, name, Some(arguments))
+    }
+
+    fn entry<'c>(&self, catalog: &'c Catalog, name: &str) -> Option<&'c Entry> {
+        catalog
             .index
             .get(name)
             .filter(|_| catalog.policy_hash == self.policy().hash())
-            .map(|&i| &catalog.entries[i]);
-        match entry {
-            Some(Entry::Governed(tool)) => self.decide_prepared(tool),
-            Some(&Entry::Ambiguous(mode)) => Decision {
-                effect: effect(false, mode),
-                reason: Reason::AmbiguousRules,
-                tool: None,
-                rule: None,
-            },
-            None => Decision {
-                effect: Effect::Deny,
-                reason: Reason::UnknownTool,
-                tool: None,
-                rule: None,
-            },
+            .map(|&i| &catalog.entries[i])
+    }
+
+    fn decide_in(&self, catalog: &Catalog, name: &str, call: Option<Option<&Map<String, Value>>>) -> Decision<'p> {
+        match self.entry(catalog, name) {
+            Some(Entry::Governed(tool)) => self.decide_prepared(tool, call),
+            Some(&Entry::Ambiguous(mode)) => Decision::refused(Reason::AmbiguousRules, mode),
+            None => Decision::refused(Reason::UnknownTool, PolicyMode::Enforce),
         }
     }
 
     /// [`Access::check_in`] with what granted each required scope and what is missing (for the
     /// `scope` of a 403 challenge and the audit event).
     pub fn explain_in(&self, catalog: &Catalog, name: &str) -> Explanation<'p> {
-        let decision = self.check_in(catalog, name);
-        let tool = match catalog.index.get(name).map(|&i| &catalog.entries[i]) {
-            Some(Entry::Governed(tool)) if catalog.policy_hash == self.policy().hash() => Some(tool),
+        let tool = match self.entry(catalog, name) {
+            Some(Entry::Governed(tool)) => Some(tool),
             _ => None,
         };
-        self.explain_prepared(decision, tool)
+        self.explain_prepared(self.check_in(catalog, name), tool)
+    }
+
+    /// [`Access::check_call_in`] with what granted each scope of the deciding rule and what is
+    /// missing.
+    pub fn explain_call_in(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        arguments: Option<&Map<String, Value>>,
+    ) -> Explanation<'p> {
+        let tool = match self.entry(catalog, name) {
+            Some(Entry::Governed(tool)) => Some(tool),
+            _ => None,
+        };
+        self.explain_prepared(self.check_call_in(catalog, name, arguments), tool)
     }
 
     /// The names of `catalog` the caller sees: exactly those [`Access::check_in`] permits, in

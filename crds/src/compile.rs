@@ -181,7 +181,7 @@ pub fn compile(
         .is_none()
         .then(|| server.spec.tools.iter().map(|t| t.name.as_str()).collect());
     let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
-    let mut rules: BTreeMap<(RuleKind, String), (ToolRule, String)> = BTreeMap::new();
+    let mut rules: BTreeMap<(RuleKind, String, String), ToolRule> = BTreeMap::new();
     let mut bindings = Vec::new();
 
     for policy in &policies {
@@ -214,41 +214,34 @@ pub fn compile(
                 }
             }
         }
-        let mut merged = HashSet::new();
-        for (kind, field, i, match_, required_scopes) in rule_specs(spec) {
-            if !merged.insert((kind, match_)) {
-                continue;
-            }
-            let path = format!("spec.{field}[{i}]");
-            let required: BTreeSet<&String> = required_scopes.iter().collect();
-            match rules.get_mut(&(kind, match_.to_owned())) {
-                Some((existing, first))
-                    if existing.required_scopes.iter().collect::<BTreeSet<_>>() != required
-                        || existing.mode != spec.mode =>
-                {
-                    problems.push(
-                        Some(&object),
-                        path,
-                        format!(
-                            "the rule for {match_:?} is also stated by {first} with other required scopes or another mode"
-                        ),
-                    )
+        // Rules are alternatives: every rule of every policy is one, and a rule stated twice
+        // (with the same scopes, mode and arguments) is one rule with both sources.
+        for (kind, _, i, match_, required_scopes) in rule_specs(spec) {
+            let rule = ToolRule {
+                kind,
+                match_: match_.to_owned(),
+                required_scopes: required_scopes
+                    .iter()
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
+                mode: spec.mode,
+                arguments: if kind.is_tool() {
+                    spec.tools[i].arguments.clone()
+                } else {
+                    BTreeMap::new()
+                },
+                sources: vec![key.clone()],
+            };
+            match rules.get_mut(&(kind, match_.to_owned(), rule.content_key())) {
+                Some(existing) => {
+                    if !existing.sources.contains(&key) {
+                        existing.sources.push(key.clone());
+                    }
                 }
-                Some((existing, _)) => existing.sources.push(key.clone()),
                 None => {
-                    rules.insert(
-                        (kind, match_.to_owned()),
-                        (
-                            ToolRule {
-                                kind,
-                                match_: match_.to_owned(),
-                                required_scopes: required_scopes.to_vec(),
-                                mode: spec.mode,
-                                sources: vec![key.clone()],
-                            },
-                            format!("{object} {path}"),
-                        ),
-                    );
+                    rules.insert((kind, match_.to_owned(), rule.content_key()), rule);
                 }
             }
         }
@@ -321,7 +314,7 @@ pub fn compile(
                 action: t.action,
             })
             .collect(),
-        rules: rules.into_values().map(|(rule, _)| rule).collect(),
+        rules: rules.into_values().collect(),
         roles: roles
             .into_iter()
             .map(|(name, (scopes, sources, _))| Role {
@@ -941,17 +934,39 @@ fn check_policy(
                 ),
             Ok(_) => {}
         }
-        if !matches.insert(rule.match_.as_str()) {
+        let scopes: BTreeSet<&String> = rule.required_scopes.iter().collect();
+        let arguments = serde_json::to_string(&rule.arguments).expect("constraints serialize");
+        if !matches.insert((rule.match_.as_str(), scopes, arguments)) {
             problems.push(
                 object,
                 format!("spec.tools[{i}].match"),
-                format!("duplicate rule for {:?}", rule.match_),
+                format!(
+                    "duplicate rule for {:?}: another rule states the same scopes and arguments",
+                    rule.match_
+                ),
             );
+        }
+        for (path, message) in crate::arguments::check(&rule.arguments) {
+            let at = if path.is_empty() {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            problems.push(object, format!("spec.tools[{i}].arguments{at}"), message);
         }
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {
                 problems.push(object, format!("spec.tools[{i}].requiredScopes[{j}]"), e.to_string());
             }
+        }
+    }
+    for (i, rule) in spec.prompts.iter().enumerate() {
+        if !rule.arguments.is_empty() {
+            problems.push(
+                object,
+                format!("spec.prompts[{i}].arguments"),
+                "argument constraints are for tool rules (spec.tools)",
+            );
         }
     }
     let mut named = HashSet::new();

@@ -6,10 +6,13 @@
 //! means the same thing wherever it is read. The serialized form is canonical (every list sorted,
 //! defaults spelled out), so equal policies have byte-identical documents and equal hashes.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::arguments::ArgumentConstraint;
 use crate::common::PolicyMode;
 use crate::identity_source::IdentitySource;
 use crate::mcp_server::{JwtAlgorithm, ToolAction};
@@ -352,9 +355,21 @@ pub struct ToolRule {
     /// `Audit` when the rule comes from an Audit-mode policy: it never denies, only reports.
     #[serde(default)]
     pub mode: PolicyMode,
+    /// Constraints on the arguments of the calls the rule allows, by argument name (tool rules
+    /// only; see [`crate::arguments`]). Several rules of one `match` are alternatives.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, ArgumentConstraint>,
     /// `namespace/name` of the policies that state the rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
+}
+
+impl ToolRule {
+    /// What the rule states apart from its `match` and sources, as canonical text: rules of one
+    /// `match` are ordered by it, and two rules with equal keys are one rule.
+    pub fn content_key(&self) -> String {
+        serde_json::to_string(&(&self.required_scopes, self.mode, &self.arguments)).expect("a rule serializes")
+    }
 }
 
 /// A role.

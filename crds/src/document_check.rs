@@ -98,12 +98,27 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
                 ),
             );
         }
-        if !matches.insert((rule.kind, rule.match_.as_str())) {
+        if !matches.insert((rule.kind, rule.match_.as_str(), rule.content_key())) {
             problems.push(
                 None,
                 format!("rules[{i}].match"),
                 format!("duplicate rule for {:?}", rule.match_),
             );
+        }
+        if !rule.arguments.is_empty() && !rule.kind.is_tool() {
+            problems.push(
+                None,
+                format!("rules[{i}].arguments"),
+                "argument constraints are for tool rules",
+            );
+        }
+        for (path, message) in crate::arguments::check(&rule.arguments) {
+            let at = if path.is_empty() {
+                String::new()
+            } else {
+                format!(".{path}")
+            };
+            problems.push(None, format!("rules[{i}].arguments{at}"), message);
         }
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {

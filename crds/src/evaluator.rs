@@ -22,6 +22,9 @@
 
 use std::collections::HashMap;
 
+use serde_json::{Map, Value};
+
+use crate::arguments::{ArgumentFailure, ArgumentRules, Caller};
 use crate::common::PolicyMode;
 use crate::document::{PolicyDocument, RuleKind, ToolDefinition, ToolRule};
 use crate::identity_source::IdentitySource;
@@ -112,6 +115,10 @@ pub enum Reason {
     /// not define, from a [`crate::catalog::Catalog`]): denied, since neither rule is the one
     /// that governs it.
     AmbiguousRules,
+    /// A rule the caller holds the scopes of governs the tool, but the call's arguments satisfy
+    /// none of them (for a list: the caller has none of the values a caller-dependent
+    /// constraint needs).
+    ArgumentDenied,
 }
 
 impl Reason {
@@ -124,6 +131,7 @@ impl Reason {
             Self::UnknownTool => "unknown_tool",
             Self::UnknownCollection => "unknown_collection",
             Self::AmbiguousRules => "ambiguous_rules",
+            Self::ArgumentDenied => "argument_denied",
         }
     }
 }
@@ -138,8 +146,29 @@ pub struct Decision<'p> {
     /// The tool decided on (for a collection: the tool that grants or would grant it); none for
     /// a name of a [`crate::catalog::Catalog`].
     pub tool: Option<&'p ToolDefinition>,
-    /// The rule that governs the tool.
+    /// The rule that decided: the one that allows, else the one that would allow with more
+    /// scopes, else the first rule governing the tool.
     pub rule: Option<&'p ToolRule>,
+    /// For [`Reason::ArgumentDenied`] on a call: the first argument (of the first rule the caller
+    /// holds) that failed, and the constraint it failed.
+    pub argument: Option<ArgumentFailure<'p>>,
+    /// For [`Reason::ArgumentDenied`]: a rule for the same tool that the caller does not hold
+    /// the scopes of, and that would allow these arguments (step-up authorization).
+    pub step_up: Option<&'p ToolRule>,
+}
+
+impl<'p> Decision<'p> {
+    /// A denial (or would-deny in `mode`) for `reason`, without a rule.
+    pub(crate) fn refused(reason: Reason, mode: PolicyMode) -> Self {
+        Self {
+            effect: effect(false, mode),
+            reason,
+            tool: None,
+            rule: None,
+            argument: None,
+            step_up: None,
+        }
+    }
 }
 
 /// Where a covered scope came from.
@@ -186,28 +215,37 @@ impl ScopeSet {
     }
 }
 
-/// A tool (or any name) with the rule that governs it, its required scopes interned.
+/// One rule a name may be called under, its required scopes interned.
 #[derive(Debug)]
-pub(crate) struct PreparedTool {
+struct Alternative {
+    rule: usize,
     required: ScopeSet,
     required_ids: Box<[u32]>,
-    pub(crate) rule: Option<usize>,
+}
+
+/// A tool (or any name) with the rules that govern it: alternatives, any of which allows.
+#[derive(Debug)]
+pub(crate) struct PreparedTool {
+    alternatives: Box<[Alternative]>,
+    /// Denials are would-denials only when every governing rule is in `Audit` mode.
     mode: PolicyMode,
 }
 
-/// Which rule governs a name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which rules govern a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Resolution {
-    /// The most specific matching rule (any others at its specificity agree with it).
-    Rule(usize),
+    /// The rules of the most specific matching `match` (alternatives; rules of another `match`
+    /// at that specificity state the same alternatives).
+    Rules(Vec<usize>),
     /// No rule matches.
     NoRule,
-    /// Two rules at the top specificity require different scopes or modes.
+    /// Two rules at the top specificity, of different `match`es, state different alternatives.
     Ambiguous(usize, usize),
 }
 
-/// The most specific rule matching `name`. Rules at that specificity must agree; a less specific
-/// disagreement is irrelevant, since the more specific rule decides.
+/// The rules of the most specific `match` matching `name`: alternatives. Other `match`es at that
+/// specificity must state the same alternatives; a less specific disagreement is irrelevant,
+/// since the more specific rules decide. `rules` are normalized (sorted by kind, match, content).
 fn resolve(rules: &[ToolRule], patterns: &[ToolPattern], kind: RuleKind, name: &str) -> Resolution {
     let matching: Vec<(Specificity, usize)> = patterns
         .iter()
@@ -218,39 +256,57 @@ fn resolve(rules: &[ToolRule], patterns: &[ToolPattern], kind: RuleKind, name: &
     let Some(top) = matching.iter().map(|&(s, _)| s).max() else {
         return Resolution::NoRule;
     };
-    let mut at_top = matching.iter().filter(|&&(s, _)| s == top).map(|&(_, r)| r);
-    let first = at_top.next().expect("a rule at the top specificity");
-    for other in at_top {
-        let (x, y) = (&rules[first], &rules[other]);
-        if x.required_scopes != y.required_scopes || x.mode != y.mode {
+    let at_top: Vec<usize> = matching.iter().filter(|&&(s, _)| s == top).map(|&(_, r)| r).collect();
+    let first = at_top[0];
+    let of_match = |m: &str| -> Vec<usize> { at_top.iter().copied().filter(|&r| rules[r].match_ == m).collect() };
+    let alternatives = of_match(&rules[first].match_);
+    let content = |rs: &[usize]| -> Vec<_> {
+        rs.iter()
+            .map(|&r| (&rules[r].required_scopes, rules[r].mode, &rules[r].arguments))
+            .collect()
+    };
+    for &other in &at_top {
+        if rules[other].match_ != rules[first].match_
+            && content(&of_match(&rules[other].match_)) != content(&alternatives)
+        {
             return Resolution::Ambiguous(first, other);
         }
     }
-    Resolution::Rule(first)
+    Resolution::Rules(alternatives)
 }
 
-/// `rule` (or none) prepared over the interned scopes.
+/// `rules` (alternatives; none: no rule) prepared over the interned scopes.
 fn prepare(
     document: &PolicyDocument,
     scope_index: &HashMap<String, u32>,
     words: usize,
-    rule: Option<usize>,
+    rules: &[usize],
 ) -> PreparedTool {
-    let mut required = ScopeSet::empty(words);
-    let mut required_ids = Vec::new();
-    if let Some(r) = rule {
-        for scope in &document.rules[r].required_scopes {
-            let id = scope_index[scope];
-            required.insert(id as usize);
-            required_ids.push(id);
-        }
-    }
-    PreparedTool {
-        required,
-        required_ids: required_ids.into_boxed_slice(),
-        rule,
-        mode: rule.map_or(document.mode, |r| document.rules[r].mode),
-    }
+    let alternatives: Box<[Alternative]> = rules
+        .iter()
+        .map(|&r| {
+            let mut required = ScopeSet::empty(words);
+            let mut required_ids = Vec::new();
+            for scope in &document.rules[r].required_scopes {
+                let id = scope_index[scope];
+                required.insert(id as usize);
+                required_ids.push(id);
+            }
+            Alternative {
+                rule: r,
+                required,
+                required_ids: required_ids.into_boxed_slice(),
+            }
+        })
+        .collect();
+    let mode = if alternatives.is_empty() {
+        document.mode
+    } else if rules.iter().all(|&r| document.rules[r].mode == PolicyMode::Audit) {
+        PolicyMode::Audit
+    } else {
+        PolicyMode::Enforce
+    };
+    PreparedTool { alternatives, mode }
 }
 
 /// The roles bound to the subjects and groups of one identity source.
@@ -281,6 +337,8 @@ pub struct Policy {
     by_service_account: HashMap<String, Vec<u32>>,
     anonymous_roles: Vec<u32>,
     collection_index: HashMap<String, Vec<usize>>,
+    /// Each rule's compiled argument constraints (none: it constrains no argument).
+    arguments: Vec<Option<ArgumentRules>>,
     words: usize,
 }
 
@@ -325,22 +383,22 @@ impl Policy {
         let mut tools = Vec::with_capacity(document.tools.len());
         let mut tool_index = HashMap::with_capacity(document.tools.len());
         for (t, tool) in document.tools.iter().enumerate() {
-            let rule = match resolve(&document.rules, &patterns, RuleKind::Tool, &tool.name) {
-                Resolution::Rule(r) => Some(r),
-                Resolution::NoRule => None,
+            let rules = match resolve(&document.rules, &patterns, RuleKind::Tool, &tool.name) {
+                Resolution::Rules(rules) => rules,
+                Resolution::NoRule => Vec::new(),
                 Resolution::Ambiguous(x, y) => {
                     problems.push(
                         None,
                         format!("tools[{}]", written_position[&tool.name]),
                         format!(
-                            "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes or modes; add a rule for the exact name",
+                            "tool {:?} is matched equally specifically by rules {:?} and {:?}, which require different scopes, modes or arguments; add a rule for the exact name",
                             tool.name, document.rules[x].match_, document.rules[y].match_
                         ),
                     );
-                    None
+                    Vec::new()
                 }
             };
-            tools.push(prepare(&document, &scope_index, words, rule));
+            tools.push(prepare(&document, &scope_index, words, &rules));
             tool_index.insert(tool.name.clone(), t);
         }
         problems.into_result()?;
@@ -406,6 +464,12 @@ impl Policy {
             }
         }
 
+        let arguments = document
+            .rules
+            .iter()
+            .map(|rule| (!rule.arguments.is_empty()).then(|| ArgumentRules::compile(&rule.arguments).expect("checked")))
+            .collect();
+
         let hash = document.hash();
         Ok(Self {
             document,
@@ -421,6 +485,7 @@ impl Policy {
             by_service_account,
             anonymous_roles,
             collection_index,
+            arguments,
             words,
         })
     }
@@ -430,9 +495,15 @@ impl Policy {
         resolve(&self.document.rules, &self.patterns, kind, name)
     }
 
-    /// `rule` (or none) prepared over this policy's interned scopes.
-    pub(crate) fn prepare(&self, rule: Option<usize>) -> PreparedTool {
-        prepare(&self.document, &self.scope_index, self.words, rule)
+    /// `rules` (alternatives; none: no rule) prepared over this policy's interned scopes.
+    pub(crate) fn prepare(&self, rules: &[usize]) -> PreparedTool {
+        prepare(&self.document, &self.scope_index, self.words, rules)
+    }
+
+    /// Whether some rule constrains arguments (then a caller's subject, groups and service
+    /// account are kept for caller-dependent constraints).
+    fn constrains_arguments(&self) -> bool {
+        self.arguments.iter().any(Option::is_some)
     }
 
     /// The normalized document.
@@ -525,11 +596,21 @@ impl Policy {
         for &role in &roles {
             covered.union_with(&self.roles[role as usize].covers);
         }
+        let caller = if self.constrains_arguments() && !identity.anonymous {
+            CallerValues {
+                subject: identity.subject.clone(),
+                groups: identity.groups.clone(),
+                service_account: identity.service_account.clone(),
+            }
+        } else {
+            CallerValues::default()
+        };
         Access {
             policy: self,
             covered,
             token,
             roles,
+            caller,
         }
     }
 
@@ -550,11 +631,12 @@ impl Policy {
         (reachable, unreachable)
     }
 
-    /// A tool is reachable when a rule governs it and one role alone covers it, or it needs no
-    /// scope at all.
+    /// A tool is reachable when one of its rules needs no scope at all or one role alone covers
+    /// it.
     pub(crate) fn reachable(&self, tool: &PreparedTool) -> bool {
-        tool.rule.is_some()
-            && (tool.required_ids.is_empty() || self.roles.iter().any(|r| tool.required.is_subset_of(&r.covers)))
+        tool.alternatives
+            .iter()
+            .any(|alt| alt.required_ids.is_empty() || self.roles.iter().any(|r| alt.required.is_subset_of(&r.covers)))
     }
 }
 
@@ -567,6 +649,14 @@ pub(crate) fn effect(granted: bool, mode: PolicyMode) -> Effect {
     }
 }
 
+/// The caller's values that caller-dependent argument constraints may name.
+#[derive(Debug, Clone, Default)]
+struct CallerValues {
+    subject: Option<String>,
+    groups: Vec<String>,
+    service_account: Option<String>,
+}
+
 /// What one caller holds under one policy.
 #[derive(Debug, Clone)]
 pub struct Access<'p> {
@@ -574,6 +664,7 @@ pub struct Access<'p> {
     covered: ScopeSet,
     token: ScopeSet,
     roles: Vec<u32>,
+    caller: CallerValues,
 }
 
 impl<'p> Access<'p> {
@@ -584,27 +675,98 @@ impl<'p> Access<'p> {
             .map(|&r| self.policy.document.roles[r as usize].name.as_str())
     }
 
-    fn decide(&self, t: usize) -> Decision<'p> {
+    fn decide(&self, t: usize, call: Option<Option<&Map<String, Value>>>) -> Decision<'p> {
         Decision {
             tool: Some(&self.policy.document.tools[t]),
-            ..self.decide_prepared(&self.policy.tools[t])
+            ..self.decide_prepared(&self.policy.tools[t], call)
+        }
+    }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller {
+            subject: self.caller.subject.as_deref(),
+            groups: &self.caller.groups,
+            service_account: self.caller.service_account.as_deref(),
+        }
+    }
+
+    /// Whether alternative `alt` accepts a call with `call`'s arguments (a list: `None`, whether
+    /// some arguments would do for this caller).
+    fn accepts(
+        &self,
+        alt: &Alternative,
+        call: Option<Option<&Map<String, Value>>>,
+    ) -> Result<(), Option<ArgumentFailure<'p>>> {
+        let Some(rules) = &self.policy.arguments[alt.rule] else {
+            return Ok(());
+        };
+        let caller = self.caller();
+        match call {
+            None if rules.satisfiable(&caller) => Ok(()),
+            None => Err(None),
+            Some(arguments) => rules.check(arguments, &caller).map_err(Some),
         }
     }
 
     /// The decision on a prepared tool (without its definition): the one function every tool,
-    /// listed or called, defined by the document or not, is decided by.
-    pub(crate) fn decide_prepared(&self, tool: &PreparedTool) -> Decision<'p> {
-        let rule = tool.rule.map(|r| &self.policy.document.rules[r]);
-        let (granted, reason) = match rule {
-            None => (false, Reason::NoMatchingRule),
-            Some(_) if tool.required.is_subset_of(&self.covered) => (true, Reason::Granted),
-            Some(_) => (false, Reason::MissingScopes),
+    /// listed or called, defined by the document or not, is decided by. `call` holds a call's
+    /// arguments; `None` decides a list (allowed iff some arguments would be).
+    ///
+    /// Allowed iff some alternative's scopes are covered and it accepts the arguments. Refused
+    /// with [`Reason::ArgumentDenied`] when a held alternative refuses them (naming the first
+    /// failing argument), else with [`Reason::MissingScopes`]; either way `rule` is, when there is
+    /// one, the alternative that would accept them with the fewest scopes more.
+    pub(crate) fn decide_prepared(
+        &self,
+        tool: &PreparedTool,
+        call: Option<Option<&Map<String, Value>>>,
+    ) -> Decision<'p> {
+        let rules = &self.policy.document.rules;
+        let Some(first) = tool.alternatives.first() else {
+            return Decision::refused(Reason::NoMatchingRule, tool.mode);
         };
-        Decision {
-            effect: effect(granted, tool.mode),
-            reason,
-            tool: None,
-            rule,
+        let mut refused: Option<Option<ArgumentFailure<'p>>> = None;
+        for alt in tool
+            .alternatives
+            .iter()
+            .filter(|alt| alt.required.is_subset_of(&self.covered))
+        {
+            match self.accepts(alt, call) {
+                Ok(()) => {
+                    return Decision {
+                        effect: Effect::Allow,
+                        reason: Reason::Granted,
+                        rule: Some(&rules[alt.rule]),
+                        ..Decision::refused(Reason::Granted, tool.mode)
+                    };
+                }
+                Err(failure) => {
+                    refused.get_or_insert(failure);
+                }
+            }
+        }
+        let step_up = tool
+            .alternatives
+            .iter()
+            .filter(|alt| !alt.required.is_subset_of(&self.covered) && self.accepts(alt, call).is_ok())
+            .min_by_key(|alt| {
+                alt.required_ids
+                    .iter()
+                    .filter(|&&id| !self.covered.contains(id as usize))
+                    .count()
+            });
+        let rule = Some(&rules[step_up.unwrap_or(first).rule]);
+        match refused {
+            Some(argument) => Decision {
+                rule,
+                argument,
+                step_up: step_up.map(|alt| &rules[alt.rule]),
+                ..Decision::refused(Reason::ArgumentDenied, tool.mode)
+            },
+            None => Decision {
+                rule,
+                ..Decision::refused(Reason::MissingScopes, tool.mode)
+            },
         }
     }
 
@@ -613,40 +775,91 @@ impl<'p> Access<'p> {
         self.policy
     }
 
-    /// May the caller call tool `name`? Unknown tools are denied.
+    /// May the caller call tool `name` with some arguments (the decision of a list)? Unknown
+    /// tools are denied. A call is decided with its arguments by [`Access::check_call`].
     pub fn check_tool(&self, name: &str) -> Decision<'p> {
         match self.policy.tool_index.get(name) {
-            Some(&t) => self.decide(t),
-            None => Decision {
-                effect: Effect::Deny,
-                reason: Reason::UnknownTool,
-                tool: None,
-                rule: None,
-            },
+            Some(&t) => self.decide(t, None),
+            None => Decision::refused(Reason::UnknownTool, PolicyMode::Enforce),
+        }
+    }
+
+    /// May the caller call tool `name` with `arguments` (none: no arguments)? Allowed only when
+    /// [`Access::check_tool`] allows and a rule the caller holds accepts the arguments.
+    pub fn check_call(&self, name: &str, arguments: Option<&Map<String, Value>>) -> Decision<'p> {
+        match self.policy.tool_index.get(name) {
+            Some(&t) => self.decide(t, Some(arguments)),
+            None => Decision::refused(Reason::UnknownTool, PolicyMode::Enforce),
         }
     }
 
     /// The tools the caller sees: exactly those [`Access::check_tool`] permits, in name order.
     pub fn visible_tools(&self) -> impl Iterator<Item = &'p ToolDefinition> + '_ {
         (0..self.policy.tools.len())
-            .map(|t| self.decide(t))
+            .map(|t| self.decide(t, None))
             .filter(|d| d.effect.permits())
             .filter_map(|d| d.tool)
+    }
+
+    /// The rules the caller holds the scopes of for a decided name: the alternatives a list
+    /// advertises (for narrowing a tool's input schema). Empty when one of them constrains no
+    /// argument (every argument is then allowed).
+    pub fn held_argument_rules(&self, decision: &Decision<'p>) -> Vec<&'p ArgumentRules> {
+        let Some(rule) = decision.rule else {
+            return Vec::new();
+        };
+        let rules = &self.policy.document.rules;
+        let held: Vec<Option<&'p ArgumentRules>> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.kind == rule.kind && r.match_ == rule.match_)
+            .filter(|(i, _)| {
+                let mut required = ScopeSet::empty(self.policy.words);
+                for scope in &rules[*i].required_scopes {
+                    required.insert(self.policy.scope_index[scope] as usize);
+                }
+                required.is_subset_of(&self.covered)
+            })
+            .map(|(i, _)| self.policy.arguments[i].as_ref())
+            .collect();
+        if held.iter().any(Option::is_none) {
+            return Vec::new();
+        }
+        held.into_iter().flatten().collect()
+    }
+
+    /// The caller's values for caller-dependent constraints.
+    pub fn caller_values(&self) -> Caller<'_> {
+        self.caller()
     }
 
     /// May the caller read the documents of collection `name` as resources? Decided by the tools
     /// that return the collection's documents whole: the first that allows, else one that would
     /// allow in audit mode, else the denial of the first.
     pub fn check_collection(&self, name: &str) -> Decision<'p> {
+        self.collection_decision(name, None)
+    }
+
+    /// May the caller read document `document` of collection `name` as a resource? As
+    /// [`Access::check_collection`], with each tool decided as a call for that document: a
+    /// `get` tool with the argument `name` set to the document, a `readAll` tool without
+    /// arguments; so argument constraints on `get` govern `resources/read` too.
+    pub fn check_document(&self, name: &str, document: &str) -> Decision<'p> {
+        self.collection_decision(name, Some(document))
+    }
+
+    fn collection_decision(&self, name: &str, document: Option<&str>) -> Decision<'p> {
         let Some(tools) = self.policy.collection_index.get(name) else {
-            return Decision {
-                effect: Effect::Deny,
-                reason: Reason::UnknownCollection,
-                tool: None,
-                rule: None,
-            };
+            return Decision::refused(Reason::UnknownCollection, PolicyMode::Enforce);
         };
-        let decisions = tools.iter().map(|&t| self.decide(t));
+        let get_arguments = document.map(|d| Map::from_iter([("name".to_owned(), Value::String(d.to_owned()))]));
+        let decisions = tools.iter().map(|&t| {
+            let call = document.map(|_| match self.policy.document.tools[t].action {
+                crate::mcp_server::ToolAction::Get => get_arguments.as_ref(),
+                _ => None,
+            });
+            self.decide(t, call)
+        });
         let mut fallback: Option<Decision<'p>> = None;
         for decision in decisions {
             match decision.effect {
@@ -661,16 +874,7 @@ impl<'p> Access<'p> {
                 }
             }
         }
-        fallback.unwrap_or(Decision {
-            effect: if self.policy.document.mode == PolicyMode::Audit {
-                Effect::AuditDeny
-            } else {
-                Effect::Deny
-            },
-            reason: Reason::NoMatchingRule,
-            tool: None,
-            rule: None,
-        })
+        fallback.unwrap_or(Decision::refused(Reason::NoMatchingRule, self.policy.document.mode))
     }
 
     /// Collections whose documents the caller may read as resources.
@@ -683,30 +887,38 @@ impl<'p> Access<'p> {
             .map(|c| c.name.as_str())
     }
 
-    /// The scopes tool `name` requires that the caller lacks (for `WWW-Authenticate: ... scope=`).
+    /// The scopes tool `name` requires that the caller lacks (for `WWW-Authenticate: ... scope=`):
+    /// those of the rule [`Access::check_tool`] names.
     pub fn missing_scopes(&self, name: &str) -> Vec<&'p str> {
-        let Some(&t) = self.policy.tool_index.get(name) else {
-            return Vec::new();
-        };
-        self.policy.tools[t]
-            .required_ids
-            .iter()
-            .filter(|&&id| !self.covered.contains(id as usize))
-            .map(|&id| self.policy.scopes[id as usize].as_str())
-            .collect()
+        self.explain_tool(name).missing
     }
 
-    /// A decision about tool `name` with what granted each required scope and what is missing.
+    /// A decision about tool `name` (as listed) with what granted each required scope and what
+    /// is missing.
     pub fn explain_tool(&self, name: &str) -> Explanation<'p> {
         let tool = self.policy.tool_index.get(name).map(|&t| &self.policy.tools[t]);
         self.explain_prepared(self.check_tool(name), tool)
     }
 
-    /// `decision` with what granted each scope `tool` requires, and what is missing.
+    /// A decision about a call of tool `name` with `arguments`, with what granted each scope of
+    /// the deciding rule and what is missing.
+    pub fn explain_call(&self, name: &str, arguments: Option<&Map<String, Value>>) -> Explanation<'p> {
+        let tool = self.policy.tool_index.get(name).map(|&t| &self.policy.tools[t]);
+        self.explain_prepared(self.check_call(name, arguments), tool)
+    }
+
+    /// `decision` with what granted each scope its rule requires, and what is missing.
     pub(crate) fn explain_prepared(&self, decision: Decision<'p>, tool: Option<&PreparedTool>) -> Explanation<'p> {
         let mut granted = Vec::new();
         let mut missing = Vec::new();
-        for &id in tool.map_or(&[][..], |tool| &tool.required_ids[..]) {
+        let rules = &self.policy.document.rules;
+        let alternative = tool.and_then(|tool| {
+            tool.alternatives
+                .iter()
+                .find(|alt| decision.rule.is_some_and(|rule| std::ptr::eq(rule, &rules[alt.rule])))
+                .or(tool.alternatives.first())
+        });
+        for &id in alternative.map_or(&[][..], |alt| &alt.required_ids[..]) {
             let scope = self.policy.scopes[id as usize].as_str();
             let id = id as usize;
             if self.token.contains(id) {
@@ -751,7 +963,20 @@ impl PolicyDocument {
             sort_dedup(&mut rule.required_scopes);
             sort_dedup(&mut rule.sources);
         }
-        self.rules.sort_by(|a, b| (a.kind, &a.match_).cmp(&(b.kind, &b.match_)));
+        // Rules of one `match` are alternatives: ordered by what they state, and one rule stated
+        // twice is one rule with both sources.
+        self.rules
+            .sort_by_cached_key(|r| (r.kind, r.match_.clone(), r.content_key()));
+        self.rules.dedup_by(|later, earlier| {
+            let same = earlier.kind == later.kind
+                && earlier.match_ == later.match_
+                && earlier.content_key() == later.content_key();
+            if same {
+                earlier.sources.append(&mut later.sources);
+                sort_dedup(&mut earlier.sources);
+            }
+            same
+        });
         for role in &mut self.roles {
             sort_dedup(&mut role.scopes);
             sort_dedup(&mut role.sources);

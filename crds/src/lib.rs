@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod access_policy;
+pub mod arguments;
 pub mod bind;
 pub mod catalog;
 pub mod common;

@@ -148,13 +148,13 @@ impl ToolPattern {
 
     /// Whether `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        glob_match(self.pattern.as_bytes(), name.as_bytes())
+        star_match(self.pattern.as_bytes(), name.as_bytes())
     }
 }
 
 /// Iterative `*`-only glob matching with single-star backtracking: linear in practice, never
 /// exponential (`*a*a*a*b` against a long run of `a`s stays quadratic at worst).
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn star_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut resume: Option<(usize, usize)> = None;
     while t < text.len() {

@@ -165,25 +165,21 @@ fn duplicate_tool_rules() {
         [problem(
             POLICY,
             "spec.tools[2].match",
-            "duplicate rule for \"get_public_info\""
+            "duplicate rule for \"get_public_info\": another rule states the same scopes and arguments"
         )]
     );
 }
 
 #[test]
-fn duplicate_tool_rules_with_other_scopes_are_reported_once() {
-    let found = policy_problems(|spec| {
-        spec.tools
-            .push(yaml("{match: get_public_info, requiredScopes: [admin]}"))
-    });
-    assert_eq!(
-        found,
-        [problem(
-            POLICY,
-            "spec.tools[2].match",
-            "duplicate rule for \"get_public_info\""
-        )]
-    );
+fn a_second_rule_for_a_tool_with_other_scopes_is_an_alternative() {
+    let (server, mut policies) = sample();
+    policies[0]
+        .spec
+        .tools
+        .push(yaml("{match: get_public_info, requiredScopes: [admin]}"));
+    let compiled = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
+    let access = compiled.policy.access(&palisade_crds::Identity::with_scopes(["admin"]));
+    assert!(access.check_tool("get_public_info").effect.permits());
 }
 
 #[test]
@@ -650,38 +646,53 @@ fn two_policies_defining_a_role_differently() {
 }
 
 #[test]
-fn two_policies_stating_a_rule_differently() {
+fn two_policies_stating_a_rule_differently_state_alternatives() {
     let (server, mut policies) = sample();
     policies.push(extra_policy(
-        "{targetRefs: [{name: company-info}], tools: [{match: get_public_info, requiredScopes: [public:read, employee]}]}",
+        "{targetRefs: [{name: company-info}], tools: [{match: get_public_info, requiredScopes: [admin]}]}",
     ));
+    let compiled = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
+    let rules: Vec<_> = compiled
+        .policy
+        .document()
+        .rules
+        .iter()
+        .filter(|r| r.match_ == "get_public_info")
+        .map(|r| (r.required_scopes.clone(), r.sources.clone()))
+        .collect();
     assert_eq!(
-        problems(&server, &policies),
-        [problem(
-            EXTRA,
-            "spec.tools[0]",
-            format!(
-                "the rule for \"get_public_info\" is also stated by {POLICY} spec.tools[0] with other required scopes or another mode"
+        rules,
+        [
+            (vec!["admin".to_owned()], vec!["default/zz-extra".to_owned()]),
+            (
+                vec!["public:read".to_owned()],
+                vec!["default/company-info-access".to_owned()]
             ),
-        )]
+        ]
     );
+    // Either rule allows: the order of the policies does not matter.
+    for scopes in [["admin"], ["public:read"]] {
+        let access = compiled.policy.access(&palisade_crds::Identity::with_scopes(scopes));
+        assert!(access.check_tool("get_public_info").effect.permits(), "{scopes:?}");
+    }
+    policies.reverse();
+    let reversed = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reversed.policy.hash(), compiled.policy.hash());
 }
 
 #[test]
-fn two_policies_stating_a_rule_in_different_modes() {
+fn an_audit_alternative_never_turns_an_enforced_denial_into_a_would_deny() {
     let (server, mut policies) = sample();
     policies.push(extra_policy(
         "{targetRefs: [{name: company-info}], mode: Audit, tools: [{match: get_confidential_info, requiredScopes: [confidential:read]}]}",
     ));
+    let compiled = try_compile(&server, &policies).unwrap_or_else(|e| panic!("{e}"));
+    let access = compiled
+        .policy
+        .access(&palisade_crds::Identity::with_scopes(["public:read"]));
     assert_eq!(
-        problems(&server, &policies),
-        [problem(
-            EXTRA,
-            "spec.tools[0]",
-            format!(
-                "the rule for \"get_confidential_info\" is also stated by {POLICY} spec.tools[1] with other required scopes or another mode"
-            ),
-        )]
+        access.check_tool("get_confidential_info").effect,
+        palisade_crds::Effect::Deny
     );
 }
 
@@ -724,7 +735,7 @@ fn ambiguous_globs() -> (McpServer, Vec<McpAccessPolicy>) {
 
 fn ambiguity(tool: &str) -> String {
     format!(
-        "tool {tool:?} is matched equally specifically by rules \"*info\" and \"get_*\", which require different scopes or modes; add a rule for the exact name"
+        "tool {tool:?} is matched equally specifically by rules \"*info\" and \"get_*\", which require different scopes, modes or arguments; add a rule for the exact name"
     )
 }
 
@@ -968,7 +979,7 @@ fn unknown_fields_are_refused() {
     assert_eq!(
         PolicyDocument::from_yaml(&text).unwrap_err().to_string(),
         "policy document is not valid: rules[0]: unknown field `requiredScope`, expected one of `kind`, `match`, \
-         `requiredScopes`, `mode`, `sources` at line 23 column 5"
+         `requiredScopes`, `mode`, `arguments`, `sources` at line 23 column 5"
     );
 }
 
@@ -1375,7 +1386,7 @@ proptest! {
         let spec = &mut policies[0].spec;
         spec.roles[0].name = role.clone();
         spec.roles[1].scopes.push(scope.clone());
-        spec.tools.push(ToolRuleSpec { match_: pattern, required_scopes: vec![scope] });
+        spec.tools.push(ToolRuleSpec { match_: pattern, required_scopes: vec![scope], arguments: Default::default() });
         spec.bindings[0].role = role;
         spec.tests[0].allowed.push(test_tool);
         let outcome = catch_unwind(AssertUnwindSafe(|| try_compile(&server, &policies)));

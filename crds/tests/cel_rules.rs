@@ -90,6 +90,9 @@ const BINDING_NO_WILDCARD: &str = "bind unauthenticated callers with anonymous: 
 const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)";
 const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in one test";
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
+const ARGUMENT_MIN_MAX: &str = "min must not be greater than max";
+const ARGUMENT_ONE_TYPE: &str =
+    "min and max constrain a number; glob, in, regex, prefix and maxLength a string: not both on one argument";
 
 /// Every rule message this file tests, per CRD.
 const MCP_SERVER_MESSAGES: [&str; 29] = [
@@ -123,7 +126,9 @@ const MCP_SERVER_MESSAGES: [&str; 29] = [
     POD_LABELS_RESERVED,
     POD_ANNOTATIONS_RESERVED,
 ];
-const MCP_ACCESS_POLICY_MESSAGES: [&str; 11] = [
+const MCP_ACCESS_POLICY_MESSAGES: [&str; 13] = [
+    ARGUMENT_MIN_MAX,
+    ARGUMENT_ONE_TYPE,
     ISSUER_XOR_SOURCE,
     QUALIFIER_NEEDS_NAMES,
     POLICY_TARGETS,
@@ -1129,14 +1134,37 @@ fn role_names_are_unique() {
 }
 
 #[test]
-fn tool_matches_are_unique() {
-    let duplicate = mutated_policy(|p| {
+fn several_rules_may_share_a_match_as_alternatives() {
+    // `tools` is an atomic list: a second rule for one match is an alternative, not a duplicate.
+    let alternative = mutated_policy(|p| {
         let mut rule = p.spec.tools[0].clone();
         rule.required_scopes = vec![];
         p.spec.tools.push(rule);
     });
-    let at = format!("spec.tools[{}]", duplicate.spec.tools.len() - 1);
-    assert_duplicate_at("duplicate match", &duplicate, &at);
+    assert_no_duplicate("a second rule for one match", &alternative);
+
+    // Argument constraints are checked at admission: min above max, numeric and string
+    // constraints on one argument (a glob's normal form is its schema pattern, see crd_schema).
+    let with_arguments = |yaml: &str| {
+        mutated_policy(|p| {
+            p.spec.tools[0].arguments = yaml_serde::from_str(yaml).unwrap();
+        })
+    };
+    assert_valid(
+        "argument constraints",
+        with_arguments("{path: {glob: [\"/data/public/**\"]}, n: {min: 1, max: 2}, t: {in: [a], regex: \"[a-z]+\"}}")
+            .validate_cel(),
+    );
+    assert_rejected(
+        "min > max",
+        with_arguments("{n: {min: 5, max: 1}}").validate_cel(),
+        ARGUMENT_MIN_MAX,
+    );
+    assert_rejected(
+        "number and string",
+        with_arguments("{n: {min: 1, in: [a]}}").validate_cel(),
+        ARGUMENT_ONE_TYPE,
+    );
 
     // Overlapping globs are different matches (the most specific wins at evaluation).
     let globs = mutated_policy(|p| {
@@ -1144,6 +1172,7 @@ fn tool_matches_are_unique() {
             p.spec.tools.push(ToolRuleSpec {
                 match_: glob.into(),
                 required_scopes: vec!["public:read".into()],
+                arguments: Default::default(),
             });
         }
     });
@@ -1804,7 +1833,9 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
     // headers, the upstream's OAuth client secret) and 11 McpAccessPolicy rules (the
     // issuer-or-source rule sits on bindings and on test identities, the required-scope rule on
     // tool, prompt and resource rules).
-    assert_eq!(rules, 32 + 14, "number of x-kubernetes-validations entries");
+    // Argument constraints: 2 rules on each of tool and prompt rules (which share the type; the
+    // compiler refuses constraints on prompts).
+    assert_eq!(rules, 32 + 14 + 4, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
@@ -1963,7 +1994,8 @@ fn the_lists_with_a_natural_key_are_list_maps() {
     );
     let mut policies = list_maps(&schema_of(&McpAccessPolicy::crd()));
     policies.sort();
-    // Bindings have no key (several may grant one role); targetRefs' namespace is optional.
+    // Bindings have no key (several may grant one role); targetRefs' namespace is optional; tool
+    // rules have none (several rules of one match are alternatives).
     assert_eq!(
         policies,
         keyed(&[
@@ -1971,7 +2003,6 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.resources", &["match"]),
             ("spec.roles", &["name"]),
             ("spec.tests", &["name"]),
-            ("spec.tools", &["match"]),
             ("status.conditions", &["type"]),
             ("status.testResults", &["name", "server"]),
         ])

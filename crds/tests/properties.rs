@@ -211,6 +211,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
         let rule = ToolRuleSpec {
             match_: format!("t{t}"),
             required_scopes: scopes(required),
+            arguments: Default::default(),
         };
         if *second {
             second_rules.push(rule)
@@ -222,6 +223,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
         first_rules.push(ToolRuleSpec {
             match_: GLOBS[*g].into(),
             required_scopes: scopes(required),
+            arguments: Default::default(),
         });
     }
     for list in [&mut first_rules, &mut second_rules] {

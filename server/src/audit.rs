@@ -86,6 +86,13 @@ pub struct AuditEvent<'a> {
     pub granted_by: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_scopes: Vec<&'a str>,
+    /// For `argument_denied`: the argument (by name; its value is never written) that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argument: Option<&'a str>,
+    /// For `argument_denied`: the constraint it failed (`glob`, `in`, `regex`, `prefix`, `min`,
+    /// `max`, `maxLength`, `required`, `type`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_hash: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -141,6 +148,8 @@ impl<'a> AuditEvent<'a> {
             rule: None,
             granted_by: Vec::new(),
             missing_scopes: Vec::new(),
+            argument: None,
+            constraint: None,
             policy_hash: None,
             duration_us: None,
             http_status: None,

@@ -1181,6 +1181,10 @@ fn audit_authorization(
     event.rule = record.rule;
     event.granted_by = record.granted_by.clone();
     event.missing_scopes = record.missing.clone();
+    if let Some((argument, constraint)) = record.argument {
+        event.argument = Some(argument);
+        event.constraint = Some(constraint);
+    }
     if let Some(forwarded) = record.upstream {
         event.upstream = Some(forwarded.outcome);
         event.upstream_us = Some(u64::try_from(forwarded.duration.as_micros()).unwrap_or(u64::MAX));

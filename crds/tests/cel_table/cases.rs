@@ -259,6 +259,26 @@ pub const CASES: &[CelCase] = &[
     },
     CelCase {
         kind: "McpAccessPolicy",
+        name: "an argument constraint with min above max",
+        patch: || {
+            json!({"spec": {"tools": [
+            {"match": "get_public_info", "requiredScopes": ["public:read"], "arguments": {"limit": {"min": 5, "max": 1}}},
+            {"match": "get_confidential_info", "requiredScopes": ["confidential:read"]}]}})
+        },
+        message: "min must not be greater than max",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "an argument constrained as a number and as a string",
+        patch: || {
+            json!({"spec": {"tools": [
+            {"match": "get_public_info", "requiredScopes": ["public:read"], "arguments": {"limit": {"min": 1, "in": ["a"]}}},
+            {"match": "get_confidential_info", "requiredScopes": ["confidential:read"]}]}})
+        },
+        message: "min and max constrain a number; glob, in, regex, prefix and maxLength a string: not both on one argument",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
         name: "a policy that targets nothing",
         patch: || json!({"spec": {"targetRefs": []}}),
         message: "a policy must target servers: set targetRefs or targetSelector",

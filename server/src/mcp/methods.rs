@@ -94,6 +94,8 @@ pub struct AuthzRecord<'p> {
     pub missing: Vec<&'p str>,
     /// The request tried to name something outside a collection (`..`, separators, NUL).
     pub path_traversal: bool,
+    /// For `argument_denied`: the argument that failed and the constraint (never its value).
+    pub argument: Option<(&'p str, &'static str)>,
     /// How the request forwarded to the upstream went (proxy mode).
     pub upstream: Option<Forwarded>,
 }
@@ -416,6 +418,7 @@ pub(super) fn list_record<'p>(target: String) -> AuthzRecord<'p> {
         granted_by: Vec::new(),
         missing: Vec::new(),
         path_traversal: false,
+        argument: None,
         upstream: None,
     }
 }
@@ -458,11 +461,15 @@ pub(super) fn authz_record<'p>(
         granted_by,
         missing,
         path_traversal: false,
+        argument: decision.argument.map(|a| (a.argument, a.violation.constraint())),
         upstream: None,
     }
 }
 
 pub(super) fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> Reply<'static> {
+    if decision.reason == Reason::ArgumentDenied {
+        return argument_denial(decision, what);
+    }
     let message = match decision.reason {
         Reason::NoMatchingRule => format!(
             "Access to {what} is not granted by any policy.\n\nAction: ask the owner of this server's McpAccessPolicy for access."
@@ -482,6 +489,40 @@ pub(super) fn denial(decision: &Decision<'_>, missing: &[&str], what: &str) -> R
     }
 }
 
+/// A call whose arguments the caller's rules refuse: 403 naming the argument and the rule (never
+/// the value). When another rule for the tool would allow these arguments with more scopes, the
+/// challenge asks for all of that rule's scopes (`insufficient_scope`, step-up); otherwise no scope
+/// would help and the error says so.
+fn argument_denial(decision: &Decision<'_>, what: &str) -> Reply<'static> {
+    let failed = decision
+        .argument
+        .map_or_else(|| "the arguments".to_owned(), |a| a.to_string());
+    let rule = decision.rule.map_or("", |r| r.match_.as_str());
+    match decision.step_up {
+        Some(step_up) => Reply::InsufficientScope {
+            missing: step_up.required_scopes.clone(),
+            message: format!(
+                "The call of {what} is refused by its arguments: {failed} under the rules you hold; a rule for {rule:?} that requires {} allows them.\n\nAction: obtain a token with the scopes {} (or a role that grants them), or call with arguments your rules allow.",
+                step_up.required_scopes.join(" "),
+                step_up.required_scopes.join(" ")
+            ),
+        },
+        None => Reply::Error {
+            status: 403,
+            code: code::UNAUTHORIZED,
+            message: format!(
+                "The call of {what} is refused by its arguments: {failed} (rule {rule:?}).\n\nAction: call with arguments the policy allows; tools/list shows what they are, or ask the owner of this server's McpAccessPolicy."
+            ),
+            data: Some(json!({
+                "code": "ARGUMENT_DENIED",
+                "argument": decision.argument.map(|a| a.argument),
+                "constraint": decision.argument.map(|a| a.violation.constraint()),
+                "rule": rule,
+            })),
+        },
+    }
+}
+
 fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let Some(name) = params.get("name").and_then(Value::as_str) else {
         return (
@@ -489,8 +530,14 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>
             None,
         );
     };
-    let decision = call.access.check_tool(name);
-    let authz = record(call, AuthzKind::Tool, name, &decision);
+    // Arguments that are not an object are decided as none (a constrained argument is then
+    // missing: fail closed) and refused below if the call is otherwise allowed.
+    let arguments = tool_arguments(params);
+    let explanation = call
+        .access
+        .explain_call(name, arguments.as_ref().ok().copied().flatten());
+    let decision = explanation.decision;
+    let authz = authz_record(AuthzKind::Tool, name, &decision, Some(&explanation));
     let Some(tool) = decision.tool else {
         return (
             error(200, code::INVALID_PARAMS, format!("Unknown tool: {name}"), None),
@@ -500,7 +547,7 @@ fn call_tool<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply<'p>
     if !decision.effect.permits() {
         return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
     }
-    let arguments = match tool_arguments(params) {
+    let arguments = match arguments {
         Ok(arguments) => arguments.cloned().unwrap_or_default(),
         Err(invalid) => return (invalid, Some(authz)),
     };
@@ -675,6 +722,10 @@ fn list_resources<'p>(call: &Call<'_, 'p>) -> (Reply<'p>, Option<AuthzRecord<'p>
     let mut resources = Vec::new();
     for collection in call.access.visible_collections() {
         for document in store.list(collection).unwrap_or_default() {
+            // Listed iff `resources/read` allows it (argument constraints on `get` included).
+            if !call.access.check_document(collection, &document.name).effect.permits() {
+                continue;
+            }
             let mut resource = json!({
                 "uri": documents::resource_uri(collection, &document.name),
                 "name": document.name,
@@ -722,12 +773,13 @@ fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply
                 granted_by: Vec::new(),
                 missing: Vec::new(),
                 path_traversal: looks_like_traversal(uri),
+                argument: None,
                 upstream: None,
             };
             return (not_found(), Some(record));
         }
     };
-    let decision = call.access.check_collection(&collection);
+    let decision = call.access.check_document(&collection, &name);
     let authz = record(call, AuthzKind::Resource, uri, &decision);
     if decision.reason == Reason::UnknownCollection {
         return (not_found(), Some(authz));

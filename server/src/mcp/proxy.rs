@@ -554,7 +554,10 @@ async fn call_tool<'p>(
     let Some(prepared) = proxy.prepared(&call.snapshot.policy) else {
         return (not_ready(), None);
     };
-    let explanation = call.access.explain_in(&prepared.catalog, name);
+    let arguments = tool_arguments(params);
+    let explanation = call
+        .access
+        .explain_call_in(&prepared.catalog, name, arguments.as_ref().ok().copied().flatten());
     let decision = explanation.decision;
     let mut authz = authz_record(AuthzKind::Tool, name, &decision, Some(&explanation));
     if decision.reason == Reason::UnknownTool {
@@ -571,7 +574,7 @@ async fn call_tool<'p>(
         return (denial(&decision, &authz.missing, &format!("tool {name}")), Some(authz));
     }
     let mut forwarded = Map::from_iter([("name".to_owned(), Value::String(name.to_owned()))]);
-    match tool_arguments(params) {
+    match arguments {
         Ok(None) => {}
         Ok(Some(arguments)) => {
             forwarded.insert("arguments".to_owned(), Value::Object(arguments.clone()));
