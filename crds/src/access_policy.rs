@@ -249,6 +249,24 @@ pub struct BindingSpec {
     pub anonymous: bool,
 }
 
+/// A call of a policy test: a tool and the arguments it is called with.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TestCall {
+    /// The tool called.
+    #[schemars(length(min = 1, max = 128))]
+    pub tool: String,
+    /// The call's arguments, as a client would send them (`{path: /data/public/a.txt}`).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schemars(schema_with = "any_object")]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An object of any fields (kept as written by the API server).
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
 /// A Kubernetes service account.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "camelCase")]
@@ -266,8 +284,8 @@ pub struct ServiceAccountRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.visibleTools) || size(self.allowed) > 0 || size(self.denied) > 0 || (has(self.allowedPrompts) && size(self.allowedPrompts) > 0) || (has(self.deniedPrompts) && size(self.deniedPrompts) > 0) || (has(self.allowedResources) && size(self.allowedResources) > 0) || (has(self.deniedResources) && size(self.deniedResources) > 0)")
-        .message("a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)"),
+    validation = Rule::new("has(self.visibleTools) || size(self.allowed) > 0 || size(self.denied) > 0 || (has(self.allowedPrompts) && size(self.allowedPrompts) > 0) || (has(self.deniedPrompts) && size(self.deniedPrompts) > 0) || (has(self.allowedResources) && size(self.allowedResources) > 0) || (has(self.deniedResources) && size(self.deniedResources) > 0) || (has(self.allowedCalls) && size(self.allowedCalls) > 0) || (has(self.deniedCalls) && size(self.deniedCalls) > 0)")
+        .message("a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources, allowedCalls, deniedCalls)"),
     validation = Rule::new("!self.allowed.exists(t, t in self.denied)")
         .message("a tool cannot be both allowed and denied in one test"),
 )]
@@ -290,6 +308,14 @@ pub struct PolicyTestSpec {
     #[serde(default)]
     #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]
     pub denied: Vec<String>,
+    /// Calls with arguments the identity must be allowed to make (argument constraints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_calls: Vec<TestCall>,
+    /// Calls with arguments the identity must be denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub denied_calls: Vec<TestCall>,
     /// Proxy mode: prompts of the upstream the identity must be allowed to get.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(min = 1, max = 128)))]

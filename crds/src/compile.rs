@@ -355,7 +355,11 @@ pub fn compile(
     let catalog = server.spec.upstream.is_some().then(|| {
         let tested = policies.iter().flat_map(|p| &p.spec.tests).flat_map(|test| {
             let visible = test.visible_tools.iter().flatten();
-            visible.chain(&test.allowed).chain(&test.denied).map(String::as_str)
+            visible
+                .chain(&test.allowed)
+                .chain(&test.denied)
+                .map(String::as_str)
+                .chain(test.allowed_calls.iter().chain(&test.denied_calls).map(|c| c.tool.as_str()))
         });
         let named = policy.document().rules.iter().map(|r| r.match_.as_str());
         let exact = named.filter(|m| ToolPattern::parse(m).is_ok_and(|p| p.is_exact()));
@@ -1145,11 +1149,17 @@ fn check_policy(
             }
         }
         let asserts_items = prompt_and_resource_lists.iter().any(|(_, _, list)| !list.is_empty());
-        if test.visible_tools.is_none() && test.allowed.is_empty() && test.denied.is_empty() && !asserts_items {
+        if test.visible_tools.is_none()
+            && test.allowed.is_empty()
+            && test.denied.is_empty()
+            && test.allowed_calls.is_empty()
+            && test.denied_calls.is_empty()
+            && !asserts_items
+        {
             problems.push(
                 object,
                 path.clone(),
-                "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)",
+                "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources, allowedCalls, deniedCalls)",
             );
         }
     }

@@ -5,12 +5,37 @@
 
 use std::collections::BTreeSet;
 
-use crate::access_policy::PolicyTestSpec;
+use serde_json::Value;
+
+use crate::access_policy::{PolicyTestSpec, TestCall};
 use crate::catalog::Catalog;
 use crate::compile::test_source;
 use crate::document::RuleKind;
-use crate::evaluator::{Effect, Grant, Identity, Policy, Reason};
+use crate::evaluator::{Effect, Explanation, Grant, Identity, Policy, Reason};
 use crate::identity_source::IdentitySource;
+
+/// Why a call is denied, for a failing `allowedCalls` case.
+fn why_call_denied(explanation: &Explanation<'_>) -> String {
+    let decision = &explanation.decision;
+    match decision.reason {
+        Reason::NoMatchingRule => "no rule matches it".to_owned(),
+        Reason::UnknownTool => "the server has no such tool".to_owned(),
+        Reason::AmbiguousRules => "rules of equal specificity disagree about it".to_owned(),
+        Reason::ArgumentDenied => {
+            let failed = decision
+                .argument
+                .map_or_else(|| "the arguments".to_owned(), |a| a.to_string());
+            match decision.step_up {
+                Some(rule) => format!(
+                    "{failed} under the rules it holds; a rule requiring {} would allow it",
+                    rule.required_scopes.join(", ")
+                ),
+                None => failed,
+            }
+        }
+        _ => format!("missing scopes: {}", explanation.missing.join(", ")),
+    }
+}
 
 /// The outcome of one test case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +177,36 @@ fn run_one(policy: &Policy, catalog: Option<&Catalog>, test: &PolicyTestSpec, na
     for tool in &test.denied {
         if allows(tool) {
             failures.push(format!("call to {tool} is allowed ({})", why_allowed(tool)));
+        }
+    }
+    // Calls with arguments, decided as the server decides a `tools/call`.
+    let decide_call = |call: &TestCall| {
+        let arguments = Some(&call.arguments);
+        match catalog {
+            Some(catalog) => access.explain_call_in(catalog, &call.tool, arguments),
+            None => access.explain_call(&call.tool, arguments),
+        }
+    };
+    for call in &test.allowed_calls {
+        let explanation = decide_call(call);
+        if explanation.decision.effect != Effect::Allow {
+            failures.push(format!(
+                "call to {} with {} is denied ({})",
+                call.tool,
+                Value::Object(call.arguments.clone()),
+                why_call_denied(&explanation)
+            ));
+        }
+    }
+    for call in &test.denied_calls {
+        let explanation = decide_call(call);
+        if explanation.decision.effect == Effect::Allow {
+            let rule = explanation.decision.rule.map_or("", |r| r.match_.as_str());
+            failures.push(format!(
+                "call to {} with {} is allowed (rule {rule:?})",
+                call.tool,
+                Value::Object(call.arguments.clone())
+            ));
         }
     }
     // A proxy's prompts and resources, each decided by the rules of its kind.

@@ -30,7 +30,7 @@ const LITERAL_ONLY: &str = "required scopes are literal; '*' is only allowed in 
 const EMPTY_SCOPE: &str = "scope must not be empty";
 const SCOPE_WITH_SPACE: &str =
     "scope contains ' '; scopes are printable ASCII without spaces, '\"' or '\\' (RFC 6749 section 3.3)";
-const NO_ASSERTION: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)";
+const NO_ASSERTION: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources, allowedCalls, deniedCalls)";
 const EMPTY_BINDING: &str =
     "a binding must name at least one subject, group or service account, or set anonymous: true";
 

@@ -87,7 +87,7 @@ const REQUIRED_SCOPE: &str =
 const BINDING_SOMEONE: &str =
     "a binding must name at least one subject, group or service account, or set anonymous: true";
 const BINDING_NO_WILDCARD: &str = "bind unauthenticated callers with anonymous: true, never with a wildcard or system:anonymous/system:unauthenticated";
-const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)";
+const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources, allowedCalls, deniedCalls)";
 const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in one test";
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 const ARGUMENT_MIN_MAX: &str = "min must not be greater than max";
@@ -1464,6 +1464,8 @@ fn an_anonymous_test_identity_carries_nothing_else() {
                 visible_tools: Some(vec![]),
                 allowed: vec![],
                 denied: vec![],
+                allowed_calls: vec![],
+                denied_calls: vec![],
                 allowed_prompts: vec![],
                 denied_prompts: vec![],
                 allowed_resources: vec![],

@@ -337,7 +337,7 @@ pub const CASES: &[CelCase] = &[
         kind: "McpAccessPolicy",
         name: "a test that asserts nothing",
         patch: || json!({"spec": {"tests": [{"name": "nothing", "identity": {"subject": "alice"}}]}}),
-        message: "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources)",
+        message: "a test must assert something: set visibleTools, allowed or denied (or allowedPrompts, deniedPrompts, allowedResources, deniedResources, allowedCalls, deniedCalls)",
     },
     CelCase {
         kind: "McpAccessPolicy",
