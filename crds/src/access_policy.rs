@@ -173,8 +173,8 @@ pub struct ToolRuleSpec {
     /// (`path: {glob: ["/data/public/**"]}`). Each named argument must be present (unless
     /// `required: false`) and satisfy every constraint given for it; arguments not named are
     /// not constrained. A call that fails them is denied with reason `argument_denied` unless
-    /// another rule for the tool allows it. `tools/list` narrows the tool's input schema to what
-    /// the caller may send.
+    /// another rule for the tool allows it. A tool is listed when some arguments would be
+    /// allowed (its input schema is listed as the server defines it).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16))]
     pub arguments: BTreeMap<String, ArgumentConstraint>,

@@ -359,7 +359,12 @@ pub fn compile(
                 .chain(&test.allowed)
                 .chain(&test.denied)
                 .map(String::as_str)
-                .chain(test.allowed_calls.iter().chain(&test.denied_calls).map(|c| c.tool.as_str()))
+                .chain(
+                    test.allowed_calls
+                        .iter()
+                        .chain(&test.denied_calls)
+                        .map(|c| c.tool.as_str()),
+                )
         });
         let named = policy.document().rules.iter().map(|r| r.match_.as_str());
         let exact = named.filter(|m| ToolPattern::parse(m).is_ok_and(|p| p.is_exact()));

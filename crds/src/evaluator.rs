@@ -801,38 +801,6 @@ impl<'p> Access<'p> {
             .filter_map(|d| d.tool)
     }
 
-    /// The rules the caller holds the scopes of for a decided name: the alternatives a list
-    /// advertises (for narrowing a tool's input schema). Empty when one of them constrains no
-    /// argument (every argument is then allowed).
-    pub fn held_argument_rules(&self, decision: &Decision<'p>) -> Vec<&'p ArgumentRules> {
-        let Some(rule) = decision.rule else {
-            return Vec::new();
-        };
-        let rules = &self.policy.document.rules;
-        let held: Vec<Option<&'p ArgumentRules>> = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.kind == rule.kind && r.match_ == rule.match_)
-            .filter(|(i, _)| {
-                let mut required = ScopeSet::empty(self.policy.words);
-                for scope in &rules[*i].required_scopes {
-                    required.insert(self.policy.scope_index[scope] as usize);
-                }
-                required.is_subset_of(&self.covered)
-            })
-            .map(|(i, _)| self.policy.arguments[i].as_ref())
-            .collect();
-        if held.iter().any(Option::is_none) {
-            return Vec::new();
-        }
-        held.into_iter().flatten().collect()
-    }
-
-    /// The caller's values for caller-dependent constraints.
-    pub fn caller_values(&self) -> Caller<'_> {
-        self.caller()
-    }
-
     /// May the caller read the documents of collection `name` as resources? Decided by the tools
     /// that return the collection's documents whole: the first that allows, else one that would
     /// allow in audit mode, else the denial of the first.

@@ -62,7 +62,10 @@ fn rules_of_one_match_are_alternatives_and_a_call_is_decided_with_its_arguments(
     );
     let number = args(json!({"name": 7}));
     assert_eq!(
-        reader.check_call("get_doc", Some(&number)).argument.map(|a| a.violation),
+        reader
+            .check_call("get_doc", Some(&number))
+            .argument
+            .map(|a| a.violation),
         Some(Violation::NotAString)
     );
 
@@ -99,15 +102,28 @@ fn a_caller_dependent_rule_lists_a_tool_only_for_callers_it_can_allow() {
     .unwrap();
     let without_groups = policy.access(&Identity::with_scopes(Vec::<String>::new()));
     let decision = without_groups.check_tool("get_doc");
-    assert_eq!((decision.effect, decision.reason), (Effect::Deny, Reason::ArgumentDenied));
+    assert_eq!(
+        (decision.effect, decision.reason),
+        (Effect::Deny, Reason::ArgumentDenied)
+    );
     let team_a = Identity {
         groups: vec!["team-a".into()],
         ..Identity::default()
     };
     let access = policy.access(&team_a);
     assert!(access.check_tool("get_doc").effect.permits());
-    assert!(access.check_call("get_doc", Some(&args(json!({"name": "team-a-plan.md"})))).effect.permits());
-    assert!(!access.check_call("get_doc", Some(&args(json!({"name": "team-b-plan.md"})))).effect.permits());
+    assert!(
+        access
+            .check_call("get_doc", Some(&args(json!({"name": "team-a-plan.md"}))))
+            .effect
+            .permits()
+    );
+    assert!(
+        !access
+            .check_call("get_doc", Some(&args(json!({"name": "team-b-plan.md"}))))
+            .effect
+            .permits()
+    );
 }
 
 #[test]
