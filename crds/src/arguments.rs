@@ -103,8 +103,8 @@ pub struct ArgumentConstraint {
     pub max: Option<Number>,
     /// Most characters a string value may have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(max = 1048576))]
-    pub max_length: Option<u32>,
+    #[schemars(range(min = 0, max = 1048576))]
+    pub max_length: Option<i32>,
     /// Whether the call must carry the argument (the default). With `false` a call without it
     /// (or with `null`) passes, and a present value must still satisfy the constraints.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
@@ -452,6 +452,9 @@ impl ArgumentRules {
                     }
                 })
             };
+            if constraint.max_length.is_some_and(|m| m < 0) {
+                problems.push((path("maxLength"), "maxLength must not be negative".into()));
+            }
             let min = number(&constraint.min, "min", &mut problems);
             let max = number(&constraint.max, "max", &mut problems);
             if let (Some(lo), Some(hi)) = (min, max)
@@ -485,7 +488,7 @@ impl ArgumentRules {
                 prefix,
                 min,
                 max,
-                max_length: constraint.max_length,
+                max_length: constraint.max_length.map(|m| u32::try_from(m).unwrap_or(0)),
                 required: constraint.required,
             });
         }
