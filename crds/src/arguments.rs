@@ -112,6 +112,22 @@ pub struct ArgumentConstraint {
     pub required: bool,
 }
 
+impl ArgumentConstraint {
+    /// Whether `min` or `max` is given (the value must be a number).
+    pub fn is_numeric(&self) -> bool {
+        self.min.is_some() || self.max.is_some()
+    }
+
+    /// Whether a string constraint is given (the value must be a string).
+    pub fn is_textual(&self) -> bool {
+        !self.glob.is_empty()
+            || !self.in_.is_empty()
+            || self.regex.is_some()
+            || !self.prefix.is_empty()
+            || self.max_length.is_some()
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -319,10 +335,22 @@ impl Template {
     }
 }
 
+/// What type of value a constraint constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ValueKind {
+    /// `min`/`max`: a number.
+    Number,
+    /// `glob`, `in`, `regex`, `prefix`, `maxLength`: a string.
+    String,
+    /// Only `required`: any present value.
+    Any,
+}
+
 /// A compiled argument constraint.
 #[derive(Debug, Clone)]
 struct Compiled {
     name: String,
+    kind: ValueKind,
     globs: Vec<Template>,
     in_: Vec<Template>,
     regex: Option<regex::Regex>,
@@ -343,12 +371,21 @@ pub struct ArgumentRules {
 /// wrong.
 pub type ConstraintProblem = (String, String);
 
-/// Checks the constraints of a rule, with the path of each problem below `arguments`.
-pub fn check(arguments: &BTreeMap<String, ArgumentConstraint>) -> Vec<ConstraintProblem> {
-    match ArgumentRules::compile(arguments) {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems,
-    }
+/// Checks the constraints of a rule whose `arguments` field is at path `at`, with the full path
+/// of each problem (`at` empty: paths below `arguments`).
+pub fn check(arguments: &BTreeMap<String, ArgumentConstraint>, at: &str) -> Vec<ConstraintProblem> {
+    let problems = ArgumentRules::compile(arguments).err().unwrap_or_default();
+    problems
+        .into_iter()
+        .map(|(path, message)| {
+            let full = match (at.is_empty(), path.is_empty()) {
+                (true, _) => path,
+                (false, true) => at.to_owned(),
+                (false, false) => format!("{at}.{path}"),
+            };
+            (full, message)
+        })
+        .collect()
 }
 
 /// A regex compiled anchored, with bounded size.
@@ -462,12 +499,7 @@ impl ArgumentRules {
             {
                 problems.push((path("min"), "min must not be greater than max".into()));
             }
-            let numeric = min.is_some() || max.is_some();
-            let textual = !constraint.glob.is_empty()
-                || !constraint.in_.is_empty()
-                || constraint.regex.is_some()
-                || !constraint.prefix.is_empty()
-                || constraint.max_length.is_some();
+            let (numeric, textual) = (constraint.is_numeric(), constraint.is_textual());
             if numeric && textual {
                 problems.push((
                     name.clone(),
@@ -482,6 +514,13 @@ impl ArgumentRules {
             }
             compiled.push(Compiled {
                 name: name.clone(),
+                kind: if numeric {
+                    ValueKind::Number
+                } else if textual {
+                    ValueKind::String
+                } else {
+                    ValueKind::Any
+                },
                 globs,
                 in_,
                 regex,
@@ -542,12 +581,8 @@ impl ArgumentRules {
 }
 
 impl Compiled {
-    fn numeric(&self) -> bool {
-        self.min.is_some() || self.max.is_some()
-    }
-
     fn check_value(&self, value: &Value, caller: &Caller<'_>) -> Result<(), Violation> {
-        if self.numeric() {
+        if self.kind == ValueKind::Number {
             let Some(n) = value.as_f64() else {
                 return Err(Violation::NotANumber);
             };
@@ -559,13 +594,7 @@ impl Compiled {
             }
             return Ok(());
         }
-        let textual = !self.globs.is_empty()
-            || !self.in_.is_empty()
-            || self.regex.is_some()
-            || !self.prefix.is_empty()
-            || self.max_length.is_some();
-        if !textual {
-            // Only `required`: any present value.
+        if self.kind == ValueKind::Any {
             return Ok(());
         }
         let Some(text) = value.as_str() else {
@@ -697,31 +726,19 @@ pub fn normalize_path(path: &str) -> String {
 
 /// Whether normalised `path` matches `glob` (`*` within a segment, `**` across segments).
 pub fn glob_matches(glob: &str, path: &str) -> bool {
-    let (glob_absolute, path_absolute) = (glob.starts_with('/'), path.starts_with('/'));
-    if glob_absolute != path_absolute {
+    if glob.starts_with('/') != path.starts_with('/') {
         return false;
     }
-    let split = |s: &'_ str| -> Vec<String> { s.split('/').filter(|seg| !seg.is_empty()).map(str::to_owned).collect() };
-    let (pattern, text) = (split(glob), split(path));
-    // Single-`**` backtracking over segments, as `*` over characters: never exponential.
-    let (mut p, mut t) = (0, 0);
-    let mut resume: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == "**" {
-            resume = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && crate::tool_match::star_match(pattern[p].as_bytes(), text[t].as_bytes()) {
-            p += 1;
-            t += 1;
-        } else if let Some((star, matched)) = resume {
-            p = star + 1;
-            t = matched + 1;
-            resume = Some((star, matched + 1));
-        } else {
-            return false;
-        }
+    fn segments(s: &str) -> Vec<&str> {
+        s.split('/').filter(|seg| !seg.is_empty()).collect()
     }
-    pattern[p..].iter().all(|s| s == "**")
+    // `**` over segments as `*` over characters, each segment matched as a `*` glob.
+    crate::tool_match::star_match_by(
+        &segments(glob),
+        &segments(path),
+        |segment| *segment == "**",
+        |pattern, text| crate::tool_match::star_match(pattern.as_bytes(), text.as_bytes()),
+    )
 }
 
 #[cfg(test)]
@@ -736,7 +753,7 @@ mod tests {
 
     fn problems(yaml: &str) -> Vec<ConstraintProblem> {
         let arguments: BTreeMap<String, ArgumentConstraint> = yaml_serde::from_str(yaml).unwrap();
-        check(&arguments)
+        check(&arguments, "")
     }
 
     fn call(rules: &ArgumentRules, args: Value) -> Result<(), (String, Violation)> {

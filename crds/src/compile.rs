@@ -943,9 +943,15 @@ fn check_policy(
                 ),
             Ok(_) => {}
         }
-        let scopes: BTreeSet<&String> = rule.required_scopes.iter().collect();
-        let arguments = serde_json::to_string(&rule.arguments).expect("constraints serialize");
-        if !matches.insert((rule.match_.as_str(), scopes, arguments)) {
+        let scopes: Vec<String> = rule
+            .required_scopes
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let content = document::content_key(&scopes, spec.mode, &rule.arguments);
+        if !matches.insert((rule.match_.as_str(), content)) {
             problems.push(
                 object,
                 format!("spec.tools[{i}].match"),
@@ -955,13 +961,8 @@ fn check_policy(
                 ),
             );
         }
-        for (path, message) in crate::arguments::check(&rule.arguments) {
-            let at = if path.is_empty() {
-                String::new()
-            } else {
-                format!(".{path}")
-            };
-            problems.push(object, format!("spec.tools[{i}].arguments{at}"), message);
+        for (path, message) in crate::arguments::check(&rule.arguments, &format!("spec.tools[{i}].arguments")) {
+            problems.push(object, path, message);
         }
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {

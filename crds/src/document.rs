@@ -368,8 +368,18 @@ impl ToolRule {
     /// What the rule states apart from its `match` and sources, as canonical text: rules of one
     /// `match` are ordered by it, and two rules with equal keys are one rule.
     pub fn content_key(&self) -> String {
-        serde_json::to_string(&(&self.required_scopes, self.mode, &self.arguments)).expect("a rule serializes")
+        content_key(&self.required_scopes, self.mode, &self.arguments)
     }
+}
+
+/// [`ToolRule::content_key`] of a rule with these sorted, deduplicated `required_scopes`, `mode`
+/// and `arguments` (also for a rule as an McpAccessPolicy writes it).
+pub fn content_key(
+    required_scopes: &[String],
+    mode: PolicyMode,
+    arguments: &BTreeMap<String, ArgumentConstraint>,
+) -> String {
+    serde_json::to_string(&(required_scopes, mode, arguments)).expect("a rule serializes")
 }
 
 /// A role.

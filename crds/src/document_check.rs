@@ -112,13 +112,8 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
                 "argument constraints are for tool rules",
             );
         }
-        for (path, message) in crate::arguments::check(&rule.arguments) {
-            let at = if path.is_empty() {
-                String::new()
-            } else {
-                format!(".{path}")
-            };
-            problems.push(None, format!("rules[{i}].arguments{at}"), message);
+        for (path, message) in crate::arguments::check(&rule.arguments, &format!("rules[{i}].arguments")) {
+            problems.push(None, path, message);
         }
         for (j, scope) in rule.required_scopes.iter().enumerate() {
             if let Err(e) = check_literal_scope(scope) {

@@ -155,13 +155,24 @@ impl ToolPattern {
 /// Iterative `*`-only glob matching with single-star backtracking: linear in practice, never
 /// exponential (`*a*a*a*b` against a long run of `a`s stays quadratic at worst).
 pub(crate) fn star_match(pattern: &[u8], text: &[u8]) -> bool {
+    star_match_by(pattern, text, |&c| c == b'*', |p, t| p == t)
+}
+
+/// [`star_match`] over any items: `is_star` items match any run of items (possibly empty), the
+/// others one item each, as `matches` says.
+pub(crate) fn star_match_by<P, T>(
+    pattern: &[P],
+    text: &[T],
+    is_star: impl Fn(&P) -> bool,
+    matches: impl Fn(&P, &T) -> bool,
+) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut resume: Option<(usize, usize)> = None;
     while t < text.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
+        if p < pattern.len() && is_star(&pattern[p]) {
             resume = Some((p, t));
             p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
+        } else if p < pattern.len() && matches(&pattern[p], &text[t]) {
             p += 1;
             t += 1;
         } else if let Some((star, matched)) = resume {
@@ -172,7 +183,7 @@ pub(crate) fn star_match(pattern: &[u8], text: &[u8]) -> bool {
             return false;
         }
     }
-    pattern[p..].iter().all(|&c| c == b'*')
+    pattern[p..].iter().all(is_star)
 }
 
 #[cfg(test)]

@@ -45,19 +45,23 @@ pub fn operator_binary() -> PathBuf {
     built_binary(&BUILD, "palisade-operator")
 }
 
-/// One JSON-RPC message `body` (as written) POSTed to `server`'s MCP endpoint with `token` at
-/// revision 2025-11-25: the status, the `Retry-After` header and the body (`Null` when it is not
-/// JSON).
-pub fn mcp_post(server: &Server, token: &str, body: &str) -> (u16, Option<String>, Value) {
-    let response = http_client()
+/// A JSON-RPC POST of `body` to the server's MCP endpoint with `token`, as an MCP client sends
+/// it (2025-11-25), ready for more headers.
+pub fn mcp_request(server: &Server, token: &str, body: &str) -> reqwest::blocking::RequestBuilder {
+    http_client()
         .post(server.mcp_url())
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
         .body(body.to_owned())
-        .send()
-        .expect("an answer");
+}
+
+/// One JSON-RPC message `body` (as written) POSTed to `server`'s MCP endpoint with `token` at
+/// revision 2025-11-25: the status, the `Retry-After` header and the body (`Null` when it is not
+/// JSON).
+pub fn mcp_post(server: &Server, token: &str, body: &str) -> (u16, Option<String>, Value) {
+    let response = mcp_request(server, token, body).send().expect("an answer");
     let status = response.status().as_u16();
     let retry_after = response
         .headers()

@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_e2e::{Fixture, Server, TempDir, http_client, proxy_fixture};
+use palisade_e2e::{Fixture, Server, TempDir, proxy_fixture};
 use serde_json::{Value, json};
 
 const TOOL: &str = "read_text_file";
@@ -103,14 +103,9 @@ impl Answer {
 fn rpc(server: &Server, token: &str, method: &str, params: Value) -> Answer {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let request_id = format!("argument-rules-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let response = http_client()
-        .post(server.mcp_url())
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let response = palisade_e2e::mcp_request(server, token, &body)
         .header("x-request-id", &request_id)
-        .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
         .send()
         .expect("an answer");
     let status = response.status().as_u16();
