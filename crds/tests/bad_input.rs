@@ -1451,3 +1451,27 @@ fn a_document_fetches_keys_over_https_unless_marked_for_development() {
     marked.authentication.issuers[0].allow_insecure_http = true;
     Policy::new(marked).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn bad_argument_constraints_are_refused_with_their_field_path() {
+    let found = policy_problems(|spec| {
+        spec.tools[0].arguments =
+            yaml_serde::from_str(r#"{ticket: {regex: "(a"}, home: {glob: ["/home/{user}/**"]}}"#).unwrap();
+    });
+    let paths: Vec<(&str, bool)> = found
+        .iter()
+        .map(|p| {
+            (
+                p.path.as_str(),
+                p.message.contains("regex does not compile") || p.message.contains("unknown caller variable {user}"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("spec.tools[0].arguments.home.glob[0]", true),
+            ("spec.tools[0].arguments.ticket.regex", true)
+        ]
+    );
+}
