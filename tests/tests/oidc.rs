@@ -619,6 +619,11 @@ fn unknown_kid_flood_is_rate_limited() {
         "every unknown kid of the warm flood is rate-limited"
     );
     assert_eq!(
+        jwks_fetches(&server, &issuer, "busy"),
+        0,
+        "no fetch was running, so no request was turned away as busy"
+    );
+    assert_eq!(
         (
             provider.gets("/.well-known/openid-configuration"),
             provider.gets("/jwks")

@@ -146,6 +146,10 @@ pub struct JwksCache {
     attempts: AtomicU64,
     /// A background refresh is running.
     refreshing: AtomicBool,
+    /// A fetch is on the wire: set before `last_attempt` is written, cleared once its outcome
+    /// is stored, so a request that reads a recent `last_attempt` and no fetch in flight knows
+    /// that no fetch can give it new keys.
+    in_flight: AtomicBool,
 }
 
 /// One request's place among the waiters of a fetch, given back when it ends or is dropped.
@@ -163,6 +167,16 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Marks the end of a fetch when dropped: after its outcome is stored, or when the request
+/// that ran it is cancelled.
+struct InFlight<'a>(&'a AtomicBool);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -217,6 +231,7 @@ impl JwksCache {
             waiters: AtomicUsize::new(0),
             attempts: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
+            in_flight: AtomicBool::new(false),
         }
     }
 
@@ -288,6 +303,17 @@ impl JwksCache {
     /// While a fetch runs, at most [`MAX_FETCH_WAITERS`] callers ([`MAX_FIRST_FETCH_WAITERS`]
     /// for the first fetch) wait for it and take its outcome; the others return at once.
     async fn refresh(&self, unknown_kid: bool) {
+        let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
+        // An unknown `kid` while no fetch runs and the last one is recent: rate-limited at once,
+        // without queueing on the fetch lock (a flood of made-up `kid`s must not count as waiters
+        // and push out a request waiting for a real rotation).
+        if unknown_kid {
+            let last_attempt = self.snapshot().2;
+            if recent(last_attempt, self.min_refetch_interval) && !self.in_flight.load(Ordering::Acquire) {
+                (self.observer)(&self.issuer, FetchResult::RateLimited);
+                return;
+            }
+        }
         let attempts = self.attempts.load(Ordering::Acquire);
         let _guard = match self.fetching.try_lock() {
             Ok(guard) => guard,
@@ -311,7 +337,6 @@ impl JwksCache {
             }
         };
         let (_, fetched_at, last_attempt) = self.snapshot();
-        let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
         // Another task refreshed while this one waited for the lock.
         if !unknown_kid && recent(fetched_at, self.refresh_after()) {
             return;
@@ -322,6 +347,8 @@ impl JwksCache {
             }
             return;
         }
+        self.in_flight.store(true, Ordering::Release);
+        let _in_flight = InFlight(&self.in_flight);
         self.state.write().expect("jwks state lock").last_attempt = Some(Instant::now());
         let fetched = self.fetch().await;
         self.attempts.fetch_add(1, Ordering::AcqRel);
