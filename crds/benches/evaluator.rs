@@ -116,6 +116,7 @@ url: {prefix: ["https://docs.example.com/"]}
         rules,
         roles,
         bindings,
+        scope_implications: Vec::new(),
         upstream: None,
     };
     Policy::new(document).expect("benchmark policy is valid")

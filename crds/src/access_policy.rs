@@ -74,6 +74,16 @@ pub struct McpAccessPolicySpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub roles: Vec<RoleSpec>,
 
+    /// Scope hierarchies: a broader scope and the narrower scopes it implies
+    /// (`{scope: files, implies: ["files:*"]}`). A caller holding the broader scope, in its token
+    /// or through a role, holds the implied ones too, transitively (`files` → `files:admin` →
+    /// `files:read`). Implications of one scope stated by several policies of a server add up; a
+    /// cycle (`a` implies `b` implies `a`) is refused. Keyed by `scope`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["scope".into()]))]
+    pub scope_implications: Vec<ScopeImplicationSpec>,
+
     /// The scopes each tool requires, and the arguments its calls may carry. A caller sees and
     /// may call a tool only when it holds all of a rule's scopes; a tool no rule matches is
     /// invisible and uncallable. The most specific match decides: an exact name beats a glob, a
@@ -152,6 +162,26 @@ pub struct RoleSpec {
     #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(GRANTED_SCOPE_REGEX)))
         .message("scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'"))]
     pub scopes: Vec<String>,
+}
+
+/// A broader scope and the narrower scopes it implies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.implies.exists(s, s == self.scope)")
+    .message("a scope does not imply itself; list the narrower scopes it implies"))]
+pub struct ScopeImplicationSpec {
+    /// The broader scope, literal, as an IdP issues it or a role grants it (`files`,
+    /// `files:admin`).
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", cel_quote(LITERAL_SCOPE_REGEX)))
+        .message("the broader scope is a literal RFC 6749 scope token"))]
+    pub scope: String,
+    /// The narrower scopes it implies, written like the scopes a role grants: literal, or with
+    /// `*` for one whole `:`-separated segment (`files:*`). At least one, at most 32.
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 128)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, s.matches('{}'))", cel_quote(GRANTED_SCOPE_REGEX)))
+        .message("scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'"))]
+    pub implies: Vec<String>,
 }
 
 /// A rule stating the scopes that matching tools require.

@@ -255,6 +255,10 @@ impl Var {
     }
 }
 
+mod schema;
+
+pub use schema::{NARROWED_META_KEY, narrow};
+
 /// Whether a caller value may be substituted into a pattern: one plain path segment.
 fn is_safe_value(value: &str) -> bool {
     !value.is_empty()
@@ -544,12 +548,14 @@ impl ArgumentRules {
     }
 
     /// Whether some arguments would satisfy these constraints for `caller`: false when a list of
-    /// caller-dependent values expands to nothing (the caller has no subject, no group, ...).
+    /// caller-dependent values of a required argument expands to nothing (the caller has no
+    /// subject, no group, ...); an argument that is not required can be left out.
     pub fn satisfiable(&self, caller: &Caller<'_>) -> bool {
         self.arguments.iter().all(|c| {
-            [&c.globs, &c.in_, &c.prefix]
-                .into_iter()
-                .all(|list| list.is_empty() || list.iter().any(|t| !t.expand(caller).is_empty()))
+            !c.required
+                || [&c.globs, &c.in_, &c.prefix]
+                    .into_iter()
+                    .all(|list| list.is_empty() || list.iter().any(|t| !t.expand(caller).is_empty()))
         })
     }
 
@@ -567,6 +573,10 @@ impl ArgumentRules {
             };
             match arguments.and_then(|a| a.get(&constraint.name)) {
                 None | Some(Value::Null) if constraint.required => return Err(fail(Violation::Missing)),
+                // An empty array has no value to satisfy the constraint with.
+                Some(Value::Array(items)) if items.is_empty() && constraint.required => {
+                    return Err(fail(Violation::Missing));
+                }
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) => {
                     for item in items {
@@ -909,6 +919,13 @@ url: {prefix: ["https://docs.example.com/"]}
             call(&paths, json!({"paths": [["/data/public/a"]]})),
             Err(("paths".into(), Violation::NotAString))
         );
+        // An empty array gives a required argument no value; an optional one may be empty.
+        assert_eq!(
+            call(&paths, json!({"paths": []})),
+            Err(("paths".into(), Violation::Missing))
+        );
+        let optional = rules("paths: {glob: [\"/data/public/**\"], required: false}");
+        assert_eq!(call(&optional, json!({"paths": []})), Ok(()));
     }
 
     #[test]

@@ -203,6 +203,15 @@ impl<'p> Access<'p> {
         self.explain_prepared(self.check_call_in(catalog, name, arguments), tool)
     }
 
+    /// [`Access::narrow_input_schema`] for name `name` of `catalog`.
+    pub fn narrow_input_schema_in(&self, catalog: &Catalog, name: &str, schema: &Value) -> Option<(Value, Value)> {
+        let Some(Entry::Governed(tool)) = self.entry(catalog, name) else {
+            return None;
+        };
+        let rules = self.narrowing_prepared(tool)?;
+        Some(crate::arguments::narrow(schema, &rules, &self.caller()))
+    }
+
     /// The names of `catalog` the caller sees: exactly those [`Access::check_in`] permits, in
     /// name order.
     pub fn visible_in<'c>(&'c self, catalog: &'c Catalog) -> impl Iterator<Item = &'c str> + 'c {

@@ -6,10 +6,11 @@
 //! Merge rules when several policies bind one server:
 //! - **roles** are shared by name across the server's policies; two policies may define the same
 //!   role only with the same scopes (otherwise: a conflict naming both);
-//! - **tool rules** are keyed by `match`; two policies may state the same `match` only with the
-//!   same required scopes and mode. Between different patterns the most specific wins
-//!   ([`crate::tool_match`]), whatever policy it comes from;
+//! - **tool rules** are alternatives: every rule of every policy is one, and a rule stated twice
+//!   (same `match`, scopes, mode and arguments) is one rule with both sources. Between different
+//!   patterns the most specific wins ([`crate::tool_match`]), whatever policy it comes from;
 //! - **bindings** add up;
+//! - **scope implications** of one scope add up (a cycle the union forms is refused);
 //! - **mode**: each rule keeps its own policy's mode (a rule from an `Audit` policy never denies,
 //!   it only reports); tools that no rule matches are denied unless every bound policy is in
 //!   `Audit` mode;
@@ -27,8 +28,8 @@ use crate::catalog::Catalog;
 use crate::common::PolicyMode;
 use crate::document::{
     self, Authentication, Binding, Claims, Collection, DEFAULT_JWKS_CACHE_TTL_SECONDS, DEFAULT_LEEWAY_SECONDS,
-    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, RuleKind, ToolDefinition, ToolPin, ToolRule,
-    UnpinnedTools, UpstreamTools,
+    DocumentMetadata, Issuer, KeySource, PolicyDocument, Role, RuleKind, ScopeImplication, ToolDefinition, ToolPin,
+    ToolRule, UnpinnedTools, UpstreamTools,
 };
 use crate::document_check::{
     HMAC_SERVICE_ACCOUNTS, INSECURE_KEYS_URL, is_dns_label, is_dns_subdomain, is_http_url, role_name_problem,
@@ -183,6 +184,7 @@ pub fn compile(
     let mut roles: BTreeMap<String, (BTreeSet<String>, Vec<String>, String)> = BTreeMap::new();
     let mut rules: BTreeMap<(RuleKind, String, String), ToolRule> = BTreeMap::new();
     let mut bindings = Vec::new();
+    let mut implications: Vec<ScopeImplication> = Vec::new();
 
     for policy in &policies {
         let key = object_key(*policy);
@@ -214,6 +216,8 @@ pub fn compile(
                 }
             }
         }
+        // One scope's implications add up across policies (the document's normal form merges them).
+        implications.extend(implications_of(spec, &key));
         // Rules are alternatives: every rule of every policy is one, and a rule stated twice
         // (with the same scopes, mode and arguments) is one rule with both sources.
         for (kind, _, i, match_, required_scopes) in rule_specs(spec) {
@@ -324,6 +328,7 @@ pub fn compile(
             })
             .collect(),
         bindings,
+        scope_implications: merge_implications(implications),
         upstream: server.spec.upstream.as_ref().map(upstream_tools),
     };
 
@@ -905,6 +910,37 @@ fn check_upstream(spec: &McpServerSpec, upstream: &UpstreamSpec, object: Option<
 }
 
 /// Checks one policy against the server it is compiled for.
+/// Implications of one scope, from any number of policies, as one: what they imply and where
+/// they come from, each sorted and once.
+fn merge_implications(implications: Vec<ScopeImplication>) -> Vec<ScopeImplication> {
+    let mut merged: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for implication in implications {
+        let (implies, sources) = merged.entry(implication.scope).or_default();
+        implies.extend(implication.implies);
+        sources.extend(implication.sources);
+    }
+    merged
+        .into_iter()
+        .map(|(scope, (implies, sources))| ScopeImplication {
+            scope,
+            implies: implies.into_iter().collect(),
+            sources: sources.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// A policy's scope implications in the document's form, with `source`.
+fn implications_of(spec: &McpAccessPolicySpec, source: &str) -> Vec<ScopeImplication> {
+    spec.scope_implications
+        .iter()
+        .map(|imp| ScopeImplication {
+            scope: imp.scope.clone(),
+            implies: imp.implies.clone(),
+            sources: vec![source.to_owned()],
+        })
+        .collect()
+}
+
 fn check_policy(
     spec: &McpAccessPolicySpec,
     object: &str,
@@ -913,6 +949,9 @@ fn check_policy(
     problems: &mut Problems,
 ) {
     let object = Some(object);
+    for (path, message) in crate::scope_hierarchy::check(&implications_of(spec, ""), "spec.scopeImplications") {
+        problems.push(object, path, message);
+    }
     let mut roles = HashSet::new();
     for (i, role) in spec.roles.iter().enumerate() {
         if let Some(message) = role_name_problem(&role.name) {

@@ -63,6 +63,10 @@ pub struct PolicyDocument {
     /// Who holds which role.
     #[serde(default)]
     pub bindings: Vec<Binding>,
+    /// Scope hierarchies: a caller holding a scope (in its token or through a role) holds the
+    /// scopes it implies, transitively. Sorted by scope, each scope once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scope_implications: Vec<ScopeImplication>,
     /// How the tools of an upstream are pinned and presented (proxy mode); left out for a
     /// document server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,6 +395,20 @@ pub struct Role {
     /// Scopes granted (sorted); `*` per segment.
     pub scopes: Vec<String>,
     /// `namespace/name` of the policies that define the role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+}
+
+/// A broader scope and the narrower scopes it implies.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScopeImplication {
+    /// The broader scope (literal).
+    pub scope: String,
+    /// What it implies (sorted): literal scopes, or patterns with `*` for one whole segment
+    /// (`files:*`), read like the scopes a role grants.
+    pub implies: Vec<String>,
+    /// `namespace/name` of the policies that state the implication.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<String>,
 }

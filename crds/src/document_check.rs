@@ -141,6 +141,10 @@ pub fn check(document: &PolicyDocument, problems: &mut Problems) {
         }
     }
 
+    for (path, message) in crate::scope_hierarchy::check(&document.scope_implications, "scopeImplications") {
+        problems.push(None, path, message);
+    }
+
     for (i, binding) in document.bindings.iter().enumerate() {
         if !roles.contains_key(binding.role.as_str()) {
             problems.push(

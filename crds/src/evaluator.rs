@@ -8,7 +8,8 @@
 //! Model (default deny):
 //! - a caller's effective scopes = the scopes in its token ∪ the scopes of every role it holds
 //!   (roles named in its token, and roles bound to its subject, groups or service account;
-//!   anonymous callers hold only the roles bound with `anonymous: true`);
+//!   anonymous callers hold only the roles bound with `anonymous: true`), each with the narrower
+//!   scopes it implies (`scopeImplications`, [`crate::scope_hierarchy`]);
 //! - a tool is visible in `tools/list` **iff** a call to it would be allowed: both answers come from
 //!   [`Access::check_tool`], so list filtering and call checking never disagree;
 //! - a tool is governed by the most specific rule matching its name; with no rule it is denied;
@@ -30,6 +31,7 @@ use crate::document::{PolicyDocument, RuleKind, ToolDefinition, ToolRule};
 use crate::identity_source::IdentitySource;
 use crate::problem::Problems;
 use crate::scope::ScopeGrant;
+use crate::scope_hierarchy::ScopeHierarchy;
 use crate::tool_match::{Specificity, ToolPattern};
 
 /// Who is calling, as authentication established it.
@@ -178,6 +180,28 @@ pub enum Grant<'p> {
     Token,
     /// A role the caller holds grants it.
     Role(&'p str),
+    /// A broader scope the credential carries implies it (`scopeImplications`).
+    ImpliedByToken(&'p str),
+    /// A broader scope that a role the caller holds grants implies it.
+    ImpliedByRole {
+        /// The role.
+        role: &'p str,
+        /// The broader scope it grants.
+        scope: &'p str,
+    },
+}
+
+impl std::fmt::Display for Grant<'_> {
+    /// Where the scope came from, as explanations print it: `the token`, `role reader`,
+    /// `files:admin in the token`, `files:admin of role editor`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token => f.write_str("the token"),
+            Self::Role(role) => write!(f, "role {role}"),
+            Self::ImpliedByToken(scope) => write!(f, "{scope} in the token"),
+            Self::ImpliedByRole { role, scope } => write!(f, "{scope} of role {role}"),
+        }
+    }
 }
 
 /// The detail behind a decision: what granted each required scope, and what is missing.
@@ -318,7 +342,12 @@ struct SourceBindings {
 
 #[derive(Debug)]
 struct PreparedRole {
+    /// Required scopes its grants cover, implied ones included.
     covers: ScopeSet,
+    /// Required scopes its grants cover as written.
+    direct: ScopeSet,
+    /// The broader scopes (positions in the hierarchy) its grants cover.
+    broader: Vec<u32>,
 }
 
 /// A validated, prepared policy: build once per document, share across requests.
@@ -339,6 +368,10 @@ pub struct Policy {
     collection_index: HashMap<String, Vec<usize>>,
     /// Each rule's compiled argument constraints (none: it constrains no argument).
     arguments: Vec<Option<ArgumentRules>>,
+    /// Which scopes imply which.
+    hierarchy: ScopeHierarchy,
+    /// For each broader scope of `hierarchy`: the required scopes it implies.
+    implied: Vec<ScopeSet>,
     words: usize,
 }
 
@@ -403,7 +436,22 @@ impl Policy {
         }
         problems.into_result()?;
 
-        // What each role covers, over the interned required scopes.
+        // What each broader scope implies, over the interned required scopes.
+        let hierarchy = ScopeHierarchy::new(&document.scope_implications);
+        let implied: Vec<ScopeSet> = (0..document.scope_implications.len())
+            .map(|b| {
+                let mut set = ScopeSet::empty(words);
+                for (id, scope) in scopes.iter().enumerate() {
+                    if hierarchy.implies(b, scope) {
+                        set.insert(id);
+                    }
+                }
+                set
+            })
+            .collect();
+
+        // What each role covers, over the interned required scopes: what its grants cover, and
+        // what the broader scopes they cover imply.
         let mut roles = Vec::with_capacity(document.roles.len());
         let mut role_index = HashMap::with_capacity(document.roles.len());
         for (i, role) in document.roles.iter().enumerate() {
@@ -412,13 +460,27 @@ impl Policy {
                 .iter()
                 .map(|s| ScopeGrant::parse(s).expect("checked"))
                 .collect();
-            let mut covers = ScopeSet::empty(words);
+            let mut direct = ScopeSet::empty(words);
             for (id, scope) in scopes.iter().enumerate() {
                 if grants.iter().any(|g| g.covers(scope)) {
-                    covers.insert(id);
+                    direct.insert(id);
                 }
             }
-            roles.push(PreparedRole { covers });
+            let broader: Vec<u32> = hierarchy
+                .broader_scopes()
+                .enumerate()
+                .filter(|(_, scope)| grants.iter().any(|g| g.covers(scope)))
+                .map(|(b, _)| b as u32)
+                .collect();
+            let mut covers = direct.clone();
+            for &b in &broader {
+                covers.union_with(&implied[b as usize]);
+            }
+            roles.push(PreparedRole {
+                covers,
+                direct,
+                broader,
+            });
             role_index.insert(role.name.clone(), i as u32);
         }
 
@@ -486,6 +548,8 @@ impl Policy {
             anonymous_roles,
             collection_index,
             arguments,
+            hierarchy,
+            implied,
             words,
         })
     }
@@ -567,6 +631,7 @@ impl Policy {
     /// ```
     pub fn access(&self, identity: &Identity) -> Access<'_> {
         let mut covered = ScopeSet::empty(self.words);
+        let mut token_broader: Vec<u32> = Vec::new();
         let mut roles: Vec<u32> = Vec::new();
         if identity.anonymous {
             roles.extend_from_slice(&self.anonymous_roles);
@@ -575,6 +640,15 @@ impl Policy {
                 if let Some(&id) = self.scope_index.get(scope) {
                     covered.insert(id as usize);
                 }
+            }
+            if !self.hierarchy.is_empty() {
+                token_broader.extend(
+                    identity
+                        .scopes
+                        .iter()
+                        .filter_map(|s| self.hierarchy.position(s))
+                        .map(|b| b as u32),
+                );
             }
             roles.extend(identity.roles.iter().filter_map(|r| self.role_index.get(r).copied()));
             // Subjects and groups match only the bindings of the caller's own source.
@@ -593,6 +667,9 @@ impl Policy {
             roles.dedup();
         }
         let token = covered.clone();
+        for &b in &token_broader {
+            covered.union_with(&self.implied[b as usize]);
+        }
         for &role in &roles {
             covered.union_with(&self.roles[role as usize].covers);
         }
@@ -609,6 +686,7 @@ impl Policy {
             policy: self,
             covered,
             token,
+            token_broader,
             roles,
             caller,
         }
@@ -662,7 +740,10 @@ struct CallerValues {
 pub struct Access<'p> {
     policy: &'p Policy,
     covered: ScopeSet,
+    /// Required scopes the credential carries as such.
     token: ScopeSet,
+    /// Broader scopes (positions in the hierarchy) the credential carries.
+    token_broader: Vec<u32>,
     roles: Vec<u32>,
     caller: CallerValues,
 }
@@ -682,7 +763,7 @@ impl<'p> Access<'p> {
         }
     }
 
-    fn caller(&self) -> Caller<'_> {
+    pub(crate) fn caller(&self) -> Caller<'_> {
         Caller {
             subject: self.caller.subject.as_deref(),
             groups: &self.caller.groups,
@@ -768,6 +849,39 @@ impl<'p> Access<'p> {
                 ..Decision::refused(Reason::MissingScopes, tool.mode)
             },
         }
+    }
+
+    /// The argument rules a list of `tool` narrows its input schema to for this caller: those
+    /// of the alternatives whose scopes it holds and whose constraints it can satisfy. None when
+    /// the schema stays as defined: no such alternative, one that constrains nothing, or a tool
+    /// in `Audit` mode (whose calls are allowed whatever their arguments).
+    pub(crate) fn narrowing_prepared(&self, tool: &PreparedTool) -> Option<Vec<&'p ArgumentRules>> {
+        if tool.mode == PolicyMode::Audit {
+            return None;
+        }
+        let caller = self.caller();
+        let mut narrowing = Vec::new();
+        for alt in tool
+            .alternatives
+            .iter()
+            .filter(|alt| alt.required.is_subset_of(&self.covered))
+        {
+            match &self.policy.arguments[alt.rule] {
+                None => return None,
+                Some(rules) if rules.satisfiable(&caller) => narrowing.push(rules),
+                Some(_) => {}
+            }
+        }
+        (!narrowing.is_empty()).then_some(narrowing)
+    }
+
+    /// `schema`, the input schema of tool `name` (as the document or upstream defines it),
+    /// narrowed to the arguments this caller's rules accept, with the mark for the tool's
+    /// `_meta` ([`crate::arguments::NARROWED_META_KEY`]); None when nothing narrows it.
+    pub fn narrow_input_schema(&self, name: &str, schema: &Value) -> Option<(Value, Value)> {
+        let tool = &self.policy.tools[*self.policy.tool_index.get(name)?];
+        let rules = self.narrowing_prepared(tool)?;
+        Some(crate::arguments::narrow(schema, &rules, &self.caller()))
     }
 
     /// The policy the caller's access is under.
@@ -875,6 +989,41 @@ impl<'p> Access<'p> {
         self.explain_prepared(self.check_call(name, arguments), tool)
     }
 
+    /// What grants required scope `id`: the token, a role, or a broader scope either holds (in
+    /// that order of preference).
+    fn grant_of(&self, id: usize) -> Option<Grant<'p>> {
+        let policy = self.policy;
+        let broader = |b: u32| policy.hierarchy.scope(b as usize);
+        let role_name = |r: u32| policy.document.roles[r as usize].name.as_str();
+        if self.token.contains(id) {
+            return Some(Grant::Token);
+        }
+        if let Some(&r) = self
+            .roles
+            .iter()
+            .find(|&&r| policy.roles[r as usize].direct.contains(id))
+        {
+            return Some(Grant::Role(role_name(r)));
+        }
+        if let Some(&b) = self
+            .token_broader
+            .iter()
+            .find(|&&b| policy.implied[b as usize].contains(id))
+        {
+            return Some(Grant::ImpliedByToken(broader(b)));
+        }
+        self.roles.iter().find_map(|&r| {
+            policy.roles[r as usize]
+                .broader
+                .iter()
+                .find(|&&b| policy.implied[b as usize].contains(id))
+                .map(|&b| Grant::ImpliedByRole {
+                    role: role_name(r),
+                    scope: broader(b),
+                })
+        })
+    }
+
     /// `decision` with what granted each scope its rule requires, and what is missing.
     pub(crate) fn explain_prepared(&self, decision: Decision<'p>, tool: Option<&PreparedTool>) -> Explanation<'p> {
         let mut granted = Vec::new();
@@ -889,16 +1038,9 @@ impl<'p> Access<'p> {
         for &id in alternative.map_or(&[][..], |alt| &alt.required_ids[..]) {
             let scope = self.policy.scopes[id as usize].as_str();
             let id = id as usize;
-            if self.token.contains(id) {
-                granted.push((scope, Grant::Token));
-            } else if let Some(&role) = self
-                .roles
-                .iter()
-                .find(|&&r| self.policy.roles[r as usize].covers.contains(id))
-            {
-                granted.push((scope, Grant::Role(&self.policy.document.roles[role as usize].name)));
-            } else {
-                missing.push(scope);
+            match self.grant_of(id) {
+                Some(grant) => granted.push((scope, grant)),
+                None => missing.push(scope),
             }
         }
         Explanation {
@@ -950,6 +1092,20 @@ impl PolicyDocument {
             sort_dedup(&mut role.sources);
         }
         self.roles.sort_by(|a, b| a.name.cmp(&b.name));
+        // One scope's implications stated in several policies add up.
+        self.scope_implications.sort_by(|a, b| a.scope.cmp(&b.scope));
+        self.scope_implications.dedup_by(|later, earlier| {
+            let same = earlier.scope == later.scope;
+            if same {
+                earlier.implies.append(&mut later.implies);
+                earlier.sources.append(&mut later.sources);
+            }
+            same
+        });
+        for implication in &mut self.scope_implications {
+            sort_dedup(&mut implication.implies);
+            sort_dedup(&mut implication.sources);
+        }
         // An unqualified binding means the one source of the document (checked before).
         let sources = crate::identity_source::configured_sources(&self.authentication);
         for binding in &mut self.bindings {

@@ -29,6 +29,7 @@ pub mod mcp_server;
 pub mod policy_tests;
 pub mod problem;
 pub mod scope;
+pub mod scope_hierarchy;
 pub mod secret_files;
 pub mod secret_uses;
 pub mod strict;

@@ -11,7 +11,7 @@ use crate::access_policy::{PolicyTestSpec, TestCall};
 use crate::catalog::Catalog;
 use crate::compile::test_source;
 use crate::document::RuleKind;
-use crate::evaluator::{Effect, Explanation, Grant, Identity, Policy, Reason};
+use crate::evaluator::{Effect, Explanation, Identity, Policy, Reason};
 use crate::identity_source::IdentitySource;
 
 /// Why a call is denied, for a failing `allowedCalls` case.
@@ -129,10 +129,7 @@ fn run_one(policy: &Policy, catalog: Option<&Catalog>, test: &PolicyTestSpec, na
         let grants: Vec<String> = explanation
             .granted
             .iter()
-            .map(|(scope, grant)| match grant {
-                Grant::Token => format!("{scope} from the token"),
-                Grant::Role(role) => format!("{scope} from role {role}"),
-            })
+            .map(|(scope, grant)| format!("{scope} from {grant}"))
             .collect();
         if grants.is_empty() {
             format!("rule {rule:?} requires no scope")

@@ -973,7 +973,7 @@ fn unknown_fields_are_refused() {
     assert_eq!(
         PolicyDocument::from_yaml(&text).unwrap_err().to_string(),
         "policy document is not valid: unknown field `role`, expected one of `apiVersion`, `kind`, `metadata`, \
-         `mode`, `authentication`, `collections`, `tools`, `rules`, `roles`, `bindings`, `upstream` at line 4 column 1"
+         `mode`, `authentication`, `collections`, `tools`, `rules`, `roles`, `bindings`, `scopeImplications`, `upstream` at line 4 column 1"
     );
     let text = DOCUMENT.replace("    requiredScopes: [public:read]", "    requiredScope: [public:read]");
     assert_eq!(

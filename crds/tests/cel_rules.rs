@@ -91,6 +91,8 @@ const TEST_ASSERTS: &str = "a test must assert something: set visibleTools, allo
 const TEST_ALLOWED_DENIED: &str = "a tool cannot be both allowed and denied in one test";
 const ANONYMOUS_IDENTITY: &str = "an anonymous identity has no subject, scopes, roles, groups or service account";
 const ARGUMENT_MIN_MAX: &str = "min must not be greater than max";
+const IMPLICATION_SCOPE: &str = "the broader scope is a literal RFC 6749 scope token";
+const IMPLICATION_NOT_SELF: &str = "a scope does not imply itself; list the narrower scopes it implies";
 const ARGUMENT_ONE_TYPE: &str =
     "min and max constrain a number; glob, in, regex, prefix and maxLength a string: not both on one argument";
 
@@ -126,7 +128,9 @@ const MCP_SERVER_MESSAGES: [&str; 29] = [
     POD_LABELS_RESERVED,
     POD_ANNOTATIONS_RESERVED,
 ];
-const MCP_ACCESS_POLICY_MESSAGES: [&str; 13] = [
+const MCP_ACCESS_POLICY_MESSAGES: [&str; 15] = [
+    IMPLICATION_SCOPE,
+    IMPLICATION_NOT_SELF,
     ARGUMENT_MIN_MAX,
     ARGUMENT_ONE_TYPE,
     ISSUER_XOR_SOURCE,
@@ -1837,7 +1841,8 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
     // tool, prompt and resource rules).
     // Argument constraints: 2 rules on each of tool and prompt rules (which share the type; the
     // compiler refuses constraints on prompts).
-    assert_eq!(rules, 32 + 14 + 4, "number of x-kubernetes-validations entries");
+    // Scope implications: the broader scope, what it implies, not itself.
+    assert_eq!(rules, 32 + 14 + 4 + 3, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
@@ -2004,6 +2009,7 @@ fn the_lists_with_a_natural_key_are_list_maps() {
             ("spec.prompts", &["match"]),
             ("spec.resources", &["match"]),
             ("spec.roles", &["name"]),
+            ("spec.scopeImplications", &["scope"]),
             ("spec.tests", &["name"]),
             ("status.conditions", &["type"]),
             ("status.testResults", &["name", "server"]),

@@ -3,22 +3,30 @@
 //! - adding a scope, a role or a group never hides a tool;
 //! - compiling the same policies in any order gives the same document and hash;
 //! - a catalog of names (an upstream's tools) decides as the document does for the document's
-//!   own names, lists exactly what it permits, and more scopes never hide a name.
+//!   own names, lists exactly what it permits, and more scopes never hide a name;
+//! - scope implications: a broader scope in a token decides exactly as the narrower scopes it
+//!   implies (a reference closure), and adding an implication never hides a tool.
 
 use std::collections::BTreeSet;
 
-use palisade_crds::access_policy::{BindingSpec, McpAccessPolicySpec, RoleSpec, TargetRef, ToolRuleSpec};
+use palisade_crds::access_policy::{
+    BindingSpec, McpAccessPolicySpec, RoleSpec, ScopeImplicationSpec, TargetRef, ToolRuleSpec,
+};
 use palisade_crds::common::{PolicyMode, SecretKeyRef, SecretKeySource};
 use palisade_crds::mcp_server::{AuthSpec, ConfigMapRef, DocumentCollection, ToolAction, ToolSpec};
+use palisade_crds::scope::ScopeGrant;
 use palisade_crds::{
     CompileOptions, Identity, IdentitySource, McpAccessPolicy, McpServer, McpServerSpec, Reason, compile,
 };
 use proptest::prelude::*;
 
 const SCOPES: [&str; 6] = ["a:read", "a:write", "b:read", "b:write", "c:read", "c:list"];
-const GRANTS: [&str; 9] = [
-    "a:read", "a:write", "b:read", "b:write", "c:read", "c:list", "a:*", "*:read", "c:*",
+const GRANTS: [&str; 11] = [
+    "a:read", "a:write", "b:read", "b:write", "c:read", "c:list", "a:*", "*:read", "c:*", "all", "b",
 ];
+/// Broader scopes of the generated implications. Each implies grants, or broader scopes after
+/// it in this list, so the generated hierarchies have no cycle.
+const BROADER: [&str; 4] = ["all", "a", "b", "a:write"];
 const ACTIONS: [ToolAction; 4] = [
     ToolAction::List,
     ToolAction::Get,
@@ -34,6 +42,42 @@ struct Case {
     glob_rules: Vec<(usize, Vec<usize>)>,        // (glob index, required scopes)
     bindings: Vec<(usize, usize)>,               // (role, group)
     audit: (bool, bool),
+    /// (broader scope, implied: indexes into GRANTS then BROADER, in second policy)
+    implications: Vec<(usize, Vec<usize>, bool)>,
+}
+
+/// What the `case`'s implication `i` states, its cycles and self-implications left out.
+fn implied(case: &Case, i: usize) -> Vec<String> {
+    let (b, implies, _) = &case.implications[i];
+    let mut list: Vec<String> = implies
+        .iter()
+        .filter(|&&k| k < GRANTS.len() || k - GRANTS.len() > *b)
+        .map(|&k| {
+            GRANTS
+                .get(k)
+                .copied()
+                .unwrap_or_else(|| BROADER[k - GRANTS.len()])
+                .to_owned()
+        })
+        // Only broader scopes after this one (GRANTS has some of them too).
+        .filter(|s| BROADER.iter().position(|x| x == s).is_none_or(|x| x > *b))
+        .collect();
+    list.sort();
+    list.dedup();
+    list
+}
+
+/// The implications the generated policies state: (broader scope, implied, in second policy),
+/// one per scope and policy (the list is keyed by scope), none that implies nothing.
+fn stated_implications(case: &Case) -> Vec<(usize, Vec<String>, bool)> {
+    let mut stated = BTreeSet::new();
+    (0..case.implications.len())
+        .filter_map(|i| {
+            let (b, _, second) = case.implications[i];
+            let implies = implied(case, i);
+            (!implies.is_empty() && stated.insert((b, second))).then_some((b, implies, second))
+        })
+        .collect()
 }
 
 const GLOBS: [&str; 3] = ["*", "t*", "t1*"];
@@ -58,14 +102,23 @@ fn case() -> impl Strategy<Value = Case> {
             ),
             prop::collection::vec((0usize..5, 0usize..4), 0..6),
             (prop::bool::weighted(0.2), prop::bool::weighted(0.2)),
+            prop::collection::vec(
+                (
+                    0usize..BROADER.len(),
+                    prop::collection::vec(0usize..GRANTS.len() + BROADER.len(), 1..4),
+                    any::<bool>(),
+                ),
+                0..4,
+            ),
         )
-            .prop_map(|(tools, roles, exact, globs, bindings, audit)| Case {
+            .prop_map(|(tools, roles, exact, globs, bindings, audit, implications)| Case {
                 tools,
                 exact_rules: exact.into_iter().map(|(t, (s, second))| (t, s, second)).collect(),
                 glob_rules: globs.into_iter().collect(),
                 bindings: bindings.into_iter().filter(|(r, _)| *r < roles.len()).collect(),
                 roles,
                 audit,
+                implications,
             })
     })
 }
@@ -73,6 +126,8 @@ fn case() -> impl Strategy<Value = Case> {
 #[derive(Debug, Clone, Default)]
 struct Caller {
     scopes: BTreeSet<usize>,
+    /// Broader scopes in the token.
+    broad: BTreeSet<usize>,
     roles: BTreeSet<usize>,
     groups: BTreeSet<usize>,
     anonymous: bool,
@@ -84,9 +139,11 @@ fn caller() -> impl Strategy<Value = Caller> {
         prop::collection::btree_set(0usize..6, 0..3),
         prop::collection::btree_set(0usize..4, 0..3),
         prop::bool::weighted(0.1),
+        prop::collection::btree_set(0usize..BROADER.len(), 0..2),
     )
-        .prop_map(|(scopes, roles, groups, anonymous)| Caller {
+        .prop_map(|(scopes, roles, groups, anonymous, broad)| Caller {
             scopes,
+            broad,
             roles,
             groups,
             anonymous,
@@ -97,7 +154,12 @@ fn identity(caller: &Caller) -> Identity {
     Identity {
         source: (!caller.anonymous).then_some(IdentitySource::ApiKeys),
         subject: (!caller.anonymous).then(|| "someone".into()),
-        scopes: caller.scopes.iter().map(|&s| SCOPES[s].into()).collect(),
+        scopes: caller
+            .scopes
+            .iter()
+            .map(|&s| SCOPES[s].to_owned())
+            .chain(caller.broad.iter().map(|&b| BROADER[b].to_owned()))
+            .collect(),
         roles: caller.roles.iter().map(|r| format!("r{r}")).collect(),
         groups: caller.groups.iter().map(|g| format!("g{g}")).collect(),
         service_account: None,
@@ -232,6 +294,24 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
             maybe_shuffle(&mut |s| shuffle(&mut rule.required_scopes, s));
         }
     }
+    let (mut first_implications, mut second_implications) = (Vec::new(), Vec::new());
+    for (b, implies, second) in stated_implications(case) {
+        let implication = ScopeImplicationSpec {
+            scope: BROADER[b].to_owned(),
+            implies,
+        };
+        if second {
+            second_implications.push(implication);
+        } else {
+            first_implications.push(implication);
+        }
+    }
+    for list in [&mut first_implications, &mut second_implications] {
+        maybe_shuffle(&mut |s| shuffle(list, s));
+        for implication in list.iter_mut() {
+            maybe_shuffle(&mut |s| shuffle(&mut implication.implies, s));
+        }
+    }
     maybe_shuffle(&mut |s| shuffle(&mut roles, s));
     maybe_shuffle(&mut |s| shuffle(&mut bindings, s));
     let policy = |name: &str, spec: McpAccessPolicySpec| {
@@ -251,6 +331,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
                 target_refs: target.clone(),
                 target_selector: None,
                 roles,
+                scope_implications: first_implications,
                 tools: first_rules,
                 prompts: vec![],
                 resources: vec![],
@@ -265,6 +346,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
                 target_refs: target,
                 target_selector: None,
                 roles: vec![],
+                scope_implications: second_implications,
                 tools: second_rules,
                 prompts: vec![],
                 resources: vec![],
@@ -282,6 +364,38 @@ fn compiled(case: &Case, seed: Option<u64>) -> palisade_crds::Compiled {
     let (server, policies) = objects(case, seed);
     let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
     compile(&server, &refs, &CompileOptions::default()).expect("generated policies are valid")
+}
+
+/// The required scopes (of SCOPES) a token holding `broad` holds through the implications of
+/// `case`, by a fixpoint over what each held scope's implications cover: the reference the
+/// evaluator's precomputed closure must agree with.
+fn reference_closure(case: &Case, broad: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let mut held: BTreeSet<&str> = broad.iter().map(|&b| BROADER[b]).collect();
+    let grants: Vec<(&str, Vec<ScopeGrant>)> = stated_implications(case)
+        .into_iter()
+        .map(|(b, implies, _)| {
+            (
+                BROADER[b],
+                implies.iter().map(|s| ScopeGrant::parse(s).unwrap()).collect(),
+            )
+        })
+        .collect();
+    loop {
+        let before = held.len();
+        for (scope, implies) in &grants {
+            if held.contains(scope) {
+                for candidate in SCOPES.iter().chain(BROADER.iter()) {
+                    if implies.iter().any(|g| g.covers(candidate)) {
+                        held.insert(candidate);
+                    }
+                }
+            }
+        }
+        if held.len() == before {
+            break;
+        }
+    }
+    (0..SCOPES.len()).filter(|&s| held.contains(SCOPES[s])).collect()
 }
 
 fn visible(compiled: &palisade_crds::Compiled, caller: &Caller) -> BTreeSet<String> {
@@ -373,6 +487,32 @@ proptest! {
         let access = compiled.policy.access(&identity(&grown));
         let after: BTreeSet<&str> = access.visible_in(&catalog).collect();
         prop_assert!(listed.is_subset(&after), "{:?} hid {:?}", grown, listed.difference(&after).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_broader_scope_decides_as_the_scopes_it_implies(case in case(), caller in caller()) {
+        let compiled = compiled(&case, None);
+        let expanded = Caller {
+            scopes: caller.scopes.iter().copied().chain(reference_closure(&case, &caller.broad)).collect(),
+            broad: BTreeSet::new(),
+            ..caller.clone()
+        };
+        prop_assert_eq!(visible(&compiled, &caller), visible(&compiled, &expanded));
+    }
+
+    #[test]
+    fn an_implication_more_never_hides_a_tool(case in case(), caller in caller()) {
+        prop_assume!(!case.implications.is_empty());
+        // Leave out the first implication (and those the policy states for the same scope, which
+        // `objects` drops for it).
+        let (b, _, second) = &case.implications[0];
+        let fewer = Case {
+            implications: case.implications.iter().filter(|(c, _, s)| (c, s) != (b, second)).cloned().collect(),
+            ..case.clone()
+        };
+        let before = visible(&compiled(&fewer, None), &caller);
+        let after = visible(&compiled(&case, None), &caller);
+        prop_assert!(before.is_subset(&after), "hid {:?}", before.difference(&after).collect::<Vec<_>>());
     }
 
     #[test]

@@ -664,6 +664,90 @@ bindings: [{role: reader, anonymous: true}]
 }
 
 #[test]
+fn policy_explain_decides_a_call_with_its_arguments() {
+    let proxy = repo().join("config/samples/filesystem-proxy.yaml");
+    let proxy = proxy.to_str().unwrap();
+    let reader = ["--issuer", "https://sso.example.com", "--group", "team-d"];
+    let explain = |args: &str| {
+        let mut command = vec!["policy", "explain", proxy, "--tool", "read_text_file", "--args", args];
+        command.extend(reader);
+        run(&command)
+    };
+    let allowed = explain(r#"{"path": "/data/public/handbook.md"}"#);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+    assert!(
+        stdout(&allowed).starts_with("read_text_file: allow (granted)\n"),
+        "{}",
+        stdout(&allowed)
+    );
+    assert!(
+        stdout(&allowed).ends_with(
+            "rule: \"read_*\" requires [files:read] (default/files-access)\n\
+             granted: files:read (from role reader)\n\
+             arguments: accepted by the rule\n"
+        ),
+        "{}",
+        stdout(&allowed)
+    );
+
+    // A path that climbs out of /data/public: the argument and the constraint are named, never
+    // the value, and the rule that would allow it with more scopes is shown.
+    let denied = explain(r#"{"path": "/data/public/%2e%2e/private/salaries.csv"}"#);
+    assert_eq!(denied.status.code(), Some(1), "{}", stderr(&denied));
+    let text = stdout(&denied);
+    assert!(text.starts_with("read_text_file: deny (argument_denied)\n"), "{text}");
+    assert!(
+        text.ends_with(
+            "arguments: argument \"path\" matches none of the allowed globs (constraint glob)\n\
+             step-up: rule \"read_*\" would allow these arguments with [files:write]\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("salaries"), "the value is not echoed: {text}");
+
+    // Not an object: a clear error, no decision.
+    let bad = explain("[\"/data/public/a.md\"]");
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(stdout(&bad), "");
+    assert_eq!(
+        stderr(&bad),
+        "error: --args must be a JSON object of the call's arguments, e.g. '{\"path\": \"/data/a.txt\"}': found an array\n"
+    );
+    // Only for tools.
+    let prompt = run(&["policy", "explain", proxy, "--prompt", "p", "--args", "{}"]);
+    assert_eq!(prompt.status.code(), Some(2), "{}", stderr(&prompt));
+}
+
+#[test]
+fn policy_explain_shows_the_broader_scope_that_implies_a_required_one() {
+    let proxy = repo().join("config/samples/filesystem-proxy.yaml");
+    let proxy = proxy.to_str().unwrap();
+    let broad = run(&["policy", "explain", proxy, "--tool", "write_file", "--scope", "files"]);
+    assert!(broad.status.success(), "{}", stderr(&broad));
+    assert!(
+        stdout(&broad).ends_with("granted: files:write (from files in the token)\n"),
+        "{}",
+        stdout(&broad)
+    );
+    // Implications go from broad to narrow only.
+    let narrow = run(&[
+        "policy",
+        "explain",
+        proxy,
+        "--tool",
+        "write_file",
+        "--scope",
+        "files:read",
+    ]);
+    assert_eq!(narrow.status.code(), Some(1));
+    assert!(
+        stdout(&narrow).ends_with("missing: files:write\n"),
+        "{}",
+        stdout(&narrow)
+    );
+}
+
+#[test]
 fn policy_explain_decides_a_proxy_s_prompts_and_resources_by_their_rules() {
     let proxy = repo().join("config/samples/filesystem-proxy.yaml");
     let proxy = proxy.to_str().unwrap();

@@ -125,6 +125,42 @@ fn rpc(server: &Server, token: &str, method: &str, params: Value) -> Answer {
     }
 }
 
+/// Whether each of `instances` is valid against `schema`, by Python's `jsonschema` (Draft 2020-12,
+/// the schema itself checked first), every `pattern` compiled as ECMA-262 with the `u` flag.
+fn json_schema_verdicts(schema: &Value, instances: &[Value]) -> Vec<bool> {
+    const SCRIPT: &str = r#"
+import json, sys
+import jsonschema, regress
+schema = json.loads(sys.argv[1])
+jsonschema.Draft202012Validator.check_schema(schema)
+def patterns(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern":
+                yield value
+            else:
+                yield from patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from patterns(value)
+for pattern in patterns(schema):
+    regress.Regex(pattern, "u")
+validator = jsonschema.Draft202012Validator(schema)
+print(json.dumps([validator.is_valid(i) for i in json.loads(sys.argv[2])]))
+"#;
+    let output = std::process::Command::new(palisade_e2e::python())
+        .args([
+            "-c",
+            SCRIPT,
+            &schema.to_string(),
+            &Value::from(instances.to_vec()).to_string(),
+        ])
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a JSON list of verdicts")
+}
+
 fn read(server: &Server, token: &str, arguments: Value) -> Answer {
     rpc(
         server,
@@ -195,6 +231,27 @@ fn path_globs_keep_a_read_scope_inside_public_and_the_upstream_refuses_symlink_e
         .filter_map(|t| t["name"].as_str())
         .collect();
     assert_eq!(names, [TOOL], "{}", listed.body);
+
+    // The listed input schema is narrowed to what this caller may send, and says so in `_meta`.
+    // A third-party validator reads it as JSON Schema 2020-12 (Python `jsonschema`, its patterns
+    // compiled as ECMA-262 with the `u` flag by `regress`): a public path in, the others out.
+    let tool = &listed.body["result"]["tools"][0];
+    assert_eq!(
+        tool["_meta"]["palisade.dev/argumentRules"],
+        json!({"narrowed": true, "unstated": []}),
+        "{tool}"
+    );
+    let verdicts = json_schema_verdicts(
+        &tool["inputSchema"],
+        &[
+            json!({"path": tree.at("/public/a.txt")}),
+            json!({"path": tree.at("/public/sub/b.txt")}),
+            json!({"path": tree.at("/public/../secret/s.txt")}),
+            json!({"path": tree.at("/secret/s.txt")}),
+            json!({}),
+        ],
+    );
+    assert_eq!(verdicts, [true, true, false, false, false], "{}", tool["inputSchema"]);
 
     // Paths below ROOT/public, however spelled, are served.
     for (path, content) in [
@@ -270,6 +327,16 @@ fn a_broader_rule_for_the_tool_asks_a_read_scope_to_step_up_and_lets_an_admin_th
     let reader = fixture.token("alice", &["files:read"]);
     let admin = fixture.token("root", &["files:admin"]);
     let secret = tree.at("/secret/s.txt");
+
+    // The admin's rule constrains nothing: its list shows the upstream's own schema, unmarked.
+    let listed = rpc(&server, &admin, "tools/list", json!({}));
+    let tool = &listed.body["result"]["tools"][0];
+    assert_eq!(tool["name"], TOOL, "{}", listed.body);
+    assert!(tool["_meta"].get("palisade.dev/argumentRules").is_none(), "{tool}");
+    assert!(
+        tool["inputSchema"]["properties"]["path"].get("allOf").is_none(),
+        "{tool}"
+    );
 
     let answer = read(&server, &reader, json!({"path": tree.at("/public/a.txt")}));
     assert_eq!(

@@ -279,6 +279,24 @@ pub const CASES: &[CelCase] = &[
     },
     CelCase {
         kind: "McpAccessPolicy",
+        name: "a scope that implies itself",
+        patch: || json!({"spec": {"scopeImplications": [{"scope": "files", "implies": ["files:read", "files"]}]}}),
+        message: "a scope does not imply itself; list the narrower scopes it implies",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "a broader scope with a wildcard",
+        patch: || json!({"spec": {"scopeImplications": [{"scope": "files:*", "implies": ["files:read"]}]}}),
+        message: "the broader scope is a literal RFC 6749 scope token",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
+        name: "an implied scope with a partial wildcard",
+        patch: || json!({"spec": {"scopeImplications": [{"scope": "files", "implies": ["file*:read"]}]}}),
+        message: "scopes are RFC 6749 scope tokens; '*' may only stand for a whole ':'-separated segment, e.g. 'docs:*'",
+    },
+    CelCase {
+        kind: "McpAccessPolicy",
         name: "a policy that targets nothing",
         patch: || json!({"spec": {"targetRefs": []}}),
         message: "a policy must target servers: set targetRefs or targetSelector",

@@ -300,15 +300,38 @@ fn tool_json(tool: &ToolDefinition) -> Value {
 
 fn list_tools<'p>(call: &Call<'_, 'p>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
     let tools = call.snapshot.policy.tools();
-    let visible = call
+    let prerendered = &call.snapshot.prerendered;
+    // A tool whose argument rules narrow what this caller may send is listed with its input
+    // schema narrowed; the others as prerendered.
+    let visible: Vec<Cow<'_, str>> = call
         .access
         .visible_tools()
-        .map(|tool| index_in(tools, tool).expect("the evaluator yields the policy's own tools"));
-    let (text, count) = call.snapshot.prerendered.tools_list(visible, call.revision);
+        .map(|tool| {
+            let index = index_in(tools, tool).expect("the evaluator yields the policy's own tools");
+            match call.access.narrow_input_schema(&tool.name, &input_schema(tool.action)) {
+                None => Cow::Borrowed(prerendered.tools[index].as_str()),
+                Some(narrowed) => Cow::Owned(with_narrowed_schema(tool_json(tool), narrowed)),
+            }
+        })
+        .collect();
+    let (text, count) = prerendered
+        .tools_list
+        .render(visible.iter().map(|e| e.as_ref()), call.revision);
     (
         Reply::Serialized(Cow::Owned(text)),
         Some(list_record(format!("tools:{count}"))),
     )
+}
+
+/// A `tools/list` entry with its input schema narrowed to a caller's argument rules and the
+/// mark saying so in its `_meta` (`palisade.dev/argumentRules`), serialized.
+pub(super) fn with_narrowed_schema(mut entry: Value, (schema, mark): (Value, Value)) -> String {
+    entry["inputSchema"] = schema;
+    if !entry.get("_meta").is_some_and(Value::is_object) {
+        entry["_meta"] = json!({});
+    }
+    entry["_meta"][palisade_crds::arguments::NARROWED_META_KEY] = mark;
+    serde_json::to_string(&entry).expect("JSON values serialize")
 }
 
 /// The position of `item` in `slice`, when it is one of its elements (by address, O(1)).
@@ -442,8 +465,8 @@ pub(super) fn authz_record<'p>(
                 .granted
                 .iter()
                 .map(|(_, grant)| match grant {
-                    Grant::Token => "token",
-                    Grant::Role(role) => role,
+                    Grant::Token | Grant::ImpliedByToken(_) => "token",
+                    Grant::Role(role) | Grant::ImpliedByRole { role, .. } => role,
                 })
                 .collect();
             granted.sort_unstable();

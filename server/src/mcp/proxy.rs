@@ -24,6 +24,7 @@
 //! A tool whose name the policy cannot govern (outside `[A-Za-z0-9_.-]{1,128}`) or that the
 //! upstream lists more than once is withheld: never listed, never called.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -498,11 +499,25 @@ fn list_tools<'p>(call: &Call<'_, 'p>, proxy: &Proxy) -> (Reply<'p>, Option<Auth
     let Some(prepared) = proxy.prepared(&call.snapshot.policy) else {
         return (not_ready(), None);
     };
-    let visible = call
+    // A tool whose argument rules narrow what this caller may send is listed with its input
+    // schema narrowed; the others as the upstream listed them.
+    let visible: Vec<Cow<'_, str>> = call
         .access
         .visible_in(&prepared.catalog)
-        .map(|name| prepared.entries[name].as_str());
-    let (text, count) = proxy.frame.render(visible, call.revision);
+        .map(|name| {
+            let entry = prepared.entries[name].as_str();
+            let narrowed = serde_json::from_str::<Value>(entry).ok().and_then(|value| {
+                let schema = value
+                    .get("inputSchema")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"type": "object"}));
+                let narrowed = call.access.narrow_input_schema_in(&prepared.catalog, name, &schema)?;
+                Some(super::methods::with_narrowed_schema(value, narrowed))
+            });
+            narrowed.map_or(Cow::Borrowed(entry), Cow::Owned)
+        })
+        .collect();
+    let (text, count) = proxy.frame.render(visible.iter().map(|e| e.as_ref()), call.revision);
     (
         Reply::Serialized(text.into()),
         Some(list_record(format!("tools:{count}"))),

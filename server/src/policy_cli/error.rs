@@ -88,6 +88,9 @@ pub enum PolicyCliError {
     /// `explain --token`: the token's claims cannot be read.
     #[error("cannot read the token's claims: {0}")]
     Token(String),
+    /// `explain --args` is not a JSON object.
+    #[error("--args must be a JSON object of the call's arguments, e.g. '{{\"path\": \"/data/a.txt\"}}': {0}")]
+    Arguments(String),
     /// `explain`: the caller's source is not one of the server's, or is needed and not given.
     #[error("the caller's source: {0}")]
     CallerSource(String),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use palisade_crds::document::RuleKind;
-use palisade_crds::evaluator::{Effect, Grant};
+use palisade_crds::evaluator::Effect;
 use palisade_crds::identity_source::{check_known, configured_sources, resolve};
 use palisade_crds::{Identity, IdentitySource, Policy, PolicyDocument};
 use serde_json::{Map, Value};
@@ -22,17 +22,23 @@ pub enum PolicySource {
 }
 
 /// Explains the decision about `target` (a tool, or in proxy mode a prompt or resource) for a
-/// caller: `identity`, or the (unverified) claims of `token`. The explanation is the output; a
-/// denied call makes the exit status 1.
-pub fn explain(source: &PolicySource, target: (RuleKind, &str), token: Option<&str>, identity: Identity) -> Outcome {
+/// caller: `identity`, or the (unverified) claims of `token`; with `arguments`, about a call of
+/// the tool with them. The explanation is the output; a denied call makes the exit status 1.
+pub fn explain(
+    source: &PolicySource,
+    target: (RuleKind, &str),
+    arguments: Option<&Map<String, Value>>,
+    token: Option<&str>,
+    identity: Identity,
+) -> Outcome {
     let mut outcome = Outcome::default();
     let explained = match source {
         PolicySource::PolicyFile(path) => {
-            policy_file(path).and_then(|policy| explain_with(&policy, target, token, identity))
+            policy_file(path).and_then(|policy| explain_with(&policy, target, arguments, token, identity))
         }
         PolicySource::Manifests(files, args) => read_manifests(files, &args.namespace).and_then(|manifests| {
             let validated = validated_server(&manifests, args, &mut outcome.warnings)?;
-            explain_with(&validated.compiled().policy, target, token, identity)
+            explain_with(&validated.compiled().policy, target, arguments, token, identity)
         }),
     };
     match explained {
@@ -100,6 +106,7 @@ fn with_source(policy: &Policy, mut identity: Identity) -> Result<Identity, Poli
 fn explain_with(
     policy: &Policy,
     (kind, name): (RuleKind, &str),
+    arguments: Option<&Map<String, Value>>,
     token: Option<&str>,
     identity: Identity,
 ) -> Result<(String, bool), PolicyCliError> {
@@ -114,10 +121,11 @@ fn explain_with(
     if !proxied && !kind.is_tool() {
         return Err(PolicyCliError::NotAProxy);
     }
-    let explanation = if proxied {
-        access.explain_in(&policy.catalog_of(kind, [name]), name)
-    } else {
-        access.explain_tool(name)
+    let explanation = match (proxied, arguments) {
+        (true, None) => access.explain_in(&policy.catalog_of(kind, [name]), name),
+        (true, Some(arguments)) => access.explain_call_in(&policy.catalog_of(kind, [name]), name, Some(arguments)),
+        (false, None) => access.explain_tool(name),
+        (false, Some(arguments)) => access.explain_call(name, Some(arguments)),
     };
     let decision = explanation.decision;
     let label = match kind {
@@ -159,13 +167,31 @@ fn explain_with(
         );
     }
     for (scope, grant) in &explanation.granted {
-        let _ = match grant {
-            Grant::Token => writeln!(report, "granted: {scope} (from the token)"),
-            Grant::Role(role) => writeln!(report, "granted: {scope} (from role {role})"),
-        };
+        let _ = writeln!(report, "granted: {scope} (from {grant})");
     }
     if !explanation.missing.is_empty() {
         let _ = writeln!(report, "missing: {}", explanation.missing.join(", "));
+    }
+    match (arguments, decision.argument) {
+        (Some(_), Some(failure)) => {
+            let _ = writeln!(
+                report,
+                "arguments: {failure} (constraint {})",
+                failure.violation.constraint()
+            );
+        }
+        (Some(_), None) if decision.effect == Effect::Allow => {
+            let _ = writeln!(report, "arguments: accepted by the rule");
+        }
+        _ => {}
+    }
+    if let Some(rule) = decision.step_up {
+        let _ = writeln!(
+            report,
+            "step-up: rule {:?} would allow these arguments with [{}]",
+            rule.match_,
+            rule.required_scopes.join(", ")
+        );
     }
     Ok((report, decision.effect == Effect::Allow))
 }

@@ -33,6 +33,8 @@ pub use error::PolicyCliError;
 pub use explain::{PolicySource, explain};
 
 /// `policy` subcommands.
+// NB: parsed once per process from the command line; boxing `Explain` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Check PolicyDocuments, or McpServer and McpAccessPolicy manifests: validated as the
@@ -79,6 +81,11 @@ pub enum PolicyCommand {
         /// The tool.
         #[arg(long, required_unless_present_any = ["prompt", "resource"], conflicts_with_all = ["prompt", "resource"])]
         tool: Option<String>,
+        /// The call's arguments, a JSON object (`'{"path": "/data/public/a.txt"}'`): the tool is
+        /// decided as `tools/call` decides it, argument constraints included. Without it, as
+        /// `tools/list` shows it (allowed when some arguments would be).
+        #[arg(long = "args", value_name = "JSON", conflicts_with_all = ["prompt", "resource"])]
+        arguments: Option<String>,
         /// Proxy mode: a prompt of the upstream, decided by the prompt rules.
         #[arg(long, conflicts_with = "resource")]
         prompt: Option<String>,
@@ -179,6 +186,26 @@ impl Outcome {
     }
 }
 
+/// `explain --args`: a JSON object.
+fn parse_arguments(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, PolicyCliError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(arguments)) => Ok(arguments),
+        Ok(other) => Err(PolicyCliError::Arguments(format!("found {}", json_kind(&other)))),
+        Err(e) => Err(PolicyCliError::Arguments(e.to_string())),
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Runs a `policy` subcommand, printing its outcome.
 pub fn run(command: PolicyCommand) -> ExitCode {
     let outcome = match command {
@@ -194,6 +221,7 @@ pub fn run(command: PolicyCommand) -> ExitCode {
             policy_file,
             manifests,
             tool,
+            arguments,
             prompt,
             resource,
             token,
@@ -233,7 +261,16 @@ pub fn run(command: PolicyCommand) -> ExitCode {
                 (None, Some(prompt), _) => (RuleKind::Prompt, prompt),
                 (None, None, resource) => (RuleKind::Resource, resource.expect("clap requires one")),
             };
-            explain(&source, (target.0, &target.1), token.as_deref(), identity)
+            match arguments.as_deref().map(parse_arguments).transpose() {
+                Ok(arguments) => explain(
+                    &source,
+                    (target.0, &target.1),
+                    arguments.as_ref(),
+                    token.as_deref(),
+                    identity,
+                ),
+                Err(error) => Outcome::failed(error),
+            }
         }
     };
     print_outcome(&outcome);
