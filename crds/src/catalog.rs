@@ -218,7 +218,11 @@ impl<'p> Access<'p> {
         catalog
             .names
             .iter()
-            .filter(move |name| self.check_in(catalog, name).effect.permits())
+            .filter(move |name| match self.entry(catalog, name) {
+                Some(Entry::Governed(tool)) => self.lists(tool),
+                Some(&Entry::Ambiguous(mode)) => mode == PolicyMode::Audit,
+                None => false,
+            })
             .map(String::as_str)
     }
 }

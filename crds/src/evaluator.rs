@@ -803,6 +803,24 @@ impl<'p> Access<'p> {
         call: Option<Option<&Map<String, Value>>>,
     ) -> Decision<'p> {
         let rules = &self.policy.document.rules;
+        // The common case, one rule that constrains no argument: its scopes decide.
+        if let [only] = &*tool.alternatives
+            && self.policy.arguments[only.rule].is_none()
+        {
+            let rule = Some(&rules[only.rule]);
+            return if only.required.is_subset_of(&self.covered) {
+                Decision {
+                    effect: Effect::Allow,
+                    rule,
+                    ..Decision::refused(Reason::Granted, tool.mode)
+                }
+            } else {
+                Decision {
+                    rule,
+                    ..Decision::refused(Reason::MissingScopes, tool.mode)
+                }
+            };
+        }
         let Some(first) = tool.alternatives.first() else {
             return Decision::refused(Reason::NoMatchingRule, tool.mode);
         };
@@ -884,6 +902,16 @@ impl<'p> Access<'p> {
         Some(crate::arguments::narrow(schema, &rules, &self.caller()))
     }
 
+    /// Whether a list shows prepared `tool`: `decide_prepared(tool, None).effect.permits()`,
+    /// without building the decision (a list decides every tool).
+    pub(crate) fn lists(&self, tool: &PreparedTool) -> bool {
+        tool.mode == PolicyMode::Audit
+            || tool
+                .alternatives
+                .iter()
+                .any(|alt| alt.required.is_subset_of(&self.covered) && self.accepts(alt, None).is_ok())
+    }
+
     /// The policy the caller's access is under.
     pub(crate) fn policy(&self) -> &'p Policy {
         self.policy
@@ -909,10 +937,12 @@ impl<'p> Access<'p> {
 
     /// The tools the caller sees: exactly those [`Access::check_tool`] permits, in name order.
     pub fn visible_tools(&self) -> impl Iterator<Item = &'p ToolDefinition> + '_ {
-        (0..self.policy.tools.len())
-            .map(|t| self.decide(t, None))
-            .filter(|d| d.effect.permits())
-            .filter_map(|d| d.tool)
+        self.policy
+            .tools
+            .iter()
+            .zip(&self.policy.document.tools)
+            .filter(|(tool, _)| self.lists(tool))
+            .map(|(_, definition)| definition)
     }
 
     /// May the caller read the documents of collection `name` as resources? Decided by the tools
