@@ -130,6 +130,7 @@ fn caller() -> Identity {
         roles: vec!["role7".into(), "role42".into()],
         groups: vec!["group3".into(), "group11".into()],
         service_account: None,
+        claims: Vec::new(),
         anonymous: false,
     }
 }

@@ -403,6 +403,14 @@ pub struct TestIdentity {
     /// The caller is this Kubernetes service account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<ServiceAccountRef>,
+    /// Further claims of the caller's token that argument rules name (`{claims.team}`), each a
+    /// list of strings (a string claim is a list of one). At most 16 claims of 16 values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 16,
+        "additionalProperties" = {"type": "array", "maxItems": 16, "items": {"type": "string", "maxLength": 253}}
+    ))]
+    pub claims: BTreeMap<String, Vec<String>>,
     /// The caller sent no credentials.
     #[serde(default)]
     pub anonymous: bool,

@@ -28,7 +28,9 @@
 //! - `regex` is anchored at both ends and matched against the value as sent (no normalisation);
 //!   the engine is RE2-style (the `regex` crate): linear time, no backreferences or look-around.
 //! - `glob`, `prefix` and `in` values may name the caller: `{subject}`, `{group}` (any one of the
-//!   caller's groups), `{serviceAccount.namespace}`, `{serviceAccount.name}`. A caller value is
+//!   caller's groups), `{serviceAccount.namespace}`, `{serviceAccount.name}`, `{claims.NAME}`
+//!   (the top-level token claim `NAME`, a string or any one string of an array; only the claims
+//!   some rule names are read from a token, see [`MAX_CLAIM_VALUES`]). A caller value is
 //!   substituted literally (it is never read as a glob) and only when it is a safe path segment:
 //!   non-empty, at most 253 characters, without `/`, `\`, `*`, `{`, `}`, `%` or control
 //!   characters, and not `.` or `..`. A caller without such a value (no subject, no group) gets no
@@ -220,15 +222,35 @@ pub struct Caller<'a> {
     pub groups: &'a [String],
     /// The service account as `namespace/name`.
     pub service_account: Option<&'a str>,
+    /// Token claims rules may name (`{claims.NAME}`), each with its string values.
+    pub claims: &'a [(String, Vec<String>)],
+}
+
+/// Most values of one claim a caller brings to argument rules; further values are not read (a
+/// pattern then matches fewer values, never more).
+pub const MAX_CLAIM_VALUES: usize = 64;
+
+/// Longest claim name a pattern may name.
+pub const MAX_CLAIM_NAME: usize = 128;
+
+/// Whether `name` may follow `claims.` in a caller variable: 1 to [`MAX_CLAIM_NAME`] ASCII
+/// letters, digits and `_ - . :` (no `/`, which separates the segments of a glob).
+pub fn is_claim_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CLAIM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 /// A variable a pattern may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Var {
     Subject,
     Group,
     ServiceAccountNamespace,
     ServiceAccountName,
+    Claim(String),
 }
 
 impl Var {
@@ -238,18 +260,27 @@ impl Var {
             "group" => Self::Group,
             "serviceAccount.namespace" => Self::ServiceAccountNamespace,
             "serviceAccount.name" => Self::ServiceAccountName,
-            _ => return None,
+            _ => match name.strip_prefix("claims.") {
+                Some(claim) if is_claim_name(claim) => Self::Claim(claim.to_owned()),
+                _ => return None,
+            },
         })
     }
 
     /// The caller's safe values of this variable.
-    fn values<'a>(self, caller: &Caller<'a>) -> Vec<&'a str> {
+    fn values<'a>(&self, caller: &Caller<'a>) -> Vec<&'a str> {
         let account = caller.service_account.and_then(|sa| sa.split_once('/'));
         let values: Vec<&'a str> = match self {
             Self::Subject => caller.subject.into_iter().collect(),
             Self::Group => caller.groups.iter().map(String::as_str).collect(),
             Self::ServiceAccountNamespace => account.map(|(ns, _)| ns).into_iter().collect(),
             Self::ServiceAccountName => account.map(|(_, name)| name).into_iter().collect(),
+            Self::Claim(claim) => caller
+                .claims
+                .iter()
+                .filter(|(name, _)| name == claim)
+                .flat_map(|(_, values)| values.iter().take(MAX_CLAIM_VALUES).map(String::as_str))
+                .collect(),
         };
         values.into_iter().filter(|v| is_safe_value(v)).collect()
     }
@@ -296,7 +327,7 @@ impl Template {
             let name = &rest[open + 1..open + close];
             let var = Var::parse(name).ok_or_else(|| {
                 format!(
-                    "unknown caller variable {{{name}}}; known are {{subject}}, {{group}}, {{serviceAccount.namespace}} and {{serviceAccount.name}}"
+                    "unknown caller variable {{{name}}}; known are {{subject}}, {{group}}, {{serviceAccount.namespace}}, {{serviceAccount.name}} and {{claims.NAME}} (NAME of ASCII letters, digits and _-.:)"
                 )
             })?;
             if open > 0 {
@@ -540,6 +571,18 @@ impl ArgumentRules {
         } else {
             Err(problems)
         }
+    }
+
+    /// The token claims these constraints name (`{claims.NAME}`).
+    pub fn claim_names(&self) -> impl Iterator<Item = &str> {
+        self.arguments
+            .iter()
+            .flat_map(|c| c.globs.iter().chain(&c.in_).chain(&c.prefix))
+            .flat_map(|t| &t.pieces)
+            .filter_map(|piece| match piece {
+                Piece::Var(Var::Claim(name)) => Some(name.as_str()),
+                _ => None,
+            })
     }
 
     /// Whether the rule constrains no argument.
@@ -935,7 +978,7 @@ url: {prefix: ["https://docs.example.com/"]}
         let caller = Caller {
             subject: Some("alice"),
             groups: &groups,
-            service_account: None,
+            ..Caller::default()
         };
         let check = |args: Value| r.check(args.as_object(), &caller).map_err(|f| f.violation);
         assert_eq!(
@@ -970,6 +1013,50 @@ url: {prefix: ["https://docs.example.com/"]}
         };
         assert_eq!(sa.check(json!({"ns": "team-a"}).as_object(), &caller), Ok(()));
         assert!(sa.check(json!({"ns": "team-b"}).as_object(), &caller).is_err());
+    }
+
+    #[test]
+    fn token_claims_are_caller_values_when_safe() {
+        let r = rules("project: {in: [\"{claims.team}\"]}\npath: {glob: [\"/data/{claims.example.com:org}/**\"]}");
+        assert_eq!(r.claim_names().collect::<Vec<_>>(), ["example.com:org", "team"]);
+        let claims = vec![
+            ("example.com:org".to_owned(), vec!["acme".to_owned()]),
+            (
+                "team".to_owned(),
+                vec!["..".to_owned(), "ops".to_owned(), "a/b".to_owned()],
+            ),
+        ];
+        let caller = Caller {
+            claims: &claims,
+            ..Caller::default()
+        };
+        let check = |args: Value| r.check(args.as_object(), &caller).map_err(|f| f.violation);
+        assert_eq!(check(json!({"project": "ops", "path": "/data/acme/x"})), Ok(()));
+        // Values that are not one safe segment are never substituted.
+        assert_eq!(
+            check(json!({"project": "a/b", "path": "/data/acme/x"})),
+            Err(Violation::In)
+        );
+        assert_eq!(
+            check(json!({"project": "..", "path": "/data/acme/x"})),
+            Err(Violation::In)
+        );
+        assert_eq!(
+            check(json!({"project": "ops", "path": "/data/other/x"})),
+            Err(Violation::Glob)
+        );
+        // A caller without the claim gets nothing from the pattern.
+        assert!(!r.satisfiable(&Caller::default()));
+        assert!(
+            problems("x: {in: [\"{claims.}\"]}")[0]
+                .1
+                .contains("unknown caller variable {claims.}")
+        );
+        assert!(
+            problems("x: {in: [\"{claims.a b}\"]}")[0]
+                .1
+                .contains("unknown caller variable")
+        );
     }
 
     #[test]

@@ -1156,6 +1156,22 @@ fn check_policy(
                 "an anonymous identity has no subject, scopes, roles, groups or service account",
             );
         }
+        if identity.anonymous && !identity.claims.is_empty() {
+            problems.push(
+                object,
+                format!("{path}.identity.claims"),
+                "an anonymous identity has no claims",
+            );
+        }
+        for name in identity.claims.keys() {
+            if !crate::arguments::is_claim_name(name) {
+                problems.push(
+                    object,
+                    format!("{path}.identity.claims"),
+                    format!("{name:?} is not a claim name rules can name: 1 to 128 ASCII letters, digits and _-.:"),
+                );
+            }
+        }
         if identity.issuer.is_some() && identity.source.is_some() {
             problems.push(object, format!("{path}.identity"), ISSUER_XOR_SOURCE);
         }

@@ -51,6 +51,10 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Kubernetes service account as `namespace/name`.
     pub service_account: Option<String>,
+    /// Further token claims, by name, with their string values (a string claim has one): those
+    /// argument rules name (`{claims.NAME}`, [`Policy::claim_names`]), read by the server from a
+    /// verified token; sorted by name.
+    pub claims: Vec<(String, Vec<String>)>,
     /// The caller presented no credentials.
     pub anonymous: bool,
 }
@@ -368,6 +372,8 @@ pub struct Policy {
     collection_index: HashMap<String, Vec<usize>>,
     /// Each rule's compiled argument constraints (none: it constrains no argument).
     arguments: Vec<Option<ArgumentRules>>,
+    /// The token claims argument rules name, sorted, each once.
+    claim_names: Vec<String>,
     /// Which scopes imply which.
     hierarchy: ScopeHierarchy,
     /// For each broader scope of `hierarchy`: the required scopes it implies.
@@ -526,11 +532,19 @@ impl Policy {
             }
         }
 
-        let arguments = document
+        let arguments: Vec<Option<ArgumentRules>> = document
             .rules
             .iter()
             .map(|rule| (!rule.arguments.is_empty()).then(|| ArgumentRules::compile(&rule.arguments).expect("checked")))
             .collect();
+        let mut claim_names: Vec<String> = arguments
+            .iter()
+            .flatten()
+            .flat_map(ArgumentRules::claim_names)
+            .map(str::to_owned)
+            .collect();
+        claim_names.sort();
+        claim_names.dedup();
 
         let hash = document.hash();
         Ok(Self {
@@ -548,6 +562,7 @@ impl Policy {
             anonymous_roles,
             collection_index,
             arguments,
+            claim_names,
             hierarchy,
             implied,
             words,
@@ -568,6 +583,12 @@ impl Policy {
     /// account are kept for caller-dependent constraints).
     fn constrains_arguments(&self) -> bool {
         self.arguments.iter().any(Option::is_some)
+    }
+
+    /// The token claims argument rules name (`{claims.NAME}`), sorted: what a server reads from a
+    /// verified token into [`Identity::claims`].
+    pub fn claim_names(&self) -> &[String] {
+        &self.claim_names
     }
 
     /// The normalized document.
@@ -678,6 +699,12 @@ impl Policy {
                 subject: identity.subject.clone(),
                 groups: identity.groups.clone(),
                 service_account: identity.service_account.clone(),
+                claims: identity
+                    .claims
+                    .iter()
+                    .filter(|(name, _)| self.claim_names.binary_search(name).is_ok())
+                    .cloned()
+                    .collect(),
             }
         } else {
             CallerValues::default()
@@ -733,6 +760,7 @@ struct CallerValues {
     subject: Option<String>,
     groups: Vec<String>,
     service_account: Option<String>,
+    claims: Vec<(String, Vec<String>)>,
 }
 
 /// What one caller holds under one policy.
@@ -768,6 +796,7 @@ impl<'p> Access<'p> {
             subject: self.caller.subject.as_deref(),
             groups: &self.caller.groups,
             service_account: self.caller.service_account.as_deref(),
+            claims: &self.caller.claims,
         }
     }
 

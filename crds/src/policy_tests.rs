@@ -68,6 +68,11 @@ pub fn test_identity(test: &PolicyTestSpec, namespace: &str, source: Option<Iden
             .service_account
             .as_ref()
             .map(|sa| format!("{}/{}", sa.namespace.as_deref().unwrap_or(namespace), sa.name)),
+        claims: identity
+            .claims
+            .iter()
+            .map(|(name, values)| (name.clone(), values.clone()))
+            .collect(),
         anonymous: identity.anonymous,
     }
 }
@@ -120,6 +125,10 @@ fn run_one(policy: &Policy, catalog: Option<&Catalog>, test: &PolicyTestSpec, na
             Reason::NoMatchingRule => "no rule matches it".to_owned(),
             Reason::UnknownTool => "the server has no such tool".to_owned(),
             Reason::AmbiguousRules => "rules of equal specificity disagree about it".to_owned(),
+            Reason::ArgumentDenied => {
+                "no arguments satisfy the rules it holds (a caller value they name, such as a group or claim, is missing)"
+                    .to_owned()
+            }
             _ => format!("missing scopes: {}", explanation.missing.join(", ")),
         }
     };

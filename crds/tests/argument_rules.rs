@@ -224,3 +224,69 @@ proptest! {
         prop_assert_eq!(same == Effect::Allow, allowed);
     }
 }
+
+#[test]
+fn a_token_claim_is_a_caller_value_in_rules_and_in_policy_tests() {
+    let (server, mut policies) = support::sample("filesystem-proxy.yaml");
+    // Readers may also read their team's share, the team named by the token's `team` claim.
+    policies[0].spec.tools.push(
+        serde_json::from_value(json!({
+            "match": "read_*",
+            "requiredScopes": ["files:read"],
+            "arguments": {"path": {"glob": ["/data/teams/{claims.team}/**"]}}
+        }))
+        .unwrap(),
+    );
+    policies[0].spec.tests.push(
+        serde_json::from_value(json!({
+            "name": "a reader reads its own team's share",
+            "identity": {"subject": "dev", "groups": ["team-d"], "claims": {"team": ["ops"]}},
+            "allowedCalls": [{"tool": "read_text_file", "arguments": {"path": "/data/teams/ops/runbook.md"}}],
+            "deniedCalls": [
+                {"tool": "read_text_file", "arguments": {"path": "/data/teams/finance/salaries.csv"}},
+                {"tool": "read_text_file", "arguments": {"path": "/data/teams/ops/../finance/x"}}
+            ]
+        }))
+        .unwrap(),
+    );
+    let refs: Vec<&palisade_crds::McpAccessPolicy> = policies.iter().collect();
+    let compiled = palisade_crds::compile(&server, &refs, &Default::default()).unwrap();
+    assert_eq!(compiled.failed_tests().count(), 0, "{:?}", compiled.tests);
+    assert_eq!(compiled.policy.claim_names(), ["team"]);
+
+    // The same caller without the claim: the team rule allows nothing.
+    let identity = |claims: Vec<(String, Vec<String>)>| Identity {
+        source: Some(palisade_crds::IdentitySource::Issuer("https://sso.example.com".into())),
+        subject: Some("dev".into()),
+        groups: vec!["team-d".into()],
+        claims,
+        ..Identity::default()
+    };
+    let catalog = compiled.policy.catalog(["read_text_file"]);
+    let runbook = args(json!({"path": "/data/teams/ops/runbook.md"}));
+    let without = compiled.policy.access(&identity(vec![]));
+    assert_eq!(
+        without.check_call_in(&catalog, "read_text_file", Some(&runbook)).reason,
+        Reason::ArgumentDenied
+    );
+    // A claim value that is not one safe segment is never substituted.
+    let climbing = compiled
+        .policy
+        .access(&identity(vec![("team".into(), vec!["ops/../finance".into()])]));
+    let finance = args(json!({"path": "/data/teams/ops/../finance/x"}));
+    assert_eq!(
+        climbing
+            .check_call_in(&catalog, "read_text_file", Some(&finance))
+            .reason,
+        Reason::ArgumentDenied
+    );
+    // A claim on an anonymous test identity is refused with its path.
+    policies[0].spec.tests.last_mut().unwrap().identity =
+        serde_json::from_value(json!({"anonymous": true, "claims": {"team": ["ops"]}})).unwrap();
+    let refs: Vec<&palisade_crds::McpAccessPolicy> = policies.iter().collect();
+    let problems = palisade_crds::compile(&server, &refs, &Default::default()).unwrap_err();
+    assert_eq!(
+        problems.to_string(),
+        "McpAccessPolicy default/files-access: spec.tests[4].identity.claims: an anonymous identity has no claims"
+    );
+}

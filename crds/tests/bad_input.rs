@@ -1475,3 +1475,19 @@ fn bad_argument_constraints_are_refused_with_their_field_path() {
         ]
     );
 }
+
+#[test]
+fn argument_constraints_on_a_prompt_rule_are_refused_with_their_field_path() {
+    let (server, mut policies) = support::sample("filesystem-proxy.yaml");
+    policies[0].spec.prompts = vec![palisade_crds::access_policy::ToolRuleSpec {
+        match_: "summarize".into(),
+        required_scopes: vec!["files:read".into()],
+        arguments: yaml_serde::from_str(r#"{topic: {in: [handbook]}}"#).unwrap(),
+    }];
+    let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
+    let problems = compile(&server, &refs, &CompileOptions::default()).unwrap_err();
+    assert_eq!(
+        problems.to_string(),
+        "McpAccessPolicy default/files-access: spec.prompts[0].arguments: argument constraints are for tool rules (spec.tools)"
+    );
+}

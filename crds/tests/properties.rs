@@ -163,6 +163,7 @@ fn identity(caller: &Caller) -> Identity {
         roles: caller.roles.iter().map(|r| format!("r{r}")).collect(),
         groups: caller.groups.iter().map(|g| format!("g{g}")).collect(),
         service_account: None,
+        claims: Vec::new(),
         anonymous: caller.anonymous,
     }
 }

@@ -199,7 +199,8 @@ impl AppState {
                     token_file: self.config.service_account_issuer_token_file.clone(),
                 },
             },
-        )?;
+        )?
+        .with_rule_claims(policy.claim_names());
         let collections: Vec<&str> = policy.document().collections.iter().map(|c| c.name.as_str()).collect();
         let documents = DocumentStore::load(&self.config.documents_dir, &collections, &DocumentLimits::default())?;
         let prerendered = Prerendered::new(&policy, &documents);

@@ -802,3 +802,51 @@ fn policy_explain_decides_a_proxy_s_prompts_and_resources_by_their_rules() {
     let both = run(&["policy", "explain", proxy, "--tool", "t", "--prompt", "p"]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }
+
+#[test]
+fn policy_explain_takes_the_claims_argument_rules_name() {
+    let dir = temp_dir("explain-claims");
+    let policy = dir.join("proxy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata: {server: team-a/files}
+authentication: {resource: "http://files.team-a.svc.cluster.local/mcp", allowAnonymous: true}
+rules:
+- {match: read_file, requiredScopes: [], arguments: {path: {glob: ["/data/{claims.team}/**"]}}}
+"#,
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let explain = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--policy-file",
+            policy,
+            "--tool",
+            "read_file",
+            "--args",
+            r#"{"path": "/data/ops/runbook.md"}"#,
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    let ops = explain(&["--claim", "team=ops"]);
+    assert!(ops.status.success(), "{}{}", stdout(&ops), stderr(&ops));
+    let other = explain(&["--claim", "team=finance", "--claim", "team=hr"]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(
+        stdout(&other).contains("arguments: argument \"path\" matches none of the allowed globs (constraint glob)\n"),
+        "{}",
+        stdout(&other)
+    );
+    let bad = explain(&["--claim", "team"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        stderr(&bad),
+        "error: --claim \"team\": expected NAME=VALUE, NAME of 1 to 128 ASCII letters, digits and _-.:\n"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -395,3 +395,62 @@ fn a_broader_rule_for_the_tool_asks_a_read_scope_to_step_up_and_lets_an_admin_th
         answer.body
     );
 }
+
+/// A token claim as a caller value: the `team` claim names the directory a reader may read.
+#[test]
+fn a_token_claim_names_the_directory_a_reader_may_read() {
+    let tree = Tree::new();
+    let rules = format!(
+        "- {{match: {TOOL}, requiredScopes: [files:read], arguments: {{path: {{glob: ['{}/{{claims.team}}/**']}}}}}}",
+        tree.root
+    );
+    let (fixture, server) = tree.serve(&rules);
+    let with_team = |team: Value| {
+        let mut claims = fixture.claims("alice", &["files:read"], 3600);
+        claims["team"] = team;
+        fixture.sign(&claims)
+    };
+    let public_a = json!({"path": tree.at("/public/a.txt")});
+
+    // The claim's value is substituted: team `public` reads ROOT/public, and its list says so.
+    let public = with_team(json!("public"));
+    let answer = read(&server, &public, public_a.clone());
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, PUBLIC_A.to_owned()),
+        "{}",
+        answer.body
+    );
+    let listed = rpc(&server, &public, "tools/list", json!({}));
+    let tool = &listed.body["result"]["tools"][0];
+    assert_eq!(
+        json_schema_verdicts(
+            &tool["inputSchema"],
+            &[public_a.clone(), json!({"path": tree.at("/secret/s.txt")})]
+        ),
+        [true, false],
+        "{tool}"
+    );
+    // Any one string of an array claim.
+    let answer = read(&server, &with_team(json!(["ops", "public"])), public_a.clone());
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    // Another team, a value that is not one safe segment, no claim: denied before the upstream.
+    for token in [
+        with_team(json!("secret")),
+        with_team(json!("public/../secret")),
+        with_team(json!(7)),
+        fixture.token("alice", &["files:read"]),
+    ] {
+        let answer = read(&server, &token, public_a.clone());
+        assert_argument_denied(&server, &answer, "glob", Some(public_a["path"].as_str().unwrap()));
+    }
+    // Without the claim no call could be allowed: the tool is not listed.
+    let listed = rpc(
+        &server,
+        &fixture.token("alice", &["files:read"]),
+        "tools/list",
+        json!({}),
+    );
+    assert_eq!(listed.body["result"]["tools"], json!([]), "{}", listed.body);
+}

@@ -138,6 +138,7 @@ impl ApiKeyTable {
                         roles: key.roles,
                         groups: key.groups,
                         service_account: None,
+                        claims: Vec::new(),
                         anonymous: false,
                     },
                     method: AuthMethod::ApiKey,

@@ -239,6 +239,8 @@ pub struct Authenticator {
     cache: RwLock<HashMap<[u8; 32], CachedVerification>>,
     /// The one anonymous caller, shared by every anonymous request.
     anonymous: Arc<Principal>,
+    /// The token claims the policy's argument rules name, read into each identity.
+    rule_claims: Vec<String>,
 }
 
 /// What [`Authenticator::load`] needs from the running server.
@@ -374,7 +376,15 @@ impl Authenticator {
                 issuer: None,
                 expires_at: None,
             }),
+            rule_claims: Vec::new(),
         })
+    }
+
+    /// Reads these token claims (sorted; those the policy's argument rules name,
+    /// [`palisade_crds::Policy::claim_names`]) into each verified identity.
+    pub fn with_rule_claims(mut self, names: &[String]) -> Self {
+        self.rule_claims = names.to_vec();
+        self
     }
 
     /// Authenticates a request's credentials at time `now` (Unix seconds).
@@ -512,6 +522,7 @@ impl Authenticator {
                 &claims,
                 &verifier.config.claims,
                 IdentitySource::Issuer(verifier.config.issuer.clone()),
+                &self.rule_claims,
             )?,
             method: AuthMethod::Jwt,
             issuer: Some(verifier.config.issuer.clone()),

@@ -88,6 +88,9 @@ pub enum PolicyCliError {
     /// `explain --token`: the token's claims cannot be read.
     #[error("cannot read the token's claims: {0}")]
     Token(String),
+    /// `explain --claim` is not NAME=VALUE with a claim name rules can name.
+    #[error("--claim {0:?}: expected NAME=VALUE, NAME of 1 to 128 ASCII letters, digits and _-.:")]
+    Claim(String),
     /// `explain --args` is not a JSON object.
     #[error("--args must be a JSON object of the call's arguments, e.g. '{{\"path\": \"/data/a.txt\"}}': {0}")]
     Arguments(String),

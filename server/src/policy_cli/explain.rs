@@ -79,8 +79,13 @@ fn identity_from_token(policy: &Policy, token: &str) -> Result<Identity, PolicyC
         .find(|i| i.issuer == issuer)
         .map(|i| i.claims.clone())
         .unwrap_or_default();
-    crate::auth::claims::identity(&claims, &names, IdentitySource::Issuer(issuer.to_owned()))
-        .map_err(|e| PolicyCliError::Token(e.to_string()))
+    crate::auth::claims::identity(
+        &claims,
+        &names,
+        IdentitySource::Issuer(issuer.to_owned()),
+        policy.claim_names(),
+    )
+    .map_err(|e| PolicyCliError::Token(e.to_string()))
 }
 
 /// `identity` with its source checked against the policy's, or (for a caller with a subject or

@@ -94,7 +94,7 @@ pub enum PolicyCommand {
         #[arg(long)]
         resource: Option<String>,
         /// A JWT whose claims describe the caller (its signature is NOT verified here).
-        #[arg(long, conflicts_with_all = ["scopes", "roles", "groups", "subject", "anonymous", "issuer", "source"])]
+        #[arg(long, conflicts_with_all = ["scopes", "roles", "groups", "subject", "anonymous", "issuer", "source", "claims"])]
         token: Option<String>,
         /// The JWT issuer the caller's subject and groups come from. Needed with --subject or
         /// --group when the server accepts identities from more than one source.
@@ -116,6 +116,10 @@ pub enum PolicyCommand {
         /// Groups.
         #[arg(long = "group", num_args = 0..)]
         groups: Vec<String>,
+        /// A token claim argument rules name (`{claims.team}`), as NAME=VALUE; repeat a NAME for
+        /// a claim with several values.
+        #[arg(long = "claim", value_name = "NAME=VALUE", num_args = 0..)]
+        claims: Vec<String>,
         /// An anonymous caller.
         #[arg(long)]
         anonymous: bool,
@@ -186,6 +190,21 @@ impl Outcome {
     }
 }
 
+/// `explain --claim NAME=VALUE...`: each claim with its values, sorted by name.
+fn parse_claims(claims: &[String]) -> Result<Vec<(String, Vec<String>)>, PolicyCliError> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for claim in claims {
+        let Some((name, value)) = claim.split_once('=') else {
+            return Err(PolicyCliError::Claim(claim.clone()));
+        };
+        if !palisade_crds::arguments::is_claim_name(name) {
+            return Err(PolicyCliError::Claim(claim.clone()));
+        }
+        by_name.entry(name.to_owned()).or_default().push(value.to_owned());
+    }
+    Ok(by_name.into_iter().collect())
+}
+
 /// `explain --args`: a JSON object.
 fn parse_arguments(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, PolicyCliError> {
     match serde_json::from_str(text) {
@@ -231,6 +250,7 @@ pub fn run(command: PolicyCommand) -> ExitCode {
             scopes,
             roles,
             groups,
+            claims,
             anonymous,
         } => {
             let source = if files.is_empty() {
@@ -254,6 +274,14 @@ pub fn run(command: PolicyCommand) -> ExitCode {
                 roles,
                 groups,
                 service_account: None,
+                claims: match parse_claims(&claims) {
+                    Ok(claims) => claims,
+                    Err(error) => {
+                        let outcome = Outcome::failed(error);
+                        print_outcome(&outcome);
+                        return ExitCode::FAILURE;
+                    }
+                },
                 anonymous,
             };
             let target = match (tool, prompt, resource) {

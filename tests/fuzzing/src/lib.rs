@@ -83,13 +83,13 @@ fn header_value(bytes: &[u8]) -> Option<&str> {
 }
 
 /// Verified JWT claims to an identity, with the default claim names and with names that point
-/// at the same claim twice.
+/// at the same claim twice, reading the same claim for argument rules too.
 pub fn jwt_claims(data: &[u8]) {
     let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(data) else {
         return;
     };
     let source = || IdentitySource::Issuer("https://issuer.example".into());
-    let _ = claims::identity(&map, &Claims::default(), source());
+    let _ = claims::identity(&map, &Claims::default(), source(), &[]);
     let same = Claims {
         subject: "x".into(),
         scopes: "x".into(),
@@ -97,9 +97,15 @@ pub fn jwt_claims(data: &[u8]) {
         groups: "x".into(),
         kubernetes_service_account: true,
     };
-    let identity = claims::identity(&map, &same, source());
+    let identity = claims::identity(&map, &same, source(), &["x".to_owned()]);
     if let Ok(identity) = identity {
         assert_eq!(identity.source, Some(source()), "an identity lost its source");
+        assert!(
+            identity.claims.iter().all(|(_, values)| !values.is_empty()
+                && values.len() <= claims::MAX_CLAIM_VALUES
+                && values.iter().all(|v| v.len() <= claims::MAX_CLAIM_VALUE_LEN)),
+            "rule claims are bounded"
+        );
     }
 }
 
