@@ -388,6 +388,10 @@ fn the_default_install_renders_lints_and_validates() {
     let counts = validate_all("default", &rendered.objects);
     assert_eq!(counts.values().sum::<usize>(), 0, "monitoring is off by default");
     assert!(
+        of_kind(&rendered.objects, "ConfigMap").is_empty(),
+        "no dashboard by default"
+    );
+    assert!(
         rendered
             .notes
             .contains("kubectl -n palisade-system rollout status deployment/palisade-operator")
@@ -403,6 +407,17 @@ fn every_option_renders_lints_and_validates() {
     assert_eq!(counts["PrometheusRule"], 1);
 
     let objects = &rendered.objects;
+    // The dashboard: the file, whole, in a ConfigMap the Grafana sidecar picks up.
+    let dashboard = of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "palisade-dashboard")
+        .expect("the dashboard ConfigMap");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(dashboard["metadata"]["annotations"]["grafana_folder"], "Palisade");
+    let shipped: Value =
+        serde_json::from_str(dashboard["data"]["palisade.json"].as_str().expect("palisade.json")).expect("JSON");
+    assert_eq!(shipped, dashboard_file());
     let deployment = find(objects, "Deployment", "palisade-operator");
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "palisade");
@@ -773,6 +788,112 @@ fn the_alerts_use_metrics_and_label_values_that_exist() {
                 "mcp_authorization_checks_total",
                 "mcp_security_violations_total",
                 "palisade_operator_reconcile_errors_total",
+            ]
+            .map(String::from)
+        )
+    );
+}
+
+// --- Grafana dashboard -----------------------------------------------------------------------
+
+fn dashboard_file() -> Value {
+    serde_json::from_str(&read(&chart_dir().join("files/grafana-dashboard.json"))).expect("the dashboard is JSON")
+}
+
+/// Every PromQL expression of the dashboard's panels.
+fn dashboard_queries() -> Vec<String> {
+    let dashboard = dashboard_file();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    queries
+}
+
+/// The metric names the dashboard queries, as the binaries expose them (a histogram's
+/// `_bucket` series belong to its family).
+fn dashboard_metrics() -> BTreeSet<String> {
+    dashboard_queries()
+        .iter()
+        .flat_map(|expr| selectors(expr))
+        .map(|(metric, _)| metric.trim_end_matches("_bucket").to_owned())
+        .collect()
+}
+
+#[test]
+fn the_dashboard_is_a_grafana_dashboard_over_documented_metrics() {
+    let dashboard = dashboard_file();
+    assert_eq!(dashboard["uid"], "palisade-overview");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    for panel in panels {
+        assert!(ids.insert(panel["id"].as_u64().expect("id")), "panel ids are unique");
+        let position = &panel["gridPos"];
+        assert!(
+            position["x"].as_u64().unwrap() + position["w"].as_u64().unwrap() <= 24,
+            "{}",
+            panel["title"]
+        );
+        if panel["type"] != "row" {
+            assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+            assert!(
+                !panel["description"].as_str().unwrap_or_default().is_empty(),
+                "{}",
+                panel["title"]
+            );
+        }
+    }
+    // Every metric and label value it queries is documented and written by the code; the cluster
+    // suite checks that a real scrape of both binaries has every one of the metrics.
+    let server_docs = read(&repo_root().join("docs/server.md"));
+    let operator_docs = read(&repo_root().join("operator/README.md"));
+    let server_metrics = read(&repo_root().join("server/src/metrics.rs"));
+    for expr in dashboard_queries() {
+        for (metric, matchers) in selectors(&expr) {
+            let family = metric.trim_end_matches("_bucket");
+            let docs = if family.starts_with("palisade_operator_") {
+                &operator_docs
+            } else {
+                &server_docs
+            };
+            assert!(
+                docs.contains(&format!("`{family}")),
+                "{family} is not a documented metric"
+            );
+            for (label, value) in matchers {
+                if label == "namespace" {
+                    continue; // added by the scrape
+                }
+                assert!(
+                    server_metrics.contains(&format!("\"{value}\"")),
+                    "{metric}: {label}=\"{value}\""
+                );
+            }
+        }
+    }
+    assert_eq!(
+        dashboard_metrics(),
+        BTreeSet::from(
+            [
+                "mcp_authentication_attempts_total",
+                "mcp_authorization_checks_total",
+                "mcp_request_duration_seconds",
+                "mcp_requests_total",
+                "mcp_security_violations_total",
+                "mcp_tool_call_duration_seconds",
+                "mcp_tool_calls_total",
+                "palisade_jwks_fetches_total",
+                "palisade_operator_kubernetes_requests_total",
+                "palisade_operator_reconcile_duration_seconds",
+                "palisade_operator_reconcile_errors_total",
+                "palisade_operator_reconciles_total",
+                "palisade_policy_info",
+                "palisade_policy_reloads_total",
+                "palisade_ready",
+                "palisade_requests_shed_total",
+                "palisade_upstream_requests_total",
             ]
             .map(String::from)
         )

@@ -1160,6 +1160,15 @@ fn audit_authorization(
         .authorization_checks
         .get_or_create(&AuthzLabels { kind, decision })
         .inc();
+    // A tool the server knows (not an unknown name, which a caller could vary without bound).
+    if record.kind == AuthzKind::Tool
+        && record.reason != palisade_crds::Reason::UnknownTool.code()
+        && let Some(tool) = record.target.as_deref()
+    {
+        state
+            .metrics
+            .observe_tool_call(tool, decision, record.reason, ctx.started.elapsed());
+    }
     if record.path_traversal {
         violation(state, Violation::PathTraversal);
     }

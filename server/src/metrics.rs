@@ -218,6 +218,24 @@ pub struct AuthzLabels {
     pub decision: AuthzDecision,
 }
 
+/// Labels of `mcp_tool_calls_total`. `tool` is a tool the server knows (one its policy document
+/// defines, or one its upstream listed), so its cardinality is bounded by the tools served; a call
+/// of a name the server does not know is not counted here (it is in
+/// `mcp_authorization_checks_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolCallLabels {
+    pub tool: String,
+    pub decision: AuthzDecision,
+    /// The decision's reason code (`granted`, `missing_scopes`, `argument_denied`, ...).
+    pub reason: &'static str,
+}
+
+/// Labels of `mcp_tool_call_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    pub tool: String,
+}
+
 /// Labels of `mcp_security_violations_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
@@ -300,6 +318,8 @@ pub struct Metrics {
     pub security_violations: Family<ViolationLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Family<MethodLabels, Histogram>,
+    pub tool_calls: Family<ToolCallLabels, Counter>,
+    pub tool_call_duration: Family<ToolLabels, Histogram>,
     pub jwks_fetches: Family<JwksLabels, Counter>,
     pub policy_reloads: Family<ReloadLabels, Counter>,
     /// Value 1 for the loaded policy's hash; set only through [`Metrics::set_policy_hash`].
@@ -339,6 +359,8 @@ impl Metrics {
         let security_violations = Family::default();
         let requests = Family::default();
         let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(duration_histogram);
+        let tool_calls = Family::default();
+        let tool_call_duration = Family::<ToolLabels, Histogram>::new_with_constructor(duration_histogram);
         let jwks_fetches = Family::default();
         let policy_reloads = Family::default();
         let policy_info = Family::default();
@@ -382,6 +404,17 @@ impl Metrics {
             "Time to answer an MCP request, by method",
             Unit::Seconds,
             request_duration.clone(),
+        );
+        r.register(
+            "mcp_tool_calls",
+            "tools/call of the tools the server knows, by tool, decision and reason",
+            tool_calls.clone(),
+        );
+        r.register_with_unit(
+            "mcp_tool_call_duration",
+            "Time to answer an allowed tools/call, by tool",
+            Unit::Seconds,
+            tool_call_duration.clone(),
         );
         r.register(
             "palisade_jwks_fetches",
@@ -463,6 +496,8 @@ impl Metrics {
             security_violations,
             requests,
             request_duration,
+            tool_calls,
+            tool_call_duration,
             jwks_fetches,
             policy_reloads,
             policy_info,
@@ -531,6 +566,35 @@ impl Metrics {
             for result in [Outcome::Success, Outcome::Failure] {
                 create_at_zero(&self.policy_reloads, &ReloadLabels { file, result });
             }
+        }
+        // Zero on a document server, as palisade_upstream_ready is.
+        for outcome in ["ok", "error", "unavailable", "timeout", "invalid"] {
+            create_at_zero(
+                &self.upstream_requests,
+                &UpstreamLabels {
+                    method: "tools/call",
+                    outcome,
+                },
+            );
+        }
+    }
+
+    /// Creates, at 0, the fetch series of a JWKS or discovery issuer of the policy in force, so
+    /// that a failing fetch shows as an increase from its first occurrence.
+    pub fn declare_jwks_issuer(&self, issuer: &str) {
+        for result in [
+            JwksResult::Success,
+            JwksResult::Failure,
+            JwksResult::RateLimited,
+            JwksResult::Busy,
+        ] {
+            create_at_zero(
+                &self.jwks_fetches,
+                &JwksLabels {
+                    issuer: issuer.to_owned(),
+                    result,
+                },
+            );
         }
     }
 
@@ -639,6 +703,23 @@ impl Metrics {
             self.upstream_tool_pins
                 .get_or_create(&UpstreamPinLabels { pin })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records the decision on a `tools/call` of a tool the server knows, and for an allowed call
+    /// the time from the request's arrival to its answer.
+    pub fn observe_tool_call(&self, tool: &str, decision: AuthzDecision, reason: &'static str, elapsed: Duration) {
+        self.tool_calls
+            .get_or_create(&ToolCallLabels {
+                tool: tool.to_owned(),
+                decision,
+                reason,
+            })
+            .inc();
+        if decision == AuthzDecision::Allow {
+            self.tool_call_duration
+                .get_or_create(&ToolLabels { tool: tool.to_owned() })
+                .observe(elapsed.as_secs_f64());
         }
     }
 

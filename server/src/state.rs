@@ -201,6 +201,11 @@ impl AppState {
             },
         )?
         .with_rule_claims(policy.claim_names());
+        for issuer in &policy.document().authentication.issuers {
+            if !matches!(issuer.keys, palisade_crds::document::KeySource::HmacKeyFile(_)) {
+                self.metrics.declare_jwks_issuer(&issuer.issuer);
+            }
+        }
         let collections: Vec<&str> = policy.document().collections.iter().map(|c| c.name.as_str()).collect();
         let documents = DocumentStore::load(&self.config.documents_dir, &collections, &DocumentLimits::default())?;
         let prerendered = Prerendered::new(&policy, &documents);

@@ -314,6 +314,37 @@ fn path_globs_keep_a_read_scope_inside_public_and_the_upstream_refuses_symlink_e
 
     let audit_log = std::fs::read_to_string(&server.audit_log).unwrap();
     assert!(!audit_log.contains(SECRET));
+
+    // mcp_tool_calls_total counts the decisions by tool and reason; a name the upstream does not
+    // offer gets no series of its own (a caller could make up names without end).
+    let calls = |decision: &str, reason: &str| {
+        server.metric(
+            "mcp_tool_calls_total",
+            &[("tool", TOOL), ("decision", decision), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        calls("allow", "granted"),
+        5.0,
+        "four spellings of public paths and the symlink"
+    );
+    assert_eq!(
+        calls("deny", "argument_denied"),
+        11.0,
+        "nine paths, a missing one, a number"
+    );
+    let answer = rpc(
+        &server,
+        &reader,
+        "tools/call",
+        json!({"name": "made_up_tool", "arguments": {}}),
+    );
+    assert_eq!(answer.body["error"]["code"], -32602, "{}", answer.body);
+    assert_eq!(server.metric("mcp_tool_calls_total", &[("tool", "made_up_tool")]), 0.0);
+    assert_eq!(
+        server.metric("mcp_tool_call_duration_seconds_count", &[("tool", TOOL)]),
+        5.0
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! server's decisions with no failed request in between; a policy whose tests fail leaves the
 //! running decisions unchanged.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -256,8 +257,80 @@ pub async fn the_running_server_follows_kubectl_apply_without_a_failed_request(c
         "the load ran across both changes ({during_change}, {after_refusal})"
     );
     assert_eq!(failed, 0, "no request failed across the policy changes");
+
+    // Every metric the chart's Grafana dashboard queries is in a real scrape of both binaries.
+    let server_families = families(pod.metrics_url.clone()).await;
+    let operator_families = families(format!("{}/metrics", operator.http)).await;
+    let missing: Vec<String> = dashboard_metrics()
+        .into_iter()
+        .filter(|metric| {
+            let scraped = if metric.starts_with("palisade_operator_") {
+                &operator_families
+            } else {
+                &server_families
+            };
+            !family_names(metric).iter().any(|family| scraped.contains(*family))
+        })
+        .collect();
+    assert_eq!(
+        missing,
+        Vec::<String>::new(),
+        "dashboard metrics missing from the scrapes"
+    );
+    eprintln!(
+        "    ok: the dashboard's {} metrics are in the scrapes of the server and the operator",
+        dashboard_metrics().len()
+    );
     drop(pod);
     drop(operator);
+}
+
+/// The metric families of a `/metrics` answer (its `# TYPE` lines).
+async fn families(url: String) -> BTreeSet<String> {
+    let text = tokio::task::spawn_blocking(move || palisade_e2e::http_client().get(url).send().and_then(|r| r.text()))
+        .await
+        .expect("join")
+        .expect("a scrape");
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The families a queried series may belong to: itself, or a counter's (`_total`) or a
+/// histogram's (`_bucket`, `_sum`, `_count`) family.
+fn family_names(series: &str) -> Vec<&str> {
+    let mut names = vec![series];
+    names.extend(
+        ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|s| series.strip_suffix(s)),
+    );
+    names
+}
+
+/// The `mcp_*` and `palisade_*` series the chart's Grafana dashboard queries.
+fn dashboard_metrics() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(palisade_cluster::repo_root().join("charts/palisade/files/grafana-dashboard.json"))
+            .expect("the dashboard");
+    let dashboard: Value = serde_json::from_str(&text).expect("JSON");
+    let mut metrics = BTreeSet::new();
+    for target in dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+    {
+        let expr = target["expr"].as_str().expect("expr");
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("mcp_") || word.starts_with("palisade_") {
+                metrics.insert(word.to_owned());
+            }
+        }
+    }
+    metrics
 }
 
 /// A task aborted when the case ends early (a failed assertion).

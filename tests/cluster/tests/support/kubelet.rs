@@ -42,6 +42,8 @@ pub struct Pod {
     projector: Option<tokio::task::JoinHandle<()>>,
     /// `http://<address>:<port>`: the MCP port.
     pub base_url: String,
+    /// `http://<address>:<port>/metrics`: the metrics port.
+    pub metrics_url: String,
     /// The server's log.
     pub log: PathBuf,
 }
@@ -136,6 +138,7 @@ impl Pod {
             stop,
             projector: Some(projector),
             base_url: format!("http://{}:{}", listen.ip, listen.port),
+            metrics_url: format!("http://{}:{}/metrics", listen.ip, listen.metrics_port),
             log,
         };
         pod.wait_ready().await;
