@@ -66,9 +66,10 @@ image: ## Build the operator and server images (docker, podman or buildah; skips
 e2e: e2e-deps cluster-build ## The cluster suite: the operator and server against a local control plane it starts
 	$(CARGO) test --locked -p palisade-cluster --test cluster
 
-cluster-build: ## Build kube-apiserver, kube-controller-manager, etcd and External Secrets Operator from the pinned Go modules (cached in target/)
+cluster-build: ## Build kube-apiserver, kube-controller-manager, etcd, External Secrets Operator and an OpenTelemetry Collector from the pinned Go modules (cached in target/)
 	tests/cluster/controlplane/build.sh
 	tests/cluster/eso/build.sh
+	tests/otelcol/build.sh
 ifeq ($(CI),true)
 	@# The binaries and their stamps stay; Go's module and build caches (about 9 GB) are only
 	@# needed to build them again, which a CI run never does.
