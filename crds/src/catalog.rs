@@ -203,6 +203,15 @@ impl<'p> Access<'p> {
         self.explain_prepared(self.check_call_in(catalog, name, arguments), tool)
     }
 
+    /// [`Access::narrows_input_schema`] for name `name` of `catalog`.
+    pub fn narrows_input_schema_in(&self, catalog: &Catalog, name: &str) -> bool {
+        self.policy().constrains_arguments()
+            && matches!(
+                self.entry(catalog, name),
+                Some(Entry::Governed(tool)) if self.narrowing_prepared(tool).is_some()
+            )
+    }
+
     /// [`Access::narrow_input_schema`] for name `name` of `catalog`.
     pub fn narrow_input_schema_in(&self, catalog: &Catalog, name: &str, schema: &Value) -> Option<(Value, Value)> {
         let Some(Entry::Governed(tool)) = self.entry(catalog, name) else {

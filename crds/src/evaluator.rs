@@ -581,7 +581,7 @@ impl Policy {
 
     /// Whether some rule constrains arguments (then a caller's subject, groups and service
     /// account are kept for caller-dependent constraints).
-    fn constrains_arguments(&self) -> bool {
+    pub(crate) fn constrains_arguments(&self) -> bool {
         self.arguments.iter().any(Option::is_some)
     }
 
@@ -929,6 +929,17 @@ impl<'p> Access<'p> {
         let tool = &self.policy.tools[*self.policy.tool_index.get(name)?];
         let rules = self.narrowing_prepared(tool)?;
         Some(crate::arguments::narrow(schema, &rules, &self.caller()))
+    }
+
+    /// Whether [`Access::narrow_input_schema`] would narrow tool `name`'s schema: a list asks
+    /// this before it builds or parses the schema.
+    pub fn narrows_input_schema(&self, name: &str) -> bool {
+        self.policy.constrains_arguments()
+            && self
+                .policy
+                .tool_index
+                .get(name)
+                .is_some_and(|&t| self.narrowing_prepared(&self.policy.tools[t]).is_some())
     }
 
     /// Whether a list shows prepared `tool`: `decide_prepared(tool, None).effect.permits()`,

@@ -288,6 +288,7 @@ proptest! {
         let access = policy.access(&identity);
         let listed = access.check_tool("get_doc").effect == Effect::Allow;
         let narrowed = access.narrow_input_schema("get_doc", &defined_schema());
+        prop_assert_eq!(access.narrows_input_schema("get_doc"), narrowed.is_some());
         if let Some((_, mark)) = &narrowed {
             prop_assert!(listed, "a narrowed schema is for a listed tool");
             prop_assert_eq!(&mark["narrowed"], &json!(true));

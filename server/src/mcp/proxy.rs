@@ -506,6 +506,9 @@ fn list_tools<'p>(call: &Call<'_, 'p>, proxy: &Proxy) -> (Reply<'p>, Option<Auth
         .visible_in(&prepared.catalog)
         .map(|name| {
             let entry = prepared.entries[name].as_str();
+            if !call.access.narrows_input_schema_in(&prepared.catalog, name) {
+                return Cow::Borrowed(entry);
+            }
             let narrowed = serde_json::from_str::<Value>(entry).ok().and_then(|value| {
                 let schema = value
                     .get("inputSchema")
