@@ -54,7 +54,7 @@ use serde_json::{Map, Value};
 
 use crate::common::PolicyMode;
 use crate::document::RuleKind;
-use crate::evaluator::{Access, Decision, Explanation, Policy, PreparedTool, Reason, Resolution};
+use crate::evaluator::{Access, Decision, Explanation, InputSchemaNarrowing, Policy, PreparedTool, Reason, Resolution};
 
 /// Names prepared against one [`Policy`]: each with the rule that governs it.
 #[derive(Debug)]
@@ -203,22 +203,12 @@ impl<'p> Access<'p> {
         self.explain_prepared(self.check_call_in(catalog, name, arguments), tool)
     }
 
-    /// [`Access::narrows_input_schema`] for name `name` of `catalog`.
-    pub fn narrows_input_schema_in(&self, catalog: &Catalog, name: &str) -> bool {
-        self.policy().constrains_arguments()
-            && matches!(
-                self.entry(catalog, name),
-                Some(Entry::Governed(tool)) if self.narrowing_prepared(tool).is_some()
-            )
-    }
-
-    /// [`Access::narrow_input_schema`] for name `name` of `catalog`.
-    pub fn narrow_input_schema_in(&self, catalog: &Catalog, name: &str, schema: &Value) -> Option<(Value, Value)> {
-        let Some(Entry::Governed(tool)) = self.entry(catalog, name) else {
-            return None;
-        };
-        let rules = self.narrowing_prepared(tool)?;
-        Some(crate::arguments::narrow(schema, &rules, &self.caller()))
+    /// [`Access::input_schema_narrowing`] for name `name` of `catalog`.
+    pub fn input_schema_narrowing_in(&self, catalog: &Catalog, name: &str) -> Option<InputSchemaNarrowing<'_>> {
+        match self.entry(catalog, name) {
+            Some(Entry::Governed(tool)) => self.narrowing_prepared(tool),
+            _ => None,
+        }
     }
 
     /// The names of `catalog` the caller sees: exactly those [`Access::check_in`] permits, in

@@ -372,6 +372,9 @@ pub struct Policy {
     collection_index: HashMap<String, Vec<usize>>,
     /// Each rule's compiled argument constraints (none: it constrains no argument).
     arguments: Vec<Option<ArgumentRules>>,
+    /// Whether some rule constrains arguments (then a caller's subject, groups, service account
+    /// and claims are kept for caller-dependent constraints, and lists may narrow schemas).
+    constrains_arguments: bool,
     /// The token claims argument rules name, sorted, each once.
     claim_names: Vec<String>,
     /// Which scopes imply which.
@@ -561,6 +564,7 @@ impl Policy {
             by_service_account,
             anonymous_roles,
             collection_index,
+            constrains_arguments: arguments.iter().any(Option::is_some),
             arguments,
             claim_names,
             hierarchy,
@@ -577,12 +581,6 @@ impl Policy {
     /// `rules` (alternatives; none: no rule) prepared over this policy's interned scopes.
     pub(crate) fn prepare(&self, rules: &[usize]) -> PreparedTool {
         prepare(&self.document, &self.scope_index, self.words, rules)
-    }
-
-    /// Whether some rule constrains arguments (then a caller's subject, groups and service
-    /// account are kept for caller-dependent constraints).
-    pub(crate) fn constrains_arguments(&self) -> bool {
-        self.arguments.iter().any(Option::is_some)
     }
 
     /// The token claims argument rules name (`{claims.NAME}`), sorted: what a server reads from a
@@ -694,7 +692,7 @@ impl Policy {
         for &role in &roles {
             covered.union_with(&self.roles[role as usize].covers);
         }
-        let caller = if self.constrains_arguments() && !identity.anonymous {
+        let caller = if self.constrains_arguments && !identity.anonymous {
             CallerValues {
                 subject: identity.subject.clone(),
                 groups: identity.groups.clone(),
@@ -751,6 +749,22 @@ pub(crate) fn effect(granted: bool, mode: PolicyMode) -> Effect {
         (true, _) => Effect::Allow,
         (false, PolicyMode::Enforce) => Effect::Deny,
         (false, PolicyMode::Audit) => Effect::AuditDeny,
+    }
+}
+
+/// How one tool's advertised input schema is narrowed for one caller (see
+/// [`crate::arguments::narrow`]).
+#[derive(Debug)]
+pub struct InputSchemaNarrowing<'a> {
+    rules: Vec<&'a ArgumentRules>,
+    caller: Caller<'a>,
+}
+
+impl InputSchemaNarrowing<'_> {
+    /// `schema` (the tool's input schema as defined) narrowed, and the mark for the tool's
+    /// `_meta` ([`crate::arguments::NARROWED_META_KEY`]).
+    pub fn apply(&self, schema: &Value) -> (Value, Value) {
+        crate::arguments::narrow(schema, &self.rules, &self.caller)
     }
 }
 
@@ -898,12 +912,12 @@ impl<'p> Access<'p> {
         }
     }
 
-    /// The argument rules a list of `tool` narrows its input schema to for this caller: those
-    /// of the alternatives whose scopes it holds and whose constraints it can satisfy. None when
-    /// the schema stays as defined: no such alternative, one that constrains nothing, or a tool
-    /// in `Audit` mode (whose calls are allowed whatever their arguments).
-    pub(crate) fn narrowing_prepared(&self, tool: &PreparedTool) -> Option<Vec<&'p ArgumentRules>> {
-        if tool.mode == PolicyMode::Audit {
+    /// How a list narrows `tool`'s input schema for this caller: by the argument rules of the
+    /// alternatives whose scopes it holds and whose constraints it can satisfy. None when the
+    /// schema stays as defined: no such alternative, one that constrains nothing, or a tool in
+    /// `Audit` mode (whose calls are allowed whatever their arguments).
+    pub(crate) fn narrowing_prepared(&self, tool: &PreparedTool) -> Option<InputSchemaNarrowing<'_>> {
+        if tool.mode == PolicyMode::Audit || !self.policy.constrains_arguments {
             return None;
         }
         let caller = self.caller();
@@ -919,27 +933,24 @@ impl<'p> Access<'p> {
                 Some(_) => {}
             }
         }
-        (!narrowing.is_empty()).then_some(narrowing)
+        (!narrowing.is_empty()).then_some(InputSchemaNarrowing {
+            rules: narrowing,
+            caller,
+        })
     }
 
-    /// `schema`, the input schema of tool `name` (as the document or upstream defines it),
-    /// narrowed to the arguments this caller's rules accept, with the mark for the tool's
-    /// `_meta` ([`crate::arguments::NARROWED_META_KEY`]); None when nothing narrows it.
+    /// How a list narrows the input schema of tool `name` for this caller; None when the schema
+    /// stays as defined. Asked before the schema is built or parsed.
+    pub fn input_schema_narrowing(&self, name: &str) -> Option<InputSchemaNarrowing<'_>> {
+        self.narrowing_prepared(&self.policy.tools[*self.policy.tool_index.get(name)?])
+    }
+
+    /// `schema`, the input schema of tool `name` (as the document defines it), narrowed to the
+    /// arguments this caller's rules accept, with the mark for the tool's `_meta`; None when
+    /// nothing narrows it.
     pub fn narrow_input_schema(&self, name: &str, schema: &Value) -> Option<(Value, Value)> {
-        let tool = &self.policy.tools[*self.policy.tool_index.get(name)?];
-        let rules = self.narrowing_prepared(tool)?;
-        Some(crate::arguments::narrow(schema, &rules, &self.caller()))
-    }
-
-    /// Whether [`Access::narrow_input_schema`] would narrow tool `name`'s schema: a list asks
-    /// this before it builds or parses the schema.
-    pub fn narrows_input_schema(&self, name: &str) -> bool {
-        self.policy.constrains_arguments()
-            && self
-                .policy
-                .tool_index
-                .get(name)
-                .is_some_and(|&t| self.narrowing_prepared(&self.policy.tools[t]).is_some())
+        self.input_schema_narrowing(name)
+            .map(|narrowing| narrowing.apply(schema))
     }
 
     /// Whether a list shows prepared `tool`: `decide_prepared(tool, None).effect.permits()`,
@@ -1143,35 +1154,17 @@ impl PolicyDocument {
             sort_dedup(&mut rule.required_scopes);
             sort_dedup(&mut rule.sources);
         }
-        // Rules of one `match` are alternatives: ordered by what they state, and one rule stated
-        // twice is one rule with both sources.
+        // Rules of one `match` are alternatives, ordered by what they state (the check refuses a
+        // rule stated twice; the compiler merges their sources).
         self.rules
             .sort_by_cached_key(|r| (r.kind, r.match_.clone(), r.content_key()));
-        self.rules.dedup_by(|later, earlier| {
-            let same = earlier.kind == later.kind
-                && earlier.match_ == later.match_
-                && earlier.content_key() == later.content_key();
-            if same {
-                earlier.sources.append(&mut later.sources);
-                sort_dedup(&mut earlier.sources);
-            }
-            same
-        });
         for role in &mut self.roles {
             sort_dedup(&mut role.scopes);
             sort_dedup(&mut role.sources);
         }
         self.roles.sort_by(|a, b| a.name.cmp(&b.name));
-        // One scope's implications stated in several policies add up.
+        // Each scope once (the check refuses a scope stated twice; the compiler merges them).
         self.scope_implications.sort_by(|a, b| a.scope.cmp(&b.scope));
-        self.scope_implications.dedup_by(|later, earlier| {
-            let same = earlier.scope == later.scope;
-            if same {
-                earlier.implies.append(&mut later.implies);
-                earlier.sources.append(&mut later.sources);
-            }
-            same
-        });
         for implication in &mut self.scope_implications {
             sort_dedup(&mut implication.implies);
             sort_dedup(&mut implication.sources);

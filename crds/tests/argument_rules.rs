@@ -12,21 +12,16 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 fn document(rules: &str) -> PolicyDocument {
-    PolicyDocument::from_yaml(&format!(
-        r#"
-apiVersion: palisade.dev/v1alpha1
-kind: PolicyDocument
-metadata: {{}}
-authentication: {{resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true}}
-collections: [{{name: handbook}}]
-tools:
+    support::handbook_document(
+        false,
+        &format!(
+            "tools:
   - {{name: get_doc, collection: handbook, action: get}}
   - {{name: read_all, collection: handbook, action: readAll}}
 rules:
-{rules}
-"#
-    ))
-    .unwrap()
+{rules}"
+        ),
+    )
 }
 
 fn args(value: Value) -> Map<String, Value> {

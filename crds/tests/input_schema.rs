@@ -9,21 +9,18 @@ use palisade_crds::{Effect, Identity, IdentitySource, Policy, PolicyDocument};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
+mod support;
+
 fn document(rules: &str) -> PolicyDocument {
-    PolicyDocument::from_yaml(&format!(
-        r#"
-apiVersion: palisade.dev/v1alpha1
-kind: PolicyDocument
-metadata: {{}}
-authentication: {{resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true, apiKeysFile: /k}}
-collections: [{{name: handbook}}]
-tools:
+    support::handbook_document(
+        true,
+        &format!(
+            "tools:
   - {{name: get_doc, collection: handbook, action: get}}
 rules:
-{rules}
-"#
-    ))
-    .unwrap()
+{rules}"
+        ),
+    )
 }
 
 /// The server's own schema of the tool's arguments.
@@ -288,7 +285,7 @@ proptest! {
         let access = policy.access(&identity);
         let listed = access.check_tool("get_doc").effect == Effect::Allow;
         let narrowed = access.narrow_input_schema("get_doc", &defined_schema());
-        prop_assert_eq!(access.narrows_input_schema("get_doc"), narrowed.is_some());
+        prop_assert_eq!(access.input_schema_narrowing("get_doc").is_some(), narrowed.is_some());
         if let Some((_, mark)) = &narrowed {
             prop_assert!(listed, "a narrowed schema is for a listed tool");
             prop_assert_eq!(&mark["narrowed"], &json!(true));

@@ -8,14 +8,10 @@ use palisade_crds::evaluator::Grant;
 use palisade_crds::{CompileOptions, Effect, Identity, McpAccessPolicy, Policy, PolicyDocument, Reason, compile};
 
 fn document(extra: &str) -> PolicyDocument {
-    PolicyDocument::from_yaml(&format!(
-        r#"
-apiVersion: palisade.dev/v1alpha1
-kind: PolicyDocument
-metadata: {{}}
-authentication: {{resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true}}
-collections: [{{name: handbook}}]
-tools:
+    support::handbook_document(
+        false,
+        &format!(
+            r#"tools:
   - {{name: read_doc, collection: handbook, action: get}}
   - {{name: edit_doc, collection: handbook, action: search}}
   - {{name: purge, collection: handbook, action: list}}
@@ -28,10 +24,9 @@ roles:
   - {{name: writer, scopes: ["docs:write"]}}
 bindings:
   - {{role: admin, anonymous: true}}
-{extra}
-"#
-    ))
-    .unwrap()
+{extra}"#
+        ),
+    )
 }
 
 const HIERARCHY: &str = r#"

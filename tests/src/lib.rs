@@ -48,13 +48,21 @@ pub fn operator_binary() -> PathBuf {
 /// A JSON-RPC POST of `body` to the server's MCP endpoint with `token`, as an MCP client sends
 /// it (2025-11-25), ready for more headers.
 pub fn mcp_request(server: &Server, token: &str, body: &str) -> reqwest::blocking::RequestBuilder {
-    http_client()
+    mcp_request_as(server, Some(token), body)
+}
+
+/// [`mcp_request`] with `token`, or without credentials (`None`).
+pub fn mcp_request_as(server: &Server, token: Option<&str>, body: &str) -> reqwest::blocking::RequestBuilder {
+    let request = http_client()
         .post(server.mcp_url())
-        .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_owned())
+        .body(body.to_owned());
+    match token {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
 }
 
 /// One JSON-RPC message `body` (as written) POSTed to `server`'s MCP endpoint with `token` at

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palisade_e2e::{Fixture, Server, TempDir, http_client, target_dir};
+use palisade_e2e::{Fixture, Server, TempDir, target_dir};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "team-a";
@@ -32,19 +32,12 @@ fn otelcol() -> PathBuf {
 
 /// A `tools/call` with `token` (none: anonymous).
 fn call(server: &Server, token: Option<&str>, tool: &str) -> u16 {
-    let mut request = http_client()
-        .post(format!("{}/mcp", server.base_url))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
-                .to_string(),
-        );
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().expect("request").status().as_u16()
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}});
+    palisade_e2e::mcp_request_as(server, token, &body.to_string())
+        .send()
+        .expect("request")
+        .status()
+        .as_u16()
 }
 
 /// A CRI log line at `nanos` past a fixed second.

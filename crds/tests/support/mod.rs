@@ -53,3 +53,20 @@ pub fn compiled_sample(file: &str) -> palisade_crds::Compiled {
     let refs: Vec<&McpAccessPolicy> = policies.iter().collect();
     compile(&server, &refs, &CompileOptions::default()).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
+
+/// A hand-written PolicyDocument of one collection, `handbook`, that admits anonymous callers
+/// (and API keys with `api_keys`); `body` holds its `tools`, `rules`, `roles` and the rest.
+pub fn handbook_document(api_keys: bool, body: &str) -> palisade_crds::PolicyDocument {
+    let api_keys = if api_keys { ", apiKeysFile: /k" } else { "" };
+    palisade_crds::PolicyDocument::from_yaml(&format!(
+        r#"
+apiVersion: palisade.dev/v1alpha1
+kind: PolicyDocument
+metadata: {{}}
+authentication: {{resource: "http://docs.team-a.svc.cluster.local/mcp", allowAnonymous: true{api_keys}}}
+collections: [{{name: handbook}}]
+{body}
+"#
+    ))
+    .unwrap()
+}

@@ -308,14 +308,12 @@ fn list_tools<'p>(call: &Call<'_, 'p>) -> (Reply<'p>, Option<AuthzRecord<'p>>) {
         .visible_tools()
         .map(|tool| {
             let index = index_in(tools, tool).expect("the evaluator yields the policy's own tools");
-            let narrowed = call
-                .access
-                .narrows_input_schema(&tool.name)
-                .then(|| call.access.narrow_input_schema(&tool.name, &input_schema(tool.action)))
-                .flatten();
-            match narrowed {
+            match call.access.input_schema_narrowing(&tool.name) {
                 None => Cow::Borrowed(prerendered.tools[index].as_str()),
-                Some(narrowed) => Cow::Owned(with_narrowed_schema(tool_json(tool), narrowed)),
+                Some(narrowing) => Cow::Owned(with_narrowed_schema(
+                    tool_json(tool),
+                    narrowing.apply(&input_schema(tool.action)),
+                )),
             }
         })
         .collect();

@@ -506,18 +506,20 @@ fn list_tools<'p>(call: &Call<'_, 'p>, proxy: &Proxy) -> (Reply<'p>, Option<Auth
         .visible_in(&prepared.catalog)
         .map(|name| {
             let entry = prepared.entries[name].as_str();
-            if !call.access.narrows_input_schema_in(&prepared.catalog, name) {
+            let Some(narrowing) = call.access.input_schema_narrowing_in(&prepared.catalog, name) else {
                 return Cow::Borrowed(entry);
+            };
+            match serde_json::from_str::<Value>(entry) {
+                Ok(value) => {
+                    let schema = value
+                        .get("inputSchema")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object"}));
+                    let narrowed = narrowing.apply(&schema);
+                    Cow::Owned(super::methods::with_narrowed_schema(value, narrowed))
+                }
+                Err(_) => Cow::Borrowed(entry),
             }
-            let narrowed = serde_json::from_str::<Value>(entry).ok().and_then(|value| {
-                let schema = value
-                    .get("inputSchema")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object"}));
-                let narrowed = call.access.narrow_input_schema_in(&prepared.catalog, name, &schema)?;
-                Some(super::methods::with_narrowed_schema(value, narrowed))
-            });
-            narrowed.map_or(Cow::Borrowed(entry), Cow::Owned)
         })
         .collect();
     let (text, count) = proxy.frame.render(visible.iter().map(|e| e.as_ref()), call.revision);
