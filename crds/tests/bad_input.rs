@@ -1491,3 +1491,20 @@ fn argument_constraints_on_a_prompt_rule_are_refused_with_their_field_path() {
         "McpAccessPolicy default/files-access: spec.prompts[0].arguments: argument constraints are for tool rules (spec.tools)"
     );
 }
+
+#[test]
+fn a_test_identity_claim_that_no_rule_could_name_is_refused_with_its_path() {
+    let found = policy_problems(|spec| {
+        spec.tests[0].identity.claims = [("team/name".to_owned(), vec!["ops".to_owned()])].into();
+    });
+    assert_eq!(
+        found
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            "spec.tests[0].identity.claims",
+            "\"team/name\" is not a claim name rules can name: 1 to 128 ASCII letters, digits and _-.:"
+        )]
+    );
+}

@@ -148,11 +148,20 @@ fn a_changed_tool_is_withheld_until_its_new_definition_is_pinned() {
         )),
         "{message}"
     );
-    let audited = server
-        .audit_events()
-        .into_iter()
-        .rfind(|e| e["tool"] == "weather")
-        .expect("the refused call is audited");
+    // The audit line is written by the audit thread, shortly after the answer.
+    let last_weather_event = || {
+        server
+            .audit_events()
+            .into_iter()
+            .rfind(|e| e["tool"] == "weather")
+            .expect("the refused call is audited")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut audited = last_weather_event();
+    while audited["reason"] != "tool_withheld" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        audited = last_weather_event();
+    }
     assert_eq!(audited["reason"], "tool_withheld", "{audited}");
     assert_eq!(audited["decision"], "deny", "{audited}");
     assert_eq!(server.metric("palisade_upstream_tool_pins", &[("pin", "changed")]), 1.0);
