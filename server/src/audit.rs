@@ -106,6 +106,13 @@ pub struct AuditEvent<'a> {
     /// Proxy mode: how long the upstream took, in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_us: Option<u64>,
+    /// With trace export on: the W3C trace id (32 hex digits) of the request's span, so that an
+    /// audit line and its trace find each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// With trace export on: the request span's id (16 hex digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -155,6 +162,8 @@ impl<'a> AuditEvent<'a> {
             http_status: None,
             upstream: None,
             upstream_us: None,
+            trace_id: None,
+            span_id: None,
         }
     }
 }

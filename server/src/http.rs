@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use opentelemetry::context::FutureExt as _;
 use palisade_crds::evaluator::Effect;
 use serde_json::{Value, json};
 
@@ -35,6 +36,7 @@ use crate::mcp::protocol::{self, RoutingHeaders};
 use crate::mcp::proxy;
 use crate::metrics::{self, AuthLabels, AuthzDecision, AuthzLabels, Shed, Violation, ViolationLabels};
 use crate::state::{AppState, Snapshot, now};
+use crate::trace::RequestTrace;
 use crate::upstream::UpstreamError;
 
 /// The MCP router (port 8080).
@@ -191,11 +193,32 @@ struct Context {
     /// The body was read (or reading it began): an answer before that closes an HTTP/1.1
     /// connection rather than leave the unread body in it.
     body_read: AtomicBool,
+    /// The request's spans, while trace export is on.
+    trace: Option<Arc<RequestTrace>>,
 }
 
 impl Context {
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
+    }
+
+    /// The trace and span ids for an audit event: for the event that closes the request always
+    /// (the request span begins then if it has not), for an earlier one once the span has begun.
+    fn trace_ids(&self, closing: bool) -> Option<(String, String)> {
+        let trace = self.trace.as_ref()?;
+        if closing {
+            Some(trace.ids())
+        } else {
+            trace.ids_if_begun()
+        }
+    }
+}
+
+/// Writes the request's trace and span ids into `event`.
+fn with_trace_ids(event: &mut AuditEvent<'_>, ids: Option<(String, String)>) {
+    if let Some((trace_id, span_id)) = ids {
+        event.trace_id = Some(trace_id);
+        event.span_id = Some(span_id);
     }
 }
 
@@ -219,6 +242,10 @@ impl Drop for Unfinished<'_> {
             event.client_address = self.ctx.client.as_deref();
             event.policy_hash = self.snapshot.map(|s| s.policy.hash());
             event.duration_us = Some(self.ctx.started.elapsed().as_micros() as u64);
+            with_trace_ids(&mut event, self.ctx.trace_ids(true));
+            if let Some(trace) = &self.ctx.trace {
+                trace.abandon();
+            }
             self.state.audit.emit(&event);
         }
     }
@@ -493,15 +520,20 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
     {
         parts.headers.insert(header::HOST, value);
     }
+    let started = Instant::now();
     let ctx = Context {
         request_id: request_id(&parts.headers),
         client: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string()),
-        started: Instant::now(),
+        started,
         closed: AtomicBool::new(false),
         body_read: AtomicBool::new(false),
+        trace: state
+            .tracer
+            .as_ref()
+            .map(|tracer| RequestTrace::new(tracer, started, &parts.headers)),
     };
     let snapshot = state.snapshot.load_full();
     let unfinished = Unfinished {
@@ -509,7 +541,12 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
         ctx: &ctx,
         snapshot: snapshot.as_deref(),
     };
-    let (mut response, method) = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body).await;
+    let served = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body);
+    // The request's trace is found by the code that serves it (JWKS fetches, upstream calls).
+    let (mut response, method) = match &ctx.trace {
+        Some(trace) => served.with_context(trace.context()).await,
+        None => served.await,
+    };
     drop(unfinished);
     // An answer sent before the body was read leaves the body in an HTTP/1.1 connection: close it
     // rather than read what an unauthenticated client sends.
@@ -527,6 +564,14 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
     state
         .metrics
         .observe_request(method.as_deref().unwrap_or("other"), status, ctx.started.elapsed());
+    if let Some(trace) = &ctx.trace {
+        trace.request_facts(
+            &ctx.request_id,
+            ctx.client.as_deref(),
+            snapshot.as_deref().map(|s| s.policy.hash()),
+        );
+        trace.finish(status, parts.version);
+    }
     response
 }
 
@@ -655,6 +700,7 @@ fn edge_event(state: &AppState, snapshot: Option<&Snapshot>, ctx: &Context, reas
     event.policy_hash = snapshot.map(|s| s.policy.hash());
     event.http_status = Some(status);
     event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
+    with_trace_ids(&mut event, ctx.trace_ids(true));
     ctx.close();
     state.audit.emit(&event);
 }
@@ -757,9 +803,16 @@ async fn serve_mcp(
         );
     }
     // Authentication.
+    let authentication_started = Instant::now();
+    let authenticated = |outcome: Result<&'static str, &str>| {
+        if let Some(trace) = &ctx.trace {
+            trace.authenticated(authentication_started, outcome);
+        }
+    };
     let credential = match credentials(headers, query, certificate) {
         Ok(credential) => credential,
         Err(error) => {
+            authenticated(Err(error.reason()));
             return (
                 auth_failure(state, snapshot, ctx, &error, metrics::AuthMethod::None),
                 None,
@@ -769,12 +822,14 @@ async fn serve_mcp(
     let principal = match snapshot.auth.authenticate(credential, now()).await {
         Ok(principal) => principal,
         Err(error) => {
+            authenticated(Err(error.reason()));
             return (
                 auth_failure(state, snapshot, ctx, &error, metrics_method(&credential)),
                 None,
             );
         }
     };
+    authenticated(Ok(principal.method.as_str()));
     state
         .metrics
         .authentication_attempts
@@ -934,6 +989,15 @@ async fn serve_mcp(
         }
     };
 
+    if let Some(trace) = &ctx.trace {
+        trace.dispatch(&crate::trace::Message {
+            method: &method,
+            params: &params,
+            id: &id,
+            protocol_version: header("mcp-protocol-version"),
+        });
+        trace.caller(principal.identity.subject.as_deref());
+    }
     let access = snapshot.policy.access(&principal.identity);
     let call = Call {
         snapshot,
@@ -1091,6 +1155,7 @@ fn event<'a>(
         event.http_status = Some(status);
         event.duration_us = Some(ctx.started.elapsed().as_micros() as u64);
     }
+    with_trace_ids(&mut event, ctx.trace_ids(status.is_some()));
     event
 }
 
@@ -1171,6 +1236,25 @@ fn audit_authorization(
     }
     if record.path_traversal {
         violation(state, Violation::PathTraversal);
+    }
+    if let Some(trace) = &ctx.trace {
+        trace.decided(&crate::trace::Decision {
+            kind: match record.kind {
+                AuthzKind::Tool => "tool",
+                AuthzKind::Resource => "resource",
+                AuthzKind::Prompt => "prompt",
+                AuthzKind::List => "list",
+            },
+            effect: record.effect.as_str(),
+            reason: record.reason,
+            target: record.target.as_deref(),
+            rule: record.rule,
+            granted_by: &record.granted_by,
+            missing_scopes: &record.missing,
+            argument: record.argument,
+            decided: record.decided,
+            local_work: state.proxy.is_none(),
+        });
     }
     let mut event = event(
         ctx,

@@ -22,4 +22,5 @@ pub mod rate_limit;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod trace;
 pub mod upstream;

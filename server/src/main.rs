@@ -7,6 +7,7 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use palisade_server::audit::{AuditSink, AuditSinkConfig};
@@ -102,6 +103,30 @@ async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let metrics = Arc::new(Metrics::new());
+    // Trace export, when the OTEL_* variables ask for it: a value that cannot be honoured stops
+    // the start, as an invalid flag would.
+    let tracing_export = match palisade_telemetry::TraceSettings::from_env("palisade-server") {
+        Ok(None) => None,
+        Ok(Some(settings)) => match palisade_telemetry::Tracing::install(&settings, metrics.trace_export.clone()) {
+            Ok(export) => {
+                tracing::info!(
+                    protocol = ?settings.protocol,
+                    sampler = ?settings.sampler,
+                    service = %settings.service_name,
+                    "exporting traces"
+                );
+                Some(export)
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot export traces");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(error) => {
+            tracing::error!(error = %palisade_telemetry::TelemetryError::from(error), "cannot export traces");
+            return ExitCode::FAILURE;
+        }
+    };
     let upstream = match Upstream::from_args(&args) {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -110,6 +135,7 @@ async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let mut state = AppState::new(args.clone(), metrics.clone(), audit.clone(), http_client);
+    state.tracer = tracing_export.as_ref().map(|export| export.tracer("palisade-server"));
     state.proxy = upstream.map(|upstream| {
         tokio::spawn(endpoint::report_state(upstream.state(), metrics.clone()));
         Proxy::new(upstream, args.upstream_timeout, metrics)
@@ -167,6 +193,9 @@ async fn run(args: ServeArgs) -> ExitCode {
     let result = tokio::try_join!(mcp, metrics.into_future());
     tracing::info!("shutting down");
     let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
+    if let Some(export) = tracing_export {
+        export.shutdown(Duration::from_secs(5)).await;
+    }
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {

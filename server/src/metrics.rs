@@ -346,6 +346,8 @@ pub struct Metrics {
     /// `palisade_upstream_tool_pins{pin}`: the upstream's governable tools by how each compares
     /// with its pin.
     pub upstream_tool_pins: Family<UpstreamPinLabels, Gauge>,
+    /// `palisade_trace_spans_exported_total` and `palisade_trace_spans_dropped_total{reason}`.
+    pub trace_export: palisade_telemetry::ExportMetrics,
     /// The hash currently exposed by `policy_info`, so that a new one can replace it.
     current_policy_hash: Mutex<Option<String>>,
 }
@@ -489,6 +491,8 @@ impl Metrics {
             upstream_tool_pins.clone(),
         );
 
+        let trace_export = palisade_telemetry::ExportMetrics::new(r.sub_registry_with_prefix("palisade"));
+
         let metrics = Self {
             registry,
             authentication_attempts,
@@ -512,6 +516,7 @@ impl Metrics {
             upstream_restarts,
             upstream_tools,
             upstream_tool_pins,
+            trace_export,
             current_policy_hash: Mutex::new(None),
         };
         metrics.initialize_closed_series();

@@ -66,6 +66,8 @@ pub struct AppState {
     pub requests: Arc<tokio::sync::Semaphore>,
     /// Proxy mode: the upstream MCP server this server stands in front of (kept across reloads).
     pub proxy: Option<crate::mcp::proxy::Proxy>,
+    /// The tracer of request spans; `None` while trace export is off.
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 /// Why a snapshot could not be built.
@@ -155,6 +157,7 @@ impl AppState {
             last_error: Mutex::new(None),
             rate_limiter,
             proxy: None,
+            tracer: None,
         }
     }
 

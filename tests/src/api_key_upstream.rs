@@ -14,6 +14,11 @@ pub const CONTENT: &str = "Welcome through the proxy.";
 /// A document-mode `palisade-server` that admits only API key `key` (as subject
 /// `palisade-proxy`, with scope `notes:read`): the upstream of the credentials test.
 pub fn start(key: &str) -> (Fixture, Server) {
+    start_with_env(key, &[])
+}
+
+/// Like [`start`], with environment variables for the upstream (its `OTEL_*` settings).
+pub fn start_with_env(key: &str, env: &[(&str, &str)]) -> (Fixture, Server) {
     let dir = TempDir::new("api-key-upstream");
     let table = dir.path().join("api-keys.yaml");
     let hash = palisade_crds::document::content_hash(key.as_bytes());
@@ -55,6 +60,6 @@ rules: [{{match: read_notes, requiredScopes: [notes:read]}}]
         hmac_key: Vec::new(),
         resource: "http://127.0.0.1/mcp".into(),
     };
-    let server = Server::start(&fixture, &[]);
+    let server = Server::start_with_env(&fixture, &[], env);
     (fixture, server)
 }

@@ -9,6 +9,7 @@
 
 pub mod api_key_upstream;
 pub mod clients;
+pub mod collector;
 pub mod reference_servers;
 
 use std::io::{BufRead, BufReader};
@@ -252,6 +253,12 @@ pub struct Server {
 impl Server {
     /// Starts the server on the fixture with extra flags, and waits until `/ready` answers 200.
     pub fn start(fixture: &Fixture, extra: &[&str]) -> Self {
+        Self::start_with_env(fixture, extra, &[])
+    }
+
+    /// Like [`Server::start`], with environment variables set for the server (the `OTEL_*`
+    /// ones of the runner are removed first: a test says what it wants).
+    pub fn start_with_env(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let audit_log = fixture.dir.path().join(format!("audit-{port}.log"));
         let mut child = Command::new(server_binary())
@@ -266,6 +273,9 @@ impl Server {
             .arg(&audit_log)
             .args(["--reload-interval", "1s", "--log-format", "json"])
             .args(extra)
+            .env_clear()
+            .envs(std::env::vars_os().filter(|(name, _)| !name.to_string_lossy().starts_with("OTEL_")))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -9,26 +9,16 @@
 //! exporter wrote: exactly the audit events, each parsed into attributes, timed by its own `time`,
 //! with the pod's namespace, name and container; none of the operational lines; no token.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use palisade_e2e::{Fixture, Server, TempDir, target_dir};
+use palisade_e2e::collector::Collector;
+use palisade_e2e::{Fixture, Server, TempDir};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "team-a";
 const POD: &str = "company-info-7d4b9c6f5-x2k8p";
 const UID: &str = "0f3c2a9e-6b1d-4e8f-9a7c-5d2e1b0c3f4a";
-
-fn otelcol() -> PathBuf {
-    let binary = target_dir().join("otelcol/bin/otelcol");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `make cluster-build` (builds the OpenTelemetry Collector of tests/otelcol)",
-        binary.display()
-    );
-    binary
-}
 
 /// A `tools/call` with `token` (none: anonymous).
 fn call(server: &Server, token: Option<&str>, tool: &str) -> u16 {
@@ -105,15 +95,6 @@ fn attributes(list: &Value) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-struct Collector(Child);
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_documented_collector_config_ships_exactly_the_audit_events() {
     let fixture = Fixture::sample("company-info.yaml");
@@ -157,29 +138,15 @@ fn the_documented_collector_config_ships_exactly_the_audit_events() {
     std::fs::write(container.join("0.log"), &log).unwrap();
 
     let out = dir.path().join("exported.json");
-    let config = dir.path().join("otelcol.yaml");
-    std::fs::write(&config, collector_config(dir.path(), &out).to_string()).unwrap();
-    let collector_log = std::fs::File::create(dir.path().join("otelcol.log")).unwrap();
-    let mut collector = Collector(
-        Command::new(otelcol())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(collector_log)
-            .spawn()
-            .expect("the collector starts"),
-    );
+    let mut collector = Collector::start(TempDir::new("otelcol-audit"), &collector_config(dir.path(), &out));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut records = exported(&out);
     while records.len() < audit.len() && Instant::now() < deadline {
-        if let Ok(Some(status)) = collector.0.try_wait() {
-            let log = std::fs::read_to_string(dir.path().join("otelcol.log")).unwrap_or_default();
-            panic!("the collector exited ({status}): {log}");
-        }
+        collector.assert_running();
         std::thread::sleep(Duration::from_millis(200));
         records = exported(&out);
     }
-    let collector_log = std::fs::read_to_string(dir.path().join("otelcol.log")).unwrap_or_default();
+    let collector_log = collector.log();
     assert_eq!(
         records.len(),
         audit.len(),

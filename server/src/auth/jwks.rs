@@ -350,7 +350,13 @@ impl JwksCache {
         self.in_flight.store(true, Ordering::Release);
         let _in_flight = InFlight(&self.in_flight);
         self.state.write().expect("jwks state lock").last_attempt = Some(Instant::now());
+        let fetch_started = Instant::now();
         let fetched = self.fetch().await;
+        // A fetch a request waited for is a span of that request's trace.
+        if let Some(trace) = crate::trace::RequestTrace::current() {
+            let outcome = if fetched.is_ok() { "success" } else { "failure" };
+            trace.jwks_fetched(&self.issuer, fetch_started, outcome);
+        }
         self.attempts.fetch_add(1, Ordering::AcqRel);
         match fetched {
             Ok((keys, jwks_uri)) => {

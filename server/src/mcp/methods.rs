@@ -98,6 +98,8 @@ pub struct AuthzRecord<'p> {
     pub argument: Option<(&'p str, &'static str)>,
     /// How the request forwarded to the upstream went (proxy mode).
     pub upstream: Option<Forwarded>,
+    /// When the decision was made (the `authorize` span ends there).
+    pub decided: std::time::Instant,
 }
 
 /// A request forwarded to the upstream, for the audit event.
@@ -446,6 +448,7 @@ pub(super) fn list_record<'p>(target: String) -> AuthzRecord<'p> {
         path_traversal: false,
         argument: None,
         upstream: None,
+        decided: std::time::Instant::now(),
     }
 }
 
@@ -489,6 +492,7 @@ pub(super) fn authz_record<'p>(
         path_traversal: false,
         argument: decision.argument.map(|a| (a.argument, a.violation.constraint())),
         upstream: None,
+        decided: std::time::Instant::now(),
     }
 }
 
@@ -801,6 +805,7 @@ fn read_resource<'p>(call: &Call<'_, 'p>, params: &Map<String, Value>) -> (Reply
                 path_traversal: looks_like_traversal(uri),
                 argument: None,
                 upstream: None,
+                decided: std::time::Instant::now(),
             };
             return (not_found(), Some(record));
         }

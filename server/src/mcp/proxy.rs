@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use opentelemetry::context::FutureExt as _;
 use palisade_crds::document::{RuleKind, ToolPin};
 use palisade_crds::evaluator::Reason;
 use palisade_crds::inventory::{MAX_TOOLS, PinState, UpstreamInventory, UpstreamToolState, take_inventory};
@@ -220,9 +221,22 @@ impl Proxy {
     }
 
     /// Forwards `method` and records how it went.
-    async fn forward(&self, method: &'static str, params: Value) -> (Result<Value, UpstreamError>, Forwarded) {
+    async fn forward(&self, method: &'static str, mut params: Value) -> (Result<Value, UpstreamError>, Forwarded) {
         let started = Instant::now();
-        let result = self.upstream.request(method, Some(params), self.timeout).await;
+        // With trace export on: a client span, whose context goes upstream in `_meta` (and, to an
+        // HTTP upstream, in the headers).
+        let call = crate::trace::RequestTrace::current().and_then(|trace| {
+            let target = params.get("name").and_then(Value::as_str);
+            trace.upstream_call(method, target)
+        });
+        if let (Some(call), Value::Object(params)) = (&call, &mut params) {
+            crate::trace::inject_meta(&call.context, params);
+        }
+        let request = self.upstream.request(method, Some(params), self.timeout);
+        let result = match &call {
+            Some(call) => request.with_context(call.context.clone()).await,
+            None => request.await,
+        };
         let result = result.and_then(|value| match value {
             Value::Object(_) => Ok(value),
             _ => Err(UpstreamError::Invalid(format!(
@@ -240,6 +254,9 @@ impl Proxy {
             outcome,
             duration: started.elapsed(),
         };
+        if let Some(call) = &call {
+            call.answered(outcome);
+        }
         self.metrics
             .observe_upstream(method, forwarded.outcome, forwarded.duration);
         if let Err(error) = &result

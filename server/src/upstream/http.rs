@@ -140,6 +140,8 @@ impl HttpUpstream {
                 headers.insert(name, value);
             }
         }
+        // The span of this call, when a traced request makes it.
+        crate::trace::inject_headers(&opentelemetry::Context::current(), &mut headers);
         let exchange = async {
             if let Some(oauth) = &self.oauth {
                 headers.insert(AUTHORIZATION, oauth.bearer(&self.client).await?);

@@ -1,0 +1,102 @@
+//! OpenTelemetry trace export for `palisade-server` and `palisade-operator`.
+//!
+//! [`TraceSettings::from_env`] reads the standard `OTEL_*` variables (export is off when no OTLP
+//! endpoint is set); [`Tracing::install`] builds the tracer provider whose spans leave through a
+//! [`queue::BoundedExport`]: bounded, never blocking, every span either exported or counted in
+//! [`ExportMetrics`].
+
+pub mod metrics;
+pub mod queue;
+pub mod settings;
+
+use std::time::Duration;
+
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+pub use metrics::{DropReason, ExportMetrics};
+pub use settings::{ParentlessSampler, Protocol, QueueSettings, Sampler, SettingsError, TraceSettings};
+
+/// Trace export could not start.
+#[derive(Debug, Error)]
+pub enum TelemetryError {
+    /// An `OTEL_*` variable has a value that cannot be honoured.
+    #[error("trace export: {0}")]
+    Settings(#[from] SettingsError),
+    /// The OTLP exporter refused its configuration (an endpoint, header or timeout variable).
+    #[error("trace export: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Trace export, installed: the provider whose tracers record spans, and its export task.
+#[derive(Debug)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    worker: JoinHandle<()>,
+}
+
+impl Tracing {
+    /// Builds the exporter and the provider, and starts the export task on the current Tokio
+    /// runtime.
+    pub fn install(settings: &TraceSettings, metrics: ExportMetrics) -> Result<Self, TelemetryError> {
+        let mut exporter = match settings.protocol {
+            Protocol::Grpc => SpanExporter::builder().with_tonic().build()?,
+            Protocol::HttpProtobuf => SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .build()?,
+        };
+        // `OTEL_RESOURCE_ATTRIBUTES` is read by the builder's detectors; the service name is the
+        // one the settings resolved (the variable's, or the binary's own).
+        let resource = Resource::builder()
+            .with_service_name(settings.service_name.clone())
+            .build();
+        exporter.set_resource(&resource);
+        let (processor, worker) = queue::BoundedExport::start(exporter, settings.queue, metrics);
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_sampler(sdk_sampler(settings.sampler))
+            .with_resource(resource)
+            .build();
+        Ok(Self { provider, worker })
+    }
+
+    /// A tracer named after the instrumentation scope (the crate that records the spans).
+    pub fn tracer(&self, scope: &'static str) -> SdkTracer {
+        use opentelemetry::trace::TracerProvider as _;
+        self.provider.tracer(scope)
+    }
+
+    /// The provider, for bridges such as `tracing-opentelemetry`.
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+
+    /// Stops recording, and exports what is queued within `timeout`.
+    pub async fn shutdown(self, timeout: Duration) {
+        // Closes the queue without blocking; the task drains it.
+        let _ = self.provider.shutdown();
+        if tokio::time::timeout(timeout, self.worker).await.is_err() {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "spans still queued at shutdown were not exported in time"
+            );
+        }
+    }
+}
+
+fn sdk_sampler(sampler: Sampler) -> SdkSampler {
+    match sampler {
+        Sampler::AlwaysOn => SdkSampler::AlwaysOn,
+        Sampler::AlwaysOff => SdkSampler::AlwaysOff,
+        Sampler::TraceIdRatio(ratio) => SdkSampler::TraceIdRatioBased(ratio),
+        Sampler::ParentBased(root) => SdkSampler::ParentBased(Box::new(match root {
+            ParentlessSampler::AlwaysOn => SdkSampler::AlwaysOn,
+            ParentlessSampler::AlwaysOff => SdkSampler::AlwaysOff,
+            ParentlessSampler::TraceIdRatio(ratio) => SdkSampler::TraceIdRatioBased(ratio),
+        })),
+    }
+}

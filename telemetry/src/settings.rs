@@ -1,0 +1,402 @@
+//! The trace settings, read from the standard OpenTelemetry environment variables.
+//!
+//! Export is off unless an OTLP endpoint is set (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`), and off when `OTEL_SDK_DISABLED=true` or
+//! `OTEL_TRACES_EXPORTER=none`. A value this module cannot honour is an error naming the variable,
+//! not a silent default: a binary that was asked to trace and cannot says so at start-up.
+//!
+//! The endpoint itself, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_` forms) are read by the OTLP exporter;
+//! `OTEL_RESOURCE_ATTRIBUTES` by the SDK's resource detector.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP over gRPC (`grpc`, usually port 4317).
+    Grpc,
+    /// OTLP protobuf over HTTP (`http/protobuf`, usually port 4318; the default).
+    HttpProtobuf,
+}
+
+/// Which traces are recorded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    /// Every trace.
+    AlwaysOn,
+    /// None.
+    AlwaysOff,
+    /// The given fraction of traces, chosen by trace id (the same trace is chosen everywhere).
+    TraceIdRatio(f64),
+    /// A request that arrives with a trace context follows its caller's choice; one without is
+    /// decided by the inner sampler.
+    ParentBased(ParentlessSampler),
+}
+
+/// The sampler of a [`Sampler::ParentBased`] for traces that start here.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParentlessSampler {
+    /// Every trace that starts here.
+    AlwaysOn,
+    /// None that starts here.
+    AlwaysOff,
+    /// The given fraction of those that start here.
+    TraceIdRatio(f64),
+}
+
+/// The bounds of the export queue (`OTEL_BSP_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Most spans waiting for export; a span that finds the queue full is dropped and counted.
+    pub max_queue_size: usize,
+    /// Most spans in one export.
+    pub max_export_batch_size: usize,
+    /// Longest time a span waits before its batch is exported.
+    pub schedule_delay: Duration,
+    /// Longest time one export may take; a batch that takes longer is dropped and counted.
+    pub export_timeout: Duration,
+}
+
+impl Default for QueueSettings {
+    /// The specification's defaults.
+    fn default() -> Self {
+        Self {
+            max_queue_size: 2048,
+            max_export_batch_size: 512,
+            schedule_delay: Duration::from_millis(5000),
+            export_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// Largest `OTEL_BSP_MAX_QUEUE_SIZE` accepted: the queue is memory an unreachable collector makes
+/// the process hold.
+pub const MOST_QUEUED_SPANS: usize = 65_536;
+
+/// Trace export, when it is on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    /// The OTLP transport.
+    pub protocol: Protocol,
+    /// Which traces are recorded.
+    pub sampler: Sampler,
+    /// `service.name`: `OTEL_SERVICE_NAME`, else the one in `OTEL_RESOURCE_ATTRIBUTES`, else the
+    /// binary's own name.
+    pub service_name: String,
+    /// The export queue.
+    pub queue: QueueSettings,
+}
+
+/// A variable set to a value that cannot be honoured.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{variable}={value:?}: {reason}")]
+pub struct SettingsError {
+    /// The variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it may be instead.
+    pub reason: &'static str,
+}
+
+impl TraceSettings {
+    /// The settings from the process environment; `None` when export is off.
+    pub fn from_env(default_service_name: &str) -> Result<Option<Self>, SettingsError> {
+        Self::from_vars(|name| std::env::var(name).ok(), default_service_name)
+    }
+
+    /// The settings from `var` (a variable's value, `None` when unset); `None` when export is
+    /// off.
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        default_service_name: &str,
+    ) -> Result<Option<Self>, SettingsError> {
+        // An empty value counts as unset (the specification's rule).
+        let var = |name: &str| var(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        match var("OTEL_TRACES_EXPORTER").as_deref() {
+            None | Some("otlp") => {}
+            Some("none") => return Ok(None),
+            Some(other) => {
+                return Err(error(
+                    "OTEL_TRACES_EXPORTER",
+                    other,
+                    "the exporters are `otlp` and `none`",
+                ));
+            }
+        }
+        let endpoint_variable = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+            .into_iter()
+            .find(|name| var(name).is_some());
+        let Some(endpoint_variable) = endpoint_variable else {
+            return Ok(None);
+        };
+        let endpoint = var(endpoint_variable).unwrap_or_default();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(error(
+                endpoint_variable,
+                &endpoint,
+                "an endpoint is an http:// or https:// URL",
+            ));
+        }
+        let protocol = match ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+            .into_iter()
+            .find_map(|name| var(name).map(|value| (name, value)))
+        {
+            None => Protocol::HttpProtobuf,
+            Some((_, value)) if value == "grpc" => Protocol::Grpc,
+            Some((_, value)) if value == "http/protobuf" => Protocol::HttpProtobuf,
+            Some((name, value)) => {
+                return Err(error(name, &value, "the protocols are `grpc` and `http/protobuf`"));
+            }
+        };
+        let service_name = var("OTEL_SERVICE_NAME")
+            .or_else(|| service_name_attribute(&var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()))
+            .unwrap_or_else(|| default_service_name.to_owned());
+        Ok(Some(Self {
+            protocol,
+            sampler: sampler(&var)?,
+            service_name,
+            queue: queue(&var)?,
+        }))
+    }
+}
+
+fn error(variable: &'static str, value: &str, reason: &'static str) -> SettingsError {
+    SettingsError {
+        variable,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+/// `service.name` in `OTEL_RESOURCE_ATTRIBUTES` (`key=value,key=value`).
+fn service_name_attribute(attributes: &str) -> Option<String> {
+    attributes.split(',').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key.trim() == "service.name" && !value.trim().is_empty()).then(|| value.trim().to_owned())
+    })
+}
+
+fn sampler(var: &impl Fn(&str) -> Option<String>) -> Result<Sampler, SettingsError> {
+    let ratio = || -> Result<f64, SettingsError> {
+        let Some(argument) = var("OTEL_TRACES_SAMPLER_ARG") else {
+            return Ok(1.0);
+        };
+        argument
+            .parse::<f64>()
+            .ok()
+            .filter(|ratio| (0.0..=1.0).contains(ratio))
+            .ok_or_else(|| error("OTEL_TRACES_SAMPLER_ARG", &argument, "a ratio is a number from 0 to 1"))
+    };
+    Ok(match var("OTEL_TRACES_SAMPLER").as_deref() {
+        None | Some("parentbased_always_on") => Sampler::ParentBased(ParentlessSampler::AlwaysOn),
+        Some("parentbased_always_off") => Sampler::ParentBased(ParentlessSampler::AlwaysOff),
+        Some("parentbased_traceidratio") => Sampler::ParentBased(ParentlessSampler::TraceIdRatio(ratio()?)),
+        Some("always_on") => Sampler::AlwaysOn,
+        Some("always_off") => Sampler::AlwaysOff,
+        Some("traceidratio") => Sampler::TraceIdRatio(ratio()?),
+        Some(other) => {
+            return Err(error(
+                "OTEL_TRACES_SAMPLER",
+                other,
+                "the samplers are always_on, always_off, traceidratio, parentbased_always_on, \
+                 parentbased_always_off and parentbased_traceidratio",
+            ));
+        }
+    })
+}
+
+fn queue(var: &impl Fn(&str) -> Option<String>) -> Result<QueueSettings, SettingsError> {
+    let defaults = QueueSettings::default();
+    let number = |name: &'static str, default: usize, reason: &'static str| -> Result<usize, SettingsError> {
+        match var(name) {
+            None => Ok(default),
+            Some(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| error(name, &value, reason)),
+        }
+    };
+    let millis = |name: &'static str, default: Duration| -> Result<Duration, SettingsError> {
+        number(
+            name,
+            default.as_millis() as usize,
+            "a duration is a whole number of milliseconds above 0",
+        )
+        .map(|ms| Duration::from_millis(ms as u64))
+    };
+    let max_queue_size = number(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        defaults.max_queue_size,
+        "a queue size is a whole number above 0",
+    )?;
+    if max_queue_size > MOST_QUEUED_SPANS {
+        return Err(error(
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            &max_queue_size.to_string(),
+            "at most 65536 spans wait for export",
+        ));
+    }
+    let max_export_batch_size = number(
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+        defaults.max_export_batch_size.min(max_queue_size),
+        "a batch size is a whole number above 0",
+    )?;
+    if max_export_batch_size > max_queue_size {
+        return Err(error(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            &max_export_batch_size.to_string(),
+            "a batch is at most OTEL_BSP_MAX_QUEUE_SIZE spans",
+        ));
+    }
+    Ok(QueueSettings {
+        max_queue_size,
+        max_export_batch_size,
+        schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", defaults.schedule_delay)?,
+        export_timeout: millis("OTEL_BSP_EXPORT_TIMEOUT", defaults.export_timeout)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Option<TraceSettings>, SettingsError> {
+        TraceSettings::from_vars(
+            |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()),
+            "palisade-server",
+        )
+    }
+
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    #[test]
+    fn export_is_off_without_an_endpoint_or_when_disabled() {
+        assert_eq!(settings(&[]), Ok(None));
+        assert_eq!(settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), Ok(None));
+        assert_eq!(settings(&[ENDPOINT, ("OTEL_SDK_DISABLED", "TRUE")]), Ok(None));
+        assert_eq!(settings(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")]), Ok(None));
+        // Other variables alone turn nothing on.
+        assert_eq!(settings(&[("OTEL_TRACES_SAMPLER", "always_on")]), Ok(None));
+    }
+
+    #[test]
+    fn the_defaults_are_the_specification_s() {
+        let on = settings(&[ENDPOINT]).unwrap().unwrap();
+        assert_eq!(on.protocol, Protocol::HttpProtobuf);
+        assert_eq!(on.sampler, Sampler::ParentBased(ParentlessSampler::AlwaysOn));
+        assert_eq!(on.service_name, "palisade-server");
+        assert_eq!(on.queue, QueueSettings::default());
+    }
+
+    #[test]
+    fn each_variable_is_read() {
+        let on = settings(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.namespace.name=team-a, service.name=docs",
+            ),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "100"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(on.protocol, Protocol::Grpc, "the signal's own variable wins");
+        assert_eq!(on.sampler, Sampler::ParentBased(ParentlessSampler::TraceIdRatio(0.01)));
+        assert_eq!(on.service_name, "docs");
+        assert_eq!(
+            on.queue,
+            QueueSettings {
+                max_queue_size: 100,
+                max_export_batch_size: 10,
+                schedule_delay: Duration::from_millis(200),
+                export_timeout: Duration::from_millis(1000),
+            }
+        );
+        let named = settings(&[
+            ENDPOINT,
+            ("OTEL_SERVICE_NAME", "docs-server"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=other"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(named.service_name, "docs-server");
+        assert_eq!(named.sampler, Sampler::TraceIdRatio(1.0), "no argument: all");
+        let small = settings(&[ENDPOINT, ("OTEL_BSP_MAX_QUEUE_SIZE", "100")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            small.queue.max_export_batch_size, 100,
+            "a batch never exceeds the queue"
+        );
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_honoured_is_an_error_naming_the_variable() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4317\": an endpoint is an http:// or https:// URL",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+                "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\": the protocols are `grpc` and `http/protobuf`",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_TRACES_EXPORTER", "zipkin")],
+                "OTEL_TRACES_EXPORTER=\"zipkin\": the exporters are `otlp` and `none`",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_TRACES_SAMPLER", "sometimes")],
+                "OTEL_TRACES_SAMPLER=\"sometimes\": the samplers are always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off and parentbased_traceidratio",
+            ),
+            (
+                &[
+                    ENDPOINT,
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "2"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG=\"2\": a ratio is a number from 0 to 1",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_BSP_MAX_QUEUE_SIZE", "0")],
+                "OTEL_BSP_MAX_QUEUE_SIZE=\"0\": a queue size is a whole number above 0",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_BSP_MAX_QUEUE_SIZE", "1000000")],
+                "OTEL_BSP_MAX_QUEUE_SIZE=\"1000000\": at most 65536 spans wait for export",
+            ),
+            (
+                &[
+                    ENDPOINT,
+                    ("OTEL_BSP_MAX_QUEUE_SIZE", "10"),
+                    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
+                ],
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\"20\": a batch is at most OTEL_BSP_MAX_QUEUE_SIZE spans",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_BSP_SCHEDULE_DELAY", "5s")],
+                "OTEL_BSP_SCHEDULE_DELAY=\"5s\": a duration is a whole number of milliseconds above 0",
+            ),
+        ];
+        for (vars, message) in cases {
+            assert_eq!(settings(vars).unwrap_err().to_string(), *message);
+        }
+    }
+}

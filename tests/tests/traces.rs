@@ -1,0 +1,428 @@
+//! Traces of `palisade-server` in a real OpenTelemetry Collector (`tests/otelcol`, built by
+//! `make cluster-build`), over both OTLP protocols: the span tree of a request, the caller's
+//! trace context from the `traceparent` header and from `_meta`, the trace id in the audit
+//! events, no secret in any span, the trace carried to the upstream in proxy mode, and a stopped
+//! collector costing nothing but dropped spans.
+
+use palisade_e2e::collector::{ExportedSpan, TraceCollector};
+use palisade_e2e::{Fixture, Server, mcp_request_as};
+use serde_json::{Value, json};
+
+const SERVER: i64 = 2;
+const CLIENT: i64 = 3;
+const INTERNAL: i64 = 1;
+const ERROR: i64 = 2;
+
+/// The OTLP settings of a server exporting to `endpoint` over `protocol`.
+fn otel_env<'a>(endpoint: &'a str, protocol: &'a str, service: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_SERVICE_NAME", service),
+        ("OTEL_RESOURCE_ATTRIBUTES", "k8s.namespace.name=team-a"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_BSP_EXPORT_TIMEOUT", "2000"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+    ]
+}
+
+fn tool_call(tool: &str, meta: Option<Value>) -> String {
+    let mut params = json!({"name": tool, "arguments": {}});
+    if let Some(meta) = meta {
+        params["_meta"] = meta;
+    }
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": params}).to_string()
+}
+
+/// Sends `body` with `token` and extra headers; the status.
+fn send(server: &Server, token: Option<&str>, headers: &[(&str, &str)], body: &str) -> u16 {
+    let mut request = mcp_request_as(server, token, body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().expect("request").status().as_u16()
+}
+
+fn of_trace<'a>(spans: &'a [ExportedSpan], trace_id: &str, service: &str) -> Vec<&'a ExportedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id && s.resource.get("service.name") == Some(&json!(service)))
+        .collect()
+}
+
+fn named<'a>(spans: &[&'a ExportedSpan], name: &str) -> &'a ExportedSpan {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .copied()
+        .unwrap_or_else(|| panic!("no span {name} in {spans:#?}"))
+}
+
+/// Every span of `spans` but `root` is a child of `root` and lies within it.
+fn assert_children_within(root: &ExportedSpan, children: &[&ExportedSpan]) {
+    for child in children {
+        assert_eq!(child.parent_span_id, root.span_id, "{child:#?}");
+        assert!(
+            child.start >= root.start && child.end <= root.end && child.start <= child.end,
+            "{child:#?} outside {root:#?}"
+        );
+    }
+}
+
+/// The event of the audit log that closes the request with `request_id` (the one with a status).
+fn closing_event(server: &Server, request_id: &str) -> Value {
+    server
+        .audit_events()
+        .into_iter()
+        .find(|e| e["request_id"] == request_id && e.get("http_status").is_some())
+        .unwrap_or_else(|| panic!("no closing audit event for {request_id}"))
+}
+
+#[test]
+fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
+    let mut collector = TraceCollector::start();
+    for (protocol, endpoint) in [
+        ("grpc", collector.grpc_endpoint.clone()),
+        ("http/protobuf", collector.http_endpoint.clone()),
+    ] {
+        let service = format!("palisade-{}", protocol.replace('/', "-"));
+        let fixture = Fixture::sample("company-info.yaml");
+        let server = Server::start_with_env(&fixture, &[], &otel_env(&endpoint, protocol, &service));
+        let employee = fixture.token("erin", &["public:read"]);
+        // Distinct trace ids per protocol.
+        let digit = if protocol == "grpc" { "1" } else { "2" };
+        let (header_trace, header_parent) = (format!("{digit}af7651916cd43dd8448eb211c80319c"), "b7ad6b7169203331");
+        let (meta_trace, meta_parent) = (format!("{digit}bf7651916cd43dd8448eb211c80319c"), "c7ad6b7169203331");
+        let (denied_trace, denied_parent) = (format!("{digit}cf7651916cd43dd8448eb211c80319c"), "d7ad6b7169203331");
+
+        // 1. Context in the headers.
+        let traceparent = format!("00-{header_trace}-{header_parent}-01");
+        let headers = [
+            ("traceparent", traceparent.as_str()),
+            ("tracestate", "vendor=opaque"),
+            ("x-request-id", "trace-header"),
+        ];
+        assert_eq!(
+            send(&server, Some(&employee), &headers, &tool_call("get_public_info", None)),
+            200
+        );
+        // 2. Context in `_meta` only.
+        let meta = json!({"traceparent": format!("00-{meta_trace}-{meta_parent}-01")});
+        let headers = [("x-request-id", "trace-meta")];
+        assert_eq!(
+            send(
+                &server,
+                Some(&employee),
+                &headers,
+                &tool_call("get_public_info", Some(meta))
+            ),
+            200
+        );
+        // 3. A denial.
+        let traceparent = format!("00-{denied_trace}-{denied_parent}-01");
+        let headers = [("traceparent", traceparent.as_str()), ("x-request-id", "trace-denied")];
+        assert_eq!(
+            send(
+                &server,
+                Some(&employee),
+                &headers,
+                &tool_call("get_confidential_info", None)
+            ),
+            403
+        );
+        // 4. A token that does not verify, and no context: a trace of its own.
+        let headers = [("x-request-id", "trace-refused")];
+        assert_eq!(
+            send(
+                &server,
+                Some("not-a-token"),
+                &headers,
+                &tool_call("get_public_info", None)
+            ),
+            401
+        );
+
+        let spans = collector.wait_for(&format!("the spans of {protocol}"), |spans| {
+            of_trace(spans, &header_trace, &service).len() >= 4
+                && of_trace(spans, &meta_trace, &service).len() >= 4
+                && of_trace(spans, &denied_trace, &service).len() >= 3
+                && spans.iter().any(|s| {
+                    s.attribute("palisade.request_id") == Some(&json!("trace-refused"))
+                        && s.resource.get("service.name") == Some(&json!(service))
+                })
+        });
+
+        // 1: the request span is the caller's child; authentication, authorization and the tool
+        // are its children, within it.
+        let trace = of_trace(&spans, &header_trace, &service);
+        let request = named(&trace, "tools/call get_public_info");
+        assert_eq!((request.kind, request.parent_span_id.as_str()), (SERVER, header_parent));
+        for (key, value) in [
+            ("http.request.method", json!("POST")),
+            ("http.route", json!("/mcp")),
+            ("http.response.status_code", json!(200)),
+            ("network.protocol.version", json!("1.1")),
+            ("mcp.method.name", json!("tools/call")),
+            ("gen_ai.tool.name", json!("get_public_info")),
+            ("gen_ai.operation.name", json!("execute_tool")),
+            ("jsonrpc.request.id", json!("7")),
+            ("palisade.decision", json!("allow")),
+            ("palisade.request_id", json!("trace-header")),
+            ("user.id", json!("erin")),
+            ("client.address", json!("127.0.0.1")),
+        ] {
+            assert_eq!(request.attribute(key), Some(&value), "{key} of {request:#?}");
+        }
+        assert!(request.attribute("palisade.policy.hash").is_some(), "{request:#?}");
+        assert_eq!(request.resource.get("service.name"), Some(&json!(service)));
+        assert_eq!(request.resource.get("k8s.namespace.name"), Some(&json!("team-a")));
+        assert_eq!(request.scope, "palisade-server");
+        let authenticate = named(&trace, "authenticate");
+        let authorize = named(&trace, "authorize");
+        let work = named(&trace, "execute_tool");
+        assert_children_within(request, &[authenticate, authorize, work]);
+        assert_eq!(authenticate.kind, INTERNAL);
+        assert_eq!(authenticate.attribute("palisade.auth.method"), Some(&json!("jwt")));
+        assert_eq!(authenticate.attribute("palisade.auth.outcome"), Some(&json!("success")));
+        assert_eq!(authorize.attribute("palisade.decision"), Some(&json!("allow")));
+        assert_eq!(authorize.attribute("palisade.authz.kind"), Some(&json!("tool")));
+        assert_eq!(
+            authorize.attribute("palisade.granted_by"),
+            Some(&json!(["token"])),
+            "{authorize:#?}"
+        );
+        assert!(authorize.attribute("palisade.rule").is_some(), "{authorize:#?}");
+        assert!(authorize.end <= work.start, "the tool runs after the decision");
+        assert_eq!(work.attribute("gen_ai.tool.name"), Some(&json!("get_public_info")));
+        // Its audit events carry the trace: the closing one, and (the context came in the
+        // headers) the authentication event too.
+        let closing = closing_event(&server, "trace-header");
+        assert_eq!(
+            (&closing["trace_id"], &closing["span_id"]),
+            (&json!(header_trace), &json!(request.span_id)),
+            "{closing}"
+        );
+        let events: Vec<Value> = server
+            .audit_events()
+            .into_iter()
+            .filter(|e| e["request_id"] == "trace-header")
+            .collect();
+        assert!(
+            events.len() >= 2 && events.iter().all(|e| e["trace_id"] == json!(header_trace)),
+            "{events:?}"
+        );
+
+        // 2: the `_meta` context is the parent, found after the body was read; authentication,
+        // which ran before, is in the same tree.
+        let trace = of_trace(&spans, &meta_trace, &service);
+        let request = named(&trace, "tools/call get_public_info");
+        assert_eq!((request.kind, request.parent_span_id.as_str()), (SERVER, meta_parent));
+        assert_children_within(
+            request,
+            &[
+                named(&trace, "authenticate"),
+                named(&trace, "authorize"),
+                named(&trace, "execute_tool"),
+            ],
+        );
+        let closing = closing_event(&server, "trace-meta");
+        assert_eq!(
+            (&closing["trace_id"], &closing["span_id"]),
+            (&json!(meta_trace), &json!(request.span_id))
+        );
+
+        // 3: the denial's decision and reason; no tool span.
+        let trace = of_trace(&spans, &denied_trace, &service);
+        let request = named(&trace, "tools/call get_confidential_info");
+        assert_eq!(request.attribute("http.response.status_code"), Some(&json!(403)));
+        assert_eq!(request.status_code, 0, "a 4xx is not a server error");
+        let authorize = named(&trace, "authorize");
+        assert_eq!(authorize.attribute("palisade.decision"), Some(&json!("deny")));
+        assert_eq!(authorize.attribute("palisade.reason"), Some(&json!("missing_scopes")));
+        assert_eq!(
+            authorize.attribute("palisade.missing_scopes"),
+            Some(&json!(["confidential:read"])),
+            "{authorize:#?}"
+        );
+        assert!(trace.iter().all(|s| s.name != "execute_tool"), "{trace:#?}");
+
+        // 4: a refused token: a new trace, POST /mcp, the failed authentication.
+        let request = spans
+            .iter()
+            .find(|s| {
+                s.attribute("palisade.request_id") == Some(&json!("trace-refused"))
+                    && s.resource.get("service.name") == Some(&json!(service))
+            })
+            .unwrap();
+        assert_eq!(
+            (request.name.as_str(), request.parent_span_id.as_str()),
+            ("POST /mcp", "")
+        );
+        assert_eq!(request.attribute("http.response.status_code"), Some(&json!(401)));
+        let refused: Vec<&ExportedSpan> = of_trace(&spans, &request.trace_id, &service);
+        let authenticate = named(&refused, "authenticate");
+        assert_eq!(authenticate.status_code, ERROR);
+        assert_eq!(
+            authenticate.attribute("error.type"),
+            Some(&json!("malformed")),
+            "{authenticate:#?}"
+        );
+        let closing = closing_event(&server, "trace-refused");
+        assert_eq!(closing["trace_id"], json!(request.trace_id));
+
+        // No credential anywhere.
+        let raw = collector.raw();
+        assert!(
+            !raw.contains(&employee) && !raw.contains("not-a-token"),
+            "a token was exported"
+        );
+        assert!(!raw.to_ascii_lowercase().contains("bearer"), "{raw}");
+        // 4 + 4 + 3 + 2 spans; counted once the collector answered the export.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.metric("palisade_trace_spans_exported_total", &[]) < 13.0 {
+            assert!(std::time::Instant::now() < deadline, "exported spans not counted");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            server.metric("palisade_trace_spans_dropped_total", &[("reason", "queue_full")]),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn a_stopped_collector_costs_only_dropped_spans() {
+    for protocol in ["grpc", "http/protobuf"] {
+        let mut collector = TraceCollector::start();
+        let endpoint = match protocol {
+            "grpc" => collector.grpc_endpoint.clone(),
+            _ => collector.http_endpoint.clone(),
+        };
+        let fixture = Fixture::sample("company-info.yaml");
+        let server = Server::start_with_env(&fixture, &[], &otel_env(&endpoint, protocol, "palisade-down"));
+        let employee = fixture.token("erin", &["public:read"]);
+        let body = tool_call("get_public_info", None);
+        assert_eq!(send(&server, Some(&employee), &[], &body), 200);
+        collector.wait_for("the first request's spans", |spans| !spans.is_empty());
+        collector.collector.stop();
+
+        for _ in 0..20 {
+            assert_eq!(send(&server, Some(&employee), &[], &body), 200, "{protocol}");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let dropped = server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]);
+            if dropped >= 80.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{protocol}: {dropped} spans counted as dropped; logs: {:?}",
+                server.logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // Said once per outage in the log, not once per batch.
+        let warnings = server
+            .logs()
+            .iter()
+            .filter(|l| l.contains("cannot export spans") || l.contains("span export timed out"))
+            .count();
+        assert_eq!(warnings, 1, "{protocol}: {:?}", server.logs());
+    }
+}
+
+#[test]
+fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
+    let mut collector = TraceCollector::start();
+    let endpoint = collector.grpc_endpoint.clone();
+    // An HTTP upstream that is itself a traced palisade-server: its request span must be the
+    // child of the proxy's client span, which only the propagated header can make it.
+    let (_upstream_fixture, upstream) = palisade_e2e::api_key_upstream::start_with_env(
+        "the-proxy-s-key",
+        &otel_env(&endpoint, "grpc", "palisade-upstream"),
+    );
+    let fixture = palisade_e2e::proxy_fixture(
+        "- {match: read_notes, requiredScopes: [notes:read]}\n- {match: '*_file', requiredScopes: [files:read]}",
+    );
+    let key_file = fixture.dir.path().join("secrets/upstream-key");
+    std::fs::write(&key_file, "the-proxy-s-key\n").unwrap();
+    let header = format!("X-API-Key={}", key_file.display());
+    let proxy = Server::start_with_env(
+        &fixture,
+        &["--upstream-url", &upstream.mcp_url(), "--upstream-header", &header],
+        &otel_env(&endpoint, "grpc", "palisade-proxy"),
+    );
+    let token = fixture.token("alice", &["notes:read", "files:read"]);
+    let trace_id = "3af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let headers = [("traceparent", traceparent.as_str())];
+    assert_eq!(
+        send(&proxy, Some(&token), &headers, &tool_call("read_notes", None)),
+        200
+    );
+
+    let spans = collector.wait_for("the proxy's and the upstream's spans", |spans| {
+        of_trace(spans, trace_id, "palisade-proxy")
+            .iter()
+            .any(|s| s.kind == CLIENT)
+            && !of_trace(spans, trace_id, "palisade-upstream").is_empty()
+    });
+    let proxied = of_trace(&spans, trace_id, "palisade-proxy");
+    // The request span and the client span share the name `{method} {tool}` (MCP conventions).
+    let request = proxied.iter().find(|s| s.kind == SERVER).unwrap();
+    let call = proxied.iter().find(|s| s.kind == CLIENT).unwrap();
+    assert_eq!(call.name, "tools/call read_notes");
+    assert_eq!(call.parent_span_id, request.span_id);
+    assert_eq!(call.attribute("palisade.upstream.outcome"), Some(&json!("ok")));
+    assert!(
+        proxied.iter().all(|s| s.name != "execute_tool"),
+        "the work ran upstream"
+    );
+    let upstream_request = of_trace(&spans, trace_id, "palisade-upstream")
+        .into_iter()
+        .find(|s| s.kind == SERVER)
+        .expect("the upstream's request span");
+    assert_eq!(
+        upstream_request.parent_span_id, call.span_id,
+        "{upstream_request:#?} {proxied:#?}"
+    );
+    // The upstream's key went to the upstream, never into a span.
+    assert!(!collector.raw().contains("the-proxy-s-key"));
+    drop(proxy);
+
+    // A stdio upstream learns the trace from `_meta`.
+    let record = fixture.dir.path().join("received.jsonl");
+    let script = palisade_e2e::repo_root().join("tests/clients/recording_upstream.py");
+    let argv = [palisade_e2e::python(), script, record.clone()].map(|p| p.display().to_string());
+    let mut extra = vec!["--"];
+    extra.extend(argv.iter().map(String::as_str));
+    let proxy = Server::start_with_env(&fixture, &extra, &otel_env(&endpoint, "grpc", "palisade-stdio-proxy"));
+    let trace_id = "4af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let headers = [("traceparent", traceparent.as_str())];
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": "/a"}, "_meta": {"progressToken": "p"}}});
+    assert_eq!(send(&proxy, Some(&token), &headers, &body.to_string()), 200);
+    let spans = collector.wait_for("the stdio proxy's client span", |spans| {
+        of_trace(spans, trace_id, "palisade-stdio-proxy")
+            .iter()
+            .any(|s| s.kind == CLIENT)
+    });
+    let call = of_trace(&spans, trace_id, "palisade-stdio-proxy")
+        .into_iter()
+        .find(|s| s.kind == CLIENT)
+        .unwrap()
+        .clone();
+    let received = std::fs::read_to_string(&record).unwrap();
+    let forwarded: Value = received
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|m| m["method"] == "tools/call")
+        .expect("the call reached the upstream");
+    assert_eq!(
+        forwarded["params"]["_meta"],
+        json!({"traceparent": format!("00-{trace_id}-{}-01", call.span_id)}),
+        "{forwarded}"
+    );
+}
