@@ -33,6 +33,7 @@ pub mod scope_hierarchy;
 pub mod secret_files;
 pub mod secret_uses;
 pub mod strict;
+pub mod telemetry;
 #[cfg(test)]
 mod test_objects;
 pub mod tool_match;

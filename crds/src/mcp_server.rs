@@ -131,6 +131,11 @@ pub struct McpServerSpec {
     /// Scale the pods on CPU with a HorizontalPodAutoscaler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
+
+    /// Trace export of the pods (OpenTelemetry over OTLP). Unset fields take the operator's
+    /// defaults; with no endpoint from either, the pods export nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<crate::telemetry::TelemetrySpec>,
 }
 
 /// Image pull policy: `Always` pull, pull only when the image is not on the node

@@ -237,6 +237,7 @@ fn objects(case: &Case, seed: Option<u64>) -> (McpServer, Vec<McpAccessPolicy>) 
             network_policy: None,
             pod_disruption_budget: None,
             autoscaling: None,
+            telemetry: None,
         },
     );
     server.metadata.namespace = Some("ns".into());

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_crds::mcp_server::ImagePullPolicy;
+use palisade_crds::telemetry::{OtlpProtocol, TelemetrySpec};
 use palisade_operator::render::{Inputs, render};
 use palisade_operator::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_SERVER_IMAGE, OperatorPods, Settings};
 
@@ -125,6 +126,18 @@ struct SettingsArgs {
         value_name = "KEY=VALUE"
     )]
     operator_pod_selector: Vec<String>,
+    /// OTLP endpoint the server pods export traces to, for McpServers whose spec.telemetry sets
+    /// none (`http://` or `https://`).
+    #[arg(long, env = "PALISADE_SERVER_OTLP_ENDPOINT")]
+    server_otlp_endpoint: Option<String>,
+    /// OTLP protocol of the server pods' trace export, for McpServers whose spec.telemetry sets
+    /// none.
+    #[arg(long, env = "PALISADE_SERVER_OTLP_PROTOCOL", value_parser = ["grpc", "http/protobuf"])]
+    server_otlp_protocol: Option<String>,
+    /// Share of the traces starting at a server pod that are recorded ("0" to "1"), for
+    /// McpServers whose spec.telemetry sets none.
+    #[arg(long, env = "PALISADE_SERVER_TRACE_SAMPLING_RATIO")]
+    server_trace_sampling_ratio: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -148,6 +161,22 @@ impl TryFrom<SettingsArgs> for Settings {
             }),
             operator_pods: OperatorPods::from_parts(args.operator_namespace.as_deref(), &args.operator_pod_selector)?,
             cluster_domain: args.cluster_domain,
+            server_telemetry: {
+                let telemetry = TelemetrySpec {
+                    enabled: None,
+                    endpoint: args.server_otlp_endpoint.filter(|e| !e.is_empty()),
+                    protocol: match args.server_otlp_protocol.as_deref() {
+                        Some("grpc") => Some(OtlpProtocol::Grpc),
+                        Some("http/protobuf") => Some(OtlpProtocol::HttpProtobuf),
+                        _ => None,
+                    },
+                    sampling_ratio: args.server_trace_sampling_ratio.filter(|r| !r.is_empty()),
+                };
+                if let Some(problem) = telemetry.problem() {
+                    return Err(format!("the server pods' trace export (--server-otlp-*): {problem}"));
+                }
+                telemetry
+            },
         })
     }
 }
@@ -178,6 +207,7 @@ mod run {
     use palisade_operator::metrics::Metrics;
     use palisade_operator::settings::Settings;
     use palisade_operator::telemetry::{self, LogFormat};
+    use palisade_telemetry::{ExportMetrics, TelemetryError, TraceSettings, Tracing};
     use prometheus_client::registry::Registry;
     use tokio::sync::watch;
 
@@ -190,18 +220,58 @@ mod run {
         // NB: kube's rustls needs a process-wide crypto provider; install ring's before any
         // client exists. It fails only when one is installed already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        telemetry::init(match args.log_format {
+        let format = match args.log_format {
             LogFormatArg::Json => LogFormat::Json,
             LogFormatArg::Text => LogFormat::Text,
-        });
+        };
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(error) => {
+                telemetry::init(format, None);
                 tracing::error!(%error, "cannot start the runtime");
                 return ExitCode::FAILURE;
             }
         };
-        match runtime.block_on(serve(args)) {
+        // Trace export (when the OTEL_* variables ask for it) starts its task on the runtime,
+        // before the subscriber that feeds it is installed.
+        let export_metrics = ExportMetrics::default();
+        let export = {
+            let _runtime = runtime.enter();
+            TraceSettings::from_env("palisade-operator")
+                .map_err(TelemetryError::from)
+                .and_then(|settings| {
+                    settings
+                        .map(|settings| Tracing::install(&settings, export_metrics.clone()).map(|t| (t, settings)))
+                        .transpose()
+                })
+        };
+        let export = match export {
+            Ok(export) => {
+                telemetry::init(format, export.as_ref().map(|(t, _)| t.tracer("palisade-operator")));
+                if let Some((_, settings)) = &export {
+                    tracing::info!(
+                        protocol = ?settings.protocol,
+                        sampler = ?settings.sampler,
+                        service = %settings.service_name,
+                        "exporting traces"
+                    );
+                }
+                export.map(|(tracing, _)| tracing)
+            }
+            Err(error) => {
+                telemetry::init(format, None);
+                tracing::error!(%error, "cannot export traces");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stopped = runtime.block_on(async {
+            let stopped = serve(args, export_metrics).await;
+            if let Some(export) = export {
+                export.shutdown(Duration::from_secs(5)).await;
+            }
+            stopped
+        });
+        match stopped {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(error = %error, "palisade-operator stopped");
@@ -210,7 +280,7 @@ mod run {
         }
     }
 
-    async fn serve(args: RunArgs) -> Result<(), String> {
+    async fn serve(args: RunArgs, export_metrics: ExportMetrics) -> Result<(), String> {
         if args.namespace.is_some() {
             tracing::warn!(
                 "--namespace (PALISADE_NAMESPACE) is deprecated; use --watch-namespaces (PALISADE_WATCH_NAMESPACES)"
@@ -221,6 +291,7 @@ mod run {
         let settings = Settings::try_from(args.settings)?;
         let mut registry = Registry::default();
         let metrics = Arc::new(Metrics::new(&mut registry));
+        export_metrics.register(registry.sub_registry_with_prefix("palisade_operator"));
         let clients = controller::Clients::infer(Some(metrics.clone()))
             .await
             .map_err(|e| format!("no Kubernetes client (in-cluster config or KUBECONFIG): {e}"))?;

@@ -29,6 +29,9 @@ pub struct Settings {
     /// policy each pod serves (rollout truth). `None` (outside a cluster, or `render` without
     /// the flags): no such rule.
     pub operator_pods: Option<OperatorPods>,
+    /// Trace export of the server pods where an McpServer's `spec.telemetry` leaves a field
+    /// unset (the Helm chart's `mcpServers.telemetry`).
+    pub server_telemetry: palisade_crds::telemetry::TelemetrySpec,
 }
 
 /// The operator's own pods, as a NetworkPolicy peer.
@@ -68,6 +71,7 @@ impl Default for Settings {
             image_pull_policy: None,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             operator_pods: None,
+            server_telemetry: Default::default(),
         }
     }
 }

@@ -231,6 +231,18 @@ fn the_values_schema_refuses_typical_mistakes() {
             ),
             "/prometheusRule/additionalRuleLabels/team: 1 is not of type \"string\"",
         ),
+        (
+            with(default_values(), "tracing.otlpEndpoint", json!("otel-collector:4317")),
+            "/tracing/otlpEndpoint: \"otel-collector:4317\" does not match \"^(https?://[^\\s?#]+)?$\"",
+        ),
+        (
+            with(default_values(), "mcpServers.telemetry.protocol", json!("http/json")),
+            "/mcpServers/telemetry/protocol: \"http/json\" is not one of \"\", \"grpc\" or \"http/protobuf\"",
+        ),
+        (
+            with(default_values(), "mcpServers.telemetry.samplingRatio", json!(0.1)),
+            "/mcpServers/telemetry/samplingRatio: 0.1 is not of type \"string\"",
+        ),
     ];
     for (values, expected) in cases {
         assert_eq!(schema_errors(&validator, &values), [expected]);
@@ -432,6 +444,23 @@ fn every_option_renders_lints_and_validates() {
         ("PALISADE_CLUSTER_DOMAIN", "corp.internal"),
         ("PALISADE_LOG_FORMAT", "text"),
         ("RUST_LOG", "info,palisade_operator=debug"),
+        (
+            "PALISADE_SERVER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4318",
+        ),
+        ("PALISADE_SERVER_OTLP_PROTOCOL", "http/protobuf"),
+        ("PALISADE_SERVER_TRACE_SAMPLING_RATIO", "0.01"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4317",
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)",
+        ),
     ] {
         assert_eq!(
             env_of(deployment, name).map(|e| e["value"].clone()),

@@ -51,6 +51,13 @@ impl ExportMetrics {
     /// The counters, registered in `registry` (under its prefix).
     pub fn new(registry: &mut Registry) -> Self {
         let metrics = Self::default();
+        metrics.register(registry);
+        metrics
+    }
+
+    /// Registers the counters in `registry` (under its prefix), with every reason at 0.
+    pub fn register(&self, registry: &mut Registry) {
+        let metrics = self;
         registry.register(
             "trace_spans_exported",
             "Spans exported to the OpenTelemetry collector",
@@ -64,7 +71,6 @@ impl ExportMetrics {
         for reason in [DropReason::QueueFull, DropReason::ExportFailed, DropReason::ShutDown] {
             let _ = metrics.dropped.get_or_create(&DropLabels { reason });
         }
-        metrics
     }
 
     pub(crate) fn exported(&self, spans: u64) {

@@ -32,6 +32,7 @@ use palisade_crds::k8s_openapi::api::core::v1::{
 use palisade_crds::k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use palisade_crds::k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use palisade_crds::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use palisade_crds::kube::ResourceExt as _;
 use palisade_crds::mcp_server::ImagePullPolicy;
 use palisade_crds::secret_uses::secret_uses;
 use palisade_crds::upstream::REQUEST_TIMEOUT_MARGIN_SECONDS;
@@ -155,6 +156,11 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
     if cluster_issuer::needed(input.server()) {
         env.extend(cluster_issuer::env());
     }
+    let telemetry = spec.telemetry.clone().unwrap_or_default();
+    env.extend(telemetry.or(&settings.server_telemetry).env(
+        &input.server().namespace().unwrap_or_default(),
+        &input.server().name_any(),
+    ));
     Container {
         name: names::CONTAINER.into(),
         image: Some(spec.image.clone().unwrap_or_else(|| settings.server_image.clone())),

@@ -45,6 +45,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use palisade_crds::compile::in_cluster_endpoint;
 use palisade_crds::{McpAccessPolicy, McpServer};
 use serde_json::json;
+use tracing::Instrument as _;
 
 pub use error::Error;
 
@@ -207,8 +208,35 @@ where
     result
 }
 
-#[tracing::instrument(skip_all, fields(namespace = server.namespace(), name = server.name_any()))]
+/// One reconcile of `server`, as a span (`reconcile McpServer`) whose children are its steps
+/// (`dereference`, `validate`, `build`, `apply`, `status`) and the API requests they make; a
+/// failed reconcile marks it as an error, with the failed step as `error.type`.
+#[tracing::instrument(
+    name = "reconcile McpServer",
+    skip_all,
+    fields(
+        namespace = server.namespace(),
+        name = server.name_any(),
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+)]
 async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, Error> {
+    let result = reconcile_server_steps(server, ctx).await;
+    if let Err(error) = &result {
+        record_failure(error);
+    }
+    result
+}
+
+/// Marks the current reconcile span as failed.
+fn record_failure(error: &Error) {
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", error.metric_label());
+}
+
+async fn reconcile_server_steps(server: &McpServer, ctx: &Context) -> Result<Action, Error> {
     if server.metadata.deletion_timestamp.is_some() {
         // Kubernetes' garbage collector deletes the children; applying now would race it.
         tracing::debug!("deletion in progress; nothing to apply");
@@ -224,7 +252,9 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         .await
         .map_err(|_| Error::CacheUnavailable("McpAccessPolicies"))?;
 
-    let found = dereference::dereference(&ctx.client, &ctx.policies, server, &namespace).await?;
+    let found = dereference::dereference(&ctx.client, &ctx.policies, server, &namespace)
+        .instrument(tracing::info_span!("dereference"))
+        .await?;
     for refused in &found.refused {
         tracing::info!(%refused, "refused reference");
     }
@@ -259,7 +289,8 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         namespace: &namespace,
         uid: &uid,
     };
-    let (children, invalid) = match validate(server, &policies, &ctx.settings) {
+    let validated = tracing::info_span!("validate").in_scope(|| validate(server, &policies, &ctx.settings));
+    let (children, invalid) = match validated {
         Ok(validated) => {
             for warning in validated.warnings() {
                 tracing::debug!(%warning, "warning");
@@ -286,7 +317,8 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
                     .map(|i| i.issuer.clone())
                     .collect(),
             };
-            (build_children(&validated, &ctx.settings), None)
+            let children = tracing::info_span!("build").in_scope(|| build_children(&validated, &ctx.settings));
+            (children, None)
         }
         Err(invalid) => {
             observation.policy = PolicyOutcome::Invalid {
@@ -313,7 +345,10 @@ async fn reconcile_server(server: &McpServer, ctx: &Context) -> Result<Action, E
         .annotations
         .as_ref()
         .and_then(|a| a.get(names::POLICY_HASH_ANNOTATION).cloned());
-    let applied = match apply::apply(&ctx.client, owner, &children, &ctx.pruned).await {
+    let applied = match apply::apply(&ctx.client, owner, &children, &ctx.pruned)
+        .instrument(tracing::info_span!("apply"))
+        .await
+    {
         Ok(applied) => applied,
         Err(error) => {
             observation.rollout = observed_rollout(ctx, &namespace, &name, desired.as_deref()).await;
@@ -425,6 +460,7 @@ async fn children_keeping_the_policy_in_force(
 }
 
 /// Computes the status, writes it when it changed, and publishes the events of the change.
+#[tracing::instrument(name = "status", skip_all)]
 async fn write_status(
     ctx: &Context,
     server: &McpServer,
@@ -504,7 +540,26 @@ pub async fn reconcile_policy(
     .await
 }
 
+/// One reconcile of `policy`'s status, as a span (`reconcile McpAccessPolicy`).
+#[tracing::instrument(
+    name = "reconcile McpAccessPolicy",
+    skip_all,
+    fields(
+        namespace = policy.namespace(),
+        name = policy.name_any(),
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+)]
 async fn reconcile_policy_status(policy: &McpAccessPolicy, ctx: &Context) -> Result<Action, Error> {
+    let result = reconcile_policy_steps(policy, ctx).await;
+    if let Err(error) = &result {
+        record_failure(error);
+    }
+    result
+}
+
+async fn reconcile_policy_steps(policy: &McpAccessPolicy, ctx: &Context) -> Result<Action, Error> {
     if policy.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

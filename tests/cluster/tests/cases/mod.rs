@@ -11,6 +11,7 @@ mod proxy;
 mod reconcile;
 mod restart;
 mod rollout;
+mod telemetry;
 
 use crate::support::harness::CaseFn;
 
@@ -72,6 +73,10 @@ pub const ALL: &[(&str, CaseFn)] = &[
     ("leader::exactly_one_of_two_operators_writes", |c| {
         Box::pin(leader::exactly_one_of_two_operators_writes(c))
     }),
+    (
+        "telemetry::the_operator_and_the_pods_it_configures_export_traces",
+        |c| Box::pin(telemetry::the_operator_and_the_pods_it_configures_export_traces(c)),
+    ),
     (
         "restart::the_operator_recovers_from_an_api_server_and_etcd_restart",
         |c| Box::pin(restart::the_operator_recovers_from_an_api_server_and_etcd_restart(c)),

@@ -63,6 +63,17 @@ impl Operator {
     /// Starts `palisade-operator run` with `kubeconfig`, leader election in the operator's
     /// namespace, and `extra` arguments.
     pub fn start(cluster: &Cluster, kubeconfig: &std::path::Path, identity: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(cluster, kubeconfig, identity, extra, &[])
+    }
+
+    /// Like [`Operator::start`], with environment variables (its `OTEL_*` settings).
+    pub fn start_with_env(
+        cluster: &Cluster,
+        kubeconfig: &std::path::Path,
+        identity: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = palisade_e2e::free_port();
         let log = cluster
             .plane
@@ -83,6 +94,7 @@ impl Operator {
                 "RUST_LOG",
                 std::env::var("PALISADE_OPERATOR_LOG").unwrap_or_else(|_| "info,palisade_operator=debug".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -1,0 +1,204 @@
+//! Traces on a real control plane, into a real OpenTelemetry Collector: the operator's reconcile
+//! spans with their steps and API calls (OTLP gRPC), and the server pods' spans, whose export the
+//! operator configures from its default (`--server-otlp-*`, the Helm chart's
+//! `mcpServers.telemetry`) and `spec.telemetry`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use palisade_crds::McpServer;
+use palisade_e2e::collector::{ExportedSpan, TraceCollector};
+use palisade_operator::names;
+use serde_json::json;
+
+use super::reconcile::{hmac_secret, wait_reconciled};
+use crate::support::kubelet::Pod;
+use crate::support::operator::{Operator, install_rbac};
+use crate::support::{Cluster, dev_token, repo_file, wait_for};
+
+const NAMESPACE: &str = "team-traces";
+const SERVER: &str = "company-info";
+const HMAC_KEY: &[u8] = b"cluster-suite-not-a-secret-0123456789abcdef";
+const RESOURCE: &str = "https://company-info.team-a.example.com/mcp";
+const CLIENT: i64 = 3;
+
+/// Waits (without holding the runtime's thread) until `done` holds for the exported spans.
+async fn spans(
+    collector: &mut TraceCollector,
+    what: &str,
+    done: impl Fn(&[ExportedSpan]) -> bool + Send,
+) -> Vec<ExportedSpan> {
+    tokio::task::block_in_place(|| collector.wait_for(what, done))
+}
+
+/// The `OTEL_*` variables of the server container of `deployment`.
+fn otel_env(deployment: &Deployment) -> Vec<(String, String)> {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == names::CONTAINER))
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.name.starts_with("OTEL_"))
+        .map(|v| (v.name, v.value.unwrap_or_default()))
+        .collect()
+}
+
+pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut Cluster) {
+    let mut collector = tokio::task::block_in_place(TraceCollector::start);
+    let kubeconfig = install_rbac(cluster).await;
+    cluster.namespace(NAMESPACE).await;
+    hmac_secret(cluster, NAMESPACE);
+    let (grpc, http) = (collector.grpc_endpoint.clone(), collector.http_endpoint.clone());
+    let _operator = Operator::start_with_env(
+        cluster,
+        &kubeconfig,
+        "traces",
+        &[
+            "--server-otlp-endpoint",
+            &http,
+            "--server-otlp-protocol",
+            "http/protobuf",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    cluster
+        .kubectl()
+        .apply(NAMESPACE, &repo_file("config/samples/company-info.yaml"));
+    let servers: Api<McpServer> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
+
+    // The operator: a span per reconcile, its steps as children, the API requests under them.
+    let is_reconcile = |s: &ExportedSpan| {
+        s.name == "reconcile McpServer"
+            && s.attribute("namespace") == Some(&json!(NAMESPACE))
+            && s.resource.get("service.name") == Some(&json!("palisade-operator"))
+    };
+    let exported = spans(&mut collector, "a reconcile of the McpServer with its steps", |spans| {
+        spans.iter().filter(|s| is_reconcile(s)).any(|reconcile| {
+            let children: Vec<&str> = spans
+                .iter()
+                .filter(|s| s.parent_span_id == reconcile.span_id)
+                .map(|s| s.name.as_str())
+                .collect();
+            ["dereference", "validate", "build", "apply", "status"]
+                .iter()
+                .all(|step| children.contains(step))
+        })
+    })
+    .await;
+    let reconcile = exported
+        .iter()
+        .filter(|s| is_reconcile(s))
+        .find(|r| {
+            exported
+                .iter()
+                .any(|s| s.parent_span_id == r.span_id && s.name == "apply")
+        })
+        .unwrap();
+    assert_eq!(reconcile.attribute("name"), Some(&json!(SERVER)));
+    assert_eq!(reconcile.parent_span_id, "", "a reconcile is a root span");
+    let apply = exported
+        .iter()
+        .find(|s| s.parent_span_id == reconcile.span_id && s.name == "apply")
+        .unwrap();
+    // kube's own client spans: the server-side applies of the children.
+    let calls: Vec<&ExportedSpan> = exported
+        .iter()
+        .filter(|s| s.parent_span_id == apply.span_id && s.kind == CLIENT)
+        .collect();
+    assert!(!calls.is_empty(), "no API request under apply: {exported:#?}");
+    assert!(
+        calls.iter().all(|c| c.attribute("http.method").is_some()
+            && c.trace_id == reconcile.trace_id
+            && c.start >= apply.start
+            && c.end <= apply.end),
+        "{calls:#?}"
+    );
+    // Only the operator's and kube's spans: not the exporter's own requests.
+    let scopes: std::collections::BTreeSet<&str> = exported
+        .iter()
+        .filter(|s| s.resource.get("service.name") == Some(&json!("palisade-operator")))
+        .map(|s| s.scope.as_str())
+        .collect();
+    assert_eq!(scopes.into_iter().collect::<Vec<_>>(), ["palisade-operator"]);
+
+    // The pods: the operator's default applies (the McpServer sets no telemetry).
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let deployment = deployments.get(&names::deployment(SERVER)).await.expect("Deployment");
+    let env = otel_env(&deployment);
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", http.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_SERVICE_NAME", SERVER),
+    ] {
+        assert!(
+            env.contains(&(name.to_owned(), value.to_owned())),
+            "{name}={value} in {env:?}"
+        );
+    }
+    // The pod runs with that environment, and its request spans arrive, in the caller's trace.
+    let dir = cluster.plane.dir().join("pods").join("traces");
+    let pod = Pod::start(&cluster.client, NAMESPACE, &names::deployment(SERVER), &dir).await;
+    let token = dev_token(HMAC_KEY, RESOURCE, "erin", &["employees"]);
+    let trace_id = "5af7651916cd43dd8448eb211c80319c";
+    let url = pod.mcp_url();
+    let status = tokio::task::spawn_blocking(move || {
+        palisade_e2e::http_client()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "get_public_info", "arguments": {}}})
+                .to_string(),
+            )
+            .send()
+            .map(|r| r.status().as_u16())
+    })
+    .await
+    .expect("join")
+    .expect("the call");
+    assert_eq!(status, 200);
+    let exported = spans(&mut collector, "the pod's request span", |spans| {
+        spans.iter().any(|s| s.trace_id == trace_id && s.kind == 2)
+    })
+    .await;
+    let request = exported.iter().find(|s| s.trace_id == trace_id && s.kind == 2).unwrap();
+    assert_eq!(request.name, "tools/call get_public_info");
+    assert_eq!(request.resource.get("service.name"), Some(&json!(SERVER)));
+    assert_eq!(request.resource.get("k8s.namespace.name"), Some(&json!(NAMESPACE)));
+    drop(pod);
+
+    // `spec.telemetry` wins: switched off for this server, the pods get no OTEL_* variable.
+    servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"telemetry": {"enabled": false}}})),
+        )
+        .await
+        .expect("patch the McpServer");
+    wait_for(
+        "the Deployment without OTEL_* variables",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get(&names::deployment(SERVER)).await.ok()?;
+                otel_env(&deployment).is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+}
