@@ -11,7 +11,8 @@ pub mod settings;
 
 use std::time::Duration;
 
-use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
 use thiserror::Error;
@@ -29,6 +30,14 @@ pub enum TelemetryError {
     /// The OTLP exporter refused its configuration (an endpoint, header or timeout variable).
     #[error("trace export: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE` names a file that is not a readable PEM certificate.
+    #[error("trace export: the collector's CA certificate {path}: {reason}")]
+    Certificate {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Trace export, installed: the provider whose tracers record spans, and its export task.
@@ -42,12 +51,50 @@ impl Tracing {
     /// Builds the exporter and the provider, and starts the export task on the current Tokio
     /// runtime.
     pub fn install(settings: &TraceSettings, metrics: ExportMetrics) -> Result<Self, TelemetryError> {
+        let certificate_error = |reason: String| TelemetryError::Certificate {
+            path: settings
+                .certificate
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            reason,
+        };
+        let certificate = settings
+            .certificate
+            .as_ref()
+            .map(|path| std::fs::read(path).map_err(|error| certificate_error(error.to_string())))
+            .transpose()?;
+        let https = settings.endpoint.starts_with("https://");
         let mut exporter = match settings.protocol {
-            Protocol::Grpc => SpanExporter::builder().with_tonic().build()?,
-            Protocol::HttpProtobuf => SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .build()?,
+            Protocol::Grpc => {
+                let mut builder = SpanExporter::builder().with_tonic();
+                // The exporter's own default for https trusts no root at all.
+                if https {
+                    let tls = ClientTlsConfig::new();
+                    let tls = match &certificate {
+                        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                        None => tls.with_native_roots(),
+                    };
+                    builder = builder.with_tls_config(tls);
+                }
+                builder.build()?
+            }
+            Protocol::HttpProtobuf => {
+                let mut builder = SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+                if let Some(pem) = &certificate {
+                    let roots = reqwest::Certificate::from_pem_bundle(pem)
+                        .map_err(|error| certificate_error(error.to_string()))?;
+                    let client = reqwest::Client::builder()
+                        .timeout(settings.queue.export_timeout)
+                        .tls_certs_only(roots)
+                        .build()
+                        .map_err(|error| certificate_error(error.to_string()))?;
+                    builder = builder.with_http_client(client);
+                }
+                builder.build()?
+            }
         };
         // `OTEL_RESOURCE_ATTRIBUTES` is read by the builder's detectors; the service name is the
         // one the settings resolved (the variable's, or the binary's own).

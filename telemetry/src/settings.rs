@@ -79,6 +79,11 @@ pub const MOST_QUEUED_SPANS: usize = 65_536;
 /// Trace export, when it is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceSettings {
+    /// The collector (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: String,
+    /// The only CA trusted for an `https://` endpoint (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`,
+    /// else `OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the system roots.
+    pub certificate: Option<std::path::PathBuf>,
     /// The OTLP transport.
     pub protocol: Protocol,
     /// Which traces are recorded.
@@ -158,7 +163,16 @@ impl TraceSettings {
         let service_name = var("OTEL_SERVICE_NAME")
             .or_else(|| service_name_attribute(&var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()))
             .unwrap_or_else(|| default_service_name.to_owned());
+        let certificate = [
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ]
+        .into_iter()
+        .find_map(&var)
+        .map(std::path::PathBuf::from);
         Ok(Some(Self {
+            endpoint,
+            certificate,
             protocol,
             sampler: sampler(&var)?,
             service_name,
@@ -316,6 +330,8 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(on.protocol, Protocol::Grpc, "the signal's own variable wins");
+        assert_eq!(on.endpoint, "https://collector:4317");
+        assert_eq!(on.certificate, None);
         assert_eq!(on.sampler, Sampler::ParentBased(ParentlessSampler::TraceIdRatio(0.01)));
         assert_eq!(on.service_name, "docs");
         assert_eq!(

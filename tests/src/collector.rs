@@ -106,14 +106,31 @@ pub struct TraceCollector {
 impl TraceCollector {
     /// Starts it and waits until both receivers listen.
     pub fn start() -> Self {
+        Self::start_with_tls(None)
+    }
+
+    /// Like [`TraceCollector::start`]; with `tls` (PEM certificate and key), both receivers
+    /// serve TLS and the endpoints are `https://`.
+    pub fn start_with_tls(tls: Option<(&str, &str)>) -> Self {
         let (grpc, http) = (free_port(), free_port());
         let dir = TempDir::new("otelcol-traces");
         let out = dir.path().join("spans.json");
+        let tls_config = tls.map(|(cert, key)| {
+            let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert_file, cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            json!({"cert_file": cert_file, "key_file": key_file})
+        });
+        let receiver = |port: u16| {
+            let mut receiver = json!({"endpoint": format!("127.0.0.1:{port}")});
+            if let Some(tls) = &tls_config {
+                receiver["tls"] = tls.clone();
+            }
+            receiver
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let config = json!({
-            "receivers": {"otlp": {"protocols": {
-                "grpc": {"endpoint": format!("127.0.0.1:{grpc}")},
-                "http": {"endpoint": format!("127.0.0.1:{http}")},
-            }}},
+            "receivers": {"otlp": {"protocols": {"grpc": receiver(grpc), "http": receiver(http)}}},
             "exporters": {"file": {"path": out}},
             "service": {
                 "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
@@ -125,8 +142,8 @@ impl TraceCollector {
         collector.wait_listening(http);
         Self {
             collector,
-            grpc_endpoint: format!("http://127.0.0.1:{grpc}"),
-            http_endpoint: format!("http://127.0.0.1:{http}"),
+            grpc_endpoint: format!("{scheme}://127.0.0.1:{grpc}"),
+            http_endpoint: format!("{scheme}://127.0.0.1:{http}"),
             out,
         }
     }

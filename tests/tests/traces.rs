@@ -426,3 +426,111 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
         "{forwarded}"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 it signed: (CA PEM, certificate PEM, key PEM).
+fn collector_certificate() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name.push(DnType::CommonName, "traces test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_collector_behind_tls_is_verified_over_both_protocols() {
+    let (ca, cert, key) = collector_certificate();
+    let mut collector = TraceCollector::start_with_tls(Some((&cert, &key)));
+    let ca_file = collector.collector.dir().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let ca_file = ca_file.display().to_string();
+    for (protocol, endpoint) in [
+        ("grpc", collector.grpc_endpoint.clone()),
+        ("http/protobuf", collector.http_endpoint.clone()),
+    ] {
+        assert!(endpoint.starts_with("https://"));
+        let fixture = Fixture::sample("company-info.yaml");
+        let employee = fixture.token("erin", &["public:read"]);
+        let body = tool_call("get_public_info", None);
+
+        // Trusted (the CA in OTEL_EXPORTER_OTLP_CERTIFICATE): exported.
+        let service = format!("palisade-tls-{}", protocol.replace('/', "-"));
+        let mut env = otel_env(&endpoint, protocol, &service);
+        env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
+        let server = Server::start_with_env(&fixture, &[], &env);
+        assert_eq!(send(&server, Some(&employee), &[], &body), 200);
+        collector.wait_for(&format!("{protocol} over TLS"), |spans| {
+            spans
+                .iter()
+                .any(|s| s.resource.get("service.name") == Some(&json!(service)))
+        });
+        drop(server);
+
+        // Not trusted (the system roots do not hold the test CA): nothing is sent, the requests
+        // are served, the spans are counted as dropped.
+        let untrusted = format!("palisade-untrusted-{}", protocol.replace('/', "-"));
+        let server = Server::start_with_env(&fixture, &[], &otel_env(&endpoint, protocol, &untrusted));
+        for _ in 0..3 {
+            assert_eq!(send(&server, Some(&employee), &[], &body), 200);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]) < 12.0 {
+            assert!(std::time::Instant::now() < deadline, "{protocol}: {:?}", server.logs());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(
+            collector
+                .spans()
+                .iter()
+                .all(|s| s.resource.get("service.name") != Some(&json!(untrusted))),
+            "spans reached a collector whose certificate is not trusted"
+        );
+    }
+}
+
+#[test]
+fn a_collector_ca_file_that_cannot_be_read_stops_the_start_with_the_file_named() {
+    let fixture = Fixture::sample("company-info.yaml");
+    let missing = fixture.dir.path().join("no-such-ca.pem");
+    let output = std::process::Command::new(palisade_e2e::server_binary())
+        .args(["serve", "--policy-file"])
+        .arg(&fixture.policy_file)
+        .arg("--documents-dir")
+        .arg(&fixture.documents_dir)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "trace export: the collector's CA certificate {}: No such file or directory",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    // An unknown protocol is refused the same way, naming the variable.
+    let output = std::process::Command::new(palisade_e2e::server_binary())
+        .args(["serve", "--policy-file"])
+        .arg(&fixture.policy_file)
+        .arg("--documents-dir")
+        .arg(&fixture.documents_dir)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\\\"http/json\\\": the protocols are `grpc` and `http/protobuf`"),
+        "{stderr}"
+    );
+}

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, Version};
-use opentelemetry::trace::{Link, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, Value as AttributeValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use serde_json::{Map, Value};
@@ -190,18 +190,11 @@ impl RequestTrace {
             Some(parent) => Context::new().with_remote_span_context(parent),
             None => Context::new(),
         };
-        let mut builder = self
+        let builder = self
             .tracer
             .span_builder("POST /mcp")
             .with_kind(SpanKind::Server)
             .with_start_time(self.arrived_at);
-        // Both carried a context and they differ: the request span follows the headers (the
-        // nearest hop, e.g. a gateway) and links to the caller's `_meta` context.
-        if let (Some(_), Some(meta)) = (&self.header_parent, &meta_parent)
-            && self.header_parent.as_ref().map(SpanContext::span_id) != Some(meta.span_id())
-        {
-            builder = builder.with_links(vec![Link::with_context(meta.clone())]);
-        }
         let span = self.tracer.build_with_context(builder, &parent_context);
         let request = parent_context.with_span(span);
         if request.span().is_recording() {
@@ -261,6 +254,13 @@ impl RequestTrace {
         let span = request.span();
         if !span.is_recording() {
             return request;
+        }
+        // Both carried a context and they differ: the request span follows the headers (the
+        // nearest hop, e.g. a gateway) and links to the caller's `_meta` context.
+        if let (Some(header), Some(meta)) = (&self.header_parent, propagation::from_meta(message.params))
+            && (header.trace_id(), header.span_id()) != (meta.trace_id(), meta.span_id())
+        {
+            span.add_link(meta, Vec::new());
         }
         let name = message.params.get("name").and_then(Value::as_str);
         let target = match message.method {
@@ -528,4 +528,212 @@ fn strings(values: &[&str]) -> AttributeValue {
     AttributeValue::Array(opentelemetry::Array::String(
         values.iter().map(|v| bounded(v).into()).collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
+    use serde_json::json;
+
+    use super::*;
+    use crate::mcp::jsonrpc::Id;
+
+    const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+    fn tracer() -> (SdkTracerProvider, SdkTracer, InMemorySpanExporter) {
+        let exporter = InMemorySpanExporterBuilder::new().build();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let tracer = provider.tracer("palisade-server");
+        (provider, tracer, exporter)
+    }
+
+    fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+    }
+
+    fn attribute(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
+    }
+
+    fn decision(decided: Instant) -> Decision<'static> {
+        Decision {
+            kind: "tool",
+            effect: "allow",
+            reason: "granted",
+            target: Some("read_file"),
+            rule: Some("read_*"),
+            granted_by: &["token"],
+            missing_scopes: &[],
+            argument: None,
+            decided,
+            local_work: true,
+        }
+    }
+
+    #[test]
+    fn a_meta_context_read_after_authentication_parents_the_whole_tree() {
+        let (_provider, tracer, exporter) = tracer();
+        let arrived = Instant::now();
+        let trace = RequestTrace::new(&tracer, arrived, &HeaderMap::new());
+        {
+            // The JWKS fetch finds the request's trace through the current context.
+            let _attached = trace.context().attach();
+            let fetch_started = Instant::now();
+            std::thread::sleep(Duration::from_millis(2));
+            RequestTrace::current().expect("the request's trace").jwks_fetched(
+                "https://idp.example",
+                fetch_started,
+                "success",
+            );
+        }
+        trace.authenticated(arrived, Ok("jwt"));
+        assert!(trace.ids_if_begun().is_none(), "not begun before the message is read");
+        let params =
+            json!({"name": "read_file", "_meta": {"traceparent": format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")}});
+        trace.dispatch(&Message {
+            method: "tools/call",
+            params: params.as_object().unwrap(),
+            id: &Id::Number(3),
+            protocol_version: Some("2026-07-28"),
+        });
+        trace.decided(&decision(Instant::now()));
+        let (trace_id, span_id) = trace.ids();
+        trace.finish(200, Version::HTTP_11);
+
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 5, "{spans:#?}");
+        let request = named(&spans, "tools/call read_file");
+        assert_eq!(
+            request.span_context.trace_id(),
+            TraceId::from_hex(CALLER_TRACE).unwrap()
+        );
+        assert_eq!(request.parent_span_id, SpanId::from_hex(CALLER_SPAN).unwrap());
+        assert_eq!(
+            (trace_id.as_str(), span_id),
+            (CALLER_TRACE, request.span_context.span_id().to_string())
+        );
+        assert_eq!(request.span_kind, SpanKind::Server);
+        assert_eq!(attribute(request, "jsonrpc.request.id").as_deref(), Some("3"));
+        assert_eq!(
+            attribute(request, "mcp.protocol.version").as_deref(),
+            Some("2026-07-28")
+        );
+        let authenticate = named(&spans, "authenticate");
+        let fetch = named(&spans, "jwks.fetch");
+        assert_eq!(authenticate.parent_span_id, request.span_context.span_id());
+        assert_eq!(fetch.parent_span_id, authenticate.span_context.span_id());
+        assert_eq!(fetch.span_kind, SpanKind::Client);
+        assert!(fetch.end_time.duration_since(fetch.start_time).unwrap() >= Duration::from_millis(2));
+        for child in [
+            authenticate,
+            fetch,
+            named(&spans, "authorize"),
+            named(&spans, "execute_tool"),
+        ] {
+            assert!(
+                child.start_time >= request.start_time && child.end_time <= request.end_time,
+                "{child:#?}"
+            );
+        }
+        assert_eq!(
+            request.start_time, trace.arrived_at,
+            "the request span starts when the request arrived"
+        );
+    }
+
+    #[test]
+    fn a_header_context_wins_and_a_different_meta_context_is_linked() {
+        let (_provider, tracer, exporter) = tracer();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").parse().unwrap(),
+        );
+        let trace = RequestTrace::new(&tracer, Instant::now(), &headers);
+        assert!(trace.ids_if_begun().is_some(), "begun at once with a header context");
+        let meta = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
+        let params = json!({"name": "t", "_meta": {"traceparent": meta}});
+        trace.dispatch(&Message {
+            method: "tools/call",
+            params: params.as_object().unwrap(),
+            id: &Id::Null,
+            protocol_version: None,
+        });
+        trace.finish(200, Version::HTTP_2);
+        let spans = exporter.get_finished_spans().unwrap();
+        let request = named(&spans, "tools/call t");
+        assert_eq!(request.parent_span_id, SpanId::from_hex(CALLER_SPAN).unwrap());
+        let links: Vec<_> = request
+            .links
+            .iter()
+            .map(|l| l.span_context.span_id().to_string())
+            .collect();
+        assert_eq!(links, ["c7ad6b7169203331"]);
+        assert_eq!(attribute(request, "network.protocol.version").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn an_unsampled_caller_s_trace_records_nothing_and_is_still_propagated() {
+        let (_provider, tracer, exporter) = tracer();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00").parse().unwrap(),
+        );
+        let trace = RequestTrace::new(&tracer, Instant::now(), &headers);
+        trace.authenticated(Instant::now(), Ok("jwt"));
+        let call = trace.upstream_call("tools/call", Some("t")).unwrap();
+        let mut params = serde_json::Map::new();
+        super::propagation::inject_meta(&call.context, &mut params);
+        assert_eq!(
+            params["_meta"]["traceparent"].as_str().unwrap(),
+            format!("00-{CALLER_TRACE}-{}-00", trace.ids().1),
+            "the upstream learns the trace and that it is not sampled"
+        );
+        call.answered("ok");
+        trace.decided(&decision(Instant::now()));
+        trace.finish(503, Version::HTTP_11);
+        assert_eq!(trace.ids().0, CALLER_TRACE);
+        assert!(exporter.get_finished_spans().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_request_that_ends_before_its_message_is_a_root_span_with_its_status() {
+        let (_provider, tracer, exporter) = tracer();
+        let trace = RequestTrace::new(&tracer, Instant::now(), &HeaderMap::new());
+        trace.authenticated(Instant::now(), Err("token_expired"));
+        trace.finish(401, Version::HTTP_11);
+        trace.finish(401, Version::HTTP_11);
+        trace.abandon();
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 2, "ended once: {spans:#?}");
+        let request = named(&spans, "POST /mcp");
+        assert_eq!(request.parent_span_id, SpanId::INVALID);
+        assert_eq!(attribute(request, "http.response.status_code").as_deref(), Some("401"));
+        assert_eq!(request.status, Status::Unset, "a 4xx is the caller's");
+        let authenticate = named(&spans, "authenticate");
+        assert_eq!(attribute(authenticate, "error.type").as_deref(), Some("token_expired"));
+        assert!(matches!(authenticate.status, Status::Error { .. }));
+    }
+
+    #[test]
+    fn caller_chosen_values_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MOST_ATTRIBUTE_BYTES && long.starts_with(&cut));
+        assert_eq!(cut.chars().count(), MOST_ATTRIBUTE_BYTES / 2);
+        assert_eq!(bounded("short"), "short");
+    }
 }
