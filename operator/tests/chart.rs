@@ -918,10 +918,12 @@ fn the_dashboard_is_a_grafana_dashboard_over_documented_metrics() {
                 "palisade_operator_reconcile_duration_seconds",
                 "palisade_operator_reconcile_errors_total",
                 "palisade_operator_reconciles_total",
+                "palisade_operator_trace_spans_dropped_total",
                 "palisade_policy_info",
                 "palisade_policy_reloads_total",
                 "palisade_ready",
                 "palisade_requests_shed_total",
+                "palisade_trace_spans_dropped_total",
                 "palisade_upstream_requests_total",
             ]
             .map(String::from)

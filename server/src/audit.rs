@@ -108,11 +108,11 @@ pub struct AuditEvent<'a> {
     pub upstream_us: Option<u64>,
     /// With trace export on: the W3C trace id (32 hex digits) of the request's span, so that an
     /// audit line and its trace find each other.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex")]
+    pub trace_id: Option<opentelemetry::trace::TraceId>,
     /// With trace export on: the request span's id (16 hex digits).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub span_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "hex")]
+    pub span_id: Option<opentelemetry::trace::SpanId>,
 }
 
 impl<'a> AuditEvent<'a> {
@@ -165,6 +165,14 @@ impl<'a> AuditEvent<'a> {
             trace_id: None,
             span_id: None,
         }
+    }
+}
+
+/// A trace or span id as lower-case hex, written straight into the line.
+fn hex<S: serde::Serializer, T: std::fmt::LowerHex>(id: &Option<T>, serializer: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => serializer.collect_str(&format_args!("{id:x}")),
+        None => serializer.serialize_none(),
     }
 }
 

@@ -23,7 +23,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use opentelemetry::context::FutureExt as _;
 use palisade_crds::evaluator::Effect;
 use serde_json::{Value, json};
 
@@ -204,7 +203,7 @@ impl Context {
 
     /// The trace and span ids for an audit event: for the event that closes the request always
     /// (the request span begins then if it has not), for an earlier one once the span has begun.
-    fn trace_ids(&self, closing: bool) -> Option<(String, String)> {
+    fn trace_ids(&self, closing: bool) -> Option<crate::trace::TraceIds> {
         let trace = self.trace.as_ref()?;
         if closing {
             Some(trace.ids())
@@ -215,10 +214,10 @@ impl Context {
 }
 
 /// Writes the request's trace and span ids into `event`.
-fn with_trace_ids(event: &mut AuditEvent<'_>, ids: Option<(String, String)>) {
-    if let Some((trace_id, span_id)) = ids {
-        event.trace_id = Some(trace_id);
-        event.span_id = Some(span_id);
+fn with_trace_ids(event: &mut AuditEvent<'_>, ids: Option<crate::trace::TraceIds>) {
+    if let Some(ids) = ids {
+        event.trace_id = Some(ids.trace);
+        event.span_id = Some(ids.span);
     }
 }
 
@@ -544,7 +543,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
     let served = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body);
     // The request's trace is found by the code that serves it (JWKS fetches, upstream calls).
     let (mut response, method) = match &ctx.trace {
-        Some(trace) => served.with_context(trace.context()).await,
+        Some(trace) => trace.clone().scope(served).await,
         None => served.await,
     };
     drop(unfinished);
@@ -803,8 +802,12 @@ async fn serve_mcp(
         );
     }
     // Authentication.
-    let authentication_started = Instant::now();
-    let authenticated = |outcome: Result<&'static str, &str>| {
+    let authentication_started = if ctx.trace.is_some() {
+        Instant::now()
+    } else {
+        ctx.started
+    };
+    let authenticated = |outcome: Result<&'static str, &'static str>| {
         if let Some(trace) = &ctx.trace {
             trace.authenticated(authentication_started, outcome);
         }

@@ -1,29 +1,43 @@
-//! The export queue: a span that ends is handed to a bounded channel without waiting, and one
-//! task on the runtime exports batches of them. A full queue drops the span; a batch that fails
-//! or takes longer than the export timeout is dropped. Both are counted, and neither ever makes a
-//! request wait.
+//! The export queue: a span that ends is pushed onto a bounded queue under a short lock, without
+//! waking anything; one task on the runtime takes what is queued every schedule delay (or as
+//! soon as a whole batch is waiting) and exports it in batches. A full queue drops the span; a
+//! batch that fails or takes longer than the export timeout is dropped. Both are counted, and
+//! neither ever makes a request wait.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use opentelemetry::Context;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{DropReason, ExportMetrics};
 use crate::settings::QueueSettings;
 
+/// What the spans' threads and the export task share.
+#[derive(Debug)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    /// A whole batch is waiting, or the queue closed.
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn spans(&self) -> MutexGuard<'_, Vec<SpanData>> {
+        self.spans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// A [`SpanProcessor`] that never blocks: see the module documentation.
 #[derive(Debug)]
 pub struct BoundedExport {
-    sender: mpsc::Sender<SpanData>,
+    queue: Arc<Queue>,
+    settings: QueueSettings,
     metrics: ExportMetrics,
-    closed: AtomicBool,
-    /// Tells the export task to close the queue, drain it and end.
-    shutdown: Arc<Notify>,
 }
 
 impl BoundedExport {
@@ -33,20 +47,16 @@ impl BoundedExport {
     where
         E: SpanExporter + 'static,
     {
-        let (sender, receiver) = mpsc::channel(settings.max_queue_size);
-        let shutdown = Arc::new(Notify::new());
-        let worker = tokio::spawn(export_batches(
-            exporter,
-            receiver,
-            shutdown.clone(),
-            settings,
-            metrics.clone(),
-        ));
-        let processor = Self {
-            sender,
-            metrics,
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(Vec::new()),
+            ready: Notify::new(),
             closed: AtomicBool::new(false),
-            shutdown,
+        });
+        let worker = tokio::spawn(export_batches(exporter, queue.clone(), settings, metrics.clone()));
+        let processor = Self {
+            queue,
+            settings,
+            metrics,
         };
         (processor, worker)
     }
@@ -56,14 +66,22 @@ impl SpanProcessor for BoundedExport {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.closed.load(Ordering::Acquire) {
+        if self.queue.closed.load(Ordering::Acquire) {
             self.metrics.dropped(DropReason::ShutDown, 1);
             return;
         }
-        match self.sender.try_send(span) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.metrics.dropped(DropReason::QueueFull, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.metrics.dropped(DropReason::ShutDown, 1),
+        let mut spans = self.queue.spans();
+        if spans.len() >= self.settings.max_queue_size {
+            drop(spans);
+            self.metrics.dropped(DropReason::QueueFull, 1);
+            return;
+        }
+        spans.push(span);
+        // Woken once per whole batch, not once per span.
+        let batch_waiting = spans.len() == self.settings.max_export_batch_size;
+        drop(spans);
+        if batch_waiting {
+            self.queue.ready.notify_one();
         }
     }
 
@@ -75,96 +93,77 @@ impl SpanProcessor for BoundedExport {
 
     /// Closes the queue (without blocking the caller); the export task drains what is queued.
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.queue.closed.swap(true, Ordering::AcqRel) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        self.shutdown.notify_one();
+        self.queue.ready.notify_one();
         Ok(())
     }
 }
 
-/// Exports what arrives in batches of at most `max_export_batch_size`, each at most
-/// `schedule_delay` after its first span arrived; ends when the queue closes (exporting what is
-/// left).
+/// Every schedule delay, or as soon as a batch is waiting, exports what is queued in batches of
+/// at most `max_export_batch_size`; ends when the queue is closed and empty.
 async fn export_batches<E: SpanExporter>(
     exporter: E,
-    mut receiver: mpsc::Receiver<SpanData>,
-    shutdown: Arc<Notify>,
+    queue: Arc<Queue>,
     settings: QueueSettings,
     metrics: ExportMetrics,
 ) {
     let mut failing = false;
-    // Once closed, `recv` yields what is queued and then `None`.
-    let mut closing = false;
     loop {
-        let first = tokio::select! {
-            biased;
-            () = shutdown.notified(), if !closing => {
-                closing = true;
-                receiver.close();
-                continue;
-            }
-            span = receiver.recv() => span,
-        };
-        let Some(first) = first else {
-            break;
-        };
-        let mut batch = Vec::with_capacity(settings.max_export_batch_size.min(64));
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + settings.schedule_delay;
-        let mut open = true;
-        while batch.len() < settings.max_export_batch_size {
-            let next = tokio::select! {
-                biased;
-                () = shutdown.notified(), if !closing => {
-                    closing = true;
-                    receiver.close();
-                    continue;
-                }
-                next = tokio::time::timeout_at(deadline, receiver.recv()) => next,
-            };
-            match next {
-                Ok(Some(span)) => batch.push(span),
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                // Closing: no waiting for the deadline.
-                Err(_) => break,
+        if !queue.closed.load(Ordering::Acquire) {
+            tokio::select! {
+                () = tokio::time::sleep(settings.schedule_delay) => {}
+                () = queue.ready.notified() => {}
             }
         }
-        let spans = batch.len() as u64;
-        let outcome = tokio::time::timeout(settings.export_timeout, exporter.export(batch)).await;
-        match outcome {
-            Ok(Ok(())) => {
-                metrics.exported(spans);
-                if failing {
-                    tracing::info!(spans, "span export works again");
-                    failing = false;
-                }
-            }
-            Ok(Err(error)) => {
-                metrics.dropped(DropReason::ExportFailed, spans);
-                // Once per outage, not once per batch.
-                if !failing {
-                    tracing::warn!(spans, %error, "cannot export spans; they are dropped and counted until the collector answers");
-                    failing = true;
-                }
-            }
-            Err(_) => {
-                metrics.dropped(DropReason::ExportFailed, spans);
-                if !failing {
-                    tracing::warn!(
-                        spans,
-                        timeout_ms = settings.export_timeout.as_millis() as u64,
-                        "span export timed out; spans are dropped and counted until the collector answers"
-                    );
-                    failing = true;
-                }
-            }
+        let mut taken = std::mem::take(&mut *queue.spans());
+        while !taken.is_empty() {
+            let rest = taken.split_off(taken.len().min(settings.max_export_batch_size));
+            let batch = std::mem::replace(&mut taken, rest);
+            failing = export(&exporter, batch, &settings, &metrics, failing).await;
         }
-        if !open {
+        if queue.closed.load(Ordering::Acquire) && queue.spans().is_empty() {
             break;
+        }
+    }
+}
+
+/// Exports one batch within the export timeout and counts it; whether export is failing now
+/// (the log says so once per outage, not once per batch).
+async fn export<E: SpanExporter>(
+    exporter: &E,
+    batch: Vec<SpanData>,
+    settings: &QueueSettings,
+    metrics: &ExportMetrics,
+    failing: bool,
+) -> bool {
+    let spans = batch.len() as u64;
+    match tokio::time::timeout(settings.export_timeout, exporter.export(batch)).await {
+        Ok(Ok(())) => {
+            metrics.exported(spans);
+            if failing {
+                tracing::info!(spans, "span export works again");
+            }
+            false
+        }
+        Ok(Err(error)) => {
+            metrics.dropped(DropReason::ExportFailed, spans);
+            if !failing {
+                tracing::warn!(spans, %error, "cannot export spans; they are dropped and counted until the collector answers");
+            }
+            true
+        }
+        Err(_) => {
+            metrics.dropped(DropReason::ExportFailed, spans);
+            if !failing {
+                tracing::warn!(
+                    spans,
+                    timeout_ms = settings.export_timeout.as_millis() as u64,
+                    "span export timed out; spans are dropped and counted until the collector answers"
+                );
+            }
+            true
         }
     }
 }
@@ -270,7 +269,7 @@ mod tests {
         for _ in 0..4 {
             processor.on_end(span());
         }
-        eventually(|| processor.sender.capacity() == 4).await;
+        eventually(|| processor.queue.spans().is_empty()).await;
         let started = std::time::Instant::now();
         for _ in 0..100 {
             processor.on_end(span());

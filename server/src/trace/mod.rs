@@ -17,4 +17,4 @@ mod propagation;
 mod request;
 
 pub use propagation::{from_headers, from_meta, inject_headers, inject_meta};
-pub use request::{Decision, Message, RequestTrace, UpstreamCall};
+pub use request::{Decision, Message, RequestTrace, TraceIds, UpstreamCall};

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, Version};
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, Value as AttributeValue};
 use opentelemetry_sdk::trace::SdkTracer;
 use serde_json::{Map, Value};
@@ -43,10 +43,54 @@ struct State {
     /// Spans that ended before the request span began.
     recorded: Vec<Recorded>,
     /// The request span, once begun.
-    begun: Option<Context>,
+    begun: Option<Begun>,
     /// When the message was handed to its method.
     dispatched: Option<Instant>,
     finished: bool,
+}
+
+/// The request span, once begun.
+#[derive(Clone)]
+enum Begun {
+    /// Sampled: the context with the span.
+    Recording(Context),
+    /// Not sampled: only its ids (for the audit events and the upstream), nothing else is made.
+    Unsampled(SpanContext),
+}
+
+impl Begun {
+    fn recording(&self) -> Option<&Context> {
+        match self {
+            Self::Recording(context) => Some(context),
+            Self::Unsampled(_) => None,
+        }
+    }
+
+    fn ids(&self) -> TraceIds {
+        let (trace, span) = match self {
+            Self::Recording(context) => {
+                let span = context.span();
+                let ids = span.span_context();
+                (ids.trace_id(), ids.span_id())
+            }
+            Self::Unsampled(ids) => (ids.trace_id(), ids.span_id()),
+        };
+        TraceIds { trace, span }
+    }
+}
+
+/// A request span's W3C ids, written in hex where they are serialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceIds {
+    /// The trace id.
+    pub trace: opentelemetry::trace::TraceId,
+    /// The request span's id.
+    pub span: opentelemetry::trace::SpanId,
+}
+
+tokio::task_local! {
+    /// The trace of the request the current task serves.
+    static CURRENT: Arc<RequestTrace>;
 }
 
 /// A span that ended before its parent began.
@@ -55,9 +99,38 @@ struct Recorded {
     kind: SpanKind,
     start: Instant,
     end: Instant,
-    attributes: Vec<KeyValue>,
-    failed: Option<String>,
+    /// Its attributes, made only when it is written (most requests' traces are not sampled).
+    attributes: Attributes,
+    /// `error.type`, when it failed.
+    failed: Option<&'static str>,
     children: Vec<Recorded>,
+}
+
+/// The attributes of a [`Recorded`] span.
+enum Attributes {
+    /// An authentication: `Ok(method)` or `Err(reason code)`.
+    Authentication(Result<&'static str, &'static str>),
+    /// A JWKS fetch: the issuer and the outcome.
+    JwksFetch(String, &'static str),
+    /// Made already (the span is written at once).
+    Made(Vec<KeyValue>),
+}
+
+impl Attributes {
+    fn made(self) -> Vec<KeyValue> {
+        match self {
+            Self::Authentication(Ok(method)) => vec![
+                KeyValue::new("palisade.auth.method", method),
+                KeyValue::new("palisade.auth.outcome", "success"),
+            ],
+            Self::Authentication(Err(reason)) => vec![KeyValue::new("palisade.auth.outcome", reason)],
+            Self::JwksFetch(issuer, outcome) => vec![
+                KeyValue::new("palisade.jwks.issuer", bounded(&issuer)),
+                KeyValue::new("palisade.jwks.outcome", outcome),
+            ],
+            Self::Made(attributes) => attributes,
+        }
+    }
 }
 
 /// What the request span says about the message, once parsed.
@@ -110,12 +183,12 @@ impl RequestTrace {
 
     /// The trace of the request the current task serves, if trace export is on.
     pub fn current() -> Option<Arc<Self>> {
-        Context::map_current(|context| context.get::<Arc<Self>>().cloned())
+        CURRENT.try_with(Arc::clone).ok()
     }
 
-    /// The context under which the request is served: [`RequestTrace::current`] finds it.
-    pub fn context(self: &Arc<Self>) -> Context {
-        Context::new().with_value(self.clone())
+    /// Serves the request (`serving`) with this trace as [`RequestTrace::current`].
+    pub async fn scope<F: std::future::Future>(self: Arc<Self>, serving: F) -> F::Output {
+        CURRENT.scope(self, serving).await
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -133,53 +206,40 @@ impl RequestTrace {
             kind: SpanKind::Client,
             start,
             end: Instant::now(),
-            attributes: vec![
-                KeyValue::new("palisade.jwks.issuer", bounded(issuer)),
-                KeyValue::new("palisade.jwks.outcome", outcome),
-            ],
-            failed: (outcome != "success").then(|| outcome.to_owned()),
+            attributes: Attributes::JwksFetch(issuer.to_owned(), outcome),
+            failed: (outcome != "success").then_some(outcome),
             children: Vec::new(),
         };
         self.state().fetches.push(fetch);
     }
 
     /// The authentication that ran from `start` until now: `Ok(method)` or `Err(reason code)`.
-    pub fn authenticated(&self, start: Instant, outcome: Result<&'static str, &str>) {
+    pub fn authenticated(&self, start: Instant, outcome: Result<&'static str, &'static str>) {
         let mut state = self.state();
         let children = std::mem::take(&mut state.fetches);
-        let mut attributes = Vec::with_capacity(2);
-        let failed = match outcome {
-            Ok(method) => {
-                attributes.push(KeyValue::new("palisade.auth.method", method));
-                attributes.push(KeyValue::new("palisade.auth.outcome", "success"));
-                None
-            }
-            Err(reason) => {
-                attributes.push(KeyValue::new("palisade.auth.outcome", bounded(reason)));
-                Some(reason.to_owned())
-            }
-        };
         let authentication = Recorded {
             name: "authenticate",
             kind: SpanKind::Internal,
             start,
             end: Instant::now(),
-            attributes,
-            failed,
+            attributes: Attributes::Authentication(outcome),
+            failed: outcome.err(),
             children,
         };
-        match state.begun.clone() {
-            Some(request) => {
+        match &state.begun {
+            Some(Begun::Recording(request)) => {
+                let request = request.clone();
                 drop(state);
                 self.emit(&request, authentication);
             }
+            Some(Begun::Unsampled(_)) => {}
             None => state.recorded.push(authentication),
         }
     }
 
     /// Begins the request span if it has not begun: its parent is the headers' context, else the
     /// one in `params._meta`, else none (a new trace). Returns the context with the request span.
-    pub fn begin(&self, params: Option<&Map<String, Value>>) -> Context {
+    fn begin(&self, params: Option<&Map<String, Value>>) -> Begun {
         let mut state = self.state();
         if let Some(request) = &state.begun {
             return request.clone();
@@ -196,21 +256,26 @@ impl RequestTrace {
             .with_kind(SpanKind::Server)
             .with_start_time(self.arrived_at);
         let span = self.tracer.build_with_context(builder, &parent_context);
-        let request = parent_context.with_span(span);
-        if request.span().is_recording() {
-            request.span().set_attributes([
-                KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("http.route", "/mcp"),
-                KeyValue::new("url.path", "/mcp"),
-            ]);
+        if !span.is_recording() {
+            // Nothing more is made for an unsampled trace: the ids are all it needs.
+            let begun = Begun::Unsampled(span.span_context().clone());
+            state.recorded.clear();
+            state.begun = Some(begun.clone());
+            return begun;
         }
+        let request = parent_context.with_span(span);
+        request.span().set_attributes([
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/mcp"),
+            KeyValue::new("url.path", "/mcp"),
+        ]);
         let recorded = std::mem::take(&mut state.recorded);
-        state.begun = Some(request.clone());
+        state.begun = Some(Begun::Recording(request.clone()));
         drop(state);
         for span in recorded {
             self.emit(&request, span);
         }
-        request
+        Begun::Recording(request)
     }
 
     /// Writes `span` (and its children) under `parent`.
@@ -223,7 +288,7 @@ impl RequestTrace {
             .span_builder(span.name)
             .with_kind(span.kind)
             .with_start_time(self.wall(span.start))
-            .with_attributes(span.attributes)
+            .with_attributes(span.attributes.made())
             .start_with_context(&self.tracer, parent);
         let context = parent.with_span(started);
         if let Some(failure) = span.failed {
@@ -236,25 +301,24 @@ impl RequestTrace {
         context.span().end_with_timestamp(self.wall(span.end));
     }
 
-    /// The W3C trace id and span id of the request span (hex), beginning it if it has not begun.
-    pub fn ids(&self) -> (String, String) {
-        ids(&self.begin(None))
+    /// The W3C trace id and span id of the request span, beginning it if it has not begun.
+    pub fn ids(&self) -> TraceIds {
+        self.begin(None).ids()
     }
 
     /// Like [`RequestTrace::ids`], but only if the request span has begun.
-    pub fn ids_if_begun(&self) -> Option<(String, String)> {
-        self.state().begun.as_ref().map(ids)
+    pub fn ids_if_begun(&self) -> Option<TraceIds> {
+        self.state().begun.as_ref().map(Begun::ids)
     }
 
     /// Describes the message on the request span (beginning it, with `_meta` as a possible
     /// parent), just before it is handed to its method.
-    pub fn dispatch(&self, message: &Message<'_>) -> Context {
-        let request = self.begin(Some(message.params));
+    pub fn dispatch(&self, message: &Message<'_>) {
+        let Begun::Recording(request) = self.begin(Some(message.params)) else {
+            return;
+        };
         self.state().dispatched = Some(Instant::now());
         let span = request.span();
-        if !span.is_recording() {
-            return request;
-        }
         // Both carried a context and they differ: the request span follows the headers (the
         // nearest hop, e.g. a gateway) and links to the caller's `_meta` context.
         if let (Some(header), Some(meta)) = (&self.header_parent, propagation::from_meta(message.params))
@@ -295,14 +359,11 @@ impl RequestTrace {
             }
             _ => {}
         }
-        request
     }
 
     /// The caller, once authenticated: `user.id` (the subject, never a credential).
     pub fn caller(&self, subject: Option<&str>) {
-        if let (Some(subject), Some(request)) = (subject, self.state().begun.as_ref())
-            && request.span().is_recording()
-        {
+        if let (Some(subject), Some(Begun::Recording(request))) = (subject, self.state().begun.as_ref()) {
             request.span().set_attribute(KeyValue::new("user.id", bounded(subject)));
         }
     }
@@ -311,11 +372,10 @@ impl RequestTrace {
     /// that ran here.
     pub fn decided(&self, decision: &Decision<'_>) {
         // A denial from the routing headers is decided before any message was dispatched.
-        let request = self.begin(None);
-        let dispatched = self.state().dispatched.unwrap_or(decision.decided);
-        if !request.span().is_recording() {
+        let Begun::Recording(request) = self.begin(None) else {
             return;
-        }
+        };
+        let dispatched = self.state().dispatched.unwrap_or(decision.decided);
         let mut attributes = vec![
             KeyValue::new("palisade.authz.kind", decision.kind),
             KeyValue::new("palisade.decision", decision.effect),
@@ -349,7 +409,7 @@ impl RequestTrace {
                 kind: SpanKind::Internal,
                 start: dispatched,
                 end: decided,
-                attributes,
+                attributes: Attributes::Made(attributes),
                 failed: None,
                 children: Vec::new(),
             },
@@ -374,7 +434,7 @@ impl RequestTrace {
                     kind: SpanKind::Internal,
                     start: decided,
                     end: now,
-                    attributes,
+                    attributes: Attributes::Made(attributes),
                     failed: None,
                     children: Vec::new(),
                 },
@@ -389,14 +449,16 @@ impl RequestTrace {
     /// A live client span for a call to the upstream (proxy mode), under the request span: the
     /// context to make the call in, and to send to the upstream.
     pub fn upstream_call(&self, method: &str, tool: Option<&str>) -> Option<UpstreamCall> {
-        let request = self.state().begun.clone()?;
-        if !request.span().is_recording() {
+        let request = match self.state().begun.clone()? {
+            Begun::Recording(request) => request,
             // Not sampled: the upstream still learns the trace (and that it is not sampled).
-            return Some(UpstreamCall {
-                context: request,
-                own_span: false,
-            });
-        }
+            Begun::Unsampled(ids) => {
+                return Some(UpstreamCall {
+                    context: Context::new().with_remote_span_context(ids),
+                    own_span: false,
+                });
+            }
+        };
         let name = match tool {
             Some(tool) => format!("{method} {}", bounded(tool)),
             None => method.to_owned(),
@@ -419,50 +481,46 @@ impl RequestTrace {
 
     /// Ends the request span with the answer's status.
     pub fn finish(&self, status: u16, version: Version) {
-        let request = self.begin(None);
-        let mut state = self.state();
-        if state.finished {
+        let Some(request) = self.ended() else {
             return;
-        }
-        state.finished = true;
-        drop(state);
+        };
         let span = request.span();
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-            span.set_attribute(KeyValue::new("network.protocol.version", protocol_version(version)));
-            if status >= 500 {
-                span.set_attribute(KeyValue::new("error.type", status.to_string()));
-                span.set_status(Status::error(""));
-            }
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        span.set_attribute(KeyValue::new("network.protocol.version", protocol_version(version)));
+        if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_status(Status::error(""));
         }
         span.end();
     }
 
+    /// The request span to end, the first time only (beginning it if it has not begun), when
+    /// it records.
+    fn ended(&self) -> Option<Context> {
+        let begun = self.begin(None);
+        let mut state = self.state();
+        if std::mem::replace(&mut state.finished, true) {
+            return None;
+        }
+        begun.recording().cloned()
+    }
+
     /// Ends the request span of a request whose client went away.
     pub fn abandon(&self) {
-        let request = self.begin(None);
-        let mut state = self.state();
-        if state.finished {
+        let Some(request) = self.ended() else {
             return;
-        }
-        state.finished = true;
-        drop(state);
+        };
         let span = request.span();
-        if span.is_recording() {
-            span.set_attribute(KeyValue::new("palisade.reason", "client_disconnected"));
-        }
+        span.set_attribute(KeyValue::new("palisade.reason", "client_disconnected"));
         span.end();
     }
 
     /// Records on the request span facts about it that are not known at the start.
     pub fn request_facts(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
-        let Some(request) = self.state().begun.clone() else {
+        let Some(Begun::Recording(request)) = self.state().begun.clone() else {
             return;
         };
         let span = request.span();
-        if !span.is_recording() {
-            return;
-        }
         span.set_attribute(KeyValue::new("palisade.request_id", request_id.to_owned()));
         if let Some(client) = client {
             span.set_attribute(KeyValue::new("client.address", client.to_owned()));
@@ -495,12 +553,6 @@ impl UpstreamCall {
         }
         span.end();
     }
-}
-
-fn ids(request: &Context) -> (String, String) {
-    let span = request.span();
-    let context = span.span_context();
-    (context.trace_id().to_string(), context.span_id().to_string())
 }
 
 fn protocol_version(version: Version) -> &'static str {
@@ -587,9 +639,8 @@ mod tests {
         let (_provider, tracer, exporter) = tracer();
         let arrived = Instant::now();
         let trace = RequestTrace::new(&tracer, arrived, &HeaderMap::new());
-        {
-            // The JWKS fetch finds the request's trace through the current context.
-            let _attached = trace.context().attach();
+        // The JWKS fetch finds the request's trace as the current one.
+        CURRENT.sync_scope(trace.clone(), || {
             let fetch_started = Instant::now();
             std::thread::sleep(Duration::from_millis(2));
             RequestTrace::current().expect("the request's trace").jwks_fetched(
@@ -597,7 +648,8 @@ mod tests {
                 fetch_started,
                 "success",
             );
-        }
+        });
+        assert!(RequestTrace::current().is_none(), "only within the request");
         trace.authenticated(arrived, Ok("jwt"));
         assert!(trace.ids_if_begun().is_none(), "not begun before the message is read");
         let params =
@@ -609,7 +661,7 @@ mod tests {
             protocol_version: Some("2026-07-28"),
         });
         trace.decided(&decision(Instant::now()));
-        let (trace_id, span_id) = trace.ids();
+        let ids = trace.ids();
         trace.finish(200, Version::HTTP_11);
 
         let spans = exporter.get_finished_spans().unwrap();
@@ -621,8 +673,8 @@ mod tests {
         );
         assert_eq!(request.parent_span_id, SpanId::from_hex(CALLER_SPAN).unwrap());
         assert_eq!(
-            (trace_id.as_str(), span_id),
-            (CALLER_TRACE, request.span_context.span_id().to_string())
+            (ids.trace.to_string(), ids.span),
+            (CALLER_TRACE.to_owned(), request.span_context.span_id())
         );
         assert_eq!(request.span_kind, SpanKind::Server);
         assert_eq!(attribute(request, "jsonrpc.request.id").as_deref(), Some("3"));
@@ -699,13 +751,13 @@ mod tests {
         super::propagation::inject_meta(&call.context, &mut params);
         assert_eq!(
             params["_meta"]["traceparent"].as_str().unwrap(),
-            format!("00-{CALLER_TRACE}-{}-00", trace.ids().1),
+            format!("00-{CALLER_TRACE}-{}-00", trace.ids().span),
             "the upstream learns the trace and that it is not sampled"
         );
         call.answered("ok");
         trace.decided(&decision(Instant::now()));
         trace.finish(503, Version::HTTP_11);
-        assert_eq!(trace.ids().0, CALLER_TRACE);
+        assert_eq!(trace.ids().trace.to_string(), CALLER_TRACE);
         assert!(exporter.get_finished_spans().unwrap().is_empty());
     }
 
