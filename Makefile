@@ -46,6 +46,7 @@ bench: e2e-deps cluster-build ## Criterion, load and API-cost benchmarks; figure
 	$(CARGO) build --release --locked -p palisade-server
 	$(E2E_DEPS)/venv/bin/python scripts/load_bench.py --baseline-commit $(BENCH_BASELINE)
 	$(E2E_DEPS)/venv/bin/python scripts/proxy_bench.py
+	$(E2E_DEPS)/venv/bin/python scripts/trace_bench.py
 
 soak: e2e-deps ## 30 minutes of mixed load against the release server; figures in docs/soak.md
 	$(CARGO) build --release --locked -p palisade-server

@@ -201,15 +201,12 @@ impl Context {
         self.closed.store(true, Ordering::Release);
     }
 
-    /// The trace and span ids for an audit event: for the event that closes the request always
-    /// (the request span begins then if it has not), for an earlier one once the span has begun.
+    /// The trace and span ids for an audit event of a recorded trace: for the event that closes
+    /// the request always (the request span begins then if it has not), for an earlier one once
+    /// the span has begun.
     fn trace_ids(&self, closing: bool) -> Option<crate::trace::TraceIds> {
         let trace = self.trace.as_ref()?;
-        if closing {
-            Some(trace.ids())
-        } else {
-            trace.ids_if_begun()
-        }
+        if closing { trace.ids() } else { trace.ids_if_begun() }
     }
 }
 
@@ -542,6 +539,8 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
     };
     let served = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body);
     // The request's trace is found by the code that serves it (JWKS fetches, upstream calls).
+    // Pinned where it is: the served future is large, and moving it into the scope is a copy.
+    let served = std::pin::pin!(served);
     let (mut response, method) = match &ctx.trace {
         Some(trace) => trace.clone().scope(served).await,
         None => served.await,

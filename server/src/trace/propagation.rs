@@ -10,6 +10,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde_json::{Map, Value};
 
 const TRACEPARENT: &str = "traceparent";
+/// The header, parsed once: a lookup by `&str` parses and checks the name first, every request.
+static TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 struct Headers<'a>(&'a HeaderMap);
 
@@ -44,7 +46,7 @@ fn extract(carrier: &dyn Extractor) -> Option<SpanContext> {
 /// The caller's span in the `traceparent` (and `tracestate`) headers; `None` when absent or
 /// malformed.
 pub fn from_headers(headers: &HeaderMap) -> Option<SpanContext> {
-    if !headers.contains_key(TRACEPARENT) {
+    if !headers.contains_key(&TRACEPARENT_HEADER) {
         return None;
     }
     extract(&Headers(headers))

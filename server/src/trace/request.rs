@@ -66,16 +66,15 @@ impl Begun {
         }
     }
 
-    fn ids(&self) -> TraceIds {
-        let (trace, span) = match self {
-            Self::Recording(context) => {
-                let span = context.span();
-                let ids = span.span_context();
-                (ids.trace_id(), ids.span_id())
-            }
-            Self::Unsampled(ids) => (ids.trace_id(), ids.span_id()),
-        };
-        TraceIds { trace, span }
+    /// The ids of a recorded span (an unsampled trace is recorded nowhere: there is nothing for
+    /// an audit line to find).
+    fn ids(&self) -> Option<TraceIds> {
+        let span = self.recording()?.span();
+        let ids = span.span_context();
+        Some(TraceIds {
+            trace: ids.trace_id(),
+            span: ids.span_id(),
+        })
     }
 }
 
@@ -301,14 +300,15 @@ impl RequestTrace {
         context.span().end_with_timestamp(self.wall(span.end));
     }
 
-    /// The W3C trace id and span id of the request span, beginning it if it has not begun.
-    pub fn ids(&self) -> TraceIds {
+    /// The W3C trace id and span id of the request span, beginning it if it has not begun;
+    /// `None` when the trace is not sampled.
+    pub fn ids(&self) -> Option<TraceIds> {
         self.begin(None).ids()
     }
 
     /// Like [`RequestTrace::ids`], but only if the request span has begun.
     pub fn ids_if_begun(&self) -> Option<TraceIds> {
-        self.state().begun.as_ref().map(Begun::ids)
+        self.state().begun.as_ref().and_then(Begun::ids)
     }
 
     /// Describes the message on the request span (beginning it, with `_meta` as a possible
@@ -661,7 +661,7 @@ mod tests {
             protocol_version: Some("2026-07-28"),
         });
         trace.decided(&decision(Instant::now()));
-        let ids = trace.ids();
+        let ids = trace.ids().expect("sampled");
         trace.finish(200, Version::HTTP_11);
 
         let spans = exporter.get_finished_spans().unwrap();
@@ -749,15 +749,16 @@ mod tests {
         let call = trace.upstream_call("tools/call", Some("t")).unwrap();
         let mut params = serde_json::Map::new();
         super::propagation::inject_meta(&call.context, &mut params);
-        assert_eq!(
-            params["_meta"]["traceparent"].as_str().unwrap(),
-            format!("00-{CALLER_TRACE}-{}-00", trace.ids().span),
-            "the upstream learns the trace and that it is not sampled"
+        let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
+        assert!(
+            traceparent.starts_with(&format!("00-{CALLER_TRACE}-")) && traceparent.ends_with("-00"),
+            "the upstream learns the trace and that it is not sampled: {traceparent}"
         );
+        assert_ne!(&traceparent[36..52], CALLER_SPAN, "the request's own span id");
         call.answered("ok");
         trace.decided(&decision(Instant::now()));
         trace.finish(503, Version::HTTP_11);
-        assert_eq!(trace.ids().trace.to_string(), CALLER_TRACE);
+        assert_eq!(trace.ids(), None, "nothing recorded: no ids for the audit events");
         assert!(exporter.get_finished_spans().unwrap().is_empty());
     }
 
