@@ -419,6 +419,18 @@ def verify_enforcement(server: Server, tokens: dict, anonymous: bool) -> str:
 # Load
 
 
+def write_section(begin: str, end: str, text: str) -> None:
+    """Puts `text` between the markers `begin` and `end` of docs/benchmarks.md (appended, with
+    the markers, when they are not there yet)."""
+    doc = DOC.read_text()
+    if begin in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip() + "\n\n" + begin + "\n" + text + "\n" + end + "\n"
+    DOC.write_text(doc)
+
+
 def wrk(url: str, connections: int, seconds: float, body: str, header: str) -> dict:
     env = dict(os.environ, MCP_BODY=body, MCP_AUTH_HEADER=header)
     threads = min(2, connections)  # wrk needs a connection per thread

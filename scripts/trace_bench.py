@@ -149,13 +149,7 @@ def main() -> None:
 def write(text: str, args) -> None:
     print(text)
     if not args.no_write:
-        doc = lb.DOC.read_text()
-        if BEGIN in doc:
-            head, rest = doc.split(BEGIN, 1)
-            doc = head + BEGIN + "\n" + text + "\n" + END + rest.split(END, 1)[1]
-        else:
-            doc = doc.rstrip() + "\n\n" + BEGIN + "\n" + text + "\n" + END + "\n"
-        lb.DOC.write_text(doc)
+        lb.write_section(BEGIN, END, text)
 
 
 def report(results: list, spans: dict, connections: list, args) -> str:
