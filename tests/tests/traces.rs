@@ -493,42 +493,47 @@ fn a_collector_behind_tls_is_verified_over_both_protocols() {
     }
 }
 
+/// What `palisade-server serve` says on standard error when `env` stops its start (it must).
+fn refused_start(fixture: &Fixture, env: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(palisade_e2e::server_binary())
+        .args(["serve", "--policy-file"])
+        .arg(&fixture.policy_file)
+        .arg("--documents-dir")
+        .arg(&fixture.documents_dir)
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "started with {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn a_collector_ca_file_that_cannot_be_read_stops_the_start_with_the_file_named() {
     let fixture = Fixture::sample("company-info.yaml");
     let missing = fixture.dir.path().join("no-such-ca.pem");
-    let output = std::process::Command::new(palisade_e2e::server_binary())
-        .args(["serve", "--policy-file"])
-        .arg(&fixture.policy_file)
-        .arg("--documents-dir")
-        .arg(&fixture.documents_dir)
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317")
-        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let missing_text = missing.display().to_string();
+    let stderr = refused_start(
+        &fixture,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing_text),
+        ],
+    );
     assert!(
         stderr.contains(&format!(
-            "trace export: the collector's CA certificate {}: No such file or directory",
-            missing.display()
+            "trace export: the collector's CA certificate {missing_text}: No such file or directory"
         )),
         "{stderr}"
     );
     // An unknown protocol is refused the same way, naming the variable.
-    let output = std::process::Command::new(palisade_e2e::server_binary())
-        .args(["serve", "--policy-file"])
-        .arg(&fixture.policy_file)
-        .arg("--documents-dir")
-        .arg(&fixture.documents_dir)
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused_start(
+        &fixture,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
     assert!(
         stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\\\"http/json\\\": the protocols are `grpc` and `http/protobuf`"),
         "{stderr}"
