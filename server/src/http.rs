@@ -996,7 +996,7 @@ async fn serve_mcp(
             method: &method,
             params: &params,
             id: &id,
-            protocol_version: header("mcp-protocol-version"),
+            protocol_version: routing.protocol_version,
         });
         trace.caller(principal.identity.subject.as_deref());
     }

@@ -135,7 +135,9 @@ async fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let mut state = AppState::new(args.clone(), metrics.clone(), audit.clone(), http_client);
-    state.tracer = tracing_export.as_ref().map(|export| export.tracer("palisade-server"));
+    state.tracer = tracing_export
+        .as_ref()
+        .map(|export| Arc::new(export.deciding_tracer("palisade-server")));
     state.proxy = upstream.map(|upstream| {
         tokio::spawn(endpoint::report_state(upstream.state(), metrics.clone()));
         Proxy::new(upstream, args.upstream_timeout, metrics)

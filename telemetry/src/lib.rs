@@ -7,6 +7,7 @@
 
 pub mod metrics;
 pub mod queue;
+pub mod sampling;
 pub mod settings;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use thiserror::Error;
 use tokio::task::JoinHandle;
 
 pub use metrics::{DropReason, ExportMetrics};
+pub use sampling::{DecidingTracer, Decision, ToRecord};
 pub use settings::{ParentlessSampler, Protocol, QueueSettings, Sampler, SettingsError, TraceSettings};
 
 /// Trace export could not start.
@@ -44,6 +46,7 @@ pub enum TelemetryError {
 #[derive(Debug)]
 pub struct Tracing {
     provider: SdkTracerProvider,
+    sampler: Sampler,
     worker: JoinHandle<()>,
 }
 
@@ -106,15 +109,26 @@ impl Tracing {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sdk_sampler(settings.sampler))
+            .with_id_generator(sampling::DrawnFirst::default())
             .with_resource(resource)
             .build();
-        Ok(Self { provider, worker })
+        Ok(Self {
+            provider,
+            sampler: settings.sampler,
+            worker,
+        })
     }
 
     /// A tracer named after the instrumentation scope (the crate that records the spans).
     pub fn tracer(&self, scope: &'static str) -> SdkTracer {
         use opentelemetry::trace::TracerProvider as _;
         self.provider.tracer(scope)
+    }
+
+    /// Like [`Tracing::tracer`], deciding sampling before it builds a span: for the spans of a
+    /// request, most of which are not sampled.
+    pub fn deciding_tracer(&self, scope: &'static str) -> DecidingTracer {
+        DecidingTracer::new(self.tracer(scope), self.sampler)
     }
 
     /// The provider, for bridges such as `tracing-opentelemetry`.
@@ -135,7 +149,7 @@ impl Tracing {
     }
 }
 
-fn sdk_sampler(sampler: Sampler) -> SdkSampler {
+pub(crate) fn sdk_sampler(sampler: Sampler) -> SdkSampler {
     match sampler {
         Sampler::AlwaysOn => SdkSampler::AlwaysOn,
         Sampler::AlwaysOff => SdkSampler::AlwaysOff,

@@ -1,5 +1,9 @@
 //! The spans of one request.
 //!
+//! Whether a trace is sampled is decided before anything of it is built (see
+//! `palisade_telemetry::sampling`): most are not, and an unsampled trace makes its ids and
+//! nothing else.
+//!
 //! A request's trace context comes from its `traceparent` header, or, when the headers carry
 //! none, from `params._meta` — which is known only once the body is read, after authentication.
 //! So the request span begins when its parent is known (at once with a header context, else
@@ -11,13 +15,14 @@
 //! Attribute values never include a credential or an argument value.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, Version};
-use opentelemetry::trace::{Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, Value as AttributeValue};
-use opentelemetry_sdk::trace::SdkTracer;
+use palisade_telemetry::{DecidingTracer, Decision as Sampling};
 use serde_json::{Map, Value};
 
 use super::propagation;
@@ -27,21 +32,23 @@ const MOST_ATTRIBUTE_BYTES: usize = 256;
 
 /// The spans of one request: see the module documentation.
 pub struct RequestTrace {
-    tracer: SdkTracer,
-    /// When the request arrived, on both clocks.
-    arrived_at: SystemTime,
+    tracer: Arc<DecidingTracer>,
+    /// When the request arrived, and the same on the wall clock (read only for a recorded trace).
     arrived: Instant,
+    arrived_at: OnceLock<SystemTime>,
     /// The caller's span in the headers.
     header_parent: Option<SpanContext>,
     state: Mutex<State>,
+    /// The trace is not sampled: nothing more is recorded (known without the lock).
+    unsampled: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
     /// JWKS fetches not yet claimed by the authentication that made them.
     fetches: Vec<Recorded>,
-    /// Spans that ended before the request span began.
-    recorded: Vec<Recorded>,
+    /// The authentication, when it ended before the request span began.
+    authentication: Option<Recorded>,
     /// The request span, once begun.
     begun: Option<Begun>,
     /// When the message was handed to its method.
@@ -165,13 +172,14 @@ pub struct Decision<'a> {
 
 impl RequestTrace {
     /// The trace of a request that arrived at `arrived` with `headers`.
-    pub fn new(tracer: &SdkTracer, arrived: Instant, headers: &HeaderMap) -> Arc<Self> {
+    pub fn new(tracer: &Arc<DecidingTracer>, arrived: Instant, headers: &HeaderMap) -> Arc<Self> {
         let trace = Arc::new(Self {
             tracer: tracer.clone(),
-            arrived_at: SystemTime::now() - arrived.elapsed(),
             arrived,
+            arrived_at: OnceLock::new(),
             header_parent: propagation::from_headers(headers),
             state: Mutex::new(State::default()),
+            unsampled: AtomicBool::new(false),
         });
         // A context in the headers is the parent, whatever `_meta` says: begin now.
         if trace.header_parent.is_some() {
@@ -190,16 +198,27 @@ impl RequestTrace {
         CURRENT.scope(self, serving).await
     }
 
+    fn is_unsampled(&self) -> bool {
+        self.unsampled.load(Ordering::Acquire)
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// `at` on the wall clock.
     fn wall(&self, at: Instant) -> SystemTime {
-        self.arrived_at + at.saturating_duration_since(self.arrived)
+        let arrived_at = *self
+            .arrived_at
+            .get_or_init(|| SystemTime::now() - self.arrived.elapsed());
+        arrived_at + at.saturating_duration_since(self.arrived)
     }
 
     /// A JWKS fetch this request made (and waited for) from `start` until now.
     pub fn jwks_fetched(&self, issuer: &str, start: Instant, outcome: &'static str) {
+        if self.is_unsampled() {
+            return;
+        }
         let fetch = Recorded {
             name: "jwks.fetch",
             kind: SpanKind::Client,
@@ -214,6 +233,9 @@ impl RequestTrace {
 
     /// The authentication that ran from `start` until now: `Ok(method)` or `Err(reason code)`.
     pub fn authenticated(&self, start: Instant, outcome: Result<&'static str, &'static str>) {
+        if self.is_unsampled() {
+            return;
+        }
         let mut state = self.state();
         let children = std::mem::take(&mut state.fetches);
         let authentication = Recorded {
@@ -232,7 +254,7 @@ impl RequestTrace {
                 self.emit(&request, authentication);
             }
             Some(Begun::Unsampled(_)) => {}
-            None => state.recorded.push(authentication),
+            None => state.authentication = Some(authentication),
         }
     }
 
@@ -243,38 +265,39 @@ impl RequestTrace {
         if let Some(request) = &state.begun {
             return request.clone();
         }
-        let meta_parent = params.and_then(propagation::from_meta);
-        let parent = self.header_parent.clone().or_else(|| meta_parent.clone());
-        let parent_context = match parent {
-            Some(parent) => Context::new().with_remote_span_context(parent),
-            None => Context::new(),
+        let parent = self
+            .header_parent
+            .clone()
+            .or_else(|| params.and_then(propagation::from_meta));
+        let request = match self.tracer.decide(parent, "POST /mcp", SpanKind::Server) {
+            Sampling::Record(request) => request.start(|builder| builder.with_start_time(self.wall(self.arrived))),
+            Sampling::Drop(ids) => return self.unsampled(&mut state, ids),
         };
-        let builder = self
-            .tracer
-            .span_builder("POST /mcp")
-            .with_kind(SpanKind::Server)
-            .with_start_time(self.arrived_at);
-        let span = self.tracer.build_with_context(builder, &parent_context);
-        if !span.is_recording() {
-            // Nothing more is made for an unsampled trace: the ids are all it needs.
-            let begun = Begun::Unsampled(span.span_context().clone());
-            state.recorded.clear();
-            state.begun = Some(begun.clone());
-            return begun;
+        if !request.span().is_recording() {
+            return self.unsampled(&mut state, request.span().span_context().clone());
         }
-        let request = parent_context.with_span(span);
         request.span().set_attributes([
             KeyValue::new("http.request.method", "POST"),
             KeyValue::new("http.route", "/mcp"),
             KeyValue::new("url.path", "/mcp"),
         ]);
-        let recorded = std::mem::take(&mut state.recorded);
+        let authentication = state.authentication.take();
         state.begun = Some(Begun::Recording(request.clone()));
         drop(state);
-        for span in recorded {
-            self.emit(&request, span);
+        if let Some(authentication) = authentication {
+            self.emit(&request, authentication);
         }
         Begun::Recording(request)
+    }
+
+    /// Begins an unsampled trace: nothing more is made for it, its ids are all it needs.
+    fn unsampled(&self, state: &mut State, ids: SpanContext) -> Begun {
+        let begun = Begun::Unsampled(ids);
+        state.authentication = None;
+        state.fetches.clear();
+        state.begun = Some(begun.clone());
+        self.unsampled.store(true, Ordering::Release);
+        begun
     }
 
     /// Writes `span` (and its children) under `parent`.
@@ -282,13 +305,13 @@ impl RequestTrace {
         if !parent.span().is_recording() {
             return;
         }
-        let started = self
-            .tracer
+        let tracer = self.tracer.tracer();
+        let started = tracer
             .span_builder(span.name)
             .with_kind(span.kind)
             .with_start_time(self.wall(span.start))
             .with_attributes(span.attributes.made())
-            .start_with_context(&self.tracer, parent);
+            .start_with_context(tracer, parent);
         let context = parent.with_span(started);
         if let Some(failure) = span.failed {
             context.span().set_attribute(KeyValue::new("error.type", failure));
@@ -303,17 +326,26 @@ impl RequestTrace {
     /// The W3C trace id and span id of the request span, beginning it if it has not begun;
     /// `None` when the trace is not sampled.
     pub fn ids(&self) -> Option<TraceIds> {
+        if self.is_unsampled() {
+            return None;
+        }
         self.begin(None).ids()
     }
 
     /// Like [`RequestTrace::ids`], but only if the request span has begun.
     pub fn ids_if_begun(&self) -> Option<TraceIds> {
+        if self.is_unsampled() {
+            return None;
+        }
         self.state().begun.as_ref().and_then(Begun::ids)
     }
 
     /// Describes the message on the request span (beginning it, with `_meta` as a possible
     /// parent), just before it is handed to its method.
     pub fn dispatch(&self, message: &Message<'_>) {
+        if self.is_unsampled() {
+            return;
+        }
         let Begun::Recording(request) = self.begin(Some(message.params)) else {
             return;
         };
@@ -363,6 +395,9 @@ impl RequestTrace {
 
     /// The caller, once authenticated: `user.id` (the subject, never a credential).
     pub fn caller(&self, subject: Option<&str>) {
+        if self.is_unsampled() {
+            return;
+        }
         if let (Some(subject), Some(Begun::Recording(request))) = (subject, self.state().begun.as_ref()) {
             request.span().set_attribute(KeyValue::new("user.id", bounded(subject)));
         }
@@ -371,6 +406,9 @@ impl RequestTrace {
     /// The `authorize` span (from dispatch to decision), and the span of the work it allowed when
     /// that ran here.
     pub fn decided(&self, decision: &Decision<'_>) {
+        if self.is_unsampled() {
+            return;
+        }
         // A denial from the routing headers is decided before any message was dispatched.
         let Begun::Recording(request) = self.begin(None) else {
             return;
@@ -467,12 +505,12 @@ impl RequestTrace {
         if let Some(tool) = tool {
             attributes.push(KeyValue::new("gen_ai.tool.name", bounded(tool)));
         }
-        let span = self
-            .tracer
+        let tracer = self.tracer.tracer();
+        let span = tracer
             .span_builder(name)
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
-            .start_with_context(&self.tracer, &request);
+            .start_with_context(tracer, &request);
         Some(UpstreamCall {
             context: request.with_span(span),
             own_span: true,
@@ -497,6 +535,9 @@ impl RequestTrace {
     /// The request span to end, the first time only (beginning it if it has not begun), when
     /// it records.
     fn ended(&self) -> Option<Context> {
+        if self.is_unsampled() {
+            return None;
+        }
         let begun = self.begin(None);
         let mut state = self.state();
         if std::mem::replace(&mut state.finished, true) {
@@ -517,6 +558,9 @@ impl RequestTrace {
 
     /// Records on the request span facts about it that are not known at the start.
     pub fn request_facts(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
+        if self.is_unsampled() {
+            return;
+        }
         let Some(Begun::Recording(request)) = self.state().begun.clone() else {
             return;
         };
@@ -596,13 +640,15 @@ mod tests {
     const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
     const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-    fn tracer() -> (SdkTracerProvider, SdkTracer, InMemorySpanExporter) {
+    fn tracer() -> (SdkTracerProvider, Arc<DecidingTracer>, InMemorySpanExporter) {
         let exporter = InMemorySpanExporterBuilder::new().build();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
+            .with_id_generator(palisade_telemetry::sampling::DrawnFirst::default())
             .build();
-        let tracer = provider.tracer("palisade-server");
-        (provider, tracer, exporter)
+        let sampler = palisade_telemetry::Sampler::ParentBased(palisade_telemetry::ParentlessSampler::AlwaysOn);
+        let tracer = DecidingTracer::new(provider.tracer("palisade-server"), sampler);
+        (provider, Arc::new(tracer), exporter)
     }
 
     fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
@@ -700,7 +746,8 @@ mod tests {
             );
         }
         assert_eq!(
-            request.start_time, trace.arrived_at,
+            request.start_time,
+            trace.wall(trace.arrived),
             "the request span starts when the request arrived"
         );
     }
