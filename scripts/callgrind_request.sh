@@ -11,7 +11,8 @@
 # `tools/list`, for SECONDS each; the same for the bench's bare axum ceiling when it is built. Prints instructions per request and the SHA-256 share of them.
 # Then the `tools/call` again with trace export on (OTLP gRPC to the OpenTelemetry Collector that
 # `make cluster-build` builds, when it is there): with `OTEL_TRACES_SAMPLER=always_off` (every
-# request takes the unsampled path) and at 1% (`parentbased_traceidratio`), against export off.
+# request takes the unsampled path), at 1% (`parentbased_traceidratio`) and with every trace
+# recorded (`always_on`), against export off.
 # The callgrind files stay in target/callgrind/ for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +90,7 @@ JSON
   }
   traced traces-always-off always_off
   traced traces-1-percent parentbased_traceidratio 0.01
+  traced traces-always-on always_on
   kill "$collector" 2>/dev/null || true
 else
   echo "trace export: $otelcol not built (make cluster-build builds it); skipped"

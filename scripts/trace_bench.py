@@ -2,19 +2,21 @@
 """What trace export costs a request: the same server with export off, on at 100% and on at 1%,
 same run.
 
-Three release palisade-server processes serve the same document tool to an anonymous caller (the
+Four release palisade-server processes serve the same document tool to an anonymous caller (the
 policy below), audit to a file; two export over OTLP gRPC to a real OpenTelemetry Collector
 (target/otelcol/bin/otelcol, `make cluster-build`; its file exporter writes to /dev/null): one
 records every trace (`parentbased_always_on`), one 1% of the traces that start at the server
-(`parentbased_traceidratio` 0.01, the requests bring no trace context). wrk sends the same
-`tools/call` to each (bench/wrk_mcp.lua).
+(`parentbased_traceidratio` 0.01, the requests bring no trace context); two have export off: the
+second one ("off, again") measures the bench's own noise, the difference between two identical
+servers in the same run, against which the cost at 1% is judged. wrk sends the same `tools/call`
+to each (bench/wrk_mcp.lua).
 
 For each repetition and connection count (1, 16) the cases run once each in a shuffled order; the
 report gives medians over repetitions and the ratios to export off, and writes them between the
 `traces` markers of docs/benchmarks.md (raw results in target/bench/trace-results.json). The
 spans the collector accepted and the dropped ones are read from each server's /metrics.
 
-    python3 scripts/trace_bench.py [--seconds 10] [--repetitions 3] [--no-write]
+    python3 scripts/trace_bench.py [--seconds 10] [--repetitions 5] [--no-write]
 """
 import argparse
 import json
@@ -49,6 +51,7 @@ bindings: [{role: reader, anonymous: true}]
 """
 CASES = {
     "off": {},
+    "off, again": {},
     "on, 100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
     "on, 1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
 }
@@ -64,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--repetitions", type=int, default=5)
     parser.add_argument("--connections", default="1,16")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-write", action="store_true")
@@ -159,10 +162,11 @@ def report(results: list, spans: dict, connections: list, args) -> str:
     lines = [
         "### Trace export: off, on at 100%, on at 1%",
         "",
-        f"`python3 scripts/trace_bench.py` (part of `make bench`), {time.strftime('%Y-%m-%d')}: three "
+        f"`python3 scripts/trace_bench.py` (part of `make bench`), {time.strftime('%Y-%m-%d')}: four "
         f"release palisade-server processes, the same anonymous `tools/call` of a document tool, audit "
         f"to a file; two export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
-        f"(file exporter to /dev/null), sampling every trace or 1%; wrk, {args.seconds} s per point, "
+        f"(file exporter to /dev/null), sampling every trace or 1%; two have export off, the second "
+        f"to show the noise between identical servers; wrk, {args.seconds} s per point, "
         f"median of {args.repetitions} interleaved repetitions.",
         "",
         "| connections | case | req/s | ratio to off | p50 | p99 | server CPU per request | ratio to off |",
@@ -175,28 +179,42 @@ def report(results: list, spans: dict, connections: list, args) -> str:
             lines.append(
                 f"| {c} | {name} | {rps:,.0f} | {rps / off:.2f} | {median(name, c, 'p50_us') / 1000:.2f} ms "
                 f"| {median(name, c, 'p99_us') / 1000:.2f} ms | {cpu:.1f} µs | {cpu / off_cpu:.2f} |")
-    first, last = connections[0], connections[-1]
-    one_percent = median("on, 1%", last, "rps") / median("off", last, "rps")
-    one_percent_cpu = median("on, 1%", last, "cpu_us") / median("off", last, "cpu_us")
-    single_cpu = median("on, 1%", first, "cpu_us") / median("off", first, "cpu_us")
+    def ratios(case: str, c: int, field: str) -> list:
+        """The case's ratio to export off in each repetition."""
+        def value(name: str, repetition: int) -> float:
+            return next(r[field] for r in results
+                        if r["case"] == name and r["connections"] == c and r["repetition"] == repetition)
+        return [value(case, rep) / value("off", rep) for rep in sorted({r["repetition"] for r in results})]
+
+    verdicts = []
+    for c in connections:
+        parts = []
+        for field, label in (("rps", "throughput"), ("cpu_us", "CPU per request")):
+            noise = max(abs(r - 1) for r in ratios("off, again", c, field))
+            cost = median("on, 1%", c, field) / median("off", c, field)
+            parts.append(f"{label} ratio {cost:.3f} against a noise of ±{noise:.1%} "
+                         f"({'within' if abs(cost - 1) <= noise else 'beyond'} it)")
+        verdicts.append(f"at {c} connection{'s' if c != 1 else ''}, " + " and ".join(parts))
+    last = connections[-1]
     full = median("on, 100%", last, "rps") / median("off", last, "rps")
     full_cpu = median("on, 100%", last, "cpu_us") / median("off", last, "cpu_us")
     exported = ", ".join(f"{name}: {v['exported']:,.0f} exported, {v['dropped']:,.0f} dropped"
-                         for name, v in spans.items() if name != "off")
+                         for name, v in spans.items() if not name.startswith("off"))
     lines += [
         "",
         f"Spans over the whole run, warm-up included ({exported}). A traced request is 4 spans "
         "(request, authenticate, authorize, execute_tool). Server CPU per request is the process's "
         "CPU time over the requests wrk completed: the cost that does not depend on where the "
         "scheduler put the threads (1-connection latency moves by several percent between "
-        "identical processes on this 2-core machine). At 100% the collector on the same 2 cores "
-        "takes CPU from the servers too. "
-        f"Aim: no measurable cost at 1% — at {last} connections throughput ratio "
-        f"{one_percent:.2f} and CPU per request ratio {one_percent_cpu:.2f} "
-        f"({'met' if one_percent >= 0.97 and one_percent_cpu <= 1.03 else 'not met'}: within 3%); "
-        f"at {first} connection the CPU per request ratio is {single_cpu:.2f} "
-        f"({'within' if single_cpu <= 1.03 else 'outside'} 3%; see the instruction counts below); "
-        f"at 100% the ratios are {full:.2f} and {full_cpu:.2f}.",
+        "identical processes on this 2-core machine, and a server whose export task keeps its "
+        "worker threads awake can answer one connection sooner than one whose threads park between "
+        "requests: the 100% row at 1 connection has been both faster and slower than off between "
+        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too. "
+        "Aim: no measurable cost at 1%, judged against the noise (the largest difference between "
+        "the two identical export-off servers in any repetition): "
+        + "; ".join(verdicts) + ". "
+        f"At 100% ({last} connections) the ratios are {full:.2f} and {full_cpu:.2f}. "
+        "The instruction counts below resolve what this cannot.",
     ]
     return "\n".join(lines)
 
