@@ -174,6 +174,13 @@ mod tests {
         )
     }
 
+    /// The SDK's decision for a trace id by a ratio of 0.25, wherever the trace is.
+    fn by_ratio(trace_id: TraceId) -> SamplingDecision {
+        crate::sdk_sampler(Sampler::TraceIdRatio(0.25))
+            .should_sample(None, trace_id, "root", &SpanKind::Server, &[], &[])
+            .decision
+    }
+
     #[test]
     fn a_ratio_decision_is_the_sdk_s_on_the_trace_id_the_trace_keeps() {
         let (_provider, tracer) = deciding(Sampler::ParentBased(ParentlessSampler::TraceIdRatio(0.25)));
@@ -187,29 +194,13 @@ mod tests {
                     let ids = span.span_context();
                     assert!(ids.is_sampled() && !ids.is_remote());
                     // The trace kept the id it was decided on: a ratio sampler anywhere agrees.
-                    let result = crate::sdk_sampler(Sampler::TraceIdRatio(0.25)).should_sample(
-                        None,
-                        ids.trace_id(),
-                        "root",
-                        &SpanKind::Server,
-                        &[],
-                        &[],
-                    );
-                    assert_eq!(result.decision, SamplingDecision::RecordAndSample);
+                    assert_eq!(by_ratio(ids.trace_id()), SamplingDecision::RecordAndSample);
                     recorded += 1;
                 }
                 Decision::Drop(ids) => {
                     assert!(ids.is_valid() && !ids.is_sampled() && !ids.is_remote());
                     // The SDK's own sampler drops this trace id too.
-                    let result = crate::sdk_sampler(Sampler::TraceIdRatio(0.25)).should_sample(
-                        None,
-                        ids.trace_id(),
-                        "root",
-                        &SpanKind::Server,
-                        &[],
-                        &[],
-                    );
-                    assert_eq!(result.decision, SamplingDecision::Drop);
+                    assert_eq!(by_ratio(ids.trace_id()), SamplingDecision::Drop);
                     dropped += 1;
                 }
             }

@@ -651,6 +651,14 @@ mod tests {
         (provider, Arc::new(tracer), exporter)
     }
 
+    /// Headers with the caller's span in `traceparent`, sampled (`01`) or not (`00`).
+    fn caller_headers(flags: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
+        headers.insert("traceparent", traceparent.parse().unwrap());
+        headers
+    }
+
     fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
         spans
             .iter()
@@ -755,12 +763,7 @@ mod tests {
     #[test]
     fn a_header_context_wins_and_a_different_meta_context_is_linked() {
         let (_provider, tracer, exporter) = tracer();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01").parse().unwrap(),
-        );
-        let trace = RequestTrace::new(&tracer, Instant::now(), &headers);
+        let trace = RequestTrace::new(&tracer, Instant::now(), &caller_headers("01"));
         assert!(trace.ids_if_begun().is_some(), "begun at once with a header context");
         let meta = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
         let params = json!({"name": "t", "_meta": {"traceparent": meta}});
@@ -786,12 +789,7 @@ mod tests {
     #[test]
     fn an_unsampled_caller_s_trace_records_nothing_and_is_still_propagated() {
         let (_provider, tracer, exporter) = tracer();
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "traceparent",
-            format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00").parse().unwrap(),
-        );
-        let trace = RequestTrace::new(&tracer, Instant::now(), &headers);
+        let trace = RequestTrace::new(&tracer, Instant::now(), &caller_headers("00"));
         trace.authenticated(Instant::now(), Ok("jwt"));
         let call = trace.upstream_call("tools/call", Some("t")).unwrap();
         let mut params = serde_json::Map::new();
