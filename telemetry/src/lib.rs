@@ -12,7 +12,7 @@ pub mod settings;
 
 use std::time::Duration;
 
-use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 pub use metrics::{DropReason, ExportMetrics};
 pub use sampling::{DecidingTracer, Decision, ToRecord};
-pub use settings::{ParentlessSampler, Protocol, QueueSettings, Sampler, SettingsError, TraceSettings};
+pub use settings::{ClientIdentity, ParentlessSampler, Protocol, QueueSettings, Sampler, SettingsError, TraceSettings};
 
 /// Trace export could not start.
 #[derive(Debug, Error)]
@@ -38,6 +38,17 @@ pub enum TelemetryError {
         /// The file.
         path: String,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` or `_CLIENT_KEY` names a file that cannot be read,
+    /// or the two do not make a certificate and its key.
+    #[error("trace export: the client certificate {certificate} and key {key}: {reason}")]
+    ClientIdentity {
+        /// The certificate file.
+        certificate: String,
+        /// The key file.
+        key: String,
+        /// What is wrong with them.
         reason: String,
     },
 }
@@ -67,6 +78,7 @@ impl Tracing {
             .as_ref()
             .map(|path| std::fs::read(path).map_err(|error| certificate_error(error.to_string())))
             .transpose()?;
+        let identity = settings.client_identity.as_ref().map(read_identity).transpose()?;
         let https = settings.endpoint.starts_with("https://");
         let mut exporter = match settings.protocol {
             Protocol::Grpc => {
@@ -74,10 +86,13 @@ impl Tracing {
                 // The exporter's own default for https trusts no root at all.
                 if https {
                     let tls = ClientTlsConfig::new();
-                    let tls = match &certificate {
+                    let mut tls = match &certificate {
                         Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
                         None => tls.with_native_roots(),
                     };
+                    if let Some((pem, _)) = &identity {
+                        tls = tls.identity(Identity::from_pem(&pem.certificate, &pem.key));
+                    }
                     builder = builder.with_tls_config(tls);
                 }
                 builder.build()?
@@ -86,14 +101,17 @@ impl Tracing {
                 let mut builder = SpanExporter::builder()
                     .with_http()
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-                if let Some(pem) = &certificate {
-                    let roots = reqwest::Certificate::from_pem_bundle(pem)
-                        .map_err(|error| certificate_error(error.to_string()))?;
-                    let client = reqwest::Client::builder()
-                        .timeout(settings.queue.export_timeout)
-                        .tls_certs_only(roots)
-                        .build()
-                        .map_err(|error| certificate_error(error.to_string()))?;
+                if certificate.is_some() || identity.is_some() {
+                    let mut client = reqwest::Client::builder().timeout(settings.queue.export_timeout);
+                    if let Some(pem) = &certificate {
+                        let roots = reqwest::Certificate::from_pem_bundle(pem)
+                            .map_err(|error| certificate_error(with_sources(&error)))?;
+                        client = client.tls_certs_only(roots);
+                    }
+                    if let Some((_, identity)) = identity {
+                        client = client.identity(identity);
+                    }
+                    let client = client.build().map_err(|error| certificate_error(error.to_string()))?;
                     builder = builder.with_http_client(client);
                 }
                 builder.build()?
@@ -147,6 +165,40 @@ impl Tracing {
             );
         }
     }
+}
+
+/// A client certificate and key, read and checked: a start with files that do not make one stops
+/// with them named, rather than every export failing later.
+struct IdentityPem {
+    certificate: Vec<u8>,
+    key: Vec<u8>,
+}
+
+fn read_identity(files: &ClientIdentity) -> Result<(IdentityPem, reqwest::Identity), TelemetryError> {
+    let error = |reason: String| TelemetryError::ClientIdentity {
+        certificate: files.certificate.display().to_string(),
+        key: files.key.display().to_string(),
+        reason,
+    };
+    let certificate = std::fs::read(&files.certificate).map_err(|e| error(e.to_string()))?;
+    let key = std::fs::read(&files.key).map_err(|e| error(e.to_string()))?;
+    let mut both = certificate.clone();
+    both.push(b'\n');
+    both.extend_from_slice(&key);
+    let identity = reqwest::Identity::from_pem(&both).map_err(|e| error(with_sources(&e)))?;
+    Ok((IdentityPem { certificate, key }, identity))
+}
+
+/// An error and its sources, `: `-separated (reqwest's own message is only "builder error").
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub(crate) fn sdk_sampler(sampler: Sampler) -> SdkSampler {

@@ -84,6 +84,10 @@ pub struct TraceSettings {
     /// The only CA trusted for an `https://` endpoint (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`,
     /// else `OTEL_EXPORTER_OTLP_CERTIFICATE`); `None`: the system roots.
     pub certificate: Option<std::path::PathBuf>,
+    /// The certificate and key presented to an `https://` collector that asks for one (mutual
+    /// TLS): `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `OTEL_EXPORTER_OTLP_CLIENT_KEY` (or their
+    /// `_TRACES_` forms), set together; `None`: none is presented.
+    pub client_identity: Option<ClientIdentity>,
     /// The OTLP transport.
     pub protocol: Protocol,
     /// Which traces are recorded.
@@ -93,6 +97,16 @@ pub struct TraceSettings {
     pub service_name: String,
     /// The export queue.
     pub queue: QueueSettings,
+}
+
+/// The files of a client certificate (PEM, the certificate first, then any intermediates) and
+/// of its private key (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate chain.
+    pub certificate: std::path::PathBuf,
+    /// The private key.
+    pub key: std::path::PathBuf,
 }
 
 /// A variable set to a value that cannot be honoured.
@@ -170,14 +184,48 @@ impl TraceSettings {
         .into_iter()
         .find_map(&var)
         .map(std::path::PathBuf::from);
+        let client_identity = client_identity(&var, &endpoint)?;
         Ok(Some(Self {
             endpoint,
             certificate,
+            client_identity,
             protocol,
             sampler: sampler(&var)?,
             service_name,
             queue: queue(&var)?,
         }))
+    }
+}
+
+/// The client certificate and key: both or neither, and only for an `https://` endpoint (over
+/// plain HTTP there is no TLS to present them in).
+fn client_identity(
+    var: &impl Fn(&str) -> Option<String>,
+    endpoint: &str,
+) -> Result<Option<ClientIdentity>, SettingsError> {
+    let first = |names: [&'static str; 2]| names.into_iter().find_map(|name| var(name).map(|value| (name, value)));
+    let certificate = first([
+        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    ]);
+    let key = first(["OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"]);
+    match (certificate, key) {
+        (None, None) => Ok(None),
+        (Some((name, value)), None) | (None, Some((name, value))) => Err(error(
+            name,
+            &value,
+            "a client certificate and its key are set together \
+             (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+        )),
+        (Some((name, value)), Some(_)) if !endpoint.starts_with("https://") => Err(error(
+            name,
+            &value,
+            "a client certificate is presented only to an https:// endpoint",
+        )),
+        (Some((_, certificate)), Some((_, key))) => Ok(Some(ClientIdentity {
+            certificate: certificate.into(),
+            key: key.into(),
+        })),
     }
 }
 
@@ -332,6 +380,23 @@ mod tests {
         assert_eq!(on.protocol, Protocol::Grpc, "the signal's own variable wins");
         assert_eq!(on.endpoint, "https://collector:4317");
         assert_eq!(on.certificate, None);
+        assert_eq!(on.client_identity, None);
+        let mutual = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/tls/client.crt"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/tls/shared.key"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/tls/client.key"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            mutual.client_identity,
+            Some(ClientIdentity {
+                certificate: "/tls/client.crt".into(),
+                key: "/tls/client.key".into(),
+            }),
+            "both together, the signal's own variable first"
+        );
         assert_eq!(on.sampler, Sampler::ParentBased(ParentlessSampler::TraceIdRatio(0.01)));
         assert_eq!(on.service_name, "docs");
         assert_eq!(
@@ -409,6 +474,31 @@ mod tests {
             (
                 &[ENDPOINT, ("OTEL_BSP_SCHEDULE_DELAY", "5s")],
                 "OTEL_BSP_SCHEDULE_DELAY=\"5s\": a duration is a whole number of milliseconds above 0",
+            ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/tls/client.crt"),
+                ],
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=\"/tls/client.crt\": a client certificate and its key \
+                 are set together (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+            ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/tls/client.key"),
+                ],
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY=\"/tls/client.key\": a client certificate and its key \
+                 are set together (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+            ),
+            (
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/tls/client.crt"),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/tls/client.key"),
+                ],
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=\"/tls/client.crt\": a client certificate is presented \
+                 only to an https:// endpoint",
             ),
         ];
         for (vars, message) in cases {

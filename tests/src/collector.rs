@@ -112,6 +112,16 @@ impl TraceCollector {
     /// Like [`TraceCollector::start`]; with `tls` (PEM certificate and key), both receivers
     /// serve TLS and the endpoints are `https://`.
     pub fn start_with_tls(tls: Option<(&str, &str)>) -> Self {
+        Self::start_tls(tls, None)
+    }
+
+    /// Like [`TraceCollector::start_with_tls`], and both receivers require a client certificate
+    /// that `client_ca` (PEM) signed.
+    pub fn start_with_mutual_tls(cert: &str, key: &str, client_ca: &str) -> Self {
+        Self::start_tls(Some((cert, key)), Some(client_ca))
+    }
+
+    fn start_tls(tls: Option<(&str, &str)>, client_ca: Option<&str>) -> Self {
         let (grpc, http) = (free_port(), free_port());
         let dir = TempDir::new("otelcol-traces");
         let out = dir.path().join("spans.json");
@@ -119,7 +129,13 @@ impl TraceCollector {
             let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
             std::fs::write(&cert_file, cert).unwrap();
             std::fs::write(&key_file, key).unwrap();
-            json!({"cert_file": cert_file, "key_file": key_file})
+            let mut config = json!({"cert_file": cert_file, "key_file": key_file});
+            if let Some(client_ca) = client_ca {
+                let client_ca_file = dir.path().join("client-ca.pem");
+                std::fs::write(&client_ca_file, client_ca).unwrap();
+                config["client_ca_file"] = json!(client_ca_file);
+            }
+            config
         });
         let receiver = |port: u16| {
             let mut receiver = json!({"endpoint": format!("127.0.0.1:{port}")});

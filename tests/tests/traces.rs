@@ -427,8 +427,16 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     );
 }
 
-/// A CA and a certificate for 127.0.0.1 it signed: (CA PEM, certificate PEM, key PEM).
-fn collector_certificate() -> (String, String, String) {
+/// A test CA and what it signed, all PEM.
+struct Pki {
+    ca: String,
+    /// The collector's certificate and key, for 127.0.0.1.
+    collector: (String, String),
+    /// A client certificate and key (for a collector that asks for one).
+    client: (String, String),
+}
+
+fn pki() -> Pki {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.distinguished_name.push(DnType::CommonName, "traces test CA");
@@ -436,15 +444,34 @@ fn collector_certificate() -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
     let issuer = Issuer::new(ca, ca_key);
-    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &issuer).unwrap();
-    (ca_pem, cert.pem(), key.serialize_pem())
+    let signed = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca: ca_pem,
+        collector: signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]),
+        client: signed(vec!["palisade-server".to_owned()]),
+    }
+}
+
+/// Waits until `server` counts at least `spans` spans dropped because the export failed.
+fn wait_for_failed_exports(server: &Server, spans: f64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]) < spans {
+        assert!(std::time::Instant::now() < deadline, "{what}: {:?}", server.logs());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
 fn a_collector_behind_tls_is_verified_over_both_protocols() {
-    let (ca, cert, key) = collector_certificate();
+    let Pki {
+        ca,
+        collector: (cert, key),
+        ..
+    } = pki();
     let mut collector = TraceCollector::start_with_tls(Some((&cert, &key)));
     let ca_file = collector.collector.dir().join("ca.pem");
     std::fs::write(&ca_file, &ca).unwrap();
@@ -478,17 +505,72 @@ fn a_collector_behind_tls_is_verified_over_both_protocols() {
         for _ in 0..3 {
             assert_eq!(send(&server, Some(&employee), &[], &body), 200);
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]) < 12.0 {
-            assert!(std::time::Instant::now() < deadline, "{protocol}: {:?}", server.logs());
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_failed_exports(&server, 12.0, protocol);
         assert!(
             collector
                 .spans()
                 .iter()
                 .all(|s| s.resource.get("service.name") != Some(&json!(untrusted))),
             "spans reached a collector whose certificate is not trusted"
+        );
+    }
+}
+
+#[test]
+fn a_collector_that_requires_a_client_certificate_gets_one_over_both_protocols() {
+    let pki = pki();
+    let mut collector = TraceCollector::start_with_mutual_tls(&pki.collector.0, &pki.collector.1, &pki.ca);
+    let file = |name: &str, pem: &str| {
+        let path = collector.collector.dir().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (ca_file, cert_file, key_file) = (
+        file("ca.pem", &pki.ca),
+        file("client.pem", &pki.client.0),
+        file("client-key.pem", &pki.client.1),
+    );
+    for (protocol, endpoint) in [
+        ("grpc", collector.grpc_endpoint.clone()),
+        ("http/protobuf", collector.http_endpoint.clone()),
+    ] {
+        let fixture = Fixture::sample("company-info.yaml");
+        let employee = fixture.token("erin", &["public:read"]);
+        let body = tool_call("get_public_info", None);
+
+        // With the client certificate: exported.
+        let service = format!("palisade-mtls-{}", protocol.replace('/', "-"));
+        let mut env = otel_env(&endpoint, protocol, &service);
+        env.extend([
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.as_str()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert_file.as_str()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key_file.as_str()),
+        ]);
+        let server = Server::start_with_env(&fixture, &[], &env);
+        assert_eq!(send(&server, Some(&employee), &[], &body), 200);
+        collector.wait_for(&format!("{protocol} with a client certificate"), |spans| {
+            spans
+                .iter()
+                .any(|s| s.resource.get("service.name") == Some(&json!(service)))
+        });
+        drop(server);
+
+        // Without one: the collector refuses the connection, the requests are served, the spans
+        // are counted as dropped.
+        let anonymous = format!("palisade-no-client-certificate-{}", protocol.replace('/', "-"));
+        let mut env = otel_env(&endpoint, protocol, &anonymous);
+        env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
+        let server = Server::start_with_env(&fixture, &[], &env);
+        for _ in 0..3 {
+            assert_eq!(send(&server, Some(&employee), &[], &body), 200);
+        }
+        wait_for_failed_exports(&server, 12.0, protocol);
+        assert!(
+            collector
+                .spans()
+                .iter()
+                .all(|s| s.resource.get("service.name") != Some(&json!(anonymous))),
+            "spans reached a collector without a client certificate"
         );
     }
 }
@@ -523,6 +605,24 @@ fn a_collector_ca_file_that_cannot_be_read_stops_the_start_with_the_file_named()
     assert!(
         stderr.contains(&format!(
             "trace export: the collector's CA certificate {missing_text}: No such file or directory"
+        )),
+        "{stderr}"
+    );
+    // A client key that cannot be read stops it too, with both files named.
+    let certificate = fixture.dir.path().join("client.pem");
+    std::fs::write(&certificate, pki().client.0).unwrap();
+    let certificate_text = certificate.display().to_string();
+    let stderr = refused_start(
+        &fixture,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &certificate_text),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &missing_text),
+        ],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "trace export: the client certificate {certificate_text} and key {missing_text}: No such file or directory"
         )),
         "{stderr}"
     );
