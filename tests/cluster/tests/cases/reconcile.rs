@@ -358,6 +358,42 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
     drop(operator);
 }
 
+/// Waits until the API server refuses a Deployment in `namespace` for its quota. Its quota
+/// admission learns of a new ResourceQuota through an informer, and an object created in the
+/// namespace before that (its default ServiceAccount, its root CA ConfigMap) can leave it with
+/// "no quota here" from a live lookup for up to 30 s: an apply in that window is admitted.
+async fn quota_in_force(cluster: &Cluster, namespace: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), namespace);
+    let probe: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "quota-probe"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "quota-probe"}},
+            "template": {
+                "metadata": {"labels": {"app": "quota-probe"}},
+                "spec": {"containers": [{"name": "probe", "image": "probe"}]},
+            },
+        },
+    }))
+    .expect("probe Deployment");
+    wait_for("the quota refuses a Deployment", Duration::from_secs(90), || {
+        let (deployments, probe) = (deployments.clone(), probe.clone());
+        async move {
+            match deployments.create(&Default::default(), &probe).await {
+                Err(kube::Error::Api(refusal)) if refusal.message.contains("exceeded quota") => Some(()),
+                Ok(_) => {
+                    deployments
+                        .delete("quota-probe", &DeleteParams::background())
+                        .await
+                        .expect("delete the admitted probe");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+    })
+    .await;
+}
+
 /// An apply the API server refuses (here a ResourceQuota that allows no Deployment) reaches the
 /// McpServer's status and a Warning event with the API server's message; once the quota is
 /// gone, the retry applies and the condition clears.
@@ -369,6 +405,7 @@ pub async fn an_apply_refused_by_the_api_server_reaches_status_and_events(cluste
         NS,
         "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: no-deployments}\nspec: {hard: {count/deployments.apps: \"0\"}}\n",
     );
+    quota_in_force(cluster, NS).await;
     let operator = Operator::start(cluster, &kubeconfig, "quota-one", &[]);
     hmac_secret(cluster, NS);
     cluster
