@@ -117,12 +117,14 @@ def main() -> None:
                          env={"PORT": str(upstream_port), "PATH": "/usr/bin:/bin"})
     proxy = None
     results = []
+    audit_log = lb.WORK / "proxy-audit.log"  # load, not a result: fresh for each run, removed after
+    audit_log.unlink(missing_ok=True)
     try:
         upstream.wait_listening()
         proxy = lb.Server("palisade proxy", [
             lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", lb.WORK,
             "--listen", f"127.0.0.1:{proxy_port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-            "--audit-log", lb.WORK / "proxy-audit.log", "--max-concurrency", "256",
+            "--audit-log", audit_log, "--max-concurrency", "256",
             "--upstream-url", f"http://127.0.0.1:{upstream_port}/mcp"], proxy_port)
         proxy.wait_listening()
         # What a client holding a session sends (MCP 2025-11-25, "Protocol Version Header").
@@ -156,6 +158,7 @@ def main() -> None:
         for server in (proxy, upstream):
             if server is not None:
                 server.stop()
+        audit_log.unlink(missing_ok=True)
     (lb.WORK / "proxy-results.json").write_text(json.dumps(results, indent=1))
     write(report(results, connections, args), args)
 

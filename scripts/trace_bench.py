@@ -20,6 +20,7 @@ spans the collector accepted and the dropped ones are read from each server's /m
 """
 import argparse
 import json
+import os
 import pathlib
 import random
 import re
@@ -99,6 +100,12 @@ def main() -> None:
     collector = lb.Server("otelcol", [OTELCOL, "--config", config], grpc)
     servers = {}
     results = []
+    # The audit logs are load, not results: each point starts from an empty file (the same page
+    # cache work for every server; a file that grew by gigabytes over earlier points or runs
+    # costs its server more per line) and they are removed at the end.
+    audit_logs = [lb.WORK / f"trace-audit-{i}.log" for i in range(len(CASES))]
+    for log in audit_logs:
+        log.unlink(missing_ok=True)
     try:
         collector.wait_listening()
         for name, sampler in CASES.items():
@@ -110,7 +117,7 @@ def main() -> None:
             server = lb.Server(f"traces {name}", [
                 lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
                 "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-                "--audit-log", lb.WORK / f"trace-audit-{len(servers)}.log", "--max-concurrency", "256"],
+                "--audit-log", audit_logs[len(servers)], "--max-concurrency", "256"],
                 port, env=env)
             server.metrics_port = metrics_port
             servers[name] = server
@@ -130,6 +137,8 @@ def main() -> None:
                 order = list(servers)
                 rng.shuffle(order)
                 for name in order:
+                    for log in audit_logs:
+                        os.truncate(log, 0)
                     cpu = servers[name].cpu_seconds()
                     result = lb.wrk(servers[name].url, c, args.seconds, CALL, "")
                     result["cpu_us"] = (servers[name].cpu_seconds() - cpu) * 1e6 / result["requests"]
@@ -145,6 +154,8 @@ def main() -> None:
     finally:
         for server in [*servers.values(), collector]:
             server.stop()
+        for log in audit_logs:
+            log.unlink(missing_ok=True)
     (lb.WORK / "trace-results.json").write_text(json.dumps({"runs": results, "spans": spans}, indent=1))
     write(report(results, spans, connections, args), args)
 
@@ -164,7 +175,7 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "",
         f"`python3 scripts/trace_bench.py` (part of `make bench`), {time.strftime('%Y-%m-%d')}: four "
         f"release palisade-server processes, the same anonymous `tools/call` of a document tool, audit "
-        f"to a file; two export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
+        f"to a file (emptied before each point); two export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
         f"(file exporter to /dev/null), sampling every trace or 1%; two have export off, the second "
         f"to show the noise between identical servers; wrk, {args.seconds} s per point, "
         f"median of {args.repetitions} interleaved repetitions.",
