@@ -456,13 +456,47 @@ fn pki() -> Pki {
     }
 }
 
-/// Waits until `server` counts at least `spans` spans dropped because the export failed.
-fn wait_for_failed_exports(server: &Server, spans: f64, what: &str) {
+/// A server started with `env` (whose service name is `service`) answers a call, and its spans
+/// reach `collector`.
+fn exported_to(collector: &mut TraceCollector, env: &[(&str, &str)], service: &str, what: &str) {
+    let fixture = Fixture::sample("company-info.yaml");
+    let server = Server::start_with_env(&fixture, &[], env);
+    let employee = fixture.token("erin", &["public:read"]);
+    assert_eq!(
+        send(&server, Some(&employee), &[], &tool_call("get_public_info", None)),
+        200
+    );
+    collector.wait_for(what, |spans| {
+        spans
+            .iter()
+            .any(|s| s.resource.get("service.name") == Some(&json!(service)))
+    });
+}
+
+/// A server started with `env` (whose service name is `service`) answers three calls while their
+/// 12 spans never reach `collector`: they are counted as failed exports.
+fn refused_by(collector: &TraceCollector, env: &[(&str, &str)], service: &str, what: &str) {
+    let fixture = Fixture::sample("company-info.yaml");
+    let server = Server::start_with_env(&fixture, &[], env);
+    let employee = fixture.token("erin", &["public:read"]);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&server, Some(&employee), &[], &tool_call("get_public_info", None)),
+            200
+        );
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]) < spans {
+    while server.metric("palisade_trace_spans_dropped_total", &[("reason", "export_failed")]) < 12.0 {
         assert!(std::time::Instant::now() < deadline, "{what}: {:?}", server.logs());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert!(
+        collector
+            .spans()
+            .iter()
+            .all(|s| s.resource.get("service.name") != Some(&json!(service))),
+        "{what}: spans reached the collector"
+    );
 }
 
 #[test]
@@ -481,37 +515,21 @@ fn a_collector_behind_tls_is_verified_over_both_protocols() {
         ("http/protobuf", collector.http_endpoint.clone()),
     ] {
         assert!(endpoint.starts_with("https://"));
-        let fixture = Fixture::sample("company-info.yaml");
-        let employee = fixture.token("erin", &["public:read"]);
-        let body = tool_call("get_public_info", None);
-
         // Trusted (the CA in OTEL_EXPORTER_OTLP_CERTIFICATE): exported.
         let service = format!("palisade-tls-{}", protocol.replace('/', "-"));
         let mut env = otel_env(&endpoint, protocol, &service);
         env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
-        let server = Server::start_with_env(&fixture, &[], &env);
-        assert_eq!(send(&server, Some(&employee), &[], &body), 200);
-        collector.wait_for(&format!("{protocol} over TLS"), |spans| {
-            spans
-                .iter()
-                .any(|s| s.resource.get("service.name") == Some(&json!(service)))
-        });
-        drop(server);
+        exported_to(&mut collector, &env, &service, &format!("{protocol} over TLS"));
 
         // Not trusted (the system roots do not hold the test CA): nothing is sent, the requests
         // are served, the spans are counted as dropped.
         let untrusted = format!("palisade-untrusted-{}", protocol.replace('/', "-"));
-        let server = Server::start_with_env(&fixture, &[], &otel_env(&endpoint, protocol, &untrusted));
-        for _ in 0..3 {
-            assert_eq!(send(&server, Some(&employee), &[], &body), 200);
-        }
-        wait_for_failed_exports(&server, 12.0, protocol);
-        assert!(
-            collector
-                .spans()
-                .iter()
-                .all(|s| s.resource.get("service.name") != Some(&json!(untrusted))),
-            "spans reached a collector whose certificate is not trusted"
+        let env = otel_env(&endpoint, protocol, &untrusted);
+        refused_by(
+            &collector,
+            &env,
+            &untrusted,
+            &format!("{protocol}, collector not trusted"),
         );
     }
 }
@@ -534,10 +552,6 @@ fn a_collector_that_requires_a_client_certificate_gets_one_over_both_protocols()
         ("grpc", collector.grpc_endpoint.clone()),
         ("http/protobuf", collector.http_endpoint.clone()),
     ] {
-        let fixture = Fixture::sample("company-info.yaml");
-        let employee = fixture.token("erin", &["public:read"]);
-        let body = tool_call("get_public_info", None);
-
         // With the client certificate: exported.
         let service = format!("palisade-mtls-{}", protocol.replace('/', "-"));
         let mut env = otel_env(&endpoint, protocol, &service);
@@ -546,31 +560,23 @@ fn a_collector_that_requires_a_client_certificate_gets_one_over_both_protocols()
             ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert_file.as_str()),
             ("OTEL_EXPORTER_OTLP_CLIENT_KEY", key_file.as_str()),
         ]);
-        let server = Server::start_with_env(&fixture, &[], &env);
-        assert_eq!(send(&server, Some(&employee), &[], &body), 200);
-        collector.wait_for(&format!("{protocol} with a client certificate"), |spans| {
-            spans
-                .iter()
-                .any(|s| s.resource.get("service.name") == Some(&json!(service)))
-        });
-        drop(server);
+        exported_to(
+            &mut collector,
+            &env,
+            &service,
+            &format!("{protocol} with a client certificate"),
+        );
 
         // Without one: the collector refuses the connection, the requests are served, the spans
         // are counted as dropped.
         let anonymous = format!("palisade-no-client-certificate-{}", protocol.replace('/', "-"));
         let mut env = otel_env(&endpoint, protocol, &anonymous);
         env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file));
-        let server = Server::start_with_env(&fixture, &[], &env);
-        for _ in 0..3 {
-            assert_eq!(send(&server, Some(&employee), &[], &body), 200);
-        }
-        wait_for_failed_exports(&server, 12.0, protocol);
-        assert!(
-            collector
-                .spans()
-                .iter()
-                .all(|s| s.resource.get("service.name") != Some(&json!(anonymous))),
-            "spans reached a collector without a client certificate"
+        refused_by(
+            &collector,
+            &env,
+            &anonymous,
+            &format!("{protocol} without a client certificate"),
         );
     }
 }
