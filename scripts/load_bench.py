@@ -431,6 +431,22 @@ def write_section(begin: str, end: str, text: str) -> None:
     DOC.write_text(doc)
 
 
+def side_by_side_arguments(description: str, results: str, repetitions: int,
+                           connections: str) -> argparse.Namespace:
+    """The command line of a side-by-side bench (proxy_bench, trace_bench): its defaults, and
+    `--from-results` to write the report of target/bench/`results` without measuring."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repetitions", type=int, default=repetitions)
+    parser.add_argument("--connections", default=connections)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--from-results", action="store_true",
+                        help=f"write the report of target/bench/{results} without measuring")
+    return parser.parse_args()
+
+
 def wrk(url: str, connections: int, seconds: float, body: str, header: str) -> dict:
     env = dict(os.environ, MCP_BODY=body, MCP_AUTH_HEADER=header)
     threads = min(2, connections)  # wrk needs a connection per thread

@@ -17,7 +17,6 @@ the `proxy` markers of docs/benchmarks.md (raw results in target/bench/proxy-res
 
     python3 scripts/proxy_bench.py [--seconds 10] [--repetitions 3] [--no-write]
 """
-import argparse
 import http.client
 import json
 import pathlib
@@ -91,16 +90,7 @@ def echoed(port: int, header: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repetitions", type=int, default=3)
-    parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--from-results", action="store_true",
-                        help="write the report of target/bench/proxy-results.json without measuring")
-    args = parser.parse_args()
+    args = lb.side_by_side_arguments(__doc__.splitlines()[0], "proxy-results.json", 3, "1,16,64")
     if args.from_results:
         results = json.loads((lb.WORK / "proxy-results.json").read_text())
         write(report(results, [int(c) for c in args.connections.split(",")], args), args)

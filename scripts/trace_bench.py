@@ -18,7 +18,6 @@ spans the collector accepted and the dropped ones are read from each server's /m
 
     python3 scripts/trace_bench.py [--seconds 10] [--repetitions 5] [--no-write]
 """
-import argparse
 import json
 import os
 import pathlib
@@ -65,16 +64,7 @@ def metric(port: int, name: str, labels: str = "") -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--connections", default="1,16")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--from-results", action="store_true",
-                        help="write the report of target/bench/trace-results.json without measuring")
-    args = parser.parse_args()
+    args = lb.side_by_side_arguments(__doc__.splitlines()[0], "trace-results.json", 5, "1,16")
     connections = [int(c) for c in args.connections.split(",")]
     if args.from_results:
         saved = json.loads((lb.WORK / "trace-results.json").read_text())

@@ -172,18 +172,20 @@ fn trace_id_hex<S: serde::Serializer>(
     id: &Option<opentelemetry::trace::TraceId>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => serializer.serialize_str(hex(&id.to_bytes(), &mut [0; 32])),
-        None => serializer.serialize_none(),
-    }
+    id_hex(id.map(|id| id.to_bytes()), serializer)
 }
 
 fn span_id_hex<S: serde::Serializer>(
     id: &Option<opentelemetry::trace::SpanId>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => serializer.serialize_str(hex(&id.to_bytes(), &mut [0; 16])),
+    id_hex(id.map(|id| id.to_bytes()), serializer)
+}
+
+/// A W3C id (16 or 8 bytes) as lower-case hex, or none.
+fn id_hex<S: serde::Serializer, const N: usize>(bytes: Option<[u8; N]>, serializer: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => serializer.serialize_str(hex(&bytes, &mut [0; 32][..2 * N])),
         None => serializer.serialize_none(),
     }
 }

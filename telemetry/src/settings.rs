@@ -149,13 +149,12 @@ impl TraceSettings {
                 ));
             }
         }
-        let endpoint_variable = ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-            .into_iter()
-            .find(|name| var(name).is_some());
-        let Some(endpoint_variable) = endpoint_variable else {
+        let Some((endpoint_variable, endpoint)) = first_set(
+            &var,
+            ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"],
+        ) else {
             return Ok(None);
         };
-        let endpoint = var(endpoint_variable).unwrap_or_default();
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
             return Err(error(
                 endpoint_variable,
@@ -163,10 +162,10 @@ impl TraceSettings {
                 "an endpoint is an http:// or https:// URL",
             ));
         }
-        let protocol = match ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
-            .into_iter()
-            .find_map(|name| var(name).map(|value| (name, value)))
-        {
+        let protocol = match first_set(
+            &var,
+            ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"],
+        ) {
             None => Protocol::HttpProtobuf,
             Some((_, value)) if value == "grpc" => Protocol::Grpc,
             Some((_, value)) if value == "http/protobuf" => Protocol::HttpProtobuf,
@@ -177,13 +176,14 @@ impl TraceSettings {
         let service_name = var("OTEL_SERVICE_NAME")
             .or_else(|| service_name_attribute(&var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default()))
             .unwrap_or_else(|| default_service_name.to_owned());
-        let certificate = [
-            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-            "OTEL_EXPORTER_OTLP_CERTIFICATE",
-        ]
-        .into_iter()
-        .find_map(&var)
-        .map(std::path::PathBuf::from);
+        let certificate = first_set(
+            &var,
+            [
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            ],
+        )
+        .map(|(_, path)| std::path::PathBuf::from(path));
         let client_identity = client_identity(&var, &endpoint)?;
         Ok(Some(Self {
             endpoint,
@@ -197,18 +197,29 @@ impl TraceSettings {
     }
 }
 
+/// The first of `names` that is set (the signal's own variable, then the general one), with its
+/// value.
+fn first_set(var: &impl Fn(&str) -> Option<String>, names: [&'static str; 2]) -> Option<(&'static str, String)> {
+    names.into_iter().find_map(|name| var(name).map(|value| (name, value)))
+}
+
 /// The client certificate and key: both or neither, and only for an `https://` endpoint (over
 /// plain HTTP there is no TLS to present them in).
 fn client_identity(
     var: &impl Fn(&str) -> Option<String>,
     endpoint: &str,
 ) -> Result<Option<ClientIdentity>, SettingsError> {
-    let first = |names: [&'static str; 2]| names.into_iter().find_map(|name| var(name).map(|value| (name, value)));
-    let certificate = first([
-        "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-        "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-    ]);
-    let key = first(["OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"]);
+    let certificate = first_set(
+        var,
+        [
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ],
+    );
+    let key = first_set(
+        var,
+        ["OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "OTEL_EXPORTER_OTLP_CLIENT_KEY"],
+    );
     match (certificate, key) {
         (None, None) => Ok(None),
         (Some((name, value)), None) | (None, Some((name, value))) => Err(error(
