@@ -73,10 +73,20 @@ impl Tracing {
                 .unwrap_or_default(),
             reason,
         };
+        // Read and parsed here, for both protocols: a file without a certificate stops the start
+        // rather than leave every export failing.
         let certificate = settings
             .certificate
             .as_ref()
-            .map(|path| std::fs::read(path).map_err(|error| certificate_error(error.to_string())))
+            .map(|path| {
+                let pem = std::fs::read(path).map_err(|error| certificate_error(error.to_string()))?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|error| certificate_error(with_sources(&error)))?;
+                if roots.is_empty() {
+                    return Err(certificate_error("no PEM certificate in it".to_owned()));
+                }
+                Ok((pem, roots))
+            })
             .transpose()?;
         let identity = settings.client_identity.as_ref().map(read_identity).transpose()?;
         let https = settings.endpoint.starts_with("https://");
@@ -87,7 +97,7 @@ impl Tracing {
                 if https {
                     let tls = ClientTlsConfig::new();
                     let mut tls = match &certificate {
-                        Some(pem) => tls.ca_certificate(Certificate::from_pem(pem)),
+                        Some((pem, _)) => tls.ca_certificate(Certificate::from_pem(pem)),
                         None => tls.with_native_roots(),
                     };
                     if let Some((pem, _)) = &identity {
@@ -103,9 +113,7 @@ impl Tracing {
                     .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
                 if certificate.is_some() || identity.is_some() {
                     let mut client = reqwest::Client::builder().timeout(settings.queue.export_timeout);
-                    if let Some(pem) = &certificate {
-                        let roots = reqwest::Certificate::from_pem_bundle(pem)
-                            .map_err(|error| certificate_error(with_sources(&error)))?;
+                    if let Some((_, roots)) = certificate {
                         client = client.tls_certs_only(roots);
                     }
                     if let Some((_, identity)) = identity {

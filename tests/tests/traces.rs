@@ -614,6 +614,42 @@ fn a_collector_ca_file_that_cannot_be_read_stops_the_start_with_the_file_named()
         )),
         "{stderr}"
     );
+    // A CA file that holds no certificate stops it too (over either protocol).
+    let not_pem = fixture.dir.path().join("not-a-certificate.txt");
+    std::fs::write(&not_pem, "not a certificate\n").unwrap();
+    let not_pem_text = not_pem.display().to_string();
+    for protocol in ["grpc", "http/protobuf"] {
+        let stderr = refused_start(
+            &fixture,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &not_pem_text),
+            ],
+        );
+        assert!(
+            stderr.contains(&format!(
+                "trace export: the collector's CA certificate {not_pem_text}: no PEM certificate in it"
+            )),
+            "{protocol}: {stderr}"
+        );
+    }
+    // Files that do not make a client certificate and key stop it, with both named.
+    let stderr = refused_start(
+        &fixture,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &not_pem_text),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &not_pem_text),
+        ],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "trace export: the client certificate {not_pem_text} and key {not_pem_text}: builder error: \
+             unexpected error: private key or certificate not found"
+        )),
+        "{stderr}"
+    );
     // A client key that cannot be read stops it too, with both files named.
     let certificate = fixture.dir.path().join("client.pem");
     std::fs::write(&certificate, pki().client.0).unwrap();
