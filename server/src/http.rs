@@ -528,7 +528,6 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
         body_read: AtomicBool::new(false),
         trace: state
             .tracer
-            .as_ref()
             .map(|tracer| RequestTrace::new(tracer, started, &parts.headers)),
     };
     let snapshot = state.snapshot.load_full();

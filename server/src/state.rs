@@ -67,7 +67,7 @@ pub struct AppState {
     /// Proxy mode: the upstream MCP server this server stands in front of (kept across reloads).
     pub proxy: Option<crate::mcp::proxy::Proxy>,
     /// The tracer of request spans; `None` while trace export is off.
-    pub tracer: Option<Arc<palisade_telemetry::DecidingTracer>>,
+    pub tracer: Option<&'static palisade_telemetry::DecidingTracer>,
 }
 
 /// Why a snapshot could not be built.

@@ -32,7 +32,7 @@ const MOST_ATTRIBUTE_BYTES: usize = 256;
 
 /// The spans of one request: see the module documentation.
 pub struct RequestTrace {
-    tracer: Arc<DecidingTracer>,
+    tracer: &'static DecidingTracer,
     /// When the request arrived, and the same on the wall clock (read only for a recorded trace).
     arrived: Instant,
     arrived_at: OnceLock<SystemTime>,
@@ -172,9 +172,9 @@ pub struct Decision<'a> {
 
 impl RequestTrace {
     /// The trace of a request that arrived at `arrived` with `headers`.
-    pub fn new(tracer: &Arc<DecidingTracer>, arrived: Instant, headers: &HeaderMap) -> Arc<Self> {
+    pub fn new(tracer: &'static DecidingTracer, arrived: Instant, headers: &HeaderMap) -> Arc<Self> {
         let trace = Arc::new(Self {
-            tracer: tracer.clone(),
+            tracer,
             arrived,
             arrived_at: OnceLock::new(),
             header_parent: propagation::from_headers(headers),
@@ -640,7 +640,7 @@ mod tests {
     const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
     const CALLER_SPAN: &str = "b7ad6b7169203331";
 
-    fn tracer() -> (SdkTracerProvider, Arc<DecidingTracer>, InMemorySpanExporter) {
+    fn tracer() -> (SdkTracerProvider, &'static DecidingTracer, InMemorySpanExporter) {
         let exporter = InMemorySpanExporterBuilder::new().build();
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
@@ -648,7 +648,7 @@ mod tests {
             .build();
         let sampler = palisade_telemetry::Sampler::ParentBased(palisade_telemetry::ParentlessSampler::AlwaysOn);
         let tracer = DecidingTracer::new(provider.tracer("palisade-server"), sampler);
-        (provider, Arc::new(tracer), exporter)
+        (provider, Box::leak(Box::new(tracer)), exporter)
     }
 
     /// Headers with the caller's span in `traceparent`, sampled (`01`) or not (`00`).
@@ -692,7 +692,7 @@ mod tests {
     fn a_meta_context_read_after_authentication_parents_the_whole_tree() {
         let (_provider, tracer, exporter) = tracer();
         let arrived = Instant::now();
-        let trace = RequestTrace::new(&tracer, arrived, &HeaderMap::new());
+        let trace = RequestTrace::new(tracer, arrived, &HeaderMap::new());
         // The JWKS fetch finds the request's trace as the current one.
         CURRENT.sync_scope(trace.clone(), || {
             let fetch_started = Instant::now();
@@ -763,7 +763,7 @@ mod tests {
     #[test]
     fn a_header_context_wins_and_a_different_meta_context_is_linked() {
         let (_provider, tracer, exporter) = tracer();
-        let trace = RequestTrace::new(&tracer, Instant::now(), &caller_headers("01"));
+        let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
         assert!(trace.ids_if_begun().is_some(), "begun at once with a header context");
         let meta = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
         let params = json!({"name": "t", "_meta": {"traceparent": meta}});
@@ -789,7 +789,7 @@ mod tests {
     #[test]
     fn an_unsampled_caller_s_trace_records_nothing_and_is_still_propagated() {
         let (_provider, tracer, exporter) = tracer();
-        let trace = RequestTrace::new(&tracer, Instant::now(), &caller_headers("00"));
+        let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("00"));
         trace.authenticated(Instant::now(), Ok("jwt"));
         let call = trace.upstream_call("tools/call", Some("t")).unwrap();
         let mut params = serde_json::Map::new();
@@ -810,7 +810,7 @@ mod tests {
     #[test]
     fn a_request_that_ends_before_its_message_is_a_root_span_with_its_status() {
         let (_provider, tracer, exporter) = tracer();
-        let trace = RequestTrace::new(&tracer, Instant::now(), &HeaderMap::new());
+        let trace = RequestTrace::new(tracer, Instant::now(), &HeaderMap::new());
         trace.authenticated(Instant::now(), Err("token_expired"));
         trace.finish(401, Version::HTTP_11);
         trace.finish(401, Version::HTTP_11);
