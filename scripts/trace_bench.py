@@ -2,11 +2,12 @@
 """What trace export costs a request: the same server with export off, on at 100% and on at 1%,
 same run.
 
-Four release palisade-server processes serve the same document tool to an anonymous caller (the
-policy below), audit to a file; two export over OTLP gRPC to a real OpenTelemetry Collector
+Five release palisade-server processes serve the same document tool to an anonymous caller (the
+policy below), audit to a file; three export over OTLP gRPC to a real OpenTelemetry Collector
 (target/otelcol/bin/otelcol, `make cluster-build`; its file exporter writes to /dev/null): one
 records every trace (`parentbased_always_on`), one 1% of the traces that start at the server
-(`parentbased_traceidratio` 0.01, the requests bring no trace context); two have export off: the
+(`parentbased_traceidratio` 0.01, the requests bring no trace context), and one none
+(`always_off`: what every request pays once export is on, whatever the ratio); two have export off: the
 second one ("off, again") measures the bench's own noise, the difference between two identical
 servers in the same run, against which the cost at 1% is judged. wrk sends the same `tools/call`
 to each (bench/wrk_mcp.lua).
@@ -19,6 +20,7 @@ spans the collector accepted and the dropped ones are read from each server's /m
     python3 scripts/trace_bench.py [--seconds 10] [--repetitions 5] [--no-write]
 """
 import json
+import math
 import os
 import pathlib
 import random
@@ -54,6 +56,7 @@ CASES = {
     "off, again": {},
     "on, 100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
     "on, 1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "on, 0%": {"OTEL_TRACES_SAMPLER": "always_off"},
 }
 
 
@@ -156,17 +159,34 @@ def write(text: str, args) -> None:
         lb.write_section(BEGIN, END, text)
 
 
+def interval(ratios: list) -> tuple:
+    """The mean of `ratios` (geometric) and its two-sided 95% confidence interval (Student's t on
+    the logarithms)."""
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.mean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), 0.0, math.inf
+    # The 97.5% quantile of Student's t for 1 to 30 degrees of freedom; the normal one beyond.
+    quantiles = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+                 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+                 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+    freedom = len(logs) - 1
+    t = quantiles[freedom - 1] if freedom <= len(quantiles) else statistics.NormalDist().inv_cdf(0.975)
+    half = t * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def report(results: list, spans: dict, connections: list, args) -> str:
     def median(case: str, c: int, field: str) -> float:
         return statistics.median(r[field] for r in results if r["case"] == case and r["connections"] == c)
 
     lines = [
-        "### Trace export: off, on at 100%, on at 1%",
+        "### Trace export: off, on at 100%, 1% and 0%",
         "",
-        f"`python3 scripts/trace_bench.py` (part of `make bench`), {time.strftime('%Y-%m-%d')}: four "
+        f"`python3 scripts/trace_bench.py` (part of `make bench`), {time.strftime('%Y-%m-%d')}: five "
         f"release palisade-server processes, the same anonymous `tools/call` of a document tool, audit "
-        f"to a file (emptied before each point); two export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
-        f"(file exporter to /dev/null), sampling every trace or 1%; two have export off, the second "
+        f"to a file (emptied before each point); three export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
+        f"(file exporter to /dev/null), sampling every trace, 1% or none; two have export off, the second "
         f"to show the noise between identical servers; wrk, {args.seconds} s per point, "
         f"median of {args.repetitions} interleaved repetitions.",
         "",
@@ -180,25 +200,23 @@ def report(results: list, spans: dict, connections: list, args) -> str:
             lines.append(
                 f"| {c} | {name} | {rps:,.0f} | {rps / off:.2f} | {median(name, c, 'p50_us') / 1000:.2f} ms "
                 f"| {median(name, c, 'p99_us') / 1000:.2f} ms | {cpu:.1f} µs | {cpu / off_cpu:.2f} |")
-    def ratios(case: str, c: int, field: str) -> list:
-        """The case's ratio to export off in each repetition."""
+    def ratios(case: str, c: int, field: str, against: tuple = ("off", "off, again")) -> list:
+        """The case's ratio, in each repetition, to the geometric mean of `against` there."""
         def value(name: str, repetition: int) -> float:
             return next(r[field] for r in results
                         if r["case"] == name and r["connections"] == c and r["repetition"] == repetition)
-        return [value(case, rep) / value("off", rep) for rep in sorted({r["repetition"] for r in results})]
+        return [value(case, rep) / math.prod(value(a, rep) for a in against) ** (1 / len(against))
+                for rep in sorted({r["repetition"] for r in results})]
 
-    verdicts = []
-    for c in connections:
+    def verdict(case: str, c: int, against: tuple = ("off", "off, again")) -> str:
         parts = []
         for field, label in (("rps", "throughput"), ("cpu_us", "CPU per request")):
-            noise = max(abs(r - 1) for r in ratios("off, again", c, field))
-            cost = median("on, 1%", c, field) / median("off", c, field)
-            parts.append(f"{label} ratio {cost:.3f} against a noise of ±{noise:.1%} "
-                         f"({'within' if abs(cost - 1) <= noise else 'beyond'} it)")
-        verdicts.append(f"at {c} connection{'s' if c != 1 else ''}, " + " and ".join(parts))
+            mean, low, high = interval(ratios(case, c, field, against))
+            measurable = not low <= 1 <= high
+            parts.append(f"{label} {mean:.3f} ({low:.3f}–{high:.3f}: {'' if measurable else 'not '}measurable)")
+        return f"{case} at {c} connection{'s' if c != 1 else ''}: " + ", ".join(parts)
+
     last = connections[-1]
-    full = median("on, 100%", last, "rps") / median("off", last, "rps")
-    full_cpu = median("on, 100%", last, "cpu_us") / median("off", last, "cpu_us")
     exported = ", ".join(f"{name}: {v['exported']:,.0f} exported, {v['dropped']:,.0f} dropped"
                          for name, v in spans.items() if not name.startswith("off"))
     lines += [
@@ -210,11 +228,18 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "identical processes on this 2-core machine, and a server whose export task keeps its "
         "worker threads awake can answer one connection sooner than one whose threads park between "
         "requests: the 100% row at 1 connection has been both faster and slower than off between "
-        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too. "
-        "Aim: no measurable cost at 1%, judged against the noise (the largest difference between "
-        "the two identical export-off servers in any repetition): "
-        + "; ".join(verdicts) + ". "
-        f"At 100% ({last} connections) the ratios are {full:.2f} and {full_cpu:.2f}. "
+        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too.",
+        "",
+        "Aim: no measurable cost at 1%. Judged on paired repetitions: in each, a case's ratio to the "
+        "geometric mean of the two export-off servers measured in the same repetition; the mean ratio "
+        f"over the {args.repetitions} repetitions with its 95% confidence interval (Student's t on the "
+        "logarithms); a difference is measurable when the interval leaves out 1, and the narrower "
+        "the interval, the smaller the difference the run could have seen. The method's own check, "
+        "the second export-off server against the first: "
+        + "; ".join(verdict("off, again", c, ("off",)) for c in connections) + ". "
+        + "; ".join(verdict("on, 1%", c) for c in connections) + ". "
+        f"With export on and no trace sampled (0%, what every request pays whatever the ratio): "
+        f"{verdict('on, 0%', last)}; at 100%: {verdict('on, 100%', last)}. "
         "The instruction counts below resolve what this cannot.",
     ]
     return "\n".join(lines)
