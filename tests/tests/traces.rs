@@ -581,8 +581,8 @@ fn a_collector_that_requires_a_client_certificate_gets_one_over_both_protocols()
     }
 }
 
-/// What `palisade-server serve` says on standard error when `env` stops its start (it must).
-fn refused_start(fixture: &Fixture, env: &[(&str, &str)]) -> String {
+/// `palisade-server serve` with `env` does not start, and says `expected` on standard error.
+fn refuses_to_start(fixture: &Fixture, env: &[(&str, &str)], expected: &str) {
     let output = std::process::Command::new(palisade_e2e::server_binary())
         .args(["serve", "--policy-file"])
         .arg(&fixture.policy_file)
@@ -593,7 +593,8 @@ fn refused_start(fixture: &Fixture, env: &[(&str, &str)]) -> String {
         .output()
         .unwrap();
     assert!(!output.status.success(), "started with {env:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(expected), "{env:?}: {stderr}");
 }
 
 #[test]
@@ -601,83 +602,64 @@ fn a_collector_ca_file_that_cannot_be_read_stops_the_start_with_the_file_named()
     let fixture = Fixture::sample("company-info.yaml");
     let missing = fixture.dir.path().join("no-such-ca.pem");
     let missing_text = missing.display().to_string();
-    let stderr = refused_start(
+    refuses_to_start(
         &fixture,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing_text),
         ],
-    );
-    assert!(
-        stderr.contains(&format!(
-            "trace export: the collector's CA certificate {missing_text}: No such file or directory"
-        )),
-        "{stderr}"
+        &format!("trace export: the collector's CA certificate {missing_text}: No such file or directory"),
     );
     // A CA file that holds no certificate stops it too (over either protocol).
     let not_pem = fixture.dir.path().join("not-a-certificate.txt");
     std::fs::write(&not_pem, "not a certificate\n").unwrap();
     let not_pem_text = not_pem.display().to_string();
     for protocol in ["grpc", "http/protobuf"] {
-        let stderr = refused_start(
+        refuses_to_start(
             &fixture,
             &[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
                 ("OTEL_EXPORTER_OTLP_CERTIFICATE", &not_pem_text),
             ],
-        );
-        assert!(
-            stderr.contains(&format!(
-                "trace export: the collector's CA certificate {not_pem_text}: no PEM certificate in it"
-            )),
-            "{protocol}: {stderr}"
+            &format!("trace export: the collector's CA certificate {not_pem_text}: no PEM certificate in it"),
         );
     }
     // Files that do not make a client certificate and key stop it, with both named.
-    let stderr = refused_start(
+    refuses_to_start(
         &fixture,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
             ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &not_pem_text),
             ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &not_pem_text),
         ],
-    );
-    assert!(
-        stderr.contains(&format!(
+        &format!(
             "trace export: the client certificate {not_pem_text} and key {not_pem_text}: builder error: \
              unexpected error: private key or certificate not found"
-        )),
-        "{stderr}"
+        ),
     );
     // A client key that cannot be read stops it too, with both files named.
     let certificate = fixture.dir.path().join("client.pem");
     std::fs::write(&certificate, pki().client.0).unwrap();
     let certificate_text = certificate.display().to_string();
-    let stderr = refused_start(
+    refuses_to_start(
         &fixture,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4317"),
             ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &certificate_text),
             ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &missing_text),
         ],
-    );
-    assert!(
-        stderr.contains(&format!(
+        &format!(
             "trace export: the client certificate {certificate_text} and key {missing_text}: No such file or directory"
-        )),
-        "{stderr}"
+        ),
     );
     // An unknown protocol is refused the same way, naming the variable.
-    let stderr = refused_start(
+    refuses_to_start(
         &fixture,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ],
-    );
-    assert!(
-        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=\\\"http/json\\\": the protocols are `grpc` and `http/protobuf`"),
-        "{stderr}"
+        "OTEL_EXPORTER_OTLP_PROTOCOL=\\\"http/json\\\": the protocols are `grpc` and `http/protobuf`",
     );
 }
