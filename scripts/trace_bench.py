@@ -12,8 +12,10 @@ second one ("off, again") measures the bench's own noise, the difference between
 servers in the same run, against which the cost at 1% is judged. wrk sends the same `tools/call`
 to each (bench/wrk_mcp.lua).
 
-For each repetition and connection count (1, 16) the cases run once each in a shuffled order; the
-report gives medians over repetitions and the ratios to export off, and writes them between the
+Every repetition starts the five servers afresh, in a shuffled order (two identical processes
+can differ by a few percent for as long as they live, so the process is what a repetition draws
+anew), warms each up, and for each connection count (1, 16) runs the cases once each in a
+shuffled order; the report gives medians over repetitions and the ratios to export off, and writes them between the
 `traces` markers of docs/benchmarks.md (raw results in target/bench/trace-results.json). The
 spans the collector accepted and the dropped ones are read from each server's /metrics.
 
@@ -91,66 +93,85 @@ def main() -> None:
                     "telemetry": {"metrics": {"level": "none"}}},
     }))
     collector = lb.Server("otelcol", [OTELCOL, "--config", config], grpc)
-    servers = {}
     results = []
+    spans = {name: {"exported": 0.0, "dropped": 0.0} for name in CASES}
     # The audit logs are load, not results: each point starts from an empty file (the same page
     # cache work for every server; a file that grew by gigabytes over earlier points or runs
     # costs its server more per line) and they are removed at the end.
-    audit_logs = [lb.WORK / f"trace-audit-{i}.log" for i in range(len(CASES))]
-    for log in audit_logs:
+    audit_logs = {name: lb.WORK / f"trace-audit-{i}.log" for i, name in enumerate(CASES)}
+    for log in audit_logs.values():
         log.unlink(missing_ok=True)
+    rng = random.Random(args.seed)
+    servers = {}
     try:
         collector.wait_listening()
-        for name, sampler in CASES.items():
-            port, metrics_port = lb.free_port(), lb.free_port()
-            env = {"PATH": "/usr/bin:/bin"}
-            if sampler:
-                env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{grpc}",
-                           OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="trace-bench", **sampler)
-            server = lb.Server(f"traces {name}", [
-                lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
-                "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-                "--audit-log", audit_logs[len(servers)], "--max-concurrency", "256"],
-                port, env=env)
-            server.metrics_port = metrics_port
-            servers[name] = server
-            server.wait_listening()
-        for name, server in servers.items():
-            deadline = time.time() + 30
-            while True:
-                status, _ = lb.post(server.url, CALL, "")
-                if status == 200:
-                    break
-                lb.check(time.time() < deadline, f"{name}: {status}")
-                time.sleep(0.2)
-            lb.wrk(server.url, 16, args.warmup, CALL, "")
-        rng = random.Random(args.seed)
         for repetition in range(args.repetitions):
+            # Fresh processes in every repetition, started in a shuffled order: two identical
+            # processes can differ by a few percent for as long as they live (where their memory
+            # and threads landed), so a process is what a repetition must draw anew, or that
+            # difference passes for the cost of the case it happened to serve.
+            order = list(CASES)
+            rng.shuffle(order)
+            servers = {name: start(name, CASES[name], policy, documents, audit_logs[name], grpc)
+                       for name in order}
+            for name in order:
+                warm_up(name, servers[name], args.warmup)
             for c in connections:
-                order = list(servers)
                 rng.shuffle(order)
                 for name in order:
-                    for log in audit_logs:
+                    for log in audit_logs.values():
                         os.truncate(log, 0)
                     cpu = servers[name].cpu_seconds()
                     result = lb.wrk(servers[name].url, c, args.seconds, CALL, "")
                     result["cpu_us"] = (servers[name].cpu_seconds() - cpu) * 1e6 / result["requests"]
                     lb.check(result["errors"] == 0, f"{name} at {c}: {result}")
                     results.append({"case": name, "connections": c, "repetition": repetition, **result})
-                    lb.log(f"{name:9} c={c:<3} rps={result['rps']:.0f} p50={result['p50_us']} us "
+                    lb.log(f"{name:10} c={c:<3} rps={result['rps']:.0f} p50={result['p50_us']} us "
                            f"p99={result['p99_us']} us cpu={result['cpu_us']:.1f} us/request")
-        time.sleep(7)  # the last batches leave within the schedule delay (5 s)
-        spans = {name: {"exported": metric(s.metrics_port, "palisade_trace_spans_exported_total"),
-                        "dropped": sum(metric(s.metrics_port, "palisade_trace_spans_dropped_total",
-                                              f'{{reason="{r}"}}') for r in ("queue_full", "export_failed"))}
-                 for name, s in servers.items()}
+            time.sleep(7)  # the last batches leave within the schedule delay (5 s)
+            for name, server in servers.items():
+                spans[name]["exported"] += metric(server.metrics_port, "palisade_trace_spans_exported_total")
+                spans[name]["dropped"] += sum(
+                    metric(server.metrics_port, "palisade_trace_spans_dropped_total", f'{{reason="{r}"}}')
+                    for r in ("queue_full", "export_failed"))
+                server.stop()
+            servers = {}
     finally:
         for server in [*servers.values(), collector]:
             server.stop()
-        for log in audit_logs:
+        for log in audit_logs.values():
             log.unlink(missing_ok=True)
     (lb.WORK / "trace-results.json").write_text(json.dumps({"runs": results, "spans": spans}, indent=1))
     write(report(results, spans, connections, args), args)
+
+
+def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int) -> "lb.Server":
+    """A server of case `name`, listening."""
+    port, metrics_port = lb.free_port(), lb.free_port()
+    env = {"PATH": "/usr/bin:/bin"}
+    if sampler:
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{grpc}",
+                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="trace-bench", **sampler)
+    server = lb.Server(f"traces {name}", [
+        lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
+        "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
+        "--audit-log", audit_log, "--max-concurrency", "256"],
+        port, env=env)
+    server.metrics_port = metrics_port
+    server.wait_listening()
+    return server
+
+
+def warm_up(name: str, server: "lb.Server", seconds: int) -> None:
+    """Waits for the server to answer the call, then loads it for `seconds`."""
+    deadline = time.time() + 30
+    while True:
+        status, _ = lb.post(server.url, CALL, "")
+        if status == 200:
+            break
+        lb.check(time.time() < deadline, f"{name}: {status}")
+        time.sleep(0.2)
+    lb.wrk(server.url, 16, seconds, CALL, "")
 
 
 def write(text: str, args) -> None:
@@ -188,7 +209,7 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         f"to a file (emptied before each point); three export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
         f"(file exporter to /dev/null), sampling every trace, 1% or none; two have export off, the second "
         f"to show the noise between identical servers; wrk, {args.seconds} s per point, "
-        f"median of {args.repetitions} interleaved repetitions.",
+        f"median of {args.repetitions} interleaved repetitions, each with five fresh processes.",
         "",
         "| connections | case | req/s | ratio to off | p50 | p99 | server CPU per request | ratio to off |",
         "|---|---|---|---|---|---|---|---|",
@@ -211,9 +232,12 @@ def report(results: list, spans: dict, connections: list, args) -> str:
     def verdict(case: str, c: int, against: tuple = ("off", "off, again")) -> str:
         parts = []
         for field, label in (("rps", "throughput"), ("cpu_us", "CPU per request")):
-            mean, low, high = interval(ratios(case, c, field, against))
+            each = ratios(case, c, field, against)
+            mean, low, high = interval(each)
             measurable = not low <= 1 <= high
-            parts.append(f"{label} {mean:.3f} ({low:.3f}–{high:.3f}: {'' if measurable else 'not '}measurable)")
+            seen = "measurable" if measurable else f"not measurable at this run's resolution, ±{(high / mean - 1) * 100:.0f}%"
+            parts.append(f"{label} {mean:.3f} ({low:.3f}–{high:.3f}: {seen}; "
+                         f"by repetition {', '.join(f'{r:.3f}' for r in each)})")
         return f"{case} at {c} connection{'s' if c != 1 else ''}: " + ", ".join(parts)
 
     last = connections[-1]
@@ -234,8 +258,10 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "geometric mean of the two export-off servers measured in the same repetition; the mean ratio "
         f"over the {args.repetitions} repetitions with its 95% confidence interval (Student's t on the "
         "logarithms); a difference is measurable when the interval leaves out 1, and the narrower "
-        "the interval, the smaller the difference the run could have seen. The method's own check, "
-        "the second export-off server against the first: "
+        "the interval, the smaller the difference the run could have seen. Each repetition starts "
+        "fresh processes: two identical servers kept for a whole run differed by 2.1% (95% interval "
+        "1.3–2.9%) in one such run, a difference of processes that the interval of a run which reuses "
+        "them does not see. The method's own check, the second export-off server against the first: "
         + "; ".join(verdict("off, again", c, ("off",)) for c in connections) + ". "
         + "; ".join(verdict("on, 1%", c) for c in connections) + ". "
         f"With export on and no trace sampled (0%, what every request pays whatever the ratio): "
