@@ -237,7 +237,8 @@ def report(results: list, spans: dict, connections: list, args) -> str:
             measurable = not low <= 1 <= high
             seen = "measurable" if measurable else f"not measurable at this run's resolution, ±{(high / mean - 1) * 100:.0f}%"
             parts.append(f"{label} {mean:.3f} ({low:.3f}–{high:.3f}: {seen}; "
-                         f"by repetition {', '.join(f'{r:.3f}' for r in each)})")
+                         f"above 1 in {sum(r > 1 for r in each)} of {len(each)} repetitions: "
+                         f"{', '.join(f'{r:.3f}' for r in each)})")
         return f"{case} at {c} connection{'s' if c != 1 else ''}: " + ", ".join(parts)
 
     last = connections[-1]
