@@ -3,21 +3,22 @@
 //! [`TraceSettings::from_env`] reads the standard `OTEL_*` variables (export is off when no OTLP
 //! endpoint is set); [`Tracing::install`] builds the tracer provider whose spans leave through a
 //! [`queue::BoundedExport`]: bounded, never blocking, every span either exported or counted in
-//! [`ExportMetrics`].
+//! [`ExportMetrics`]. The batches leave through [`otlp::OtlpExporter`], which encodes OTLP itself
+//! and sends it over gRPC or HTTP.
 
 pub mod metrics;
+pub mod otlp;
 pub mod queue;
 pub mod sampling;
 pub mod settings;
 
 use std::time::Duration;
 
-use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig, Identity};
-use opentelemetry_otlp::{SpanExporter, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler as SdkSampler, SdkTracer, SdkTracerProvider, SpanExporter as _};
 use thiserror::Error;
 use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 pub use metrics::{DropReason, ExportMetrics};
 pub use sampling::{DecidingTracer, Decision, ToRecord};
@@ -29,9 +30,14 @@ pub enum TelemetryError {
     /// An `OTEL_*` variable has a value that cannot be honoured.
     #[error("trace export: {0}")]
     Settings(#[from] SettingsError),
-    /// The OTLP exporter refused its configuration (an endpoint, header or timeout variable).
-    #[error("trace export: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The endpoint is not a URL the transport can use.
+    #[error("trace export: the endpoint {endpoint}: {reason}")]
+    Endpoint {
+        /// The endpoint.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// `OTEL_EXPORTER_OTLP_CERTIFICATE` names a file that is not a readable PEM certificate.
     #[error("trace export: the collector's CA certificate {path}: {reason}")]
     Certificate {
@@ -90,11 +96,21 @@ impl Tracing {
             .transpose()?;
         let identity = settings.client_identity.as_ref().map(read_identity).transpose()?;
         let https = settings.endpoint.starts_with("https://");
-        let mut exporter = match settings.protocol {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &settings.headers {
+            // Checked when the settings were read.
+            if let (Ok(name), Ok(mut value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        }
+        let transport = match settings.protocol {
             Protocol::Grpc => {
-                let mut builder = SpanExporter::builder().with_tonic();
-                // The exporter's own default for https trusts no root at all.
-                if https {
+                // An https endpoint trusts the configured CA, else the system roots.
+                let tls = https.then(|| {
                     let tls = ClientTlsConfig::new();
                     let mut tls = match &certificate {
                         Some((pem, _)) => tls.ca_certificate(Certificate::from_pem(pem)),
@@ -103,28 +119,44 @@ impl Tracing {
                     if let Some((pem, _)) = &identity {
                         tls = tls.identity(Identity::from_pem(&pem.certificate, &pem.key));
                     }
-                    builder = builder.with_tls_config(tls);
-                }
-                builder.build()?
+                    tls
+                });
+                otlp::GrpcTransport::new(&settings.endpoint, tls, headers, settings.timeout)
+                    .map(otlp::Transport::Grpc)
+                    .map_err(|reason| TelemetryError::Endpoint {
+                        endpoint: settings.endpoint.clone(),
+                        reason,
+                    })?
             }
             Protocol::HttpProtobuf => {
-                let mut builder = SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
-                if certificate.is_some() || identity.is_some() {
-                    let mut client = reqwest::Client::builder().timeout(settings.queue.export_timeout);
-                    if let Some((_, roots)) = certificate {
-                        client = client.tls_certs_only(roots);
-                    }
-                    if let Some((_, identity)) = identity {
-                        client = client.identity(identity);
-                    }
-                    let client = client.build().map_err(|error| certificate_error(error.to_string()))?;
-                    builder = builder.with_http_client(client);
+                let mut client = reqwest::Client::builder().timeout(settings.timeout);
+                if let Some((_, roots)) = certificate {
+                    client = client.tls_certs_only(roots);
                 }
-                builder.build()?
+                if let Some((_, identity)) = identity {
+                    client = client.identity(identity);
+                }
+                // What failed is what was configured: the CA, else the client identity.
+                let client =
+                    client
+                        .build()
+                        .map_err(|error| match (&settings.certificate, &settings.client_identity) {
+                            (None, Some(files)) => TelemetryError::ClientIdentity {
+                                certificate: files.certificate.display().to_string(),
+                                key: files.key.display().to_string(),
+                                reason: with_sources(&error),
+                            },
+                            _ => certificate_error(with_sources(&error)),
+                        })?;
+                let url = settings.traces_url();
+                reqwest::Url::parse(&url).map_err(|error| TelemetryError::Endpoint {
+                    endpoint: url.clone(),
+                    reason: error.to_string(),
+                })?;
+                otlp::Transport::Http(otlp::HttpTransport::new(client, url, headers))
             }
         };
+        let mut exporter = otlp::OtlpExporter::new(transport);
         // `OTEL_RESOURCE_ATTRIBUTES` is read by the builder's detectors; the service name is the
         // one the settings resolved (the variable's, or the binary's own).
         let resource = Resource::builder()
@@ -219,5 +251,37 @@ pub(crate) fn sdk_sampler(sampler: Sampler) -> SdkSampler {
             ParentlessSampler::AlwaysOff => SdkSampler::AlwaysOff,
             ParentlessSampler::TraceIdRatio(ratio) => SdkSampler::TraceIdRatioBased(ratio),
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(endpoint: &str, protocol: &str) -> TraceSettings {
+        let vars = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ];
+        TraceSettings::from_vars(
+            |name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned()),
+            "test",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_is_not_a_url_stops_the_start_with_it_named() {
+        crate::otlp::tests::install_crypto();
+        for protocol in ["grpc", "http/protobuf"] {
+            let error = Tracing::install(&settings("http://collector :4317", protocol), ExportMetrics::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("trace export: the endpoint http://collector :4317"),
+                "{protocol}: {error}"
+            );
+        }
     }
 }

@@ -5,9 +5,8 @@
 //! `OTEL_TRACES_EXPORTER=none`. A value this module cannot honour is an error naming the variable,
 //! not a silent default: a binary that was asked to trace and cannot says so at start-up.
 //!
-//! The endpoint itself, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT` and
-//! `OTEL_EXPORTER_OTLP_COMPRESSION` (and their `_TRACES_` forms) are read by the OTLP exporter;
-//! `OTEL_RESOURCE_ATTRIBUTES` by the SDK's resource detector.
+//! `OTEL_RESOURCE_ATTRIBUTES` is read by the SDK's resource detector (the service name in it is
+//! read here too).
 
 use std::time::Duration;
 
@@ -97,6 +96,27 @@ pub struct TraceSettings {
     pub service_name: String,
     /// The export queue.
     pub queue: QueueSettings,
+    /// The endpoint came from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: used as it is, where the
+    /// general one gets the signal's path (`/v1/traces`) over `http/protobuf`.
+    pub signal_endpoint: bool,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`, then
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, whose keys win): often a collector's credentials, so
+    /// never logged and never in an error.
+    pub headers: Vec<(String, String)>,
+    /// Longest time one export request may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`; 10 s).
+    pub timeout: Duration,
+}
+
+impl TraceSettings {
+    /// Where export requests go: the endpoint, with `/v1/traces` added over `http/protobuf`
+    /// when it came from the general variable (the specification's rule).
+    pub fn traces_url(&self) -> String {
+        match (self.protocol, self.signal_endpoint) {
+            (Protocol::HttpProtobuf, false) => format!("{}/v1/traces", self.endpoint.trim_end_matches('/')),
+            _ => self.endpoint.clone(),
+        }
+    }
 }
 
 /// The files of a client certificate (PEM, the certificate first, then any intermediates) and
@@ -185,7 +205,39 @@ impl TraceSettings {
         )
         .map(|(_, path)| std::path::PathBuf::from(path));
         let client_identity = client_identity(&var, &endpoint)?;
+        if let Some((name, value)) = first_set(
+            &var,
+            [
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+            ],
+        ) && !value.eq_ignore_ascii_case("none")
+        {
+            return Err(error(name, &value, "spans are sent uncompressed: `none`, or unset"));
+        }
+        let timeout = match first_set(
+            &var,
+            ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"],
+        ) {
+            None => DEFAULT_EXPORT_REQUEST_TIMEOUT,
+            Some((name, value)) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis)
+                .ok_or_else(|| error(name, &value, "a duration is a whole number of milliseconds above 0"))?,
+        };
+        let mut headers = Vec::new();
+        for name in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            if let Some(value) = var(name) {
+                for (key, value) in parse_headers(name, &value)? {
+                    headers.retain(|(k, _): &(String, String)| !k.eq_ignore_ascii_case(&key));
+                    headers.push((key, value));
+                }
+            }
+        }
         Ok(Some(Self {
+            signal_endpoint: endpoint_variable == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             endpoint,
             certificate,
             client_identity,
@@ -193,8 +245,65 @@ impl TraceSettings {
             sampler: sampler(&var)?,
             service_name,
             queue: queue(&var)?,
+            headers,
+            timeout,
         }))
     }
+}
+
+/// The default of `OTEL_EXPORTER_OTLP_TIMEOUT`.
+pub const DEFAULT_EXPORT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `key=value,key=value` (values percent-encoded, as W3C Baggage): header names and values
+/// HTTP and gRPC metadata can carry. An error names the entry by its key only: the values are
+/// credentials.
+fn parse_headers(variable: &'static str, list: &str) -> Result<Vec<(String, String)>, SettingsError> {
+    let mut headers = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let Some((key, value)) = entry.split_once('=') else {
+            return Err(error(
+                variable,
+                "(not shown)",
+                "headers are key=value pairs separated by commas",
+            ));
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = percent_decoded(value.trim());
+        let valid_key = !key.is_empty() && reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_ok();
+        let valid_value = value
+            .as_deref()
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)));
+        if !valid_key || !valid_value {
+            return Err(SettingsError {
+                variable,
+                value: format!("{key}=(not shown)"),
+                reason: "a header is a token name and a non-empty printable ASCII value (percent-encoded)",
+            });
+        }
+        headers.push((key, value.unwrap_or_default()));
+    }
+    Ok(headers)
+}
+
+/// `text` with its `%XX` escapes decoded; `None` when one is malformed or the result is not UTF-8.
+fn percent_decoded(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = bytes.get(at + 1..at + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            decoded.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            at += 3;
+        } else {
+            decoded.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(decoded).ok()
 }
 
 /// The first of `names` that is set (the signal's own variable, then the general one), with its
@@ -367,6 +476,74 @@ mod tests {
         assert_eq!(on.sampler, Sampler::ParentBased(ParentlessSampler::AlwaysOn));
         assert_eq!(on.service_name, "palisade-server");
         assert_eq!(on.queue, QueueSettings::default());
+        assert_eq!(on.timeout, DEFAULT_EXPORT_REQUEST_TIMEOUT);
+        assert_eq!(on.headers, Vec::<(String, String)>::new());
+        assert_eq!(on.traces_url(), "http://collector:4318/v1/traces");
+    }
+
+    #[test]
+    fn the_traces_url_gets_the_signal_s_path_only_from_the_general_variable_over_http() {
+        let url = |vars: &[(&str, &str)]| settings(vars).unwrap().unwrap().traces_url();
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/")]),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c/otlp")]),
+            "http://c/otlp/v1/traces"
+        );
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c/in")]),
+            "http://c/in"
+        );
+        assert_eq!(
+            url(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+            ]),
+            "http://c:4317"
+        );
+    }
+
+    #[test]
+    fn headers_timeout_and_compression_are_read() {
+        let on = settings(&[
+            ENDPOINT,
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20abc , x-tenant=a,x-team=b",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-Tenant=traces"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1500"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            on.headers,
+            [("authorization", "Bearer abc"), ("x-team", "b"), ("x-tenant", "traces")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .to_vec(),
+            "names lowercased, values decoded, the signal's own variable wins"
+        );
+        assert_eq!(on.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn a_malformed_header_is_named_by_its_key_and_its_value_is_never_shown() {
+        for (list, shown) in [
+            ("authorization=Bearer secret-token%zz", "authorization=(not shown)"),
+            ("authorization", "(not shown)"),
+            ("bad key=secret-token", "bad key=(not shown)"),
+            ("x-empty=", "x-empty=(not shown)"),
+            ("x-control=secret%0Atoken", "x-control=(not shown)"),
+        ] {
+            let error = settings(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_HEADERS", list)]).unwrap_err();
+            assert_eq!(error.variable, "OTEL_EXPORTER_OTLP_HEADERS");
+            assert_eq!(error.value, shown);
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
     }
 
     #[test]
@@ -481,6 +658,14 @@ mod tests {
                     ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20"),
                 ],
                 "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=\"20\": a batch is at most OTEL_BSP_MAX_QUEUE_SIZE spans",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+                "OTEL_EXPORTER_OTLP_COMPRESSION=\"gzip\": spans are sent uncompressed: `none`, or unset",
+            ),
+            (
+                &[ENDPOINT, ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0")],
+                "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT=\"0\": a duration is a whole number of milliseconds above 0",
             ),
             (
                 &[ENDPOINT, ("OTEL_BSP_SCHEDULE_DELAY", "5s")],

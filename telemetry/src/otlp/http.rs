@@ -1,0 +1,44 @@
+//! OTLP over HTTP: a POST of the encoded `ExportTraceServiceRequest`
+//! (`application/x-protobuf`) to the traces URL.
+
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+
+/// A client for the collector's traces URL.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    url: String,
+    headers: HeaderMap,
+}
+
+impl HttpTransport {
+    /// POSTs to `url` with `client` (its TLS settings and timeout), sending `headers`.
+    pub fn new(client: reqwest::Client, url: String, mut headers: HeaderMap) -> Self {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
+        Self { client, url, headers }
+    }
+
+    /// POSTs `body`; a 2xx answer is success.
+    pub async fn send(&self, body: Vec<u8>) -> OTelSdkResult {
+        let response = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| OTelSdkError::InternalFailure(format!("cannot reach the collector: {error}")))?;
+        let status = response.status();
+        // Read to the end: the connection goes back to the pool.
+        let _ = response.bytes().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(OTelSdkError::InternalFailure(format!(
+                "the collector answered {status}"
+            )))
+        }
+    }
+}
