@@ -367,6 +367,24 @@ impl Server {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
+
+    /// The audit events once `done` holds for them: the audit writer is a thread of its own, so
+    /// an event can reach the file just after the answer reached the client. Panics with `what`
+    /// after 10 s.
+    pub fn audit_events_until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let events = self.audit_events();
+            if done(&events) {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no audit event {what}: {events:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {

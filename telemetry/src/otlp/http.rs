@@ -4,6 +4,9 @@
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 
+/// The most of a collector's answer read (`ExportTraceServiceResponse`, usually empty).
+const MOST_ANSWER_BYTES: usize = 64 * 1024;
+
 /// A client for the collector's traces URL.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
@@ -22,7 +25,7 @@ impl HttpTransport {
 
     /// POSTs `body`; a 2xx answer is success.
     pub async fn send(&self, body: Vec<u8>) -> OTelSdkResult {
-        let response = self
+        let mut response = self
             .client
             .post(&self.url)
             .headers(self.headers.clone())
@@ -31,8 +34,15 @@ impl HttpTransport {
             .await
             .map_err(|error| OTelSdkError::InternalFailure(format!("cannot reach the collector: {error}")))?;
         let status = response.status();
-        // Read to the end: the connection goes back to the pool.
-        let _ = response.bytes().await;
+        // A short answer is read to its end, so the connection goes back to the pool; a longer
+        // one is not kept (a collector's answer is a few bytes).
+        let mut read = 0;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            read += chunk.len();
+            if read > MOST_ANSWER_BYTES {
+                break;
+            }
+        }
         if status.is_success() {
             Ok(())
         } else {
