@@ -168,6 +168,20 @@ pub(crate) mod tests {
         headers
     }
 
+    /// The body of the one request the collector received, checked to have come to `path` as
+    /// `content_type` with the configured header and the exporter's user agent.
+    fn only_request(received: &Received, path: &str, content_type: &str) -> Vec<u8> {
+        let received = received.lock().unwrap();
+        assert_eq!(received.len(), 1);
+        let (at, headers, body) = &received[0];
+        assert_eq!(at, path);
+        assert_eq!(headers["content-type"], content_type);
+        assert_eq!(headers["authorization"], "Bearer collector-token");
+        let agent = headers["user-agent"].to_str().unwrap();
+        assert!(agent.starts_with("palisade-telemetry/"), "{agent}");
+        body.clone()
+    }
+
     /// The spans in an `ExportTraceServiceRequest`, by name.
     fn span_names(body: &[u8]) -> Vec<String> {
         let request = ExportTraceServiceRequest::decode(body).expect("an ExportTraceServiceRequest");
@@ -186,16 +200,10 @@ pub(crate) mod tests {
         let transport = GrpcTransport::new(&endpoint, None, headers(), Duration::from_secs(5)).unwrap();
         let exporter = OtlpExporter::new(Transport::Grpc(transport));
         exporter.export(vec![span(), span()]).await.expect("exported");
-        let received = received.lock().unwrap();
-        let (path, headers, body) = &received[0];
-        assert_eq!(path, "/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-        assert_eq!(headers["content-type"], "application/grpc");
-        assert_eq!(headers["authorization"], "Bearer collector-token");
-        assert!(
-            headers["user-agent"]
-                .to_str()
-                .unwrap()
-                .starts_with("palisade-telemetry/")
+        let body = only_request(
+            &received,
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            "application/grpc",
         );
         // A gRPC message: uncompressed, its length, the request.
         assert_eq!(body[0], 0);
@@ -217,18 +225,8 @@ pub(crate) mod tests {
         let transport = HttpTransport::new(client, format!("{endpoint}/v1/traces"), headers());
         let exporter = OtlpExporter::new(Transport::Http(transport));
         exporter.export(vec![span()]).await.expect("exported");
-        let received = received.lock().unwrap();
-        let (path, headers, body) = &received[0];
-        assert_eq!(path, "/v1/traces");
-        assert_eq!(headers["content-type"], "application/x-protobuf");
-        assert_eq!(headers["authorization"], "Bearer collector-token");
-        assert!(
-            headers["user-agent"]
-                .to_str()
-                .unwrap()
-                .starts_with("palisade-telemetry/")
-        );
-        assert_eq!(span_names(body), ["tools/call read_file"]);
+        let body = only_request(&received, "/v1/traces", "application/x-protobuf");
+        assert_eq!(span_names(&body), ["tools/call read_file"]);
     }
 
     #[tokio::test]
