@@ -149,8 +149,8 @@ impl Tracing {
                             _ => certificate_error(with_sources(&error)),
                         })?;
                 let url = settings.traces_url();
-                reqwest::Url::parse(&url).map_err(|error| TelemetryError::Endpoint {
-                    endpoint: url.clone(),
+                let url = reqwest::Url::parse(&url).map_err(|error| TelemetryError::Endpoint {
+                    endpoint: url,
                     reason: error.to_string(),
                 })?;
                 otlp::Transport::Http(otlp::HttpTransport::new(client, url, headers))

@@ -220,12 +220,7 @@ impl TraceSettings {
             ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"],
         ) {
             None => DEFAULT_EXPORT_REQUEST_TIMEOUT,
-            Some((name, value)) => value
-                .parse::<u64>()
-                .ok()
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis)
-                .ok_or_else(|| error(name, &value, "a duration is a whole number of milliseconds above 0"))?,
+            Some((name, value)) => millis(name, &value)?,
         };
         let mut headers = Vec::new();
         for name in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
@@ -304,6 +299,16 @@ fn percent_decoded(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(decoded).ok()
+}
+
+/// `value` of `variable` as a duration: a whole number of milliseconds above 0.
+fn millis(variable: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .ok_or_else(|| error(variable, value, "a duration is a whole number of milliseconds above 0"))
 }
 
 /// The first of `names` that is set (the signal's own variable, then the general one), with its
@@ -406,14 +411,7 @@ fn queue(var: &impl Fn(&str) -> Option<String>) -> Result<QueueSettings, Setting
                 .ok_or_else(|| error(name, &value, reason)),
         }
     };
-    let millis = |name: &'static str, default: Duration| -> Result<Duration, SettingsError> {
-        number(
-            name,
-            default.as_millis() as usize,
-            "a duration is a whole number of milliseconds above 0",
-        )
-        .map(|ms| Duration::from_millis(ms as u64))
-    };
+    let duration = |name: &'static str, default: Duration| var(name).map_or(Ok(default), |value| millis(name, &value));
     let max_queue_size = number(
         "OTEL_BSP_MAX_QUEUE_SIZE",
         defaults.max_queue_size,
@@ -441,8 +439,8 @@ fn queue(var: &impl Fn(&str) -> Option<String>) -> Result<QueueSettings, Setting
     Ok(QueueSettings {
         max_queue_size,
         max_export_batch_size,
-        schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", defaults.schedule_delay)?,
-        export_timeout: millis("OTEL_BSP_EXPORT_TIMEOUT", defaults.export_timeout)?,
+        schedule_delay: duration("OTEL_BSP_SCHEDULE_DELAY", defaults.schedule_delay)?,
+        export_timeout: duration("OTEL_BSP_EXPORT_TIMEOUT", defaults.export_timeout)?,
     })
 }
 

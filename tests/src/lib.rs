@@ -378,10 +378,7 @@ impl Server {
             if done(&events) {
                 return events;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no audit event {what}: {events:?}"
-            );
+            assert!(Instant::now() < deadline, "no audit event {what}: {events:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -163,37 +163,48 @@ fn key_value(out: &mut Vec<u8>, key: &str, value: &Value) {
     message(out, 2, 1, |out| any_value(out, value));
 }
 
-/// `AnyValue`: a oneof, so its one field is written even when it holds the default value.
-fn any_value(out: &mut Vec<u8>, value: &Value) {
+/// An `AnyValue` that is not an array.
+#[derive(Clone, Copy)]
+enum Scalar<'a> {
+    Text(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+}
+
+/// `AnyValue`'s one field: a oneof, so written even when it holds the default value.
+fn scalar(out: &mut Vec<u8>, value: Scalar<'_>) {
     match value {
-        Value::String(text) => string_always(out, 1, text.as_str()),
-        Value::Bool(flag) => varint_field(out, 2, u64::from(*flag)),
+        Scalar::Text(text) => string_always(out, 1, text),
+        Scalar::Bool(flag) => varint_field(out, 2, u64::from(flag)),
         // int64: two's complement in a varint.
-        Value::I64(number) => varint_field(out, 3, *number as u64),
-        Value::F64(number) => fixed64_always(out, 4, number.to_bits()),
-        Value::Array(array) => message(out, 5, 2, |out| array_value(out, array)),
-        // A kind of value this encoder does not know yet: its text.
-        other => string_always(out, 1, &other.to_string()),
+        Scalar::Int(number) => varint_field(out, 3, number as u64),
+        Scalar::Double(number) => fixed64_always(out, 4, number.to_bits()),
     }
 }
 
-/// `ArrayValue { values = 1 }`.
+/// `AnyValue`.
+fn any_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(text) => scalar(out, Scalar::Text(text.as_str())),
+        Value::Bool(flag) => scalar(out, Scalar::Bool(*flag)),
+        Value::I64(number) => scalar(out, Scalar::Int(*number)),
+        Value::F64(number) => scalar(out, Scalar::Double(*number)),
+        Value::Array(array) => message(out, 5, 2, |out| array_value(out, array)),
+        // A kind of value this encoder does not know yet: its text.
+        other => scalar(out, Scalar::Text(&other.to_string())),
+    }
+}
+
+/// `ArrayValue { values = 1 }`, each value an `AnyValue`.
 fn array_value(out: &mut Vec<u8>, array: &Array) {
-    let element = |out: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| message(out, 1, 1, write);
+    let mut element = |value: Scalar<'_>| message(out, 1, 1, |out| scalar(out, value));
     match array {
-        Array::Bool(values) => values
-            .iter()
-            .for_each(|v| element(out, &|out| varint_field(out, 2, u64::from(*v)))),
-        Array::I64(values) => values
-            .iter()
-            .for_each(|v| element(out, &|out| varint_field(out, 3, *v as u64))),
-        Array::F64(values) => values
-            .iter()
-            .for_each(|v| element(out, &|out| fixed64_always(out, 4, v.to_bits()))),
-        Array::String(values) => values
-            .iter()
-            .for_each(|v| element(out, &|out| string_always(out, 1, v.as_str()))),
-        other => element(out, &|out| string_always(out, 1, &other.to_string())),
+        Array::Bool(values) => values.iter().for_each(|v| element(Scalar::Bool(*v))),
+        Array::I64(values) => values.iter().for_each(|v| element(Scalar::Int(*v))),
+        Array::F64(values) => values.iter().for_each(|v| element(Scalar::Double(*v))),
+        Array::String(values) => values.iter().for_each(|v| element(Scalar::Text(v.as_str()))),
+        other => element(Scalar::Text(&other.to_string())),
     }
 }
 

@@ -11,13 +11,13 @@ const MOST_ANSWER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     headers: HeaderMap,
 }
 
 impl HttpTransport {
     /// POSTs to `url` with `client` (its TLS settings and timeout), sending `headers`.
-    pub fn new(client: reqwest::Client, url: String, mut headers: HeaderMap) -> Self {
+    pub fn new(client: reqwest::Client, url: reqwest::Url, mut headers: HeaderMap) -> Self {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
         headers.insert(USER_AGENT, HeaderValue::from_static(super::USER_AGENT));
         Self { client, url, headers }
@@ -27,7 +27,7 @@ impl HttpTransport {
     pub async fn send(&self, body: Vec<u8>) -> OTelSdkResult {
         let mut response = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .headers(self.headers.clone())
             .body(body)
             .send()

@@ -222,7 +222,7 @@ pub(crate) mod tests {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        let transport = HttpTransport::new(client, format!("{endpoint}/v1/traces"), headers());
+        let transport = HttpTransport::new(client, format!("{endpoint}/v1/traces").parse().unwrap(), headers());
         let exporter = OtlpExporter::new(Transport::Http(transport));
         exporter.export(vec![span()]).await.expect("exported");
         let body = only_request(&received, "/v1/traces", "application/x-protobuf");
@@ -244,7 +244,7 @@ pub(crate) mod tests {
         );
         let http = HttpTransport::new(
             reqwest::Client::new(),
-            format!("{endpoint}/v1/traces"),
+            format!("{endpoint}/v1/traces").parse().unwrap(),
             HeaderMap::new(),
         );
         let error = OtlpExporter::new(Transport::Http(http))
@@ -264,7 +264,7 @@ pub(crate) mod tests {
         assert!(error.to_string().contains("cannot reach the collector"), "{error}");
         let http = HttpTransport::new(
             reqwest::Client::new(),
-            "http://127.0.0.1:9/v1/traces".to_owned(),
+            "http://127.0.0.1:9/v1/traces".parse().unwrap(),
             HeaderMap::new(),
         );
         let error = OtlpExporter::new(Transport::Http(http))
