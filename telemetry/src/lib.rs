@@ -274,14 +274,16 @@ mod tests {
     #[tokio::test]
     async fn an_endpoint_that_is_not_a_url_stops_the_start_with_it_named() {
         crate::otlp::tests::install_crypto();
-        for protocol in ["grpc", "http/protobuf"] {
-            let error = Tracing::install(&settings("http://collector :4317", protocol), ExportMetrics::default())
-                .unwrap_err()
-                .to_string();
-            assert!(
-                error.starts_with("trace export: the endpoint http://collector :4317"),
-                "{protocol}: {error}"
-            );
+        for (protocol, expected) in [
+            ("grpc", "trace export: the endpoint http://collector :4317: invalid URI"),
+            (
+                "http/protobuf",
+                "trace export: the endpoint http://collector :4317/v1/traces: invalid international domain name",
+            ),
+        ] {
+            let error =
+                Tracing::install(&settings("http://collector :4317", protocol), ExportMetrics::default()).unwrap_err();
+            assert_eq!(error.to_string(), expected, "{protocol}");
         }
     }
 }

@@ -542,6 +542,17 @@ mod tests {
             assert_eq!(error.value, shown);
             assert!(!error.to_string().contains("secret"), "{error}");
         }
+        let error = settings(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_HEADERS", "authorization")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "OTEL_EXPORTER_OTLP_HEADERS=\"(not shown)\": headers are key=value pairs separated by commas"
+        );
+        let error = settings(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=a%zz")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "OTEL_EXPORTER_OTLP_HEADERS=\"authorization=(not shown)\": a header is a token name and a non-empty \
+             printable ASCII value (percent-encoded)"
+        );
     }
 
     #[test]
