@@ -193,7 +193,7 @@ struct Context {
     /// connection rather than leave the unread body in it.
     body_read: AtomicBool,
     /// The request's spans, while trace export is on.
-    trace: Option<Arc<RequestTrace>>,
+    trace: Option<RequestTrace>,
 }
 
 impl Context {
@@ -536,14 +536,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
         ctx: &ctx,
         snapshot: snapshot.as_deref(),
     };
-    let served = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body);
-    // The request's trace is found by the code that serves it (JWKS fetches, upstream calls).
-    // Pinned where it is: the served future is large, and moving it into the scope is a copy.
-    let served = std::pin::pin!(served);
-    let (mut response, method) = match &ctx.trace {
-        Some(trace) => trace.clone().scope(served).await,
-        None => served.await,
-    };
+    let (mut response, method) = serve_bounded(&state, snapshot.as_deref(), &ctx, &parts, body).await;
     drop(unfinished);
     // An answer sent before the body was read leaves the body in an HTTP/1.1 connection: close it
     // rather than read what an unauthenticated client sends.
@@ -820,7 +813,7 @@ async fn serve_mcp(
             );
         }
     };
-    let principal = match snapshot.auth.authenticate(credential, now()).await {
+    let principal = match snapshot.auth.authenticate(credential, now(), ctx.trace.as_ref()).await {
         Ok(principal) => principal,
         Err(error) => {
             authenticated(Err(error.reason()));
@@ -1004,6 +997,7 @@ async fn serve_mcp(
         snapshot,
         access: &access,
         revision,
+        trace: ctx.trace.as_ref(),
     };
     let (reply, authz) = match &state.proxy {
         Some(proxy) => proxy::handle(&call, proxy, &method, &params).await,
@@ -1038,6 +1032,7 @@ fn denied_by_headers(
         snapshot,
         access: &access,
         revision: protocol::Revision::Modern,
+        trace: ctx.trace.as_ref(),
     };
     let params = serde_json::Map::from_iter([("name".to_owned(), Value::String(tool))]);
     let method = "tools/call".to_owned();

@@ -102,13 +102,12 @@ impl DecidingTracer {
                 (id, Some(id))
             }
         };
-        let parent = match parent {
-            Some(parent) => Context::new().with_remote_span_context(parent),
-            None => Context::new(),
-        };
+        // A context is made only for a parent (and for a span that is built): the sampler
+        // reads a missing one as no parent, as it does an empty one.
+        let parent = parent.map(|parent| Context::new().with_remote_span_context(parent));
         let result = self
             .sampler
-            .should_sample(Some(&parent), trace_id, name, &kind, &[], &[]);
+            .should_sample(parent.as_ref(), trace_id, name, &kind, &[], &[]);
         match result.decision {
             SamplingDecision::Drop => Decision::Drop(SpanContext::new(
                 trace_id,
@@ -121,7 +120,7 @@ impl DecidingTracer {
                 tracer: &self.tracer,
                 name,
                 kind,
-                parent,
+                parent: parent.unwrap_or_default(),
                 drawn,
             }),
         }

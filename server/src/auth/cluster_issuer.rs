@@ -229,7 +229,10 @@ mod tests {
             token_file: Some(dir.write("token", &format!("{TOKEN}\n"))),
         };
         let (with_files, results) = cache(&issuer, Some(files));
-        let keys = with_files.keys_for(Some("k1")).await.expect("the keys are fetched");
+        let keys = with_files
+            .keys_for(Some("k1"), None)
+            .await
+            .expect("the keys are fetched");
         assert_eq!(keys.len(), 1);
         assert_eq!(*results.lock().unwrap(), [FetchResult::Success]);
         // The token went only where it was asked for.
@@ -245,14 +248,14 @@ mod tests {
 
         // Without the CA, TLS fails; with the CA but without the token, the issuer refuses.
         let (plain, results) = cache(&issuer, None);
-        assert!(plain.keys_for(Some("k1")).await.is_none());
+        assert!(plain.keys_for(Some("k1"), None).await.is_none());
         assert_eq!(*results.lock().unwrap(), [FetchResult::Failure]);
         let ca_only = ServiceAccountIssuerFiles {
             ca_file: Some(ca_file),
             token_file: None,
         };
         let (no_token, results) = cache(&issuer, Some(ca_only));
-        assert!(no_token.keys_for(Some("k1")).await.is_none());
+        assert!(no_token.keys_for(Some("k1"), None).await.is_none());
         assert_eq!(*results.lock().unwrap(), [FetchResult::Failure]);
     }
 

@@ -42,6 +42,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::cluster_issuer::ServiceAccountIssuerFiles;
+use crate::trace::RequestTrace;
 
 /// The share of the TTL after which a request starts a background refresh: 4/5, so that the
 /// keys are renewed before they expire.
@@ -265,12 +266,15 @@ impl JwksCache {
 
     /// Keys that may have signed a token with `kid`: fetching first when there never were keys,
     /// or once (rate-limited) when no cached key has that `kid`; starting a background refresh
-    /// when the keys are due for one. `None` when there never were keys.
-    pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>) -> Option<Vec<Key>> {
+    /// when the keys are due for one. `None` when there never were keys. A fetch the caller waits
+    /// for is recorded in `trace`, the caller's request's.
+    pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>, trace: Option<&RequestTrace>) -> Option<Vec<Key>> {
         let (keys, fetched_at, _) = self.snapshot();
         match fetched_at {
-            None => self.refresh(false).await,
-            Some(_) if kid.is_some() && !keys.iter().any(|k| k.kid.as_deref() == kid) => self.refresh(true).await,
+            None => self.refresh(false, trace).await,
+            Some(_) if kid.is_some() && !keys.iter().any(|k| k.kid.as_deref() == kid) => {
+                self.refresh(true, trace).await
+            }
             Some(at) if at.elapsed() >= self.refresh_after() => self.refresh_in_background(),
             Some(_) => {}
         }
@@ -292,7 +296,7 @@ impl JwksCache {
         }
         let cache = Arc::clone(self);
         tokio::spawn(async move {
-            cache.refresh(false).await;
+            cache.refresh(false, None).await;
             cache.refreshing.store(false, Ordering::Release);
         });
     }
@@ -302,7 +306,7 @@ impl JwksCache {
     /// at most one request per interval, and callers never queue behind a stream of timeouts.
     /// While a fetch runs, at most [`MAX_FETCH_WAITERS`] callers ([`MAX_FIRST_FETCH_WAITERS`]
     /// for the first fetch) wait for it and take its outcome; the others return at once.
-    async fn refresh(&self, unknown_kid: bool) {
+    async fn refresh(&self, unknown_kid: bool, trace: Option<&RequestTrace>) {
         let recent = |at: Option<Instant>, window: Duration| at.is_some_and(|at| at.elapsed() < window);
         // An unknown `kid` while no fetch runs and the last one is recent: rate-limited at once,
         // without queueing on the fetch lock (a flood of made-up `kid`s must not count as waiters
@@ -353,7 +357,7 @@ impl JwksCache {
         let fetch_started = Instant::now();
         let fetched = self.fetch().await;
         // A fetch a request waited for is a span of that request's trace.
-        if let Some(trace) = crate::trace::RequestTrace::current() {
+        if let Some(trace) = trace {
             let outcome = if fetched.is_ok() { "success" } else { "failure" };
             trace.jwks_fetched(&self.issuer, fetch_started, outcome);
         }
@@ -618,11 +622,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fetch_a_request_waits_for_is_a_span_of_that_request_s_trace_only() {
+        use crate::trace::RequestTrace;
+        use crate::trace::testing::{attribute, named, tracer};
+
+        let (state, url) = idp_serving("k1").await;
+        let keys = cache(
+            &url,
+            KeyLocation::JwksUri(format!("{url}/jwks")),
+            Duration::from_secs(3600),
+            true,
+        );
+        let (_provider, tracer, exporter) = tracer();
+        let headers = axum::http::HeaderMap::new();
+        // The first request waits for the first fetch; the second finds the keys cached.
+        let [first, second] = [(); 2].map(|()| RequestTrace::new(tracer, Instant::now(), &headers));
+        for trace in [&first, &second] {
+            let started = Instant::now();
+            assert_eq!(keys.keys_for(Some("k1"), Some(trace)).await.unwrap().len(), 1);
+            trace.authenticated(started, Ok("jwt"));
+            trace.finish(200, axum::http::Version::HTTP_11);
+        }
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 1);
+
+        let spans = exporter.get_finished_spans().unwrap();
+        let fetches: Vec<_> = spans.iter().filter(|s| s.name == "jwks.fetch").collect();
+        assert_eq!(fetches.len(), 1, "{spans:#?}");
+        let first_authentication = spans
+            .iter()
+            .find(|s| s.name == "authenticate" && s.span_context.trace_id() == first.ids().unwrap().trace)
+            .expect("the first request's authentication");
+        assert_eq!(fetches[0].parent_span_id, first_authentication.span_context.span_id());
+        assert_eq!(
+            attribute(fetches[0], "palisade.jwks.issuer").as_deref(),
+            Some(url.as_str())
+        );
+        assert_eq!(
+            attribute(fetches[0], "palisade.jwks.outcome").as_deref(),
+            Some("success")
+        );
+        assert_eq!(
+            named(&spans, "jwks.fetch").span_kind,
+            opentelemetry::trace::SpanKind::Client
+        );
+    }
+
+    #[tokio::test]
     async fn a_due_refresh_runs_in_the_background_and_no_request_waits_for_it() {
         let (state, url) = idp_serving("k1").await;
         let ttl = Duration::from_millis(1000);
         let keys = cache(&url, KeyLocation::JwksUri(format!("{url}/jwks")), ttl, true);
-        assert_eq!(keys.keys_for(Some("k1")).await.unwrap().len(), 1);
+        assert_eq!(keys.keys_for(Some("k1"), None).await.unwrap().len(), 1);
         assert_eq!(state.jwks.load(Ordering::SeqCst), 1);
 
         // Past 4/5 of the TTL, with an IdP that now takes 3 s to answer.
@@ -630,7 +680,7 @@ mod tests {
         tokio::time::sleep(ttl * 4 / 5 + Duration::from_millis(50)).await;
         let started = Instant::now();
         for _ in 0..20 {
-            assert_eq!(keys.keys_for(Some("k1")).await.unwrap().len(), 1);
+            assert_eq!(keys.keys_for(Some("k1"), None).await.unwrap().len(), 1);
         }
         assert!(
             started.elapsed() < Duration::from_millis(500),
@@ -648,10 +698,10 @@ mod tests {
         let (state, url) = idp_serving("k1").await;
         let ttl = Duration::from_millis(600);
         let keys = cache(&url, KeyLocation::Discovery { issuer: url.clone() }, ttl, true);
-        keys.keys_for(Some("k1")).await.unwrap();
+        keys.keys_for(Some("k1"), None).await.unwrap();
         // An unknown kid within the TTL refetches the JWKS, not the discovery document.
         *state.kid.lock().unwrap() = "k2".into();
-        keys.keys_for(Some("k2")).await.unwrap();
+        keys.keys_for(Some("k2"), None).await.unwrap();
         assert_eq!(
             (
                 state.discoveries.load(Ordering::SeqCst),
@@ -661,7 +711,7 @@ mod tests {
         );
         // Past the TTL, the refresh asks the discovery document again.
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
-        keys.keys_for(Some("k2")).await.unwrap();
+        keys.keys_for(Some("k2"), None).await.unwrap();
         wait_for("rediscovery", &state.discoveries, 2).await;
         wait_for("refetch", &state.jwks, 3).await;
     }
@@ -683,7 +733,7 @@ mod tests {
             )
             .allow_insecure_http(true),
         );
-        keys.keys_for(Some("k1")).await.unwrap();
+        keys.keys_for(Some("k1"), None).await.unwrap();
 
         // The IdP now hangs for 1.5 s; 20 tokens with made-up kids arrive at once.
         *state.delay.lock().unwrap() = Duration::from_millis(1500);
@@ -692,7 +742,7 @@ mod tests {
             .map(|i| {
                 let keys = keys.clone();
                 tokio::spawn(async move {
-                    let found = keys.keys_for(Some(&format!("made-up-{i}"))).await.unwrap();
+                    let found = keys.keys_for(Some(&format!("made-up-{i}")), None).await.unwrap();
                     (found.len(), started.elapsed())
                 })
             })
@@ -731,7 +781,7 @@ mod tests {
         let tasks: Vec<_> = (0..40)
             .map(|_| {
                 let keys = keys.clone();
-                tokio::spawn(async move { (keys.keys_for(Some("k1")).await.is_some(), started.elapsed()) })
+                tokio::spawn(async move { (keys.keys_for(Some("k1"), None).await.is_some(), started.elapsed()) })
             })
             .collect();
         let (mut served, mut refused) = (0, 0);
@@ -759,10 +809,10 @@ mod tests {
     async fn a_withdrawn_key_leaves_the_key_set() {
         let (state, url) = idp_serving("k1").await;
         let keys = jwks_at(&url);
-        let k1 = keys.keys_for(Some("k1")).await.unwrap()[0].fingerprint;
+        let k1 = keys.keys_for(Some("k1"), None).await.unwrap()[0].fingerprint;
         assert!(keys.has_key(&k1));
         *state.kid.lock().unwrap() = "k2".into();
-        let k2 = keys.keys_for(Some("k2")).await.unwrap()[0].fingerprint;
+        let k2 = keys.keys_for(Some("k2"), None).await.unwrap()[0].fingerprint;
         assert!(keys.has_key(&k2));
         assert!(!keys.has_key(&k1), "k1 was withdrawn");
     }
@@ -776,7 +826,7 @@ mod tests {
             Duration::from_secs(3600),
             false,
         );
-        assert!(keys.keys_for(Some("k1")).await.is_none());
+        assert!(keys.keys_for(Some("k1"), None).await.is_none());
         let error = keys.fetch().await.err().expect("the fetch fails").to_string();
         assert_eq!(
             error,
@@ -797,7 +847,7 @@ mod tests {
             Duration::from_secs(3600),
             true,
         );
-        assert!(keys.keys_for(Some("k1")).await.is_none());
+        assert!(keys.keys_for(Some("k1"), None).await.is_none());
         let error = keys.fetch().await.err().expect("the fetch fails").to_string();
         assert_eq!(
             error,

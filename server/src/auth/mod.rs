@@ -45,6 +45,7 @@ use self::api_keys::ApiKeyTable;
 use self::cluster_issuer::ServiceAccountIssuerFiles;
 pub use self::error::{AuthError, Reason};
 use self::jwks::{FetchObserver, JwksCache, JwksRegistry, KeyLocation};
+use crate::trace::RequestTrace;
 
 /// Whether a bearer credential has the shape of a JWT (three dot-separated segments); anything
 /// else is looked up as an API key.
@@ -387,8 +388,14 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a request's credentials at time `now` (Unix seconds).
-    pub async fn authenticate(&self, credential: Credential<'_>, now: u64) -> Result<Arc<Principal>, AuthError> {
+    /// Authenticates a request's credentials at time `now` (Unix seconds). A JWKS fetch it waits
+    /// for is recorded in `trace`, the request's, when trace export is on.
+    pub async fn authenticate(
+        &self,
+        credential: Credential<'_>,
+        now: u64,
+        trace: Option<&RequestTrace>,
+    ) -> Result<Arc<Principal>, AuthError> {
         match credential {
             Credential::None if self.allow_anonymous => Ok(Arc::clone(&self.anonymous)),
             Credential::None => Err(AuthError::MissingAuthorization),
@@ -406,7 +413,7 @@ impl Authenticator {
             Credential::Bearer(token) | Credential::ApiKey(token) if token.len() > self.settings.max_token_bytes => {
                 Err(AuthError::InvalidToken(Reason::TooLarge))
             }
-            Credential::Bearer(token) if looks_like_jwt(token) => self.authenticate_jwt(token, now).await,
+            Credential::Bearer(token) if looks_like_jwt(token) => self.authenticate_jwt(token, now, trace).await,
             Credential::Bearer(key) | Credential::ApiKey(key) => match &self.api_keys {
                 Some(table) => table.authenticate(key).map(Arc::clone),
                 None if matches!(credential, Credential::ApiKey(_)) => {
@@ -417,14 +424,19 @@ impl Authenticator {
         }
     }
 
-    async fn authenticate_jwt(&self, token: &str, now: u64) -> Result<Arc<Principal>, AuthError> {
+    async fn authenticate_jwt(
+        &self,
+        token: &str,
+        now: u64,
+        trace: Option<&RequestTrace>,
+    ) -> Result<Arc<Principal>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cached) = self.cache.read().expect("token cache lock").get(&digest)
             && cached.valid_at(now, self.leeway)
         {
             return Ok(Arc::clone(&cached.principal));
         }
-        let (principal, key) = match self.verify_jwt(token, now).await {
+        let (principal, key) = match self.verify_jwt(token, now, trace).await {
             Ok(verified) => verified,
             Err(error) => {
                 // A token that no longer verifies (its key withdrawn) leaves the cache at once.
@@ -454,6 +466,7 @@ impl Authenticator {
         &self,
         token: &str,
         now: u64,
+        trace: Option<&RequestTrace>,
     ) -> Result<(Principal, Option<(Arc<JwksCache>, [u8; 32])>), AuthError> {
         let malformed = || AuthError::InvalidToken(Reason::Malformed);
         // The header names the algorithm; `alg: none` and unknown algorithms fail to parse.
@@ -487,7 +500,7 @@ impl Authenticator {
             Keys::Hmac(key) => (decode(token, key, &validation)?, None),
             Keys::Jwks(cache) => {
                 let candidates = cache
-                    .keys_for(header.kid.as_deref())
+                    .keys_for(header.kid.as_deref(), trace)
                     .await
                     .ok_or(AuthError::KeysUnavailable)?;
                 let alg_name = format!("{:?}", header.alg);

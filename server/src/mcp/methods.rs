@@ -129,6 +129,8 @@ pub struct Call<'a, 'p> {
     pub access: &'a Access<'p>,
     /// The revision it speaks.
     pub revision: Revision,
+    /// The request's trace, while trace export is on (an upstream call is a span of it).
+    pub trace: Option<&'a crate::trace::RequestTrace>,
 }
 
 /// What a server offers at the handshake.

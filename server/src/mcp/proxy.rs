@@ -44,6 +44,7 @@ use super::methods::{
     list_record, tool_arguments,
 };
 use crate::metrics::Metrics;
+use crate::trace::RequestTrace;
 use crate::upstream::UpstreamError;
 use crate::upstream::endpoint::{Tools, Upstream};
 use crate::upstream::pin::tool_hash;
@@ -220,12 +221,17 @@ impl Proxy {
         Some(prepared)
     }
 
-    /// Forwards `method` and records how it went.
-    async fn forward(&self, method: &'static str, mut params: Value) -> (Result<Value, UpstreamError>, Forwarded) {
+    /// Forwards `method` and records how it went (in `trace`, the request's, when export is on).
+    async fn forward(
+        &self,
+        method: &'static str,
+        mut params: Value,
+        trace: Option<&RequestTrace>,
+    ) -> (Result<Value, UpstreamError>, Forwarded) {
         let started = Instant::now();
         // With trace export on: a client span, whose context goes upstream in `_meta` (and, to an
         // HTTP upstream, in the headers).
-        let call = crate::trace::RequestTrace::current().and_then(|trace| {
+        let call = trace.and_then(|trace| {
             let target = params.get("name").and_then(Value::as_str);
             trace.upstream_call(method, target)
         });
@@ -364,7 +370,7 @@ async fn list_items<'p>(
     if let Some(cursor) = params.get("cursor").and_then(Value::as_str) {
         forwarded.insert("cursor".to_owned(), Value::String(cursor.to_owned()));
     }
-    let (result, _) = proxy.forward(items.list, Value::Object(forwarded)).await;
+    let (result, _) = proxy.forward(items.list, Value::Object(forwarded), call.trace).await;
     let mut page = match result {
         Ok(Value::Object(page)) => page,
         Ok(_) => {
@@ -482,7 +488,7 @@ async fn get_item<'p>(
             }
         }
     }
-    let (result, record) = proxy.forward(items.get, Value::Object(forwarded)).await;
+    let (result, record) = proxy.forward(items.get, Value::Object(forwarded), call.trace).await;
     authz.upstream = Some(record);
     let reply = match result {
         Ok(result) => Reply::Result(result),
@@ -618,7 +624,7 @@ async fn call_tool<'p>(
         }
         Err(invalid) => return (invalid, Some(authz)),
     }
-    let (result, record) = proxy.forward("tools/call", Value::Object(forwarded)).await;
+    let (result, record) = proxy.forward("tools/call", Value::Object(forwarded), call.trace).await;
     authz.upstream = Some(record);
     let reply = match result {
         Ok(result) => Reply::Result(result),

@@ -15,6 +15,8 @@
 
 mod propagation;
 mod request;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use propagation::{from_headers, from_meta, inject_headers, inject_meta};
 pub use request::{Decision, Message, RequestTrace, TraceIds, UpstreamCall};

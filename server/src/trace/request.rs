@@ -12,11 +12,15 @@
 //! its times and written as child spans when the request span begins. Only the upstream call of
 //! proxy mode is a live span: its context travels to the upstream.
 //!
+//! The trace is a plain value of the request (no allocation, no task-local): what runs for the
+//! request and records into its trace (a JWKS fetch, an upstream call) is handed it. Every method
+//! of an unsampled trace returns after one atomic load.
+//!
 //! Attribute values never include a credential or an argument value.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, Version};
@@ -45,10 +49,10 @@ pub struct RequestTrace {
 
 #[derive(Default)]
 struct State {
-    /// JWKS fetches not yet claimed by the authentication that made them.
+    /// JWKS fetches not yet written (under the authentication that made them).
     fetches: Vec<Recorded>,
     /// The authentication, when it ended before the request span began.
-    authentication: Option<Recorded>,
+    authentication: Option<Authentication>,
     /// The request span, once begun.
     begun: Option<Begun>,
     /// When the message was handed to its method.
@@ -76,12 +80,7 @@ impl Begun {
     /// The ids of a recorded span (an unsampled trace is recorded nowhere: there is nothing for
     /// an audit line to find).
     fn ids(&self) -> Option<TraceIds> {
-        let span = self.recording()?.span();
-        let ids = span.span_context();
-        Some(TraceIds {
-            trace: ids.trace_id(),
-            span: ids.span_id(),
-        })
+        self.recording().map(TraceIds::of)
     }
 }
 
@@ -94,9 +93,41 @@ pub struct TraceIds {
     pub span: opentelemetry::trace::SpanId,
 }
 
-tokio::task_local! {
-    /// The trace of the request the current task serves.
-    static CURRENT: Arc<RequestTrace>;
+impl TraceIds {
+    /// The ids of the span in `context`.
+    fn of(context: &Context) -> Self {
+        let span = context.span();
+        let ids = span.span_context();
+        Self {
+            trace: ids.trace_id(),
+            span: ids.span_id(),
+        }
+    }
+}
+
+/// An authentication that ended before the request span began: plain data until it is written
+/// (most traces are not sampled).
+#[derive(Clone, Copy)]
+struct Authentication {
+    start: Instant,
+    end: Instant,
+    /// `Ok(method)` or `Err(reason code)`.
+    outcome: Result<&'static str, &'static str>,
+}
+
+impl Authentication {
+    /// The span, with the JWKS fetches it made.
+    fn recorded(self, fetches: Vec<Recorded>) -> Recorded {
+        Recorded {
+            name: "authenticate",
+            kind: SpanKind::Internal,
+            start: self.start,
+            end: self.end,
+            attributes: Attributes::Authentication(self.outcome),
+            failed: self.outcome.err(),
+            children: fetches,
+        }
+    }
 }
 
 /// A span that ended before its parent began.
@@ -172,15 +203,15 @@ pub struct Decision<'a> {
 
 impl RequestTrace {
     /// The trace of a request that arrived at `arrived` with `headers`.
-    pub fn new(tracer: &'static DecidingTracer, arrived: Instant, headers: &HeaderMap) -> Arc<Self> {
-        let trace = Arc::new(Self {
+    pub fn new(tracer: &'static DecidingTracer, arrived: Instant, headers: &HeaderMap) -> Self {
+        let trace = Self {
             tracer,
             arrived,
             arrived_at: OnceLock::new(),
             header_parent: propagation::from_headers(headers),
             state: Mutex::new(State::default()),
             unsampled: AtomicBool::new(false),
-        });
+        };
         // A context in the headers is the parent, whatever `_meta` says: begin now.
         if trace.header_parent.is_some() {
             trace.begin(None);
@@ -188,16 +219,7 @@ impl RequestTrace {
         trace
     }
 
-    /// The trace of the request the current task serves, if trace export is on.
-    pub fn current() -> Option<Arc<Self>> {
-        CURRENT.try_with(Arc::clone).ok()
-    }
-
-    /// Serves the request (`serving`) with this trace as [`RequestTrace::current`].
-    pub async fn scope<F: std::future::Future>(self: Arc<Self>, serving: F) -> F::Output {
-        CURRENT.scope(self, serving).await
-    }
-
+    #[inline]
     fn is_unsampled(&self) -> bool {
         self.unsampled.load(Ordering::Acquire)
     }
@@ -232,26 +254,23 @@ impl RequestTrace {
     }
 
     /// The authentication that ran from `start` until now: `Ok(method)` or `Err(reason code)`.
+    #[inline]
     pub fn authenticated(&self, start: Instant, outcome: Result<&'static str, &'static str>) {
         if self.is_unsampled() {
             return;
         }
-        let mut state = self.state();
-        let children = std::mem::take(&mut state.fetches);
-        let authentication = Recorded {
-            name: "authenticate",
-            kind: SpanKind::Internal,
+        let authentication = Authentication {
             start,
             end: Instant::now(),
-            attributes: Attributes::Authentication(outcome),
-            failed: outcome.err(),
-            children,
+            outcome,
         };
+        let mut state = self.state();
         match &state.begun {
             Some(Begun::Recording(request)) => {
                 let request = request.clone();
+                let fetches = std::mem::take(&mut state.fetches);
                 drop(state);
-                self.emit(&request, authentication);
+                self.emit(&request, authentication.recorded(fetches));
             }
             Some(Begun::Unsampled(_)) => {}
             None => state.authentication = Some(authentication),
@@ -259,11 +278,12 @@ impl RequestTrace {
     }
 
     /// Begins the request span if it has not begun: its parent is the headers' context, else the
-    /// one in `params._meta`, else none (a new trace). Returns the context with the request span.
-    fn begin(&self, params: Option<&Map<String, Value>>) -> Begun {
+    /// one in `params._meta`, else none (a new trace). Returns the context with the request span
+    /// when it records.
+    fn begin(&self, params: Option<&Map<String, Value>>) -> Option<Context> {
         let mut state = self.state();
         if let Some(request) = &state.begun {
-            return request.clone();
+            return request.recording().cloned();
         }
         let parent = self
             .header_parent
@@ -271,10 +291,14 @@ impl RequestTrace {
             .or_else(|| params.and_then(propagation::from_meta));
         let request = match self.tracer.decide(parent, "POST /mcp", SpanKind::Server) {
             Sampling::Record(request) => request.start(|builder| builder.with_start_time(self.wall(self.arrived))),
-            Sampling::Drop(ids) => return self.unsampled(&mut state, ids),
+            Sampling::Drop(ids) => {
+                self.unsampled(&mut state, ids);
+                return None;
+            }
         };
         if !request.span().is_recording() {
-            return self.unsampled(&mut state, request.span().span_context().clone());
+            self.unsampled(&mut state, request.span().span_context().clone());
+            return None;
         }
         request.span().set_attributes([
             KeyValue::new("http.request.method", "POST"),
@@ -282,22 +306,21 @@ impl RequestTrace {
             KeyValue::new("url.path", "/mcp"),
         ]);
         let authentication = state.authentication.take();
+        let fetches = std::mem::take(&mut state.fetches);
         state.begun = Some(Begun::Recording(request.clone()));
         drop(state);
         if let Some(authentication) = authentication {
-            self.emit(&request, authentication);
+            self.emit(&request, authentication.recorded(fetches));
         }
-        Begun::Recording(request)
+        Some(request)
     }
 
     /// Begins an unsampled trace: nothing more is made for it, its ids are all it needs.
-    fn unsampled(&self, state: &mut State, ids: SpanContext) -> Begun {
-        let begun = Begun::Unsampled(ids);
+    fn unsampled(&self, state: &mut State, ids: SpanContext) {
         state.authentication = None;
         state.fetches.clear();
-        state.begun = Some(begun.clone());
+        state.begun = Some(Begun::Unsampled(ids));
         self.unsampled.store(true, Ordering::Release);
-        begun
     }
 
     /// Writes `span` (and its children) under `parent`.
@@ -325,14 +348,16 @@ impl RequestTrace {
 
     /// The W3C trace id and span id of the request span, beginning it if it has not begun;
     /// `None` when the trace is not sampled.
+    #[inline]
     pub fn ids(&self) -> Option<TraceIds> {
         if self.is_unsampled() {
             return None;
         }
-        self.begin(None).ids()
+        self.begin(None).as_ref().map(TraceIds::of)
     }
 
     /// Like [`RequestTrace::ids`], but only if the request span has begun.
+    #[inline]
     pub fn ids_if_begun(&self) -> Option<TraceIds> {
         if self.is_unsampled() {
             return None;
@@ -342,11 +367,16 @@ impl RequestTrace {
 
     /// Describes the message on the request span (beginning it, with `_meta` as a possible
     /// parent), just before it is handed to its method.
+    #[inline]
     pub fn dispatch(&self, message: &Message<'_>) {
-        if self.is_unsampled() {
-            return;
+        if !self.is_unsampled() {
+            self.describe_message(message);
         }
-        let Begun::Recording(request) = self.begin(Some(message.params)) else {
+    }
+
+    /// [`RequestTrace::dispatch`] of a trace that may be sampled.
+    fn describe_message(&self, message: &Message<'_>) {
+        let Some(request) = self.begin(Some(message.params)) else {
             return;
         };
         self.state().dispatched = Some(Instant::now());
@@ -394,10 +424,15 @@ impl RequestTrace {
     }
 
     /// The caller, once authenticated: `user.id` (the subject, never a credential).
+    #[inline]
     pub fn caller(&self, subject: Option<&str>) {
-        if self.is_unsampled() {
-            return;
+        if !self.is_unsampled() {
+            self.describe_caller(subject);
         }
+    }
+
+    /// [`RequestTrace::caller`] of a trace that may be sampled.
+    fn describe_caller(&self, subject: Option<&str>) {
         if let (Some(subject), Some(Begun::Recording(request))) = (subject, self.state().begun.as_ref()) {
             request.span().set_attribute(KeyValue::new("user.id", bounded(subject)));
         }
@@ -405,12 +440,17 @@ impl RequestTrace {
 
     /// The `authorize` span (from dispatch to decision), and the span of the work it allowed when
     /// that ran here.
+    #[inline]
     pub fn decided(&self, decision: &Decision<'_>) {
-        if self.is_unsampled() {
-            return;
+        if !self.is_unsampled() {
+            self.record_decision(decision);
         }
+    }
+
+    /// [`RequestTrace::decided`] of a trace that may be sampled.
+    fn record_decision(&self, decision: &Decision<'_>) {
         // A denial from the routing headers is decided before any message was dispatched.
-        let Begun::Recording(request) = self.begin(None) else {
+        let Some(request) = self.begin(None) else {
             return;
         };
         let dispatched = self.state().dispatched.unwrap_or(decision.decided);
@@ -518,7 +558,15 @@ impl RequestTrace {
     }
 
     /// Ends the request span with the answer's status.
+    #[inline]
     pub fn finish(&self, status: u16, version: Version) {
+        if !self.is_unsampled() {
+            self.end_request(status, version);
+        }
+    }
+
+    /// [`RequestTrace::finish`] of a trace that may be sampled.
+    fn end_request(&self, status: u16, version: Version) {
         let Some(request) = self.ended() else {
             return;
         };
@@ -538,12 +586,12 @@ impl RequestTrace {
         if self.is_unsampled() {
             return None;
         }
-        let begun = self.begin(None);
+        let request = self.begin(None);
         let mut state = self.state();
         if std::mem::replace(&mut state.finished, true) {
             return None;
         }
-        begun.recording().cloned()
+        request
     }
 
     /// Ends the request span of a request whose client went away.
@@ -557,10 +605,15 @@ impl RequestTrace {
     }
 
     /// Records on the request span facts about it that are not known at the start.
+    #[inline]
     pub fn request_facts(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
-        if self.is_unsampled() {
-            return;
+        if !self.is_unsampled() {
+            self.describe_request(request_id, client, policy_hash);
         }
+    }
+
+    /// [`RequestTrace::request_facts`] of a trace that may be sampled.
+    fn describe_request(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
         let Some(Begun::Recording(request)) = self.state().begun.clone() else {
             return;
         };
@@ -630,26 +683,15 @@ fn strings(values: &[&str]) -> AttributeValue {
 mod tests {
     use std::time::Duration;
 
-    use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
+    use opentelemetry::trace::{SpanId, TraceId};
     use serde_json::json;
 
     use super::*;
     use crate::mcp::jsonrpc::Id;
+    use crate::trace::testing::{attribute, named, tracer};
 
     const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
     const CALLER_SPAN: &str = "b7ad6b7169203331";
-
-    fn tracer() -> (SdkTracerProvider, &'static DecidingTracer, InMemorySpanExporter) {
-        let exporter = InMemorySpanExporterBuilder::new().build();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .with_id_generator(palisade_telemetry::sampling::DrawnFirst::default())
-            .build();
-        let sampler = palisade_telemetry::Sampler::ParentBased(palisade_telemetry::ParentlessSampler::AlwaysOn);
-        let tracer = DecidingTracer::new(provider.tracer("palisade-server"), sampler);
-        (provider, Box::leak(Box::new(tracer)), exporter)
-    }
 
     /// Headers with the caller's span in `traceparent`, sampled (`01`) or not (`00`).
     fn caller_headers(flags: &str) -> HeaderMap {
@@ -657,20 +699,6 @@ mod tests {
         let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-{flags}");
         headers.insert("traceparent", traceparent.parse().unwrap());
         headers
-    }
-
-    fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
-        spans
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
-    }
-
-    fn attribute(span: &SpanData, key: &str) -> Option<String> {
-        span.attributes
-            .iter()
-            .find(|kv| kv.key.as_str() == key)
-            .map(|kv| kv.value.to_string())
     }
 
     fn decision(decided: Instant) -> Decision<'static> {
@@ -693,17 +721,10 @@ mod tests {
         let (_provider, tracer, exporter) = tracer();
         let arrived = Instant::now();
         let trace = RequestTrace::new(tracer, arrived, &HeaderMap::new());
-        // The JWKS fetch finds the request's trace as the current one.
-        CURRENT.sync_scope(trace.clone(), || {
-            let fetch_started = Instant::now();
-            std::thread::sleep(Duration::from_millis(2));
-            RequestTrace::current().expect("the request's trace").jwks_fetched(
-                "https://idp.example",
-                fetch_started,
-                "success",
-            );
-        });
-        assert!(RequestTrace::current().is_none(), "only within the request");
+        // The authentication waits for a JWKS fetch, handed the request's trace.
+        let fetch_started = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        trace.jwks_fetched("https://idp.example", fetch_started, "success");
         trace.authenticated(arrived, Ok("jwt"));
         assert!(trace.ids_if_begun().is_none(), "not begun before the message is read");
         let params =

@@ -107,10 +107,10 @@ pub fn credential(data: &[u8]) {
     for credential in [Credential::Bearer(text), Credential::ApiKey(text)] {
         let first = fixture
             .runtime
-            .block_on(fixture.authenticator.authenticate(credential, NOW));
+            .block_on(fixture.authenticator.authenticate(credential, NOW, None));
         let second = fixture
             .runtime
-            .block_on(fixture.authenticator.authenticate(credential, NOW));
+            .block_on(fixture.authenticator.authenticate(credential, NOW, None));
         match (&first, &second) {
             (Ok(a), Ok(b)) => assert_eq!(a.identity, b.identity, "a cached verification changed the identity"),
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "a refusal changed on retry"),
@@ -125,6 +125,6 @@ pub fn bearer_is_accepted(token: &str) -> bool {
     let fixture = fixture();
     fixture
         .runtime
-        .block_on(fixture.authenticator.authenticate(Credential::Bearer(token), NOW))
+        .block_on(fixture.authenticator.authenticate(Credential::Bearer(token), NOW, None))
         .is_ok()
 }
