@@ -13,8 +13,9 @@
 //! proxy mode is a live span: its context travels to the upstream.
 //!
 //! The trace is a plain value of the request (no allocation, no task-local): what runs for the
-//! request and records into its trace (a JWKS fetch, an upstream call) is handed it. Every method
-//! of an unsampled trace returns after one atomic load.
+//! request and records into its trace (a JWKS fetch, an upstream call) is handed it. Once a trace
+//! is known to be unsampled, its methods return after one atomic load, except the upstream call's,
+//! which still hands the upstream the trace's ids.
 //!
 //! Attribute values never include a credential or an argument value.
 
