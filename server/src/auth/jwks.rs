@@ -627,12 +627,7 @@ mod tests {
         use crate::trace::testing::{attribute, named, tracer};
 
         let (state, url) = idp_serving("k1").await;
-        let keys = cache(
-            &url,
-            KeyLocation::JwksUri(format!("{url}/jwks")),
-            Duration::from_secs(3600),
-            true,
-        );
+        let keys = jwks_at(&url);
         let (_provider, tracer, exporter) = tracer();
         let headers = axum::http::HeaderMap::new();
         // The first request waits for the first fetch; the second finds the keys cached.
