@@ -266,8 +266,9 @@ impl JwksCache {
 
     /// Keys that may have signed a token with `kid`: fetching first when there never were keys,
     /// or once (rate-limited) when no cached key has that `kid`; starting a background refresh
-    /// when the keys are due for one. `None` when there never were keys. A fetch the caller waits
-    /// for is recorded in `trace`, the caller's request's.
+    /// when the keys are due for one. `None` when there never were keys. A fetch the caller makes
+    /// (and waits for) is recorded in `trace`, the caller's request's; one it waits for that
+    /// another caller makes is recorded in that caller's.
     pub async fn keys_for(self: &Arc<Self>, kid: Option<&str>, trace: Option<&RequestTrace>) -> Option<Vec<Key>> {
         let (keys, fetched_at, _) = self.snapshot();
         match fetched_at {
@@ -622,44 +623,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fetch_a_request_waits_for_is_a_span_of_that_request_s_trace_only() {
-        use crate::trace::RequestTrace;
-        use crate::trace::testing::{attribute, named, tracer};
+    async fn a_fetch_a_request_makes_is_a_span_of_that_request_s_trace_only() {
+        use axum::http::{HeaderMap, Version};
+        use opentelemetry::trace::{SpanKind, TraceId};
 
+        use crate::trace::RequestTrace;
+        use crate::trace::testing::{attribute, tracer};
+
+        const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
         let (state, url) = idp_serving("k1").await;
         let keys = jwks_at(&url);
         let (_provider, tracer, exporter) = tracer();
-        let headers = axum::http::HeaderMap::new();
-        // The first request waits for the first fetch; the second finds the keys cached.
-        let [first, second] = [(); 2].map(|()| RequestTrace::new(tracer, Instant::now(), &headers));
-        for trace in [&first, &second] {
-            let started = Instant::now();
-            assert_eq!(keys.keys_for(Some("k1"), Some(trace)).await.unwrap().len(), 1);
-            trace.authenticated(started, Ok("jwt"));
-            trace.finish(200, axum::http::Version::HTTP_11);
-        }
-        assert_eq!(state.jwks.load(Ordering::SeqCst), 1);
+        let mut with_context = HeaderMap::new();
+        let traceparent = format!("00-{CALLER_TRACE}-b7ad6b7169203331-01");
+        with_context.insert("traceparent", traceparent.parse().unwrap());
+        // The first request makes the first fetch (its span begins only once the message is
+        // read); the second finds the keys cached; the third, whose span began at once with the
+        // caller's context, names a key the IdP rotated to and makes the second fetch.
+        let authenticate = |trace: RequestTrace, kid: &'static str| {
+            let keys = keys.clone();
+            async move {
+                let started = Instant::now();
+                assert_eq!(keys.keys_for(Some(kid), Some(&trace)).await.unwrap().len(), 1);
+                trace.authenticated(started, Ok("jwt"));
+                trace.finish(200, Version::HTTP_11);
+                trace.ids().expect("recorded").trace
+            }
+        };
+        let first = authenticate(RequestTrace::new(tracer, Instant::now(), &HeaderMap::new()), "k1").await;
+        authenticate(RequestTrace::new(tracer, Instant::now(), &HeaderMap::new()), "k1").await;
+        *state.kid.lock().unwrap() = "k2".into();
+        let third = authenticate(RequestTrace::new(tracer, Instant::now(), &with_context), "k2").await;
+        assert_eq!(third, TraceId::from_hex(CALLER_TRACE).unwrap());
+        assert_eq!(state.jwks.load(Ordering::SeqCst), 2);
 
         let spans = exporter.get_finished_spans().unwrap();
         let fetches: Vec<_> = spans.iter().filter(|s| s.name == "jwks.fetch").collect();
-        assert_eq!(fetches.len(), 1, "{spans:#?}");
-        let first_authentication = spans
-            .iter()
-            .find(|s| s.name == "authenticate" && s.span_context.trace_id() == first.ids().unwrap().trace)
-            .expect("the first request's authentication");
-        assert_eq!(fetches[0].parent_span_id, first_authentication.span_context.span_id());
-        assert_eq!(
-            attribute(fetches[0], "palisade.jwks.issuer").as_deref(),
-            Some(url.as_str())
-        );
-        assert_eq!(
-            attribute(fetches[0], "palisade.jwks.outcome").as_deref(),
-            Some("success")
-        );
-        assert_eq!(
-            named(&spans, "jwks.fetch").span_kind,
-            opentelemetry::trace::SpanKind::Client
-        );
+        assert_eq!(fetches.len(), 2, "{spans:#?}");
+        for (fetch, trace) in fetches.iter().zip([first, third]) {
+            let authentication = spans
+                .iter()
+                .find(|s| s.name == "authenticate" && s.span_context.trace_id() == trace)
+                .expect("the request's authentication");
+            assert_eq!(fetch.span_context.trace_id(), trace);
+            assert_eq!(fetch.parent_span_id, authentication.span_context.span_id());
+            assert_eq!(fetch.span_kind, SpanKind::Client);
+            assert_eq!(attribute(fetch, "palisade.jwks.issuer").as_deref(), Some(url.as_str()));
+            assert_eq!(attribute(fetch, "palisade.jwks.outcome").as_deref(), Some("success"));
+        }
     }
 
     #[tokio::test]

@@ -388,8 +388,8 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a request's credentials at time `now` (Unix seconds). A JWKS fetch it waits
-    /// for is recorded in `trace`, the request's, when trace export is on.
+    /// Authenticates a request's credentials at time `now` (Unix seconds). A JWKS fetch it makes
+    /// (and waits for) is recorded in `trace`, the request's, when trace export is on.
     pub async fn authenticate(
         &self,
         credential: Credential<'_>,

@@ -71,17 +71,13 @@ enum Begun {
 }
 
 impl Begun {
+    /// The context of a recorded request span (an unsampled trace is recorded nowhere: there is
+    /// nothing for an audit line to find).
     fn recording(&self) -> Option<&Context> {
         match self {
             Self::Recording(context) => Some(context),
             Self::Unsampled(_) => None,
         }
-    }
-
-    /// The ids of a recorded span (an unsampled trace is recorded nowhere: there is nothing for
-    /// an audit line to find).
-    fn ids(&self) -> Option<TraceIds> {
-        self.recording().map(TraceIds::of)
     }
 }
 
@@ -108,7 +104,6 @@ impl TraceIds {
 
 /// An authentication that ended before the request span began: plain data until it is written
 /// (most traces are not sampled).
-#[derive(Clone, Copy)]
 struct Authentication {
     start: Instant,
     end: Instant,
@@ -220,7 +215,6 @@ impl RequestTrace {
         trace
     }
 
-    #[inline]
     fn is_unsampled(&self) -> bool {
         self.unsampled.load(Ordering::Acquire)
     }
@@ -257,9 +251,13 @@ impl RequestTrace {
     /// The authentication that ran from `start` until now: `Ok(method)` or `Err(reason code)`.
     #[inline]
     pub fn authenticated(&self, start: Instant, outcome: Result<&'static str, &'static str>) {
-        if self.is_unsampled() {
-            return;
+        if !self.is_unsampled() {
+            self.record_authentication(start, outcome);
         }
+    }
+
+    /// [`RequestTrace::authenticated`] of a trace that may be sampled.
+    fn record_authentication(&self, start: Instant, outcome: Result<&'static str, &'static str>) {
         let authentication = Authentication {
             start,
             end: Instant::now(),
@@ -306,12 +304,15 @@ impl RequestTrace {
             KeyValue::new("http.route", "/mcp"),
             KeyValue::new("url.path", "/mcp"),
         ]);
-        let authentication = state.authentication.take();
-        let fetches = std::mem::take(&mut state.fetches);
+        // The JWKS fetches of an authentication still running stay for it to claim.
+        let authentication = state
+            .authentication
+            .take()
+            .map(|authentication| authentication.recorded(std::mem::take(&mut state.fetches)));
         state.begun = Some(Begun::Recording(request.clone()));
         drop(state);
         if let Some(authentication) = authentication {
-            self.emit(&request, authentication.recorded(fetches));
+            self.emit(&request, authentication);
         }
         Some(request)
     }
@@ -363,7 +364,7 @@ impl RequestTrace {
         if self.is_unsampled() {
             return None;
         }
-        self.state().begun.as_ref().and_then(Begun::ids)
+        self.state().begun.as_ref().and_then(Begun::recording).map(TraceIds::of)
     }
 
     /// Describes the message on the request span (beginning it, with `_meta` as a possible
@@ -615,7 +616,7 @@ impl RequestTrace {
 
     /// [`RequestTrace::request_facts`] of a trace that may be sampled.
     fn describe_request(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
-        let Some(Begun::Recording(request)) = self.state().begun.clone() else {
+        let Some(request) = self.state().begun.as_ref().and_then(Begun::recording).cloned() else {
             return;
         };
         let span = request.span();
