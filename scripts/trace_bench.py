@@ -115,7 +115,7 @@ def main() -> None:
             servers = {name: start(name, CASES[name], policy, documents, audit_logs[name], grpc)
                        for name in order}
             for name in order:
-                warm_up(name, servers[name], args.warmup)
+                warm_up(servers[name], args.warmup)
             for c in connections:
                 rng.shuffle(order)
                 for name in order:
@@ -162,15 +162,9 @@ def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int) -> 
     return server
 
 
-def warm_up(name: str, server: "lb.Server", seconds: int) -> None:
-    """Waits for the server to answer the call, then loads it for `seconds`."""
-    deadline = time.time() + 30
-    while True:
-        status, _ = lb.post(server.url, CALL, "")
-        if status == 200:
-            break
-        lb.check(time.time() < deadline, f"{name}: {status}")
-        time.sleep(0.2)
+def warm_up(server: "lb.Server", seconds: int) -> None:
+    """Waits (up to 30 s) for the server to answer the call, then loads it for `seconds`."""
+    lb.answer(server, CALL, "", retries=150)
     lb.wrk(server.url, 16, seconds, CALL, "")
 
 

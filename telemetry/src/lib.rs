@@ -96,17 +96,7 @@ impl Tracing {
             .transpose()?;
         let identity = settings.client_identity.as_ref().map(read_identity).transpose()?;
         let https = settings.endpoint.starts_with("https://");
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &settings.headers {
-            // Checked when the settings were read.
-            if let (Ok(name), Ok(mut value)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value),
-            ) {
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-        }
+        let headers = settings.header_map();
         let transport = match settings.protocol {
             Protocol::Grpc => {
                 // An https endpoint trusts the configured CA, else the system roots.

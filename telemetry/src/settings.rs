@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
 use thiserror::Error;
 
 /// How spans travel to the collector.
@@ -116,6 +118,15 @@ impl TraceSettings {
             (Protocol::HttpProtobuf, false) => format!("{}/v1/traces", self.endpoint.trim_end_matches('/')),
             _ => self.endpoint.clone(),
         }
+    }
+
+    /// The export headers as sent, their values marked sensitive (a `Debug` print never shows
+    /// them). Each was checked by the same [`header`] when the settings were read.
+    pub fn header_map(&self) -> HeaderMap {
+        self.headers
+            .iter()
+            .filter_map(|(name, value)| header(name, value))
+            .collect()
     }
 }
 
@@ -263,21 +274,26 @@ fn parse_headers(variable: &'static str, list: &str) -> Result<Vec<(String, Stri
             ));
         };
         let key = key.trim().to_ascii_lowercase();
-        let value = percent_decoded(value.trim());
-        let valid_key = !key.is_empty() && reqwest::header::HeaderName::from_bytes(key.as_bytes()).is_ok();
-        let valid_value = value
-            .as_deref()
-            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)));
-        if !valid_key || !valid_value {
+        let Some(value) = percent_decoded(value.trim()).filter(|value| header(&key, value).is_some()) else {
             return Err(SettingsError {
                 variable,
                 value: format!("{key}=(not shown)"),
                 reason: "a header is a token name and a non-empty printable ASCII value (percent-encoded)",
             });
-        }
-        headers.push((key, value.unwrap_or_default()));
+        };
+        headers.push((key, value));
     }
     Ok(headers)
+}
+
+/// `name: value` as HTTP and gRPC metadata carry it (a token name, a non-empty printable ASCII
+/// value), the value marked sensitive; `None` for one they cannot.
+fn header(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    let printable = !value.is_empty() && value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let mut value = HeaderValue::from_str(value).ok().filter(|_| printable)?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 /// `text` with its `%XX` escapes decoded; `None` when one is malformed or the result is not UTF-8.
@@ -526,6 +542,22 @@ mod tests {
             "names lowercased, values decoded, the signal's own variable wins"
         );
         assert_eq!(on.timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn the_headers_are_sent_as_read_with_their_values_never_printed() {
+        let on = settings(&[
+            ENDPOINT,
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20abc,x-team=b"),
+        ])
+        .unwrap()
+        .unwrap();
+        let map = on.header_map();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map["authorization"], "Bearer abc");
+        assert_eq!(map["x-team"], "b");
+        assert!(map.values().all(HeaderValue::is_sensitive));
+        assert!(!format!("{map:?}").contains("abc"), "{map:?}");
     }
 
     #[test]

@@ -342,19 +342,17 @@ fn policy_swaps_under_load_fail_no_request() {
     }
 
     // Each answer agrees with its audit event, and every thread saw H1 → H2 → H3 in order.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let events: HashMap<String, Value> = loop {
-        let events: HashMap<String, Value> = server
-            .audit_events()
+    let by_request = |events: Vec<Value>| -> HashMap<String, Value> {
+        events
             .into_iter()
             .filter(|e| e["kind"] == "authorization" && e["tool"] == TOOL)
             .filter_map(|e| Some((e["request_id"].as_str()?.to_owned(), e)))
-            .collect();
-        if outcomes.iter().all(|o| events.contains_key(&o.request_id)) || Instant::now() > deadline {
-            break events;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+            .collect()
     };
+    let events = by_request(server.audit_events_until("for every request", |events| {
+        let events = by_request(events.to_vec());
+        outcomes.iter().all(|o| events.contains_key(&o.request_id))
+    }));
     let rank = |hash: &str| [h1.as_str(), h2.as_str(), h3.as_str()].iter().position(|h| *h == hash);
     let mut last_rank = [0; THREADS];
     let mut by_hash: HashMap<&str, usize> = HashMap::new();

@@ -66,7 +66,8 @@ struct State {
 enum Begun {
     /// Sampled: the context with the span.
     Recording(Context),
-    /// Not sampled: only its ids (for the audit events and the upstream), nothing else is made.
+    /// Not sampled: only its ids (for an upstream, which follows the same decision), nothing
+    /// else is made.
     Unsampled(SpanContext),
 }
 

@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
-use opentelemetry::{Array, InstrumentationScope, Value};
+use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
@@ -34,7 +34,7 @@ pub fn export_request(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>
         message(out, 1, 2, |out| {
             for (key, value) in resource.iter() {
                 // Resource.attributes = 1
-                message(out, 1, 1, |out| key_value(out, key.as_str(), value));
+                attribute(out, 1, key.as_str(), value);
             }
         });
         let mut scopes: Vec<&InstrumentationScope> = Vec::new();
@@ -64,11 +64,7 @@ pub fn export_request(resource: &Resource, spans: &[SpanData], out: &mut Vec<u8>
 fn instrumentation_scope(out: &mut Vec<u8>, scope: &InstrumentationScope) {
     string(out, 1, scope.name());
     string(out, 2, scope.version().unwrap_or_default());
-    for attribute in scope.attributes() {
-        message(out, 3, 1, |out| {
-            key_value(out, attribute.key.as_str(), &attribute.value)
-        });
-    }
+    attributes(out, 3, scope.attributes());
 }
 
 fn span(out: &mut Vec<u8>, span: &SpanData) {
@@ -83,21 +79,13 @@ fn span(out: &mut Vec<u8>, span: &SpanData) {
     uint(out, 6, span_kind(&span.span_kind));
     fixed64(out, 7, nanos(span.start_time));
     fixed64(out, 8, nanos(span.end_time));
-    for attribute in &span.attributes {
-        message(out, 9, 1, |out| {
-            key_value(out, attribute.key.as_str(), &attribute.value)
-        });
-    }
+    attributes(out, 9, &span.attributes);
     uint(out, 10, span.dropped_attributes_count.into());
     for event in span.events.iter() {
         message(out, 11, 1, |out| {
             fixed64(out, 1, nanos(event.timestamp));
             string(out, 2, &event.name);
-            for attribute in &event.attributes {
-                message(out, 3, 1, |out| {
-                    key_value(out, attribute.key.as_str(), &attribute.value)
-                });
-            }
+            attributes(out, 3, &event.attributes);
             uint(out, 4, event.dropped_attributes_count.into());
         });
     }
@@ -108,11 +96,7 @@ fn span(out: &mut Vec<u8>, span: &SpanData) {
             bytes(out, 1, &linked.trace_id().to_bytes());
             bytes(out, 2, &linked.span_id().to_bytes());
             trace_state(out, 3, linked);
-            for attribute in &link.attributes {
-                message(out, 4, 1, |out| {
-                    key_value(out, attribute.key.as_str(), &attribute.value)
-                });
-            }
+            attributes(out, 4, &link.attributes);
             uint(out, 5, link.dropped_attributes_count.into());
             fixed32(out, 6, flags(linked, linked.is_remote()));
         });
@@ -155,6 +139,18 @@ fn span_kind(kind: &SpanKind) -> u64 {
 fn nanos(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Each of `attributes` as a `KeyValue` in the repeated field `field`.
+fn attributes<'a>(out: &mut Vec<u8>, field: u32, attributes: impl IntoIterator<Item = &'a KeyValue>) {
+    for attribute in attributes {
+        self::attribute(out, field, attribute.key.as_str(), &attribute.value);
+    }
+}
+
+/// One `KeyValue` in the repeated field `field`.
+fn attribute(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
+    message(out, field, 1, |out| key_value(out, key, value));
 }
 
 /// `KeyValue { key = 1, value = 2 }`.

@@ -229,48 +229,33 @@ pub(crate) mod tests {
         assert_eq!(span_names(&body), ["tools/call read_file"]);
     }
 
+    /// What exporting one span over `transport` failed with.
+    async fn export_error(transport: Transport) -> String {
+        OtlpExporter::new(transport)
+            .export(vec![span()])
+            .await
+            .unwrap_err()
+            .to_string()
+    }
+
     #[tokio::test]
     async fn a_refused_or_unreachable_export_fails_with_what_happened() {
         install_crypto();
         let (endpoint, _) = collector(true).await;
-        let grpc = GrpcTransport::new(&endpoint, None, HeaderMap::new(), Duration::from_secs(5)).unwrap();
-        let error = OtlpExporter::new(Transport::Grpc(grpc))
-            .export(vec![span()])
-            .await
-            .unwrap_err();
+        let grpc = |endpoint: &str, timeout| GrpcTransport::new(endpoint, None, HeaderMap::new(), timeout).unwrap();
+        let http = |url: String| HttpTransport::new(reqwest::Client::new(), url.parse().unwrap(), HeaderMap::new());
         assert_eq!(
-            error.to_string(),
+            export_error(Transport::Grpc(grpc(&endpoint, Duration::from_secs(5)))).await,
             "Operation failed: the collector answered InvalidArgument: bad span"
         );
-        let http = HttpTransport::new(
-            reqwest::Client::new(),
-            format!("{endpoint}/v1/traces").parse().unwrap(),
-            HeaderMap::new(),
-        );
-        let error = OtlpExporter::new(Transport::Http(http))
-            .export(vec![span()])
-            .await
-            .unwrap_err();
         assert_eq!(
-            error.to_string(),
+            export_error(Transport::Http(http(format!("{endpoint}/v1/traces")))).await,
             "Operation failed: the collector answered 400 Bad Request"
         );
         // Nothing listens there.
-        let grpc = GrpcTransport::new("http://127.0.0.1:9", None, HeaderMap::new(), Duration::from_secs(2)).unwrap();
-        let error = OtlpExporter::new(Transport::Grpc(grpc))
-            .export(vec![span()])
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("cannot reach the collector"), "{error}");
-        let http = HttpTransport::new(
-            reqwest::Client::new(),
-            "http://127.0.0.1:9/v1/traces".parse().unwrap(),
-            HeaderMap::new(),
-        );
-        let error = OtlpExporter::new(Transport::Http(http))
-            .export(vec![span()])
-            .await
-            .unwrap_err();
-        assert!(error.to_string().contains("cannot reach the collector"), "{error}");
+        let error = export_error(Transport::Grpc(grpc("http://127.0.0.1:9", Duration::from_secs(2)))).await;
+        assert!(error.contains("cannot reach the collector"), "{error}");
+        let error = export_error(Transport::Http(http("http://127.0.0.1:9/v1/traces".to_owned()))).await;
+        assert!(error.contains("cannot reach the collector"), "{error}");
     }
 }
