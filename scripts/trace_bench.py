@@ -121,9 +121,12 @@ def main() -> None:
                 for name in order:
                     for log in audit_logs.values():
                         os.truncate(log, 0)
-                    cpu = servers[name].cpu_seconds()
+                    cpu, collector_cpu = servers[name].cpu_seconds(), collector.cpu_seconds()
                     result = lb.wrk(servers[name].url, c, args.seconds, CALL, "")
                     result["cpu_us"] = (servers[name].cpu_seconds() - cpu) * 1e6 / result["requests"]
+                    # The collector's work for this server's spans, on the same two cores.
+                    result["collector_cpu_us"] = ((collector.cpu_seconds() - collector_cpu) * 1e6
+                                                  / result["requests"])
                     lb.check(result["errors"] == 0, f"{name} at {c}: {result}")
                     results.append({"case": name, "connections": c, "repetition": repetition, **result})
                     lb.log(f"{name:10} c={c:<3} rps={result['rps']:.0f} p50={result['p50_us']} us "
@@ -236,6 +239,10 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         return f"{case} at {c} connection{'s' if c != 1 else ''}: " + ", ".join(parts)
 
     last = connections[-1]
+    collector = ", ".join(
+        f"{name}: {median(name, last, 'collector_cpu_us'):.2f} µs"
+        for name in CASES if not name.startswith("off")
+        and all("collector_cpu_us" in r for r in results if r["case"] == name))
     exported = ", ".join(f"{name}: {v['exported']:,.0f} exported, {v['dropped']:,.0f} dropped"
                          for name, v in spans.items() if not name.startswith("off"))
     lines += [
@@ -247,7 +254,10 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "identical processes on this 2-core machine, and a server whose export task keeps its "
         "worker threads awake can answer one connection sooner than one whose threads park between "
         "requests: the 100% row at 1 connection has been both faster and slower than off between "
-        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too.",
+        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too"
+        + (f"; its CPU time per request of the server it received from, at {last} connections "
+           f"(median): {collector}. In a cluster the collector runs in pods of its own." if collector
+           else ".") ,
         "",
         "Aim: no measurable cost at 1%. Judged on paired repetitions: in each, a case's ratio to the "
         "geometric mean of the two export-off servers measured in the same repetition; the mean ratio "

@@ -35,6 +35,10 @@ use super::propagation;
 /// Longest attribute value taken from a request (a JSON-RPC id, a tool name): longer ones are cut.
 const MOST_ATTRIBUTE_BYTES: usize = 256;
 
+/// Room for the request span's attributes, made when it begins: the most it gets (HTTP 3,
+/// message 5, caller 1, decision 2, request facts 3, answer 3), so that it never grows.
+const REQUEST_SPAN_ATTRIBUTES: usize = 17;
+
 /// The spans of one request: see the module documentation.
 pub struct RequestTrace {
     tracer: &'static DecidingTracer,
@@ -290,7 +294,17 @@ impl RequestTrace {
             .clone()
             .or_else(|| params.and_then(propagation::from_meta));
         let request = match self.tracer.decide(parent, "POST /mcp", SpanKind::Server) {
-            Sampling::Record(request) => request.start(|builder| builder.with_start_time(self.wall(self.arrived))),
+            Sampling::Record(request) => request.start(|builder| {
+                let mut attributes = Vec::with_capacity(REQUEST_SPAN_ATTRIBUTES);
+                attributes.extend([
+                    KeyValue::new("http.request.method", "POST"),
+                    KeyValue::new("http.route", "/mcp"),
+                    KeyValue::new("url.path", "/mcp"),
+                ]);
+                builder
+                    .with_start_time(self.wall(self.arrived))
+                    .with_attributes(attributes)
+            }),
             Sampling::Drop(ids) => {
                 self.unsampled(&mut state, ids);
                 return None;
@@ -300,11 +314,6 @@ impl RequestTrace {
             self.unsampled(&mut state, request.span().span_context().clone());
             return None;
         }
-        request.span().set_attributes([
-            KeyValue::new("http.request.method", "POST"),
-            KeyValue::new("http.route", "/mcp"),
-            KeyValue::new("url.path", "/mcp"),
-        ]);
         // The JWKS fetches of an authentication still running stay for it to claim.
         let authentication = state
             .authentication
@@ -400,30 +409,31 @@ impl RequestTrace {
             Some(target) => Cow::Owned(format!("{} {}", message.method, bounded(target))),
             None => Cow::Owned(message.method.to_owned()),
         });
-        span.set_attribute(KeyValue::new("mcp.method.name", bounded(message.method)));
+        // Set together: the span's lock is taken once.
+        let mut attributes = Vec::with_capacity(5);
+        attributes.push(KeyValue::new("mcp.method.name", bounded(message.method)));
         match message.id {
-            crate::mcp::jsonrpc::Id::Number(id) => {
-                span.set_attribute(KeyValue::new("jsonrpc.request.id", id.to_string()))
-            }
-            crate::mcp::jsonrpc::Id::String(id) => span.set_attribute(KeyValue::new("jsonrpc.request.id", bounded(id))),
+            crate::mcp::jsonrpc::Id::Number(id) => attributes.push(KeyValue::new("jsonrpc.request.id", id.to_string())),
+            crate::mcp::jsonrpc::Id::String(id) => attributes.push(KeyValue::new("jsonrpc.request.id", bounded(id))),
             crate::mcp::jsonrpc::Id::Null => {}
         }
         if let Some(version) = message.protocol_version {
-            span.set_attribute(KeyValue::new("mcp.protocol.version", bounded(version)));
+            attributes.push(KeyValue::new("mcp.protocol.version", bounded(version)));
         }
         match (message.method, name) {
-            ("tools/call", Some(tool)) => {
-                span.set_attribute(KeyValue::new("gen_ai.tool.name", bounded(tool)));
-                span.set_attribute(KeyValue::new("gen_ai.operation.name", "execute_tool"));
-            }
-            ("prompts/get", Some(prompt)) => span.set_attribute(KeyValue::new("gen_ai.prompt.name", bounded(prompt))),
+            ("tools/call", Some(tool)) => attributes.extend([
+                KeyValue::new("gen_ai.tool.name", bounded(tool)),
+                KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            ]),
+            ("prompts/get", Some(prompt)) => attributes.push(KeyValue::new("gen_ai.prompt.name", bounded(prompt))),
             ("resources/read", _) => {
                 if let Some(uri) = message.params.get("uri").and_then(Value::as_str) {
-                    span.set_attribute(KeyValue::new("mcp.resource.uri", bounded(uri)));
+                    attributes.push(KeyValue::new("mcp.resource.uri", bounded(uri)));
                 }
             }
             _ => {}
         }
+        span.set_attributes(attributes);
     }
 
     /// The caller, once authenticated: `user.id` (the subject, never a credential).
@@ -574,11 +584,19 @@ impl RequestTrace {
             return;
         };
         let span = request.span();
-        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
-        span.set_attribute(KeyValue::new("network.protocol.version", protocol_version(version)));
+        let answer = [
+            KeyValue::new("http.response.status_code", i64::from(status)),
+            KeyValue::new("network.protocol.version", protocol_version(version)),
+        ];
         if status >= 500 {
-            span.set_attribute(KeyValue::new("error.type", status.to_string()));
+            span.set_attributes(
+                answer
+                    .into_iter()
+                    .chain([KeyValue::new("error.type", status.to_string())]),
+            );
             span.set_status(Status::error(""));
+        } else {
+            span.set_attributes(answer);
         }
         span.end();
     }
@@ -620,14 +638,12 @@ impl RequestTrace {
         let Some(request) = self.state().begun.as_ref().and_then(Begun::recording).cloned() else {
             return;
         };
-        let span = request.span();
-        span.set_attribute(KeyValue::new("palisade.request_id", request_id.to_owned()));
-        if let Some(client) = client {
-            span.set_attribute(KeyValue::new("client.address", client.to_owned()));
-        }
-        if let Some(hash) = policy_hash {
-            span.set_attribute(KeyValue::new("palisade.policy.hash", hash.to_owned()));
-        }
+        let facts = [
+            Some(KeyValue::new("palisade.request_id", request_id.to_owned())),
+            client.map(|client| KeyValue::new("client.address", client.to_owned())),
+            policy_hash.map(|hash| KeyValue::new("palisade.policy.hash", hash.to_owned())),
+        ];
+        request.span().set_attributes(facts.into_iter().flatten());
     }
 }
 
@@ -781,6 +797,31 @@ mod tests {
             request.start_time,
             trace.wall(trace.arrived),
             "the request span starts when the request arrived"
+        );
+    }
+
+    #[test]
+    fn the_request_span_s_room_for_attributes_is_what_the_fullest_request_sets() {
+        let (_provider, tracer, exporter) = tracer();
+        let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
+        let params = json!({"name": "read_file"});
+        trace.dispatch(&Message {
+            method: "tools/call",
+            params: params.as_object().unwrap(),
+            id: &Id::String("call-1".to_owned()),
+            protocol_version: Some("2026-07-28"),
+        });
+        trace.caller(Some("alice"));
+        trace.decided(&decision(Instant::now()));
+        trace.request_facts("request-1", Some("10.0.0.7"), Some("sha256:policy"));
+        trace.finish(502, Version::HTTP_11);
+        let spans = exporter.get_finished_spans().unwrap();
+        let request = named(&spans, "tools/call read_file");
+        assert_eq!(
+            request.attributes.len(),
+            REQUEST_SPAN_ATTRIBUTES,
+            "a request span with every attribute there is: {:#?}",
+            request.attributes
         );
     }
 

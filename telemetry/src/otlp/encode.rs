@@ -211,41 +211,44 @@ fn message(out: &mut Vec<u8>, field: u32, guess: usize, write: impl FnOnce(&mut 
     let at = out.len();
     out.resize(at + guess, 0);
     write(out);
-    let length = out.len() - at - guess;
-    let mut prefix = [0u8; 10];
-    let used = varint_into(&mut prefix, length as u64);
-    if used != guess {
-        if used > guess {
-            out.splice(at..at, std::iter::repeat_n(0, used - guess));
-        } else {
-            out.drain(at..at + guess - used);
-        }
+    let length = (out.len() - at - guess) as u64;
+    let used = varint_length(length);
+    if used > guess {
+        out.splice(at..at, std::iter::repeat_n(0, used - guess));
+    } else if used < guess {
+        out.drain(at..at + guess - used);
     }
-    out[at..at + used].copy_from_slice(&prefix[..used]);
+    varint_at(&mut out[at..at + used], length);
 }
 
 fn tag(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
 }
 
-fn varint(out: &mut Vec<u8>, value: u64) {
-    let mut buffer = [0u8; 10];
-    let used = varint_into(&mut buffer, value);
-    out.extend_from_slice(&buffer[..used]);
+/// Appends `value` as a varint, a byte at a time (most are one or two bytes: no copy of a
+/// buffer, no call).
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
-fn varint_into(buffer: &mut [u8; 10], mut value: u64) -> usize {
-    let mut used = 0;
-    loop {
-        let byte = (value & 0x7f) as u8;
+/// How many bytes `value` takes as a varint.
+fn varint_length(value: u64) -> usize {
+    // 7 bits a byte; zero takes one.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Writes `value` as a varint into `space`, exactly [`varint_length`] bytes long.
+fn varint_at(space: &mut [u8], mut value: u64) {
+    let last = space.len() - 1;
+    for byte in &mut space[..last] {
+        *byte = value as u8 | 0x80;
         value >>= 7;
-        if value == 0 {
-            buffer[used] = byte;
-            return used + 1;
-        }
-        buffer[used] = byte | 0x80;
-        used += 1;
     }
+    space[last] = value as u8;
 }
 
 /// A varint field, left out when it is zero (proto3's default).
@@ -448,6 +451,22 @@ mod tests {
         assert_eq!(decoded, reference(&resource, spans()));
         // The same bytes as prost's, field for field (both leave out proto3 defaults).
         assert_eq!(encoded, reference(&resource, spans()).encode_to_vec());
+    }
+
+    #[test]
+    fn varints_are_prost_s_at_every_length() {
+        let values = (0..64).flat_map(|bit| [1u64 << bit, (1u64 << bit) - 1, (1u64 << bit) + 1]);
+        for value in values.chain([u64::MAX]) {
+            let mut expected = Vec::new();
+            prost::encoding::encode_varint(value, &mut expected);
+            let mut appended = Vec::new();
+            varint(&mut appended, value);
+            assert_eq!(appended, expected, "{value}");
+            assert_eq!(varint_length(value), expected.len(), "{value}");
+            let mut in_place = vec![0; expected.len()];
+            varint_at(&mut in_place, value);
+            assert_eq!(in_place, expected, "{value}");
+        }
     }
 
     #[test]
