@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 pub use metrics::{DropReason, ExportMetrics};
-pub use sampling::{DecidingTracer, Decision, ToRecord};
+pub use sampling::{DecidingTracer, Decision};
 pub use settings::{ClientIdentity, ParentlessSampler, Protocol, QueueSettings, Sampler, SettingsError, TraceSettings};
 
 /// Trace export could not start.
@@ -64,6 +64,8 @@ pub enum TelemetryError {
 pub struct Tracing {
     provider: SdkTracerProvider,
     sampler: Sampler,
+    /// The provider's processor, shared with the deciding tracers (which hand it spans directly).
+    processor: queue::BoundedExport,
     worker: JoinHandle<()>,
 }
 
@@ -155,14 +157,14 @@ impl Tracing {
         exporter.set_resource(&resource);
         let (processor, worker) = queue::BoundedExport::start(exporter, settings.queue, metrics);
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
+            .with_span_processor(processor.clone())
             .with_sampler(sdk_sampler(settings.sampler))
-            .with_id_generator(sampling::DrawnFirst::default())
             .with_resource(resource)
             .build();
         Ok(Self {
             provider,
             sampler: settings.sampler,
+            processor,
             worker,
         })
     }
@@ -173,10 +175,11 @@ impl Tracing {
         self.provider.tracer(scope)
     }
 
-    /// Like [`Tracing::tracer`], deciding sampling before it builds a span: for the spans of a
-    /// request, most of which are not sampled.
+    /// Like [`Tracing::tracer`], deciding sampling before anything is built and taking the
+    /// spans of a sampled trace as plain data: for the spans of a request, most of which are not
+    /// sampled. Its spans go to the same queue, and stop with the provider.
     pub fn deciding_tracer(&self, scope: &'static str) -> DecidingTracer {
-        DecidingTracer::new(self.tracer(scope), self.sampler)
+        DecidingTracer::new(std::sync::Arc::new(self.processor.clone()), scope, self.sampler)
     }
 
     /// The provider, for bridges such as `tracing-opentelemetry`.

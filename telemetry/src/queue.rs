@@ -32,8 +32,9 @@ impl Queue {
     }
 }
 
-/// A [`SpanProcessor`] that never blocks: see the module documentation.
-#[derive(Debug)]
+/// A [`SpanProcessor`] that never blocks: see the module documentation. Its clones share one
+/// queue.
+#[derive(Debug, Clone)]
 pub struct BoundedExport {
     queue: Arc<Queue>,
     settings: QueueSettings,

@@ -633,7 +633,7 @@ mod tests {
         const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
         let (state, url) = idp_serving("k1").await;
         let keys = jwks_at(&url);
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let mut with_context = HeaderMap::new();
         let traceparent = format!("00-{CALLER_TRACE}-b7ad6b7169203331-01");
         with_context.insert("traceparent", traceparent.parse().unwrap());

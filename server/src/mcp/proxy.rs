@@ -260,7 +260,7 @@ impl Proxy {
             outcome,
             duration: started.elapsed(),
         };
-        if let Some(call) = &call {
+        if let Some(call) = call {
             call.answered(outcome);
         }
         self.metrics

@@ -2,15 +2,16 @@
 //!
 //! Whether a trace is sampled is decided before anything of it is built (see
 //! `palisade_telemetry::sampling`): most are not, and an unsampled trace makes its ids and
-//! nothing else.
+//! nothing else. A sampled trace's spans are plain data ([`SpanData`]) written here and handed to
+//! the export queue: no SDK span, context, lock or reference count per span.
 //!
 //! A request's trace context comes from its `traceparent` header, or, when the headers carry
 //! none, from `params._meta` — which is known only once the body is read, after authentication.
 //! So the request span begins when its parent is known (at once with a header context, else
 //! when the message is parsed, else when the request ends), with the time the request arrived
 //! as its start; what ran before (authentication and the JWKS fetches it made) is recorded with
-//! its times and written as child spans when the request span begins. Only the upstream call of
-//! proxy mode is a live span: its context travels to the upstream.
+//! its times and written as child spans when the request span begins. The request span is
+//! written when the request ends; a child when it ends.
 //!
 //! The trace is a plain value of the request (no allocation, no task-local): what runs for the
 //! request and records into its trace (a JWKS fetch, an upstream call) is handed it. Once a trace
@@ -25,8 +26,9 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use axum::http::{HeaderMap, Version};
-use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{Link, SpanContext, SpanId, SpanKind, Status, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue, Value as AttributeValue};
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use palisade_telemetry::{DecidingTracer, Decision as Sampling};
 use serde_json::{Map, Value};
 
@@ -58,32 +60,45 @@ struct State {
     fetches: Vec<Recorded>,
     /// The authentication, when it ended before the request span began.
     authentication: Option<Authentication>,
-    /// The request span, once begun.
+    /// The request span's ids, once begun.
     begun: Option<Begun>,
+    /// The request span of a recorded trace, until it is written (boxed: most requests have
+    /// none, and the trace moves with the request).
+    request: Option<Box<RequestSpan>>,
     /// When the message was handed to its method.
     dispatched: Option<Instant>,
     finished: bool,
 }
 
-/// The request span, once begun.
+/// The request span's ids, once begun.
 #[derive(Clone)]
 enum Begun {
-    /// Sampled: the context with the span.
-    Recording(Context),
+    /// Sampled: the span is recorded.
+    Recording(SpanContext),
     /// Not sampled: only its ids (for an upstream, which follows the same decision), nothing
     /// else is made.
     Unsampled(SpanContext),
 }
 
 impl Begun {
-    /// The context of a recorded request span (an unsampled trace is recorded nowhere: there is
+    /// The ids of a recorded request span (an unsampled trace is recorded nowhere: there is
     /// nothing for an audit line to find).
-    fn recording(&self) -> Option<&Context> {
+    fn recording(&self) -> Option<&SpanContext> {
         match self {
-            Self::Recording(context) => Some(context),
+            Self::Recording(ids) => Some(ids),
             Self::Unsampled(_) => None,
         }
     }
+}
+
+/// What the request span holds until it is written.
+struct RequestSpan {
+    /// The caller's span, when there is one.
+    parent: Option<SpanContext>,
+    name: Cow<'static, str>,
+    attributes: Vec<KeyValue>,
+    links: Vec<Link>,
+    status: Status,
 }
 
 /// A request span's W3C ids, written in hex where they are serialized.
@@ -96,10 +111,7 @@ pub struct TraceIds {
 }
 
 impl TraceIds {
-    /// The ids of the span in `context`.
-    fn of(context: &Context) -> Self {
-        let span = context.span();
-        let ids = span.span_context();
+    fn of(ids: &SpanContext) -> Self {
         Self {
             trace: ids.trace_id(),
             span: ids.span_id(),
@@ -131,7 +143,7 @@ impl Authentication {
     }
 }
 
-/// A span that ended before its parent began.
+/// A child span, ended: written under its parent as soon as the parent's ids are known.
 struct Recorded {
     name: &'static str,
     kind: SpanKind,
@@ -155,19 +167,35 @@ enum Attributes {
 }
 
 impl Attributes {
-    fn made(self) -> Vec<KeyValue> {
-        match self {
-            Self::Authentication(Ok(method)) => vec![
-                KeyValue::new("palisade.auth.method", method),
-                KeyValue::new("palisade.auth.outcome", "success"),
-            ],
-            Self::Authentication(Err(reason)) => vec![KeyValue::new("palisade.auth.outcome", reason)],
-            Self::JwksFetch(issuer, outcome) => vec![
-                KeyValue::new("palisade.jwks.issuer", bounded(&issuer)),
-                KeyValue::new("palisade.jwks.outcome", outcome),
-            ],
+    /// The attributes, with room for `error.type` when the span failed.
+    fn made(self, failed: bool) -> Vec<KeyValue> {
+        let room = usize::from(failed);
+        let mut attributes = match self {
+            Self::Authentication(Ok(method)) => {
+                let mut attributes = Vec::with_capacity(2 + room);
+                attributes.extend([
+                    KeyValue::new("palisade.auth.method", method),
+                    KeyValue::new("palisade.auth.outcome", "success"),
+                ]);
+                attributes
+            }
+            Self::Authentication(Err(reason)) => {
+                let mut attributes = Vec::with_capacity(1 + room);
+                attributes.push(KeyValue::new("palisade.auth.outcome", reason));
+                attributes
+            }
+            Self::JwksFetch(issuer, outcome) => {
+                let mut attributes = Vec::with_capacity(2 + room);
+                attributes.extend([
+                    KeyValue::new("palisade.jwks.issuer", bounded(&issuer)),
+                    KeyValue::new("palisade.jwks.outcome", outcome),
+                ]);
+                attributes
+            }
             Self::Made(attributes) => attributes,
-        }
+        };
+        attributes.reserve(room);
+        attributes
     }
 }
 
@@ -236,6 +264,13 @@ impl RequestTrace {
         arrived_at + at.saturating_duration_since(self.arrived)
     }
 
+    /// Changes the request span, while it is not written.
+    fn with_request(&self, change: impl FnOnce(&mut RequestSpan)) {
+        if let Some(request) = self.state().request.as_deref_mut() {
+            change(request);
+        }
+    }
+
     /// A JWKS fetch this request made (and waited for) from `start` until now.
     pub fn jwks_fetched(&self, issuer: &str, start: Instant, outcome: &'static str) {
         if self.is_unsampled() {
@@ -282,9 +317,9 @@ impl RequestTrace {
     }
 
     /// Begins the request span if it has not begun: its parent is the headers' context, else the
-    /// one in `params._meta`, else none (a new trace). Returns the context with the request span
-    /// when it records.
-    fn begin(&self, params: Option<&Map<String, Value>>) -> Option<Context> {
+    /// one in `params._meta`, else none (a new trace). Returns the request span's ids when it
+    /// records.
+    fn begin(&self, params: Option<&Map<String, Value>>) -> Option<SpanContext> {
         let mut state = self.state();
         if let Some(request) = &state.begun {
             return request.recording().cloned();
@@ -293,38 +328,37 @@ impl RequestTrace {
             .header_parent
             .clone()
             .or_else(|| params.and_then(propagation::from_meta));
-        let request = match self.tracer.decide(parent, "POST /mcp", SpanKind::Server) {
-            Sampling::Record(request) => request.start(|builder| {
-                let mut attributes = Vec::with_capacity(REQUEST_SPAN_ATTRIBUTES);
-                attributes.extend([
-                    KeyValue::new("http.request.method", "POST"),
-                    KeyValue::new("http.route", "/mcp"),
-                    KeyValue::new("url.path", "/mcp"),
-                ]);
-                builder
-                    .with_start_time(self.wall(self.arrived))
-                    .with_attributes(attributes)
-            }),
+        let ids = match self.tracer.decide(parent.clone(), "POST /mcp", SpanKind::Server) {
+            Sampling::Record(ids) => ids,
             Sampling::Drop(ids) => {
                 self.unsampled(&mut state, ids);
                 return None;
             }
         };
-        if !request.span().is_recording() {
-            self.unsampled(&mut state, request.span().span_context().clone());
-            return None;
-        }
+        let mut attributes = Vec::with_capacity(REQUEST_SPAN_ATTRIBUTES);
+        attributes.extend([
+            KeyValue::new("http.request.method", "POST"),
+            KeyValue::new("http.route", "/mcp"),
+            KeyValue::new("url.path", "/mcp"),
+        ]);
+        state.request = Some(Box::new(RequestSpan {
+            parent,
+            name: Cow::Borrowed("POST /mcp"),
+            attributes,
+            links: Vec::new(),
+            status: Status::Unset,
+        }));
         // The JWKS fetches of an authentication still running stay for it to claim.
         let authentication = state
             .authentication
             .take()
             .map(|authentication| authentication.recorded(std::mem::take(&mut state.fetches)));
-        state.begun = Some(Begun::Recording(request.clone()));
+        state.begun = Some(Begun::Recording(ids.clone()));
         drop(state);
         if let Some(authentication) = authentication {
-            self.emit(&request, authentication);
+            self.emit(&ids, authentication);
         }
-        Some(request)
+        Some(ids)
     }
 
     /// Begins an unsampled trace: nothing more is made for it, its ids are all it needs.
@@ -335,27 +369,35 @@ impl RequestTrace {
         self.unsampled.store(true, Ordering::Release);
     }
 
-    /// Writes `span` (and its children) under `parent`.
-    fn emit(&self, parent: &Context, span: Recorded) {
-        if !parent.span().is_recording() {
-            return;
-        }
-        let tracer = self.tracer.tracer();
-        let started = tracer
-            .span_builder(span.name)
-            .with_kind(span.kind)
-            .with_start_time(self.wall(span.start))
-            .with_attributes(span.attributes.made())
-            .start_with_context(tracer, parent);
-        let context = parent.with_span(started);
-        if let Some(failure) = span.failed {
-            context.span().set_attribute(KeyValue::new("error.type", failure));
-            context.span().set_status(Status::error(""));
-        }
+    /// Writes `span` (and its children) under the recorded span `parent`.
+    fn emit(&self, parent: &SpanContext, span: Recorded) {
+        let ids = self.tracer.child_of(parent);
         for child in span.children {
-            self.emit(&context, child);
+            self.emit(&ids, child);
         }
-        context.span().end_with_timestamp(self.wall(span.end));
+        let mut attributes = span.attributes.made(span.failed.is_some());
+        let mut status = Status::Unset;
+        if let Some(failure) = span.failed {
+            attributes.push(KeyValue::new("error.type", failure));
+            status = Status::error("");
+        }
+        self.write(Span {
+            ids,
+            parent: parent.span_id(),
+            parent_is_remote: false,
+            kind: span.kind,
+            name: Cow::Borrowed(span.name),
+            start: self.wall(span.start),
+            end: self.wall(span.end),
+            attributes,
+            links: Vec::new(),
+            status,
+        });
+    }
+
+    /// Hands a span to the export queue.
+    fn write(&self, span: Span) {
+        self.tracer.record(span.data(self.tracer));
     }
 
     /// The W3C trace id and span id of the request span, beginning it if it has not begun;
@@ -388,28 +430,25 @@ impl RequestTrace {
 
     /// [`RequestTrace::dispatch`] of a trace that may be sampled.
     fn describe_message(&self, message: &Message<'_>) {
-        let Some(request) = self.begin(Some(message.params)) else {
+        if self.begin(Some(message.params)).is_none() {
             return;
-        };
-        self.state().dispatched = Some(Instant::now());
-        let span = request.span();
+        }
         // Both carried a context and they differ: the request span follows the headers (the
         // nearest hop, e.g. a gateway) and links to the caller's `_meta` context.
-        if let (Some(header), Some(meta)) = (&self.header_parent, propagation::from_meta(message.params))
-            && (header.trace_id(), header.span_id()) != (meta.trace_id(), meta.span_id())
-        {
-            span.add_link(meta, Vec::new());
-        }
+        let link = self.header_parent.as_ref().and_then(|header| {
+            propagation::from_meta(message.params)
+                .filter(|meta| (header.trace_id(), header.span_id()) != (meta.trace_id(), meta.span_id()))
+                .map(|meta| Link::new(meta, Vec::new(), 0))
+        });
         let name = message.params.get("name").and_then(Value::as_str);
         let target = match message.method {
             "tools/call" | "prompts/get" => name,
             _ => None,
         };
-        span.update_name(match target {
-            Some(target) => Cow::Owned(format!("{} {}", message.method, bounded(target))),
-            None => Cow::Owned(message.method.to_owned()),
-        });
-        // Set together: the span's lock is taken once.
+        let span_name = match target {
+            Some(target) => format!("{} {}", message.method, bounded(target)),
+            None => message.method.to_owned(),
+        };
         let mut attributes = Vec::with_capacity(5);
         attributes.push(KeyValue::new("mcp.method.name", bounded(message.method)));
         match message.id {
@@ -433,7 +472,13 @@ impl RequestTrace {
             }
             _ => {}
         }
-        span.set_attributes(attributes);
+        let mut state = self.state();
+        state.dispatched = Some(Instant::now());
+        if let Some(request) = state.request.as_deref_mut() {
+            request.name = Cow::Owned(span_name);
+            request.attributes.extend(attributes);
+            request.links.extend(link);
+        }
     }
 
     /// The caller, once authenticated: `user.id` (the subject, never a credential).
@@ -446,8 +491,9 @@ impl RequestTrace {
 
     /// [`RequestTrace::caller`] of a trace that may be sampled.
     fn describe_caller(&self, subject: Option<&str>) {
-        if let (Some(subject), Some(Begun::Recording(request))) = (subject, self.state().begun.as_ref()) {
-            request.span().set_attribute(KeyValue::new("user.id", bounded(subject)));
+        if let Some(subject) = subject {
+            let user = KeyValue::new("user.id", bounded(subject));
+            self.with_request(|request| request.attributes.push(user));
         }
     }
 
@@ -467,11 +513,12 @@ impl RequestTrace {
             return;
         };
         let dispatched = self.state().dispatched.unwrap_or(decision.decided);
-        let mut attributes = vec![
+        let mut attributes = Vec::with_capacity(9);
+        attributes.extend([
             KeyValue::new("palisade.authz.kind", decision.kind),
             KeyValue::new("palisade.decision", decision.effect),
             KeyValue::new("palisade.reason", bounded(decision.reason)),
-        ];
+        ]);
         if let Some(target) = decision.target {
             attributes.push(KeyValue::new("palisade.authz.target", bounded(target)));
         }
@@ -507,37 +554,42 @@ impl RequestTrace {
         );
         let permitted = decision.effect != "deny";
         if decision.local_work && permitted && decision.kind != "list" {
-            let (name, attributes) = match (decision.kind, decision.target) {
-                ("tool", Some(tool)) => (
+            let work = match (decision.kind, decision.target) {
+                ("tool", Some(tool)) => Some((
                     "execute_tool",
                     vec![
                         KeyValue::new("gen_ai.operation.name", "execute_tool"),
                         KeyValue::new("gen_ai.tool.name", bounded(tool)),
                     ],
-                ),
-                ("resource", Some(uri)) => ("read_resource", vec![KeyValue::new("mcp.resource.uri", bounded(uri))]),
-                _ => return,
+                )),
+                ("resource", Some(uri)) => {
+                    Some(("read_resource", vec![KeyValue::new("mcp.resource.uri", bounded(uri))]))
+                }
+                _ => None,
             };
-            self.emit(
-                &request,
-                Recorded {
-                    name,
-                    kind: SpanKind::Internal,
-                    start: decided,
-                    end: now,
-                    attributes: Attributes::Made(attributes),
-                    failed: None,
-                    children: Vec::new(),
-                },
-            );
+            if let Some((name, attributes)) = work {
+                self.emit(
+                    &request,
+                    Recorded {
+                        name,
+                        kind: SpanKind::Internal,
+                        start: decided,
+                        end: now,
+                        attributes: Attributes::Made(attributes),
+                        failed: None,
+                        children: Vec::new(),
+                    },
+                );
+            }
         }
-        request.span().set_attributes([
+        let outcome = [
             KeyValue::new("palisade.decision", decision.effect),
             KeyValue::new("palisade.reason", bounded(decision.reason)),
-        ]);
+        ];
+        self.with_request(|request| request.attributes.extend(outcome));
     }
 
-    /// A live client span for a call to the upstream (proxy mode), under the request span: the
+    /// A client span for a call to the upstream (proxy mode), under the request span: the
     /// context to make the call in, and to send to the upstream.
     pub fn upstream_call(&self, method: &str, tool: Option<&str>) -> Option<UpstreamCall> {
         let request = match self.state().begun.clone()? {
@@ -546,27 +598,38 @@ impl RequestTrace {
             Begun::Unsampled(ids) => {
                 return Some(UpstreamCall {
                     context: Context::new().with_remote_span_context(ids),
-                    own_span: false,
+                    span: None,
                 });
             }
         };
+        let ids = self.tracer.child_of(&request);
         let name = match tool {
             Some(tool) => format!("{method} {}", bounded(tool)),
             None => method.to_owned(),
         };
-        let mut attributes = vec![KeyValue::new("mcp.method.name", method.to_owned())];
+        // Room for the outcome and `error.type`.
+        let mut attributes = Vec::with_capacity(4);
+        attributes.push(KeyValue::new("mcp.method.name", method.to_owned()));
         if let Some(tool) = tool {
             attributes.push(KeyValue::new("gen_ai.tool.name", bounded(tool)));
         }
-        let tracer = self.tracer.tracer();
-        let span = tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Client)
-            .with_attributes(attributes)
-            .start_with_context(tracer, &request);
         Some(UpstreamCall {
-            context: request.with_span(span),
-            own_span: true,
+            context: Context::new().with_remote_span_context(ids.clone()),
+            span: Some((
+                self.tracer,
+                Span {
+                    ids,
+                    parent: request.span_id(),
+                    parent_is_remote: false,
+                    kind: SpanKind::Client,
+                    name: Cow::Owned(name),
+                    start: SystemTime::now(),
+                    end: SystemTime::UNIX_EPOCH,
+                    attributes,
+                    links: Vec::new(),
+                    status: Status::Unset,
+                },
+            )),
         })
     }
 
@@ -580,49 +643,63 @@ impl RequestTrace {
 
     /// [`RequestTrace::finish`] of a trace that may be sampled.
     fn end_request(&self, status: u16, version: Version) {
-        let Some(request) = self.ended() else {
-            return;
-        };
-        let span = request.span();
-        let answer = [
-            KeyValue::new("http.response.status_code", i64::from(status)),
-            KeyValue::new("network.protocol.version", protocol_version(version)),
-        ];
-        if status >= 500 {
-            span.set_attributes(
-                answer
-                    .into_iter()
-                    .chain([KeyValue::new("error.type", status.to_string())]),
-            );
-            span.set_status(Status::error(""));
-        } else {
-            span.set_attributes(answer);
-        }
-        span.end();
-    }
-
-    /// The request span to end, the first time only (beginning it if it has not begun), when
-    /// it records.
-    fn ended(&self) -> Option<Context> {
-        if self.is_unsampled() {
-            return None;
-        }
-        let request = self.begin(None);
-        let mut state = self.state();
-        if std::mem::replace(&mut state.finished, true) {
-            return None;
-        }
-        request
+        self.end(|request| {
+            request.attributes.extend([
+                KeyValue::new("http.response.status_code", i64::from(status)),
+                KeyValue::new("network.protocol.version", protocol_version(version)),
+            ]);
+            if status >= 500 {
+                request.attributes.push(KeyValue::new("error.type", status.to_string()));
+                request.status = Status::error("");
+            }
+        });
     }
 
     /// Ends the request span of a request whose client went away.
     pub fn abandon(&self) {
-        let Some(request) = self.ended() else {
+        if !self.is_unsampled() {
+            self.end(|request| {
+                request
+                    .attributes
+                    .push(KeyValue::new("palisade.reason", "client_disconnected"));
+            });
+        }
+    }
+
+    /// Ends and writes the request span, the first time only (beginning it if it has not
+    /// begun), when it records: `last` adds what the end knows.
+    fn end(&self, last: impl FnOnce(&mut RequestSpan)) {
+        let Some(ids) = self.begin(None) else {
             return;
         };
-        let span = request.span();
-        span.set_attribute(KeyValue::new("palisade.reason", "client_disconnected"));
-        span.end();
+        let mut state = self.state();
+        if std::mem::replace(&mut state.finished, true) {
+            return;
+        }
+        let Some(mut request) = state.request.take() else {
+            return;
+        };
+        drop(state);
+        last(&mut request);
+        let RequestSpan {
+            parent,
+            name,
+            attributes,
+            links,
+            status,
+        } = *request;
+        self.write(Span {
+            parent: parent.as_ref().map_or(SpanId::INVALID, SpanContext::span_id),
+            parent_is_remote: parent.is_some(),
+            ids,
+            kind: SpanKind::Server,
+            name,
+            start: self.wall(self.arrived),
+            end: self.wall(Instant::now()),
+            attributes,
+            links,
+            status,
+        });
     }
 
     /// Records on the request span facts about it that are not known at the start.
@@ -635,39 +712,89 @@ impl RequestTrace {
 
     /// [`RequestTrace::request_facts`] of a trace that may be sampled.
     fn describe_request(&self, request_id: &str, client: Option<&str>, policy_hash: Option<&str>) {
-        let Some(request) = self.state().begun.as_ref().and_then(Begun::recording).cloned() else {
-            return;
-        };
         let facts = [
             Some(KeyValue::new("palisade.request_id", request_id.to_owned())),
             client.map(|client| KeyValue::new("client.address", client.to_owned())),
             policy_hash.map(|hash| KeyValue::new("palisade.policy.hash", hash.to_owned())),
         ];
-        request.span().set_attributes(facts.into_iter().flatten());
+        self.with_request(|request| request.attributes.extend(facts.into_iter().flatten()));
     }
 }
 
-/// A call to the upstream: the context it is made in (its client span, or the request's when
-/// the trace is not sampled).
+impl Drop for RequestTrace {
+    /// A recorded request span that no path ended is still written (as the SDK ends a span it
+    /// drops), with the time the trace was dropped as its end.
+    fn drop(&mut self) {
+        if self.is_unsampled() {
+            return;
+        }
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.request.is_some() {
+            self.end(|_| {});
+        }
+    }
+}
+
+/// A span, ended, as this module writes it.
+struct Span {
+    ids: SpanContext,
+    parent: SpanId,
+    parent_is_remote: bool,
+    kind: SpanKind,
+    name: Cow<'static, str>,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    links: Vec<Link>,
+    status: Status,
+}
+
+impl Span {
+    /// The span as the export queue takes it.
+    fn data(self, tracer: &DecidingTracer) -> SpanData {
+        let mut links = SpanLinks::default();
+        links.links = self.links;
+        SpanData {
+            span_context: self.ids,
+            parent_span_id: self.parent,
+            parent_span_is_remote: self.parent_is_remote,
+            span_kind: self.kind,
+            name: self.name,
+            start_time: self.start,
+            end_time: self.end,
+            attributes: self.attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links,
+            status: self.status,
+            instrumentation_scope: tracer.scope().clone(),
+        }
+    }
+}
+
+/// A call to the upstream: the context it is made in (its client span's ids, or the request's
+/// when the trace is not sampled).
 pub struct UpstreamCall {
     /// The context to make the call in and to send upstream.
     pub context: Context,
-    own_span: bool,
+    /// The call's client span, when the trace records.
+    span: Option<(&'static DecidingTracer, Span)>,
 }
 
 impl UpstreamCall {
     /// Ends the call's span with its outcome (`ok`, `error`, `unavailable`, `timeout`, `invalid`).
-    pub fn answered(&self, outcome: &'static str) {
-        if !self.own_span {
+    pub fn answered(self, outcome: &'static str) {
+        let Some((tracer, mut span)) = self.span else {
             return;
-        }
-        let span = self.context.span();
-        span.set_attribute(KeyValue::new("palisade.upstream.outcome", outcome));
+        };
+        span.end = SystemTime::now();
+        span.attributes
+            .push(KeyValue::new("palisade.upstream.outcome", outcome));
         if outcome != "ok" {
-            span.set_attribute(KeyValue::new("error.type", outcome));
-            span.set_status(Status::error(""));
+            span.attributes.push(KeyValue::new("error.type", outcome));
+            span.status = Status::error("");
         }
-        span.end();
+        tracer.record(span.data(tracer));
     }
 }
 
@@ -737,7 +864,7 @@ mod tests {
 
     #[test]
     fn a_meta_context_read_after_authentication_parents_the_whole_tree() {
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let arrived = Instant::now();
         let trace = RequestTrace::new(tracer, arrived, &HeaderMap::new());
         // The authentication waits for a JWKS fetch, handed the request's trace.
@@ -802,7 +929,7 @@ mod tests {
 
     #[test]
     fn the_request_span_s_room_for_attributes_is_what_the_fullest_request_sets() {
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
         let params = json!({"name": "read_file"});
         trace.dispatch(&Message {
@@ -827,7 +954,7 @@ mod tests {
 
     #[test]
     fn a_header_context_wins_and_a_different_meta_context_is_linked() {
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
         assert!(trace.ids_if_begun().is_some(), "begun at once with a header context");
         let meta = "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-01";
@@ -853,7 +980,7 @@ mod tests {
 
     #[test]
     fn an_unsampled_caller_s_trace_records_nothing_and_is_still_propagated() {
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("00"));
         trace.authenticated(Instant::now(), Ok("jwt"));
         let call = trace.upstream_call("tools/call", Some("t")).unwrap();
@@ -874,7 +1001,7 @@ mod tests {
 
     #[test]
     fn a_request_that_ends_before_its_message_is_a_root_span_with_its_status() {
-        let (_provider, tracer, exporter) = tracer();
+        let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &HeaderMap::new());
         trace.authenticated(Instant::now(), Err("token_expired"));
         trace.finish(401, Version::HTTP_11);
@@ -889,6 +1016,18 @@ mod tests {
         let authenticate = named(&spans, "authenticate");
         assert_eq!(attribute(authenticate, "error.type").as_deref(), Some("token_expired"));
         assert!(matches!(authenticate.status, Status::Error { .. }));
+    }
+
+    #[test]
+    fn a_request_span_no_path_ended_is_written_when_the_trace_is_dropped() {
+        let (tracer, exporter) = tracer();
+        let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
+        trace.caller(Some("alice"));
+        drop(trace);
+        let spans = exporter.get_finished_spans().unwrap();
+        let request = named(&spans, "POST /mcp");
+        assert_eq!(attribute(request, "user.id").as_deref(), Some("alice"));
+        assert!(request.end_time >= request.start_time);
     }
 
     #[test]

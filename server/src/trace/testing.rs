@@ -1,21 +1,18 @@
 //! A tracer that keeps the spans it records, for the tests of code that records into a
 //! request's trace.
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SdkTracerProvider, SpanData};
+use std::sync::Arc;
+
+use opentelemetry_sdk::trace::{InMemorySpanExporter, InMemorySpanExporterBuilder, SimpleSpanProcessor, SpanData};
 use palisade_telemetry::DecidingTracer;
 
-/// A tracer that records every trace (the provider must live as long as the spans are wanted)
-/// and the exporter that keeps them.
-pub fn tracer() -> (SdkTracerProvider, &'static DecidingTracer, InMemorySpanExporter) {
+/// A tracer that records every trace and the exporter that keeps its spans.
+pub fn tracer() -> (&'static DecidingTracer, InMemorySpanExporter) {
     let exporter = InMemorySpanExporterBuilder::new().build();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .with_id_generator(palisade_telemetry::sampling::DrawnFirst::default())
-        .build();
+    let sink = Arc::new(SimpleSpanProcessor::new(exporter.clone()));
     let sampler = palisade_telemetry::Sampler::ParentBased(palisade_telemetry::ParentlessSampler::AlwaysOn);
-    let tracer = DecidingTracer::new(provider.tracer("palisade-server"), sampler);
-    (provider, Box::leak(Box::new(tracer)), exporter)
+    let tracer = DecidingTracer::new(sink, "palisade-server", sampler);
+    (Box::leak(Box::new(tracer)), exporter)
 }
 
 /// The span named `name`.
