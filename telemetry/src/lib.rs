@@ -265,6 +265,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_a_deciding_tracer_hands_over_after_shutdown_is_counted_as_dropped() {
+        use opentelemetry::trace::{SpanContext, SpanKind, Status};
+        use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+        let metrics = ExportMetrics::default();
+        // Nothing listens there: nothing is exported either way.
+        let tracing = Tracing::install(&settings("http://127.0.0.1:9", "grpc"), metrics.clone()).unwrap();
+        let tracer = tracing.deciding_tracer("palisade-test");
+        tracing.shutdown(Duration::from_millis(100)).await;
+        tracer.record(SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "late".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: tracer.scope().clone(),
+        });
+        assert_eq!(metrics.dropped_count(DropReason::ShutDown), 1);
+        assert_eq!(metrics.exported_count(), 0);
+    }
+
+    #[tokio::test]
     async fn an_endpoint_that_is_not_a_url_stops_the_start_with_it_named() {
         crate::otlp::tests::install_crypto();
         for (protocol, expected) in [

@@ -67,11 +67,14 @@ impl SpanProcessor for BoundedExport {
     fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
+        let mut spans = self.queue.spans();
+        // Read under the lock it is set under: once the export task has found the queue closed
+        // and empty, nothing is pushed that it would not see.
         if self.queue.closed.load(Ordering::Acquire) {
+            drop(spans);
             self.metrics.dropped(DropReason::ShutDown, 1);
             return;
         }
-        let mut spans = self.queue.spans();
         if spans.len() >= self.settings.max_queue_size {
             drop(spans);
             self.metrics.dropped(DropReason::QueueFull, 1);
@@ -94,7 +97,10 @@ impl SpanProcessor for BoundedExport {
 
     /// Closes the queue (without blocking the caller); the export task drains what is queued.
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        if self.queue.closed.swap(true, Ordering::AcqRel) {
+        let spans = self.queue.spans();
+        let already = self.queue.closed.swap(true, Ordering::AcqRel);
+        drop(spans);
+        if already {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         self.queue.ready.notify_one();

@@ -256,12 +256,19 @@ impl RequestTrace {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The request's clock: every time of its spans is read from one base.
+    fn clock(&self) -> Clock {
+        Clock {
+            arrived: self.arrived,
+            arrived_at: *self
+                .arrived_at
+                .get_or_init(|| SystemTime::now() - self.arrived.elapsed()),
+        }
+    }
+
     /// `at` on the wall clock.
     fn wall(&self, at: Instant) -> SystemTime {
-        let arrived_at = *self
-            .arrived_at
-            .get_or_init(|| SystemTime::now() - self.arrived.elapsed());
-        arrived_at + at.saturating_duration_since(self.arrived)
+        self.clock().wall(at)
     }
 
     /// Changes the request span, while it is not written.
@@ -613,23 +620,26 @@ impl RequestTrace {
         if let Some(tool) = tool {
             attributes.push(KeyValue::new("gen_ai.tool.name", bounded(tool)));
         }
+        let clock = self.clock();
+        let start = clock.wall(Instant::now());
         Some(UpstreamCall {
             context: Context::new().with_remote_span_context(ids.clone()),
-            span: Some((
-                self.tracer,
-                Span {
+            span: Some(PendingCall {
+                tracer: self.tracer,
+                clock,
+                span: Span {
                     ids,
                     parent: request.span_id(),
                     parent_is_remote: false,
                     kind: SpanKind::Client,
                     name: Cow::Owned(name),
-                    start: SystemTime::now(),
-                    end: SystemTime::UNIX_EPOCH,
+                    start,
+                    end: start,
                     attributes,
                     links: Vec::new(),
                     status: Status::Unset,
                 },
-            )),
+            }),
         })
     }
 
@@ -690,7 +700,7 @@ impl RequestTrace {
         } = *request;
         self.write(Span {
             parent: parent.as_ref().map_or(SpanId::INVALID, SpanContext::span_id),
-            parent_is_remote: parent.is_some(),
+            parent_is_remote: parent.as_ref().is_some_and(SpanContext::is_remote),
             ids,
             kind: SpanKind::Server,
             name,
@@ -772,29 +782,70 @@ impl Span {
     }
 }
 
+/// The wall clock of one request's instants: the time it arrived on both clocks, so that a wall
+/// clock that steps mid-request cannot put a child outside its parent.
+#[derive(Clone, Copy)]
+struct Clock {
+    arrived: Instant,
+    arrived_at: SystemTime,
+}
+
+impl Clock {
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.arrived_at + at.saturating_duration_since(self.arrived)
+    }
+}
+
 /// A call to the upstream: the context it is made in (its client span's ids, or the request's
 /// when the trace is not sampled).
 pub struct UpstreamCall {
     /// The context to make the call in and to send upstream.
     pub context: Context,
-    /// The call's client span, when the trace records.
-    span: Option<(&'static DecidingTracer, Span)>,
+    /// The call's client span, when the trace records, until it is written.
+    span: Option<PendingCall>,
+}
+
+/// The client span of a call not yet answered.
+struct PendingCall {
+    tracer: &'static DecidingTracer,
+    clock: Clock,
+    span: Span,
 }
 
 impl UpstreamCall {
-    /// Ends the call's span with its outcome (`ok`, `error`, `unavailable`, `timeout`, `invalid`).
-    pub fn answered(self, outcome: &'static str) {
-        let Some((tracer, mut span)) = self.span else {
+    /// Ends the call's span with its outcome (`ok`, `error`, `unavailable`, `timeout`, `invalid`;
+    /// one dropped unanswered is `cancelled`).
+    pub fn answered(mut self, outcome: &'static str) {
+        self.end(outcome);
+    }
+
+    /// Writes the call's span, the first time only.
+    fn end(&mut self, outcome: &'static str) {
+        let Some(PendingCall {
+            tracer,
+            clock,
+            mut span,
+        }) = self.span.take()
+        else {
             return;
         };
-        span.end = SystemTime::now();
+        span.end = clock.wall(Instant::now());
         span.attributes
             .push(KeyValue::new("palisade.upstream.outcome", outcome));
-        if outcome != "ok" {
+        if !matches!(outcome, "ok" | "cancelled") {
             span.attributes.push(KeyValue::new("error.type", outcome));
             span.status = Status::error("");
         }
         tracer.record(span.data(tracer));
+    }
+}
+
+impl Drop for UpstreamCall {
+    /// A call dropped before its answer (the request timed out, or its client went away) is
+    /// still written, as `cancelled`: its id has gone upstream, and the upstream's spans are its
+    /// children.
+    fn drop(&mut self) {
+        self.end("cancelled");
     }
 }
 
@@ -997,6 +1048,53 @@ mod tests {
         trace.finish(503, Version::HTTP_11);
         assert_eq!(trace.ids(), None, "nothing recorded: no ids for the audit events");
         assert!(exporter.get_finished_spans().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_upstream_call_is_a_client_span_of_the_request_answered_or_cut_short() {
+        let (tracer, exporter) = tracer();
+        let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
+        let request = trace.ids().expect("sampled");
+        let answered = trace.upstream_call("tools/call", Some("t")).unwrap();
+        let mut params = serde_json::Map::new();
+        super::propagation::inject_meta(&answered.context, &mut params);
+        let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
+        answered.answered("timeout");
+        // The request timed out, or its client went away, while the upstream was still working.
+        drop(trace.upstream_call("tools/call", Some("t")).unwrap());
+        trace.finish(503, Version::HTTP_11);
+
+        let spans = exporter.get_finished_spans().unwrap();
+        let calls: Vec<_> = spans.iter().filter(|s| s.span_kind == SpanKind::Client).collect();
+        assert_eq!(calls.len(), 2, "{spans:#?}");
+        for call in &calls {
+            assert_eq!(call.name, "tools/call t");
+            assert_eq!(call.span_context.trace_id(), request.trace);
+            assert_eq!(call.parent_span_id, request.span);
+            assert!(!call.parent_span_is_remote);
+            assert!(call.start_time <= call.end_time);
+        }
+        assert_eq!(
+            traceparent,
+            format!("00-{CALLER_TRACE}-{}-01", calls[0].span_context.span_id()),
+            "the upstream's parent is the call's span"
+        );
+        assert_eq!(
+            attribute(calls[0], "palisade.upstream.outcome").as_deref(),
+            Some("timeout")
+        );
+        assert_eq!(attribute(calls[0], "error.type").as_deref(), Some("timeout"));
+        assert!(matches!(calls[0].status, Status::Error { .. }));
+        assert_eq!(
+            attribute(calls[1], "palisade.upstream.outcome").as_deref(),
+            Some("cancelled")
+        );
+        assert_eq!(calls[1].status, Status::Unset);
+        let request_span = named(&spans, "POST /mcp");
+        assert!(
+            request_span.parent_span_is_remote,
+            "the caller's span came in the headers"
+        );
     }
 
     #[test]
