@@ -234,6 +234,28 @@ fn with_sources(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A span with nothing in it but its name, for the tests of what carries spans.
+#[cfg(test)]
+pub(crate) fn test_span(name: &'static str) -> opentelemetry_sdk::trace::SpanData {
+    use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    opentelemetry_sdk::trace::SpanData {
+        span_context: SpanContext::empty_context(),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: name.into(),
+        start_time: std::time::SystemTime::now(),
+        end_time: std::time::SystemTime::now(),
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: Default::default(),
+    }
+}
+
 pub(crate) fn sdk_sampler(sampler: Sampler) -> SdkSampler {
     match sampler {
         Sampler::AlwaysOn => SdkSampler::AlwaysOn,
@@ -266,29 +288,14 @@ mod tests {
 
     #[tokio::test]
     async fn what_a_deciding_tracer_hands_over_after_shutdown_is_counted_as_dropped() {
-        use opentelemetry::trace::{SpanContext, SpanKind, Status};
-        use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-
         let metrics = ExportMetrics::default();
         // Nothing listens there: nothing is exported either way.
         let tracing = Tracing::install(&settings("http://127.0.0.1:9", "grpc"), metrics.clone()).unwrap();
         let tracer = tracing.deciding_tracer("palisade-test");
         tracing.shutdown(Duration::from_millis(100)).await;
-        tracer.record(SpanData {
-            span_context: SpanContext::empty_context(),
-            parent_span_id: opentelemetry::trace::SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: "late".into(),
-            start_time: std::time::SystemTime::now(),
-            end_time: std::time::SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: tracer.scope().clone(),
-        });
+        let mut late = test_span("late");
+        late.instrumentation_scope = tracer.scope().clone();
+        tracer.record(late);
         assert_eq!(metrics.dropped_count(DropReason::ShutDown), 1);
         assert_eq!(metrics.exported_count(), 0);
     }

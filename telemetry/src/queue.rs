@@ -180,9 +180,6 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
-    use opentelemetry::trace::{SpanContext, SpanKind, Status};
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-
     use super::*;
 
     /// An exporter that counts what it exports, failing or hanging on demand.
@@ -207,21 +204,7 @@ mod tests {
     }
 
     fn span() -> SpanData {
-        SpanData {
-            span_context: SpanContext::empty_context(),
-            parent_span_id: opentelemetry::trace::SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: "test".into(),
-            start_time: std::time::SystemTime::now(),
-            end_time: std::time::SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: Default::default(),
-        }
+        crate::test_span("test")
     }
 
     /// Waits (at most 10 s) for `condition`.

@@ -131,11 +131,10 @@ impl DecidingTracer {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
-    use opentelemetry::trace::{Status, TraceId, TraceState};
+    use opentelemetry::trace::{TraceId, TraceState};
     use opentelemetry_sdk::error::OTelSdkResult;
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
 
     use super::*;
     use crate::settings::ParentlessSampler;
@@ -253,21 +252,11 @@ mod tests {
             (parent.trace_id(), parent.trace_flags(), parent.trace_state())
         );
         assert_ne!(child.span_id(), parent.span_id());
-        tracer.record(SpanData {
-            span_context: child.clone(),
-            parent_span_id: parent.span_id(),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Internal,
-            name: "child".into(),
-            start_time: SystemTime::now(),
-            end_time: SystemTime::now(),
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: tracer.scope().clone(),
-        });
+        let mut span = crate::test_span("child");
+        span.span_context = child.clone();
+        span.parent_span_id = parent.span_id();
+        span.instrumentation_scope = tracer.scope().clone();
+        tracer.record(span);
         let kept = kept.0.lock().unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].span_context, child);
