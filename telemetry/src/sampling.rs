@@ -100,8 +100,8 @@ impl DecidingTracer {
         }
     }
 
-    /// A new random span id (for a child of a recorded span).
-    pub fn new_span_id(&self) -> SpanId {
+    /// A new random span id.
+    fn new_span_id(&self) -> SpanId {
         RandomIdGenerator::default().new_span_id()
     }
 

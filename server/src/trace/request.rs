@@ -63,11 +63,11 @@ struct State {
     /// The request span's ids, once begun.
     begun: Option<Begun>,
     /// The request span of a recorded trace, until it is written (boxed: most requests have
-    /// none, and the trace moves with the request).
+    /// none, and the trace moves with the request); taken when it is written, so it is written
+    /// once.
     request: Option<Box<RequestSpan>>,
     /// When the message was handed to its method.
     dispatched: Option<Instant>,
-    finished: bool,
 }
 
 /// The request span's ids, once begun.
@@ -167,35 +167,19 @@ enum Attributes {
 }
 
 impl Attributes {
-    /// The attributes, with room for `error.type` when the span failed.
-    fn made(self, failed: bool) -> Vec<KeyValue> {
-        let room = usize::from(failed);
-        let mut attributes = match self {
-            Self::Authentication(Ok(method)) => {
-                let mut attributes = Vec::with_capacity(2 + room);
-                attributes.extend([
-                    KeyValue::new("palisade.auth.method", method),
-                    KeyValue::new("palisade.auth.outcome", "success"),
-                ]);
-                attributes
-            }
-            Self::Authentication(Err(reason)) => {
-                let mut attributes = Vec::with_capacity(1 + room);
-                attributes.push(KeyValue::new("palisade.auth.outcome", reason));
-                attributes
-            }
-            Self::JwksFetch(issuer, outcome) => {
-                let mut attributes = Vec::with_capacity(2 + room);
-                attributes.extend([
-                    KeyValue::new("palisade.jwks.issuer", bounded(&issuer)),
-                    KeyValue::new("palisade.jwks.outcome", outcome),
-                ]);
-                attributes
-            }
+    fn made(self) -> Vec<KeyValue> {
+        match self {
+            Self::Authentication(Ok(method)) => vec![
+                KeyValue::new("palisade.auth.method", method),
+                KeyValue::new("palisade.auth.outcome", "success"),
+            ],
+            Self::Authentication(Err(reason)) => vec![KeyValue::new("palisade.auth.outcome", reason)],
+            Self::JwksFetch(issuer, outcome) => vec![
+                KeyValue::new("palisade.jwks.issuer", bounded(&issuer)),
+                KeyValue::new("palisade.jwks.outcome", outcome),
+            ],
             Self::Made(attributes) => attributes,
-        };
-        attributes.reserve(room);
-        attributes
+        }
     }
 }
 
@@ -382,13 +366,13 @@ impl RequestTrace {
         for child in span.children {
             self.emit(&ids, child);
         }
-        let mut attributes = span.attributes.made(span.failed.is_some());
+        let mut attributes = span.attributes.made();
         let mut status = Status::Unset;
         if let Some(failure) = span.failed {
             attributes.push(KeyValue::new("error.type", failure));
             status = Status::error("");
         }
-        self.write(Span {
+        Span {
             ids,
             parent: parent.span_id(),
             parent_is_remote: false,
@@ -399,12 +383,8 @@ impl RequestTrace {
             attributes,
             links: Vec::new(),
             status,
-        });
-    }
-
-    /// Hands a span to the export queue.
-    fn write(&self, span: Span) {
-        self.tracer.record(span.data(self.tracer));
+        }
+        .write(self.tracer);
     }
 
     /// The W3C trace id and span id of the request span, beginning it if it has not begun;
@@ -682,14 +662,9 @@ impl RequestTrace {
         let Some(ids) = self.begin(None) else {
             return;
         };
-        let mut state = self.state();
-        if std::mem::replace(&mut state.finished, true) {
-            return;
-        }
-        let Some(mut request) = state.request.take() else {
+        let Some(mut request) = self.state().request.take() else {
             return;
         };
-        drop(state);
         last(&mut request);
         let RequestSpan {
             parent,
@@ -698,7 +673,7 @@ impl RequestTrace {
             links,
             status,
         } = *request;
-        self.write(Span {
+        Span {
             parent: parent.as_ref().map_or(SpanId::INVALID, SpanContext::span_id),
             parent_is_remote: parent.as_ref().is_some_and(SpanContext::is_remote),
             ids,
@@ -709,7 +684,8 @@ impl RequestTrace {
             attributes,
             links,
             status,
-        });
+        }
+        .write(self.tracer);
     }
 
     /// Records on the request span facts about it that are not known at the start.
@@ -760,11 +736,11 @@ struct Span {
 }
 
 impl Span {
-    /// The span as the export queue takes it.
-    fn data(self, tracer: &DecidingTracer) -> SpanData {
+    /// Hands the span to the export queue, as the SDK's span data.
+    fn write(self, tracer: &DecidingTracer) {
         let mut links = SpanLinks::default();
         links.links = self.links;
-        SpanData {
+        tracer.record(SpanData {
             span_context: self.ids,
             parent_span_id: self.parent,
             parent_span_is_remote: self.parent_is_remote,
@@ -778,7 +754,7 @@ impl Span {
             links,
             status: self.status,
             instrumentation_scope: tracer.scope().clone(),
-        }
+        });
     }
 }
 
@@ -836,7 +812,7 @@ impl UpstreamCall {
             span.attributes.push(KeyValue::new("error.type", outcome));
             span.status = Status::error("");
         }
-        tracer.record(span.data(tracer));
+        span.write(tracer);
     }
 }
 
