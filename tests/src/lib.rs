@@ -293,7 +293,7 @@ impl Server {
                     .push(line);
             }
         });
-        let server = Self {
+        let mut server = Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}"),
@@ -304,10 +304,20 @@ impl Server {
         server
     }
 
-    fn wait_ready(&self, timeout: Duration) {
+    /// Waits for `/ready`; a server that exits first (a port taken meanwhile, a refused start) or
+    /// never gets there fails the test with its log.
+    fn wait_ready(&mut self, timeout: Duration) {
         let client = http_client();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Its last lines reach the log thread as the pipe closes.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "palisade-server exited ({status}) before it was ready; its log:\n{}",
+                    self.logs().join("\n")
+                );
+            }
             if let Ok(response) = client.get(format!("{}/ready", self.base_url)).send()
                 && response.status().as_u16() == 200
             {
@@ -315,7 +325,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("palisade-server did not become ready within {timeout:?} (PALISADE_E2E_LOGS=1 shows its log)");
+        panic!(
+            "palisade-server did not become ready within {timeout:?}; its log:\n{}",
+            self.logs().join("\n")
+        );
     }
 
     /// `<base>/mcp`.
