@@ -3,32 +3,28 @@
 //!
 //! Most traces are not sampled, and a server that builds a span (a builder, a context, a
 //! non-recording span) only to learn that pays for it on every request. A
-//! [`DecidingTracer`] asks a sampler made from the provider's settings (so it decides as the
-//! provider would) first, with the trace id the span will have: an unsampled trace gets its ids
-//! and nothing else. A sampled one gets its ids too, and its spans are written by the caller as
-//! [`SpanData`] and handed to the export queue ([`DecidingTracer::record`]): no SDK span, context,
-//! lock or reference count per span. At 1%, a recorded trace runs once in a hundred requests, on
-//! code and data the other requests have pushed out of the caches, and costs in time far more
-//! than its instructions; what it does not run costs nothing.
+//! [`DecidingTracer`] decides first, by the rules of the SDK's samplers for the same settings
+//! (the same decision for every trace id and caller, a test holds it to the SDK's answers), with
+//! the trace id the span will have: an unsampled trace gets its ids and nothing else. A sampled
+//! one gets its ids too, and its spans are written by the caller as [`SpanData`] and handed to
+//! the export queue ([`DecidingTracer::record`]): no SDK span, context, lock or reference count
+//! per span.
 
 use std::fmt;
 use std::sync::Arc;
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, TraceFlags};
-use opentelemetry::{Context, InstrumentationScope, trace::TraceContextExt as _};
-use opentelemetry_sdk::trace::{
-    IdGenerator as _, RandomIdGenerator, Sampler as SdkSampler, SamplingDecision, ShouldSample as _, SpanData,
-    SpanProcessor,
-};
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+use opentelemetry_sdk::trace::{IdGenerator as _, RandomIdGenerator, SpanData, SpanProcessor};
 
-use crate::settings::Sampler;
+use crate::settings::{ParentlessSampler, Sampler};
 
 /// A tracer that decides whether a trace is recorded before it builds anything: see the module
 /// documentation.
 #[derive(Clone)]
 pub struct DecidingTracer {
-    /// A sampler of the provider's settings (the same decisions).
-    sampler: SdkSampler,
+    /// The provider's sampler settings.
+    sampler: Sampler,
     /// Where a recorded span goes: the provider's export queue.
     sink: Arc<dyn SpanProcessor>,
     /// The instrumentation scope of the spans it records.
@@ -45,7 +41,7 @@ impl fmt::Debug for DecidingTracer {
 }
 
 /// Whether a span is recorded, decided before it is built: its ids either way (its trace's, a new
-/// span id, the parent's trace state as the sampler left it).
+/// span id, the parent's trace state).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Sampled: the caller writes the span and hands it to [`DecidingTracer::record`].
@@ -60,28 +56,25 @@ impl DecidingTracer {
     /// [`crate::Tracing::install`] builds), sampled by `sampler`.
     pub fn new(sink: Arc<dyn SpanProcessor>, scope: &'static str, sampler: Sampler) -> Self {
         Self {
-            sampler: crate::sdk_sampler(sampler),
+            sampler,
             sink,
             scope: InstrumentationScope::builder(scope).build(),
         }
     }
 
-    /// Decides whether the span `name` of `kind` is recorded: under `parent` (a caller's span),
-    /// or the first of a new trace.
-    pub fn decide(&self, parent: Option<SpanContext>, name: &'static str, kind: SpanKind) -> Decision {
-        let trace_id = match &parent {
-            Some(parent) => parent.trace_id(),
-            None => RandomIdGenerator::default().new_trace_id(),
+    /// Decides whether a span is recorded: under `parent` (a caller's span), or the first of a
+    /// new trace.
+    pub fn decide(&self, parent: Option<SpanContext>) -> Decision {
+        let (trace_id, sampled, trace_state) = match parent {
+            Some(parent) => {
+                let sampled = samples(self.sampler, Some(&parent), parent.trace_id());
+                (parent.trace_id(), sampled, parent.trace_state().clone())
+            }
+            None => {
+                let trace_id = RandomIdGenerator::default().new_trace_id();
+                (trace_id, samples(self.sampler, None, trace_id), TraceState::NONE)
+            }
         };
-        // A context is made only for a parent: the sampler reads a missing one as no parent, as
-        // it does an empty one.
-        let parent = parent.map(|parent| Context::new().with_remote_span_context(parent));
-        let result = self
-            .sampler
-            .should_sample(parent.as_ref(), trace_id, name, &kind, &[], &[]);
-        // The samplers the settings make answer `RecordAndSample` or `Drop`: a span that would be
-        // recorded for no exporter (`RecordOnly`) is not made.
-        let sampled = result.decision == SamplingDecision::RecordAndSample;
         let ids = SpanContext::new(
             trace_id,
             self.new_span_id(),
@@ -91,7 +84,7 @@ impl DecidingTracer {
                 TraceFlags::default()
             },
             false,
-            result.trace_state,
+            trace_state,
         );
         if sampled {
             Decision::Record(ids)
@@ -128,16 +121,46 @@ impl DecidingTracer {
     }
 }
 
+/// Whether `sampler` records the trace `trace_id`, started by `parent` (a caller's valid span
+/// context) or here: the SDK's rules for the samplers the settings make (a caller's choice is
+/// followed only by a parent-based sampler; a ratio is judged on the trace id).
+fn samples(sampler: Sampler, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+    match (sampler, parent) {
+        (Sampler::AlwaysOn, _) => true,
+        (Sampler::AlwaysOff, _) => false,
+        (Sampler::TraceIdRatio(ratio), _) => by_ratio(ratio, trace_id),
+        (Sampler::ParentBased(_), Some(parent)) => parent.is_sampled(),
+        (Sampler::ParentBased(ParentlessSampler::AlwaysOn), None) => true,
+        (Sampler::ParentBased(ParentlessSampler::AlwaysOff), None) => false,
+        (Sampler::ParentBased(ParentlessSampler::TraceIdRatio(ratio)), None) => by_ratio(ratio, trace_id),
+    }
+}
+
+/// Whether a trace id is among the `ratio` of them recorded: `opentelemetry_sdk`'s test, on the
+/// top 63 bits of the trace id's last eight bytes (so a service further on that uses it with the
+/// same ratio records the same traces). A ratio of 1 or more records every trace, one of 0 or
+/// less (or NaN) none.
+fn by_ratio(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    // The trace id's last eight bytes, big-endian: its low 64 bits.
+    let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
+    (low >> 1) < bound
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use opentelemetry::trace::{TraceId, TraceState};
+    use opentelemetry::Context;
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _};
     use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SamplingDecision, ShouldSample as _};
 
     use super::*;
-    use crate::settings::ParentlessSampler;
 
     /// A processor that keeps what it is handed.
     #[derive(Debug, Default)]
@@ -174,7 +197,7 @@ mod tests {
     }
 
     /// The SDK's decision for a trace id by a ratio of 0.25, wherever the trace is.
-    fn by_ratio(trace_id: TraceId) -> SamplingDecision {
+    fn sdk_ratio_decision(trace_id: TraceId) -> SamplingDecision {
         crate::sdk_sampler(Sampler::TraceIdRatio(0.25))
             .should_sample(None, trace_id, "root", &SpanKind::Server, &[], &[])
             .decision
@@ -185,16 +208,16 @@ mod tests {
         let tracer = deciding(Sampler::ParentBased(ParentlessSampler::TraceIdRatio(0.25)));
         let (mut recorded, mut dropped) = (0, 0);
         for _ in 0..2000 {
-            match tracer.decide(None, "root", SpanKind::Server) {
+            match tracer.decide(None) {
                 Decision::Record(ids) => {
                     assert!(ids.is_valid() && ids.is_sampled() && !ids.is_remote());
                     // A ratio sampler anywhere else in the trace agrees.
-                    assert_eq!(by_ratio(ids.trace_id()), SamplingDecision::RecordAndSample);
+                    assert_eq!(sdk_ratio_decision(ids.trace_id()), SamplingDecision::RecordAndSample);
                     recorded += 1;
                 }
                 Decision::Drop(ids) => {
                     assert!(ids.is_valid() && !ids.is_sampled() && !ids.is_remote());
-                    assert_eq!(by_ratio(ids.trace_id()), SamplingDecision::Drop);
+                    assert_eq!(sdk_ratio_decision(ids.trace_id()), SamplingDecision::Drop);
                     dropped += 1;
                 }
             }
@@ -208,7 +231,7 @@ mod tests {
     fn a_caller_s_choice_is_followed_with_its_trace_id_and_state() {
         let tracer = deciding(Sampler::ParentBased(ParentlessSampler::AlwaysOff));
         for (flags, sampled) in [(TraceFlags::SAMPLED, true), (TraceFlags::default(), false)] {
-            let ids = match tracer.decide(Some(remote(42, flags)), "child", SpanKind::Server) {
+            let ids = match tracer.decide(Some(remote(42, flags))) {
                 Decision::Record(ids) if sampled => ids,
                 Decision::Drop(ids) if !sampled => ids,
                 other => panic!("a caller that sampled ({sampled}) decides: {other:?}"),
@@ -220,20 +243,17 @@ mod tests {
             assert_eq!(ids.trace_state().get("vendor"), Some("value"));
         }
         // No caller, and the root sampler says no.
-        assert!(matches!(
-            tracer.decide(None, "root", SpanKind::Server),
-            Decision::Drop(_)
-        ));
+        assert!(matches!(tracer.decide(None), Decision::Drop(_)));
     }
 
     #[test]
     fn always_and_never_ignore_the_caller() {
         assert!(matches!(
-            deciding(Sampler::AlwaysOn).decide(Some(remote(1, TraceFlags::default())), "s", SpanKind::Server),
+            deciding(Sampler::AlwaysOn).decide(Some(remote(1, TraceFlags::default()))),
             Decision::Record(_)
         ));
         assert!(matches!(
-            deciding(Sampler::AlwaysOff).decide(Some(remote(1, TraceFlags::SAMPLED)), "s", SpanKind::Server),
+            deciding(Sampler::AlwaysOff).decide(Some(remote(1, TraceFlags::SAMPLED))),
             Decision::Drop(_)
         ));
     }
@@ -242,8 +262,7 @@ mod tests {
     fn a_child_is_of_its_parent_s_trace_and_a_recorded_span_reaches_the_sink() {
         let kept = Arc::new(Kept::default());
         let tracer = DecidingTracer::new(kept.clone(), "palisade-test", Sampler::AlwaysOn);
-        let Decision::Record(parent) = tracer.decide(Some(remote(5, TraceFlags::SAMPLED)), "p", SpanKind::Server)
-        else {
+        let Decision::Record(parent) = tracer.decide(Some(remote(5, TraceFlags::SAMPLED))) else {
             panic!("always on");
         };
         let child = tracer.child_of(&parent);
@@ -261,5 +280,56 @@ mod tests {
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].span_context, child);
         assert_eq!(kept[0].instrumentation_scope.name(), "palisade-test");
+    }
+
+    /// Every sampler the settings can make, with the ratios at and beyond the bounds.
+    fn every_sampler() -> Vec<Sampler> {
+        let ratios = [-0.5, 0.0, 1e-9, 0.01, 0.25, 0.5, 0.999_999, 1.0, 1.5, f64::NAN];
+        let mut samplers = vec![Sampler::AlwaysOn, Sampler::AlwaysOff];
+        samplers.extend(ratios.map(Sampler::TraceIdRatio));
+        samplers.push(Sampler::ParentBased(ParentlessSampler::AlwaysOn));
+        samplers.push(Sampler::ParentBased(ParentlessSampler::AlwaysOff));
+        samplers.extend(ratios.map(|ratio| Sampler::ParentBased(ParentlessSampler::TraceIdRatio(ratio))));
+        samplers
+    }
+
+    #[test]
+    fn every_decision_is_the_sdk_sampler_s_for_the_same_settings() {
+        // Random trace ids, and the ones at the edges of the ratio test (all bits clear, all set,
+        // the low bit alone, the top bit of the low half alone).
+        let mut trace_ids: Vec<TraceId> = (0..400).map(|_| RandomIdGenerator::default().new_trace_id()).collect();
+        trace_ids.extend([0, u128::MAX, 1, 1 << 63, (1 << 64) - 1, 1 << 64].map(TraceId::from));
+        for sampler in every_sampler() {
+            let tracer = deciding(sampler);
+            let sdk = crate::sdk_sampler(sampler);
+            for &trace_id in &trace_ids {
+                for parent in [None, Some(TraceFlags::SAMPLED), Some(TraceFlags::default())] {
+                    let parent = parent.map(|flags| remote(u128::from_be_bytes(trace_id.to_bytes()), flags));
+                    let sdk_decides = |trace_id| {
+                        let context = parent.clone().map(|p| Context::new().with_remote_span_context(p));
+                        sdk.should_sample(context.as_ref(), trace_id, "s", &SpanKind::Server, &[], &[])
+                    };
+                    // The rule itself, on every trace id.
+                    let expected = sdk_decides(trace_id);
+                    assert_eq!(
+                        samples(sampler, parent.as_ref(), trace_id),
+                        expected.decision == SamplingDecision::RecordAndSample,
+                        "{sampler:?} {parent:?} {trace_id}"
+                    );
+                    // The tracer's decision, on the trace id it keeps (drawn anew without a parent).
+                    let (ids, recorded) = match tracer.decide(parent.clone()) {
+                        Decision::Record(ids) => (ids, true),
+                        Decision::Drop(ids) => (ids, false),
+                    };
+                    let expected = sdk_decides(ids.trace_id());
+                    assert_eq!(recorded, expected.decision == SamplingDecision::RecordAndSample);
+                    assert_eq!(ids.is_sampled(), recorded);
+                    assert_eq!(ids.trace_state(), &expected.trace_state, "{sampler:?} {parent:?}");
+                    if parent.is_some() {
+                        assert_eq!(ids.trace_id(), trace_id);
+                    }
+                }
+            }
+        }
     }
 }
