@@ -55,8 +55,11 @@ soak: e2e-deps ## 30 minutes of mixed load against the release server; figures i
 fuzz: ## Run every cargo-fuzz target for FUZZ_SECONDS (300) each (nightly); totals in docs/fuzzing.md
 	scripts/fuzz.sh
 
-profile: ## Instructions per request under callgrind (valgrind, wrk): noise-free costs of the request path
+profile: e2e-deps ## Instructions per request under callgrind (valgrind, wrk), and trace export's share of the CPU samples (perf)
 	scripts/callgrind_request.sh
+	@if command -v perf >/dev/null && [ -x target/otelcol/bin/otelcol ]; then \
+		$(E2E_DEPS)/venv/bin/python scripts/perf_trace_share.py; \
+	else echo "perf or target/otelcol (make cluster-build) missing: trace export's share of the CPU samples skipped"; fi
 
 chart-test: e2e-deps ## helm lint/template and promtool checks of charts/palisade (each skipped without its tool)
 	PATH="$(CURDIR)/$(E2E_DEPS)/venv/bin:$$PATH" scripts/chart_test.sh
