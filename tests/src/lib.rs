@@ -257,8 +257,21 @@ impl Server {
     }
 
     /// Like [`Server::start`], with environment variables set for the server (the `OTEL_*`
-    /// ones of the runner are removed first: a test says what it wants).
+    /// ones of the runner are removed first: a test says what it wants). A port found free can
+    /// be taken by a test running alongside before the server binds it: a server that exits
+    /// saying it cannot listen is started again on other ports (twice at most).
     pub fn start_with_env(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        for _ in 0..3 {
+            let mut server = Self::spawn(fixture, extra, env);
+            if server.wait_ready(Duration::from_secs(20)) {
+                return server;
+            }
+        }
+        panic!("palisade-server could not listen on three pairs of free ports")
+    }
+
+    /// A server process on two ports that were free a moment ago.
+    fn spawn(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let audit_log = fixture.dir.path().join(format!("audit-{port}.log"));
         let mut child = Command::new(server_binary())
@@ -293,35 +306,38 @@ impl Server {
                     .push(line);
             }
         });
-        let mut server = Self {
+        Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
             metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             audit_log,
             logs,
-        };
-        server.wait_ready(Duration::from_secs(20));
-        server
+        }
     }
 
-    /// Waits for `/ready`; a server that exits first (a port taken meanwhile, a refused start) or
-    /// never gets there fails the test with its log.
-    fn wait_ready(&mut self, timeout: Duration) {
+    /// Waits for `/ready`: true once it answers, false when the server exited saying it cannot
+    /// listen (a port taken meanwhile). A server that exits for another reason or never gets
+    /// there fails the test with its log.
+    fn wait_ready(&mut self, timeout: Duration) -> bool {
         let client = http_client();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 // Its last lines reach the log thread as the pipe closes.
                 std::thread::sleep(Duration::from_millis(100));
+                let logs = self.logs();
+                if logs.iter().any(|line| line.contains("\"cannot listen")) {
+                    return false;
+                }
                 panic!(
                     "palisade-server exited ({status}) before it was ready; its log:\n{}",
-                    self.logs().join("\n")
+                    logs.join("\n")
                 );
             }
             if let Ok(response) = client.get(format!("{}/ready", self.base_url)).send()
                 && response.status().as_u16() == 200
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

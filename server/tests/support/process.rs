@@ -20,6 +20,18 @@ pub struct Running {
     pub metrics_address: SocketAddr,
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// Its standard error.
+    log: PathBuf,
+}
+
+/// How a start ended.
+enum Ready {
+    Yes,
+    /// It exited saying it cannot listen: a port was taken between the test finding it free and
+    /// the server binding it.
+    PortTaken,
+    Exited(std::process::ExitStatus),
+    TimedOut,
 }
 
 fn free_port() -> u16 {
@@ -31,11 +43,35 @@ fn free_port() -> u16 {
 
 impl Running {
     /// Starts the server on `fx`'s policy and documents with `extra` flags and waits for `/ready`.
+    /// A port found free can be taken by a test running alongside before the server binds it: a
+    /// server that exits saying it cannot listen is started again on other ports (twice at most);
+    /// one that exits for another reason, or never gets ready, fails the test with its log.
     pub fn start(fx: &Fixture, extra: &[&str]) -> Self {
+        for _ in 0..3 {
+            let mut running = Self::spawn(fx, extra);
+            match running.wait_ready(Duration::from_secs(20)) {
+                Ready::Yes => return running,
+                Ready::PortTaken => continue,
+                Ready::Exited(status) => panic!(
+                    "palisade-server exited ({status}) before it was ready; its log:\n{}",
+                    running.log()
+                ),
+                Ready::TimedOut => panic!(
+                    "palisade-server did not become ready within 20 s; its log:\n{}",
+                    running.log()
+                ),
+            }
+        }
+        panic!("palisade-server could not listen on three pairs of free ports")
+    }
+
+    /// A server process on two ports that were free a moment ago.
+    fn spawn(fx: &Fixture, extra: &[&str]) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
         let audit_log = fx.dir.path().join(format!("audit-{port}.jsonl"));
         let audit_flag = audit_log.display().to_string();
         let has_audit_flag = extra.contains(&"--audit-log");
+        let log = fx.dir.path().join(format!("server-{port}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_palisade-server"));
         command
             .arg("serve")
@@ -49,32 +85,50 @@ impl Running {
         if !has_audit_flag {
             command.args(["--audit-log", &audit_flag]);
         }
+        let stderr = if std::env::var_os("PALISADE_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::from(std::fs::File::create(&log).expect("server log file"))
+        };
         let child = command
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("PALISADE_TEST_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("start palisade-server");
-        let running = Self {
+        Self {
             child,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
             metrics_address: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
             audit_log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(answer) = running.get("/ready")
+            log,
+        }
+    }
+
+    /// Waits up to `timeout` for `/ready`, or for the process to exit.
+    fn wait_ready(&mut self, timeout: Duration) -> Ready {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return if self.log().contains("cannot listen") {
+                    Ready::PortTaken
+                } else {
+                    Ready::Exited(status)
+                };
+            }
+            if let Ok(answer) = self.get("/ready")
                 && answer.status == 200
             {
-                return running;
+                return Ready::Yes;
             }
-            assert!(Instant::now() < deadline, "the server did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ready::TimedOut
+    }
+
+    /// What the server wrote to standard error (empty when it went to the test's own).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The process id.
