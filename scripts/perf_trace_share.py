@@ -71,7 +71,8 @@ def profile(case: str, seconds: int, policy, documents, grpc: int) -> dict:
                                  str(server.process.pid), "-o", str(data), "--", "sleep", str(seconds + 1)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = lb.wrk(server.url, 16, seconds, tb.CALL, "")
-        perf.wait()
+        lb.check(perf.wait() == 0 and data.exists(),
+                 "perf record failed (is /proc/sys/kernel/perf_event_paranoid above 1? run as root or lower it)")
     finally:
         server.stop()
         audit.unlink(missing_ok=True)
