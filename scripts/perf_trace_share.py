@@ -20,7 +20,6 @@ reads it twice more); the export-off row shows what the patterns catch with no t
 """
 import argparse
 import collections
-import json
 import os
 import re
 import shutil
@@ -92,22 +91,10 @@ def main() -> None:
         lb.check(shutil.which(tool) is not None, f"{tool} is missing (Debian: apt-get install linux-perf wrk)")
     lb.check(tb.OTELCOL.exists(), f"{tb.OTELCOL} is missing (make cluster-build builds it)")
     build()
-    tb.lb.SERVER = PROFILE_SERVER
-    lb.WORK.mkdir(parents=True, exist_ok=True)
-    policy = lb.WORK / "trace-policy.yaml"
-    policy.write_text(tb.POLICY)
-    documents = lb.WORK / "trace-documents"
-    (documents / "notes").mkdir(parents=True, exist_ok=True)
-    (documents / "notes/welcome.md").write_text("Welcome.\n")
+    lb.SERVER = PROFILE_SERVER
+    policy, documents = tb.served_files()
     grpc = lb.free_port()
-    config = lb.WORK / "perf-otelcol.json"
-    config.write_text(json.dumps({
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"}}}},
-        "exporters": {"file": {"path": "/dev/null", "format": "proto"}},
-        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
-                    "telemetry": {"metrics": {"level": "none"}}},
-    }))
-    collector = lb.Server("otelcol", [tb.OTELCOL, "--config", config], grpc)
+    collector = tb.otelcol(grpc)
     try:
         collector.wait_listening()
         rows = [profile(case, args.seconds, policy, documents, grpc) for case in CASES]

@@ -77,25 +77,9 @@ def main() -> None:
         return
     for path in (lb.SERVER, OTELCOL):
         lb.check(path.exists(), f"{path} is missing (make bench builds it)")
-    lb.WORK.mkdir(parents=True, exist_ok=True)
-    policy = lb.WORK / "trace-policy.yaml"
-    policy.write_text(POLICY)
-    documents = lb.WORK / "trace-documents"
-    (documents / "notes").mkdir(parents=True, exist_ok=True)
-    (documents / "notes/welcome.md").write_text("Welcome.\n")
-    grpc, http_port = lb.free_port(), lb.free_port()
-    config = lb.WORK / "trace-otelcol.json"
-    config.write_text(json.dumps({
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"},
-                                             "http": {"endpoint": f"127.0.0.1:{http_port}"}}}},
-        # Binary protobuf to /dev/null: the collector receives and decodes every batch and writes
-        # it the cheapest way it can (it shares the servers' cores; its CPU per request is
-        # reported).
-        "exporters": {"file": {"path": "/dev/null", "format": "proto"}},
-        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
-                    "telemetry": {"metrics": {"level": "none"}}},
-    }))
-    collector = lb.Server("otelcol", [OTELCOL, "--config", config], grpc)
+    policy, documents = served_files()
+    grpc = lb.free_port()
+    collector = otelcol(grpc)
     results = []
     spans = {name: {"exported": 0.0, "dropped": 0.0} for name in CASES}
     # The audit logs are load, not results: each point starts from an empty file (the same page
@@ -149,6 +133,32 @@ def main() -> None:
             log.unlink(missing_ok=True)
     (lb.WORK / "trace-results.json").write_text(json.dumps({"runs": results, "spans": spans}, indent=1))
     write(report(results, spans, connections, args), args)
+
+
+def served_files() -> tuple:
+    """The policy and the document folder every server of the bench serves."""
+    lb.WORK.mkdir(parents=True, exist_ok=True)
+    policy = lb.WORK / "trace-policy.yaml"
+    policy.write_text(POLICY)
+    documents = lb.WORK / "trace-documents"
+    (documents / "notes").mkdir(parents=True, exist_ok=True)
+    (documents / "notes/welcome.md").write_text("Welcome.\n")
+    return policy, documents
+
+
+def otelcol(grpc: int) -> "lb.Server":
+    """The OpenTelemetry Collector, receiving OTLP over gRPC on `grpc` (not yet listening)."""
+    config = lb.WORK / "trace-otelcol.json"
+    config.write_text(json.dumps({
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc}"}}}},
+        # Binary protobuf to /dev/null: the collector receives and decodes every batch and writes
+        # it the cheapest way it can (it shares the servers' cores; its CPU per request is
+        # reported).
+        "exporters": {"file": {"path": "/dev/null", "format": "proto"}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+                    "telemetry": {"metrics": {"level": "none"}}},
+    }))
+    return lb.Server("otelcol", [OTELCOL, "--config", config], grpc)
 
 
 def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int) -> "lb.Server":

@@ -23,8 +23,8 @@ use crate::settings::{ParentlessSampler, Sampler};
 /// documentation.
 #[derive(Clone)]
 pub struct DecidingTracer {
-    /// The provider's sampler settings.
-    sampler: Sampler,
+    /// The provider's sampler settings, as the rule each decision applies.
+    rule: Rule,
     /// Where a recorded span goes: the provider's export queue.
     sink: Arc<dyn SpanProcessor>,
     /// The instrumentation scope of the spans it records.
@@ -34,7 +34,7 @@ pub struct DecidingTracer {
 impl fmt::Debug for DecidingTracer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DecidingTracer")
-            .field("sampler", &self.sampler)
+            .field("rule", &self.rule)
             .field("scope", &self.scope.name())
             .finish()
     }
@@ -56,7 +56,7 @@ impl DecidingTracer {
     /// [`crate::Tracing::install`] builds), sampled by `sampler`.
     pub fn new(sink: Arc<dyn SpanProcessor>, scope: &'static str, sampler: Sampler) -> Self {
         Self {
-            sampler,
+            rule: Rule::of(sampler),
             sink,
             scope: InstrumentationScope::builder(scope).build(),
         }
@@ -64,17 +64,12 @@ impl DecidingTracer {
 
     /// Decides whether a span is recorded: under `parent` (a caller's span), or the first of a
     /// new trace.
-    pub fn decide(&self, parent: Option<SpanContext>) -> Decision {
-        let (trace_id, sampled, trace_state) = match parent {
-            Some(parent) => {
-                let sampled = samples(self.sampler, Some(&parent), parent.trace_id());
-                (parent.trace_id(), sampled, parent.trace_state().clone())
-            }
-            None => {
-                let trace_id = RandomIdGenerator::default().new_trace_id();
-                (trace_id, samples(self.sampler, None, trace_id), TraceState::NONE)
-            }
+    pub fn decide(&self, parent: Option<&SpanContext>) -> Decision {
+        let (trace_id, trace_state) = match parent {
+            Some(parent) => (parent.trace_id(), parent.trace_state().clone()),
+            None => (RandomIdGenerator::default().new_trace_id(), TraceState::NONE),
         };
+        let sampled = self.rule.samples(parent, trace_id);
         let ids = SpanContext::new(
             trace_id,
             self.new_span_id(),
@@ -121,33 +116,67 @@ impl DecidingTracer {
     }
 }
 
-/// Whether `sampler` records the trace `trace_id`, started by `parent` (a caller's valid span
-/// context) or here: the SDK's rules for the samplers the settings make (a caller's choice is
-/// followed only by a parent-based sampler; a ratio is judged on the trace id).
-fn samples(sampler: Sampler, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
-    match (sampler, parent) {
-        (Sampler::AlwaysOn, _) => true,
-        (Sampler::AlwaysOff, _) => false,
-        (Sampler::TraceIdRatio(ratio), _) => by_ratio(ratio, trace_id),
-        (Sampler::ParentBased(_), Some(parent)) => parent.is_sampled(),
-        (Sampler::ParentBased(ParentlessSampler::AlwaysOn), None) => true,
-        (Sampler::ParentBased(ParentlessSampler::AlwaysOff), None) => false,
-        (Sampler::ParentBased(ParentlessSampler::TraceIdRatio(ratio)), None) => by_ratio(ratio, trace_id),
+/// The SDK's rules for the samplers the settings make, with a ratio's bound worked out once: a
+/// caller's choice is followed only by a parent-based sampler; a ratio is judged on the trace id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rule {
+    /// A caller's span, when there is one, decides.
+    parent_based: bool,
+    /// What decides otherwise.
+    root: Root,
+}
+
+/// How a trace is decided on its id alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Root {
+    Always,
+    /// The trace ids whose test value ([`test_value`]) is below the bound: `opentelemetry_sdk`'s
+    /// ratio test, so a service further on that uses it with the same ratio records the same
+    /// traces.
+    Below(u64),
+}
+
+impl Rule {
+    fn of(sampler: Sampler) -> Self {
+        let (parent_based, root) = match sampler {
+            Sampler::AlwaysOn => (false, Root::Always),
+            Sampler::AlwaysOff => (false, Root::Below(0)),
+            Sampler::TraceIdRatio(ratio) => (false, Root::ratio(ratio)),
+            Sampler::ParentBased(ParentlessSampler::AlwaysOn) => (true, Root::Always),
+            Sampler::ParentBased(ParentlessSampler::AlwaysOff) => (true, Root::Below(0)),
+            Sampler::ParentBased(ParentlessSampler::TraceIdRatio(ratio)) => (true, Root::ratio(ratio)),
+        };
+        Self { parent_based, root }
+    }
+
+    /// Whether the trace `trace_id`, started by `parent` (a caller's valid span context) or
+    /// here, is recorded.
+    fn samples(self, parent: Option<&SpanContext>, trace_id: TraceId) -> bool {
+        match (self.parent_based, parent) {
+            (true, Some(parent)) => parent.is_sampled(),
+            _ => match self.root {
+                Root::Always => true,
+                Root::Below(bound) => test_value(trace_id) < bound,
+            },
+        }
     }
 }
 
-/// Whether a trace id is among the `ratio` of them recorded: `opentelemetry_sdk`'s test, on the
-/// top 63 bits of the trace id's last eight bytes (so a service further on that uses it with the
-/// same ratio records the same traces). A ratio of 1 or more records every trace, one of 0 or
-/// less (or NaN) none.
-fn by_ratio(ratio: f64, trace_id: TraceId) -> bool {
-    if ratio >= 1.0 {
-        return true;
+impl Root {
+    /// A ratio of 1 or more records every trace, one of 0 or less (or NaN) none.
+    fn ratio(ratio: f64) -> Self {
+        if ratio >= 1.0 {
+            Self::Always
+        } else {
+            Self::Below((ratio.max(0.0) * (1u64 << 63) as f64) as u64)
+        }
     }
-    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+}
+
+/// What a ratio is tested on: the top 63 bits of the trace id's last eight bytes.
+fn test_value(trace_id: TraceId) -> u64 {
     // The trace id's last eight bytes, big-endian: its low 64 bits.
-    let low = u128::from_be_bytes(trace_id.to_bytes()) as u64;
-    (low >> 1) < bound
+    (u128::from_be_bytes(trace_id.to_bytes()) as u64) >> 1
 }
 
 #[cfg(test)]
@@ -231,7 +260,7 @@ mod tests {
     fn a_caller_s_choice_is_followed_with_its_trace_id_and_state() {
         let tracer = deciding(Sampler::ParentBased(ParentlessSampler::AlwaysOff));
         for (flags, sampled) in [(TraceFlags::SAMPLED, true), (TraceFlags::default(), false)] {
-            let ids = match tracer.decide(Some(remote(42, flags))) {
+            let ids = match tracer.decide(Some(&remote(42, flags))) {
                 Decision::Record(ids) if sampled => ids,
                 Decision::Drop(ids) if !sampled => ids,
                 other => panic!("a caller that sampled ({sampled}) decides: {other:?}"),
@@ -249,11 +278,11 @@ mod tests {
     #[test]
     fn always_and_never_ignore_the_caller() {
         assert!(matches!(
-            deciding(Sampler::AlwaysOn).decide(Some(remote(1, TraceFlags::default()))),
+            deciding(Sampler::AlwaysOn).decide(Some(&remote(1, TraceFlags::default()))),
             Decision::Record(_)
         ));
         assert!(matches!(
-            deciding(Sampler::AlwaysOff).decide(Some(remote(1, TraceFlags::SAMPLED))),
+            deciding(Sampler::AlwaysOff).decide(Some(&remote(1, TraceFlags::SAMPLED))),
             Decision::Drop(_)
         ));
     }
@@ -262,7 +291,7 @@ mod tests {
     fn a_child_is_of_its_parent_s_trace_and_a_recorded_span_reaches_the_sink() {
         let kept = Arc::new(Kept::default());
         let tracer = DecidingTracer::new(kept.clone(), "palisade-test", Sampler::AlwaysOn);
-        let Decision::Record(parent) = tracer.decide(Some(remote(5, TraceFlags::SAMPLED))) else {
+        let Decision::Record(parent) = tracer.decide(Some(&remote(5, TraceFlags::SAMPLED))) else {
             panic!("always on");
         };
         let child = tracer.child_of(&parent);
@@ -312,12 +341,12 @@ mod tests {
                     // The rule itself, on every trace id.
                     let expected = sdk_decides(trace_id);
                     assert_eq!(
-                        samples(sampler, parent.as_ref(), trace_id),
+                        Rule::of(sampler).samples(parent.as_ref(), trace_id),
                         expected.decision == SamplingDecision::RecordAndSample,
                         "{sampler:?} {parent:?} {trace_id}"
                     );
                     // The tracer's decision, on the trace id it keeps (drawn anew without a parent).
-                    let (ids, recorded) = match tracer.decide(parent.clone()) {
+                    let (ids, recorded) = match tracer.decide(parent.as_ref()) {
                         Decision::Record(ids) => (ids, true),
                         Decision::Drop(ids) => (ids, false),
                     };

@@ -319,7 +319,7 @@ impl RequestTrace {
             .header_parent
             .clone()
             .or_else(|| params.and_then(propagation::from_meta));
-        let ids = match self.tracer.decide(parent.clone()) {
+        let ids = match self.tracer.decide(parent.as_ref()) {
             Sampling::Record(ids) => ids,
             Sampling::Drop(ids) => {
                 self.unsampled(&mut state, ids);
