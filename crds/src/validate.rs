@@ -252,6 +252,9 @@ fn check_server(server: &McpServer, object: &str, problems: &mut Problems) {
             );
         }
     }
+    if let Some(problem) = server.spec.telemetry.as_ref().and_then(|t| t.problem()) {
+        problems.push(Some(object), "spec.telemetry", problem);
+    }
     secret_uses::check(object, &secret_uses::secret_uses(server), problems);
 }
 
@@ -335,6 +338,22 @@ spec:
         let server = server(&format!("{SERVER}  service: {{port: 9090}}"));
         let error = validate(&server, &[], &options()).unwrap_err();
         assert_eq!(error.problems().0[0].path, "spec.service.port");
+    }
+
+    #[test]
+    fn a_resource_attribute_name_the_variable_would_misread_is_refused_with_its_field() {
+        let bad = server(&format!(
+            "{SERVER}  telemetry: {{resourceAttributes: {{\"team,x\": a}}}}"
+        ));
+        let error = validate(&bad, &[], &options()).unwrap_err();
+        assert_eq!(error.reason(), "PolicyInvalid");
+        assert_eq!(error.problems().0[0].path, "spec.telemetry");
+        assert_eq!(
+            error.problems().0[0].message,
+            "resourceAttributes \"team,x\": a name is at most 128 letters, digits and '.', '_', '-', '/'"
+        );
+        let good = server(&format!("{SERVER}  telemetry: {{resourceAttributes: {{team: a}}}}"));
+        assert!(validate(&good, &[], &options()).is_ok());
     }
 
     #[test]

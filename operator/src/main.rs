@@ -11,13 +11,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use palisade_crds::mcp_server::ImagePullPolicy;
-use palisade_crds::telemetry::{OtlpProtocol, TelemetrySpec};
+use palisade_crds::telemetry::{OtlpProtocol, TelemetrySpec, TraceSampler};
 use palisade_operator::render::{Inputs, render};
 use palisade_operator::settings::{DEFAULT_CLUSTER_DOMAIN, DEFAULT_SERVER_IMAGE, OperatorPods, Settings};
 
@@ -138,6 +139,19 @@ struct SettingsArgs {
     /// McpServers whose spec.telemetry sets none.
     #[arg(long, env = "PALISADE_SERVER_TRACE_SAMPLING_RATIO")]
     server_trace_sampling_ratio: Option<String>,
+    /// Sampler of the server pods (`parentbased_traceidratio`: follow a caller's trace context;
+    /// `traceidratio`: the ratio alone), for McpServers whose spec.telemetry sets none.
+    #[arg(long, env = "PALISADE_SERVER_TRACE_SAMPLER", value_parser = ["parentbased_traceidratio", "traceidratio"])]
+    server_trace_sampler: Option<String>,
+    /// Resource attributes of every server pod's spans, `key=value` items, comma-separated;
+    /// an McpServer's spec.telemetry.resourceAttributes win key by key.
+    #[arg(
+        long,
+        env = "PALISADE_SERVER_OTLP_RESOURCE_ATTRIBUTES",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
+    server_otlp_resource_attributes: Vec<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -162,6 +176,15 @@ impl TryFrom<SettingsArgs> for Settings {
             operator_pods: OperatorPods::from_parts(args.operator_namespace.as_deref(), &args.operator_pod_selector)?,
             cluster_domain: args.cluster_domain,
             server_telemetry: {
+                let mut resource_attributes = BTreeMap::new();
+                for item in args.server_otlp_resource_attributes.iter().filter(|i| !i.is_empty()) {
+                    let Some((key, value)) = item.split_once('=') else {
+                        return Err(format!(
+                            "the server pods' trace export (--server-otlp-resource-attributes): {item:?} is not KEY=VALUE"
+                        ));
+                    };
+                    resource_attributes.insert(key.to_owned(), value.to_owned());
+                }
                 let telemetry = TelemetrySpec {
                     enabled: None,
                     endpoint: args.server_otlp_endpoint.filter(|e| !e.is_empty()),
@@ -171,6 +194,9 @@ impl TryFrom<SettingsArgs> for Settings {
                         _ => None,
                     },
                     sampling_ratio: args.server_trace_sampling_ratio.filter(|r| !r.is_empty()),
+                    sampler: args.server_trace_sampler.as_deref().and_then(TraceSampler::parse),
+                    service_name: None,
+                    resource_attributes,
                 };
                 if let Some(problem) = telemetry.problem() {
                     return Err(format!("the server pods' trace export (--server-otlp-*): {problem}"));

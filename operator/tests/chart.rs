@@ -243,6 +243,26 @@ fn the_values_schema_refuses_typical_mistakes() {
             with(default_values(), "mcpServers.telemetry.samplingRatio", json!(0.1)),
             "/mcpServers/telemetry/samplingRatio: 0.1 is not of type \"string\"",
         ),
+        (
+            with(default_values(), "mcpServers.telemetry.sampler", json!("always_on")),
+            "/mcpServers/telemetry/sampler: \"always_on\" is not one of \"\", \"parentbased_traceidratio\" or \"traceidratio\"",
+        ),
+        (
+            with(
+                default_values(),
+                "mcpServers.telemetry.resourceAttributes",
+                json!({"service.name": "docs"}),
+            ),
+            "/mcpServers/telemetry/resourceAttributes: {\"enum\":[\"k8s.namespace.name\",\"service.namespace\",\"k8s.deployment.name\",\"k8s.pod.name\",\"service.name\"]} is not allowed for \"service.name\"",
+        ),
+        (
+            with(
+                default_values(),
+                "mcpServers.telemetry.resourceAttributes",
+                json!({"team": "a,b=c"}),
+            ),
+            "/mcpServers/telemetry/resourceAttributes/team: \"a,b=c\" does not match \"^[A-Za-z0-9._:/@+-]+$\"",
+        ),
     ];
     for (values, expected) in cases {
         assert_eq!(schema_errors(&validator, &values), [expected]);
@@ -450,6 +470,11 @@ fn every_option_renders_lints_and_validates() {
         ),
         ("PALISADE_SERVER_OTLP_PROTOCOL", "http/protobuf"),
         ("PALISADE_SERVER_TRACE_SAMPLING_RATIO", "0.01"),
+        ("PALISADE_SERVER_TRACE_SAMPLER", "traceidratio"),
+        (
+            "PALISADE_SERVER_OTLP_RESOURCE_ATTRIBUTES",
+            "deployment.environment.name=production,k8s.cluster.name=corp-eu-1",
+        ),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "http://otel-collector.observability:4317",

@@ -155,6 +155,55 @@ fn an_invalid_server_refuses_the_render() {
     assert!(stderr.contains("spec.tools[0].collection"), "{stderr}");
 }
 
+/// The operator-wide trace export defaults reach the server container, the pod's name from the
+/// downward API; a default that cannot be used stops the command, naming the flag or field.
+#[test]
+fn the_server_trace_defaults_render_into_the_container_and_bad_ones_stop_the_command() {
+    let render = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_palisade-operator"))
+            .args(["render", "-n", "team-a", "-f", "config/samples/company-info.yaml"])
+            .args(["--server-otlp-endpoint", "http://otel-collector.observability:4318"])
+            .args(extra)
+            .current_dir(repo_root())
+            .output()
+            .expect("run palisade-operator")
+    };
+    let output = render(&[
+        "--server-trace-sampler",
+        "traceidratio",
+        "--server-otlp-resource-attributes",
+        "k8s.cluster.name=eu-1,deployment.environment.name=production",
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "- name: PALISADE_POD_NAME\n          valueFrom:\n            fieldRef:\n              apiVersion: v1\n              fieldPath: metadata.name",
+        "- name: OTEL_TRACES_SAMPLER\n          value: traceidratio",
+        "- name: OTEL_RESOURCE_ATTRIBUTES\n          value: k8s.namespace.name=team-a,service.namespace=team-a,k8s.deployment.name=company-info,k8s.pod.name=$(PALISADE_POD_NAME),deployment.environment.name=production,k8s.cluster.name=eu-1",
+    ] {
+        assert!(stdout.contains(line), "{line} in:\n{stdout}");
+    }
+    for (extra, message) in [
+        (
+            ["--server-otlp-resource-attributes", "team"],
+            "the server pods' trace export (--server-otlp-resource-attributes): \"team\" is not KEY=VALUE",
+        ),
+        (
+            ["--server-otlp-resource-attributes", "k8s.pod.name=x"],
+            "the server pods' trace export (--server-otlp-*): resourceAttributes \"k8s.pod.name\": the operator sets it",
+        ),
+        (
+            ["--server-otlp-resource-attributes", "team=a b"],
+            "the server pods' trace export (--server-otlp-*): resourceAttributes \"team\": the value \"a b\" is not at most 255 letters, digits and '.', '_', '-', '/', ':', '@', '+'",
+        ),
+    ] {
+        let output = render(&extra);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && output.stdout.is_empty(), "{stderr}");
+        assert!(stderr.contains(message), "{message} in {stderr}");
+    }
+}
+
 /// The `crds` subcommand still prints both CRDs.
 #[test]
 fn the_crds_command_still_works() {

@@ -71,3 +71,15 @@ plus the deprecated watchNamespace, each once, sorted.
 {{- end -}}
 {{- $namespaces | uniq | sortAlpha | toJson -}}
 {{- end -}}
+
+{{- /*
+A map as `key=value` items, comma-separated, sorted by key (Go templates range over a map's
+sorted keys).
+*/ -}}
+{{- define "palisade.keyValues" -}}
+{{- $items := list -}}
+{{- range $key, $value := . -}}
+{{- $items = append $items (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $items -}}
+{{- end -}}

@@ -156,6 +156,14 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
     if cluster_issuer::needed(input.server()) {
         env.extend(cluster_issuer::env());
     }
+    let mut env: Vec<EnvVar> = env
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name: name.into(),
+            value: Some(value),
+            value_from: None,
+        })
+        .collect();
     let telemetry = spec.telemetry.clone().unwrap_or_default();
     env.extend(telemetry.or(&settings.server_telemetry).env(
         &input.server().namespace().unwrap_or_default(),
@@ -169,15 +177,7 @@ fn container(input: &ValidatedServer<'_>, settings: &Settings) -> Container {
             .or(settings.image_pull_policy)
             .map(|policy| pull_policy(policy).to_owned()),
         args: Some(vec!["serve".into()]),
-        env: Some(
-            env.into_iter()
-                .map(|(name, value)| EnvVar {
-                    name: name.into(),
-                    value: Some(value),
-                    value_from: None,
-                })
-                .collect(),
-        ),
+        env: Some(env),
         ports: Some(vec![
             container_port(names::MCP_PORT_NAME, ports::MCP),
             container_port(names::METRICS_PORT_NAME, ports::METRICS),

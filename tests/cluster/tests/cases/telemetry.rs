@@ -63,6 +63,8 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
             &http,
             "--server-otlp-protocol",
             "http/protobuf",
+            "--server-otlp-resource-attributes",
+            "k8s.cluster.name=suite,deployment.environment.name=test",
         ],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
@@ -178,7 +180,109 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
     assert_eq!(request.name, "tools/call get_public_info");
     assert_eq!(request.resource.get("service.name"), Some(&json!(SERVER)));
     assert_eq!(request.resource.get("k8s.namespace.name"), Some(&json!(NAMESPACE)));
+    // The pod's name, from the downward API through kubelet's `$(...)` expansion.
+    assert_eq!(
+        request.resource.get("k8s.pod.name"),
+        Some(&json!(format!("{}-stand-in", names::deployment(SERVER))))
+    );
+    assert_eq!(request.resource.get("k8s.cluster.name"), Some(&json!("suite")));
     drop(pod);
+
+    // `spec.telemetry` sets the sampler, the service name and attributes (name by name over the
+    // operator's).
+    servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"telemetry": {
+                "sampler": "traceidratio",
+                "serviceName": "company-info-eu",
+                "resourceAttributes": {"k8s.cluster.name": "eu-1"},
+            }}})),
+        )
+        .await
+        .expect("patch the McpServer");
+    let expected = [
+        ("OTEL_TRACES_SAMPLER", "traceidratio"),
+        ("OTEL_SERVICE_NAME", "company-info-eu"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "k8s.namespace.name=team-traces,service.namespace=team-traces,k8s.deployment.name=company-info,\
+             k8s.pod.name=$(PALISADE_POD_NAME),deployment.environment.name=test,k8s.cluster.name=eu-1",
+        ),
+    ];
+    wait_for(
+        "the Deployment with the server's sampler, name and attributes",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let env = otel_env(&deployments.get(&names::deployment(SERVER)).await.ok()?);
+                expected
+                    .iter()
+                    .all(|(name, value)| env.contains(&((*name).to_owned(), (*value).to_owned())))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    // The reserved attributes are refused by the API server; a name the variable would read
+    // otherwise by the operator, naming the field, while the pods keep what they run.
+    let refused = servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"telemetry": {"resourceAttributes": {"k8s.pod.name": "x"}}}})),
+        )
+        .await
+        .expect_err("k8s.pod.name is the operator's");
+    assert!(
+        refused
+            .to_string()
+            .contains("resourceAttributes cannot set k8s.namespace.name"),
+        "{refused}"
+    );
+    servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"telemetry": {"resourceAttributes": {"team,x": "a"}}}})),
+        )
+        .await
+        .expect("patch the McpServer");
+    let message = wait_for("PolicyValid=False (PolicyInvalid)", Duration::from_secs(60), || {
+        let servers = servers.clone();
+        async move {
+            let server = servers.get(SERVER).await.ok()?;
+            let valid = server
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "PolicyValid" && c.status == "False" && c.reason == "PolicyInvalid")?;
+            Some(valid.message)
+        }
+    })
+    .await;
+    assert!(
+        message.contains(
+            "spec.telemetry: resourceAttributes \"team,x\": a name is at most 128 letters, digits and '.', '_', '-', '/'"
+        ),
+        "{message}"
+    );
+    let env = otel_env(&deployments.get(&names::deployment(SERVER)).await.expect("Deployment"));
+    assert!(
+        env.contains(&("OTEL_SERVICE_NAME".to_owned(), "company-info-eu".to_owned())),
+        "the last good Deployment stays: {env:?}"
+    );
+    servers
+        .patch(
+            SERVER,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"telemetry": {"resourceAttributes": {"team,x": null}}}})),
+        )
+        .await
+        .expect("patch the McpServer");
+    wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
 
     // `spec.telemetry` wins: switched off for this server, the pods get no OTEL_* variable.
     servers

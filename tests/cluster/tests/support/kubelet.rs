@@ -76,19 +76,24 @@ impl Pod {
             port: palisade_e2e::free_port(),
             metrics_port: palisade_e2e::free_port(),
         };
-        Self::run(client, namespace, &template, dir, listen, Duration::from_millis(300)).await
+        let pod = PodName {
+            name: format!("{name}-stand-in"),
+            namespace: namespace.to_owned(),
+        };
+        Self::run(client, &pod, &template, dir, listen, Duration::from_millis(300)).await
     }
 
     /// Runs the first container of `template` in `dir`, listening as `listen` says, projecting
     /// its volumes every `projection_period`; returns once `GET /ready` answers 200.
     async fn run(
         client: &Client,
-        namespace: &str,
+        pod: &PodName,
         template: &PodSpec,
         dir: &Path,
         listen: Listen,
         projection_period: Duration,
     ) -> Self {
+        let namespace = pod.namespace.as_str();
         let container = template.containers.first().expect("a container").clone();
         let volumes = template.volumes.clone().unwrap_or_default();
         let mounts = mounts(&container, &volumes, dir);
@@ -101,7 +106,7 @@ impl Pod {
         for init in template.init_containers.iter().flatten() {
             let mounts = mounts_created(init, &volumes, dir);
             let log = dir.join(format!("{}.log", init.name));
-            let status = spawn_other(init, &mounts, &log)
+            let status = spawn_other(init, &mounts, pod, &log)
                 .wait()
                 .expect("wait for an init container");
             assert!(
@@ -115,11 +120,11 @@ impl Pod {
             .iter()
             .map(|other| {
                 let mounts = mounts_created(other, &volumes, dir);
-                spawn_other(other, &mounts, &dir.join(format!("{}.log", other.name)))
+                spawn_other(other, &mounts, pod, &dir.join(format!("{}.log", other.name)))
             })
             .collect();
         let log = dir.join("server.log");
-        let child = spawn(&container, &mounts, &listen, &log);
+        let child = spawn(&container, &mounts, pod, &listen, &log);
         let stop = Arc::new(AtomicBool::new(false));
         let projector = {
             let (client, namespace, stop) = (client.clone(), namespace.to_owned(), stop.clone());
@@ -216,14 +221,14 @@ const SHIM_IN_IMAGE: &str = "/usr/local/bin/palisade-stdio-shim";
 /// process: its command and args under `unshare` with its volumes bind-mounted, as [`spawn`]
 /// does for the server. Images are not pulled: a command of the server image (the shim) is the
 /// local build; any other command must exist on this machine (or in a mounted volume).
-fn spawn_other(container: &Container, mounts: &[(String, Projection)], log: &Path) -> Child {
+fn spawn_other(container: &Container, mounts: &[(String, Projection)], pod: &PodName, log: &Path) -> Child {
     let mut argv: Vec<String> = container.command.iter().flatten().cloned().collect();
     argv.extend(container.args.iter().flatten().cloned());
     assert!(!argv.is_empty(), "container {} has no command", container.name);
     let mut command = if argv[0] == SHIM_IN_IMAGE {
-        unshared(container, mounts, Some(&palisade_e2e::shim_binary()), &argv[1..])
+        unshared(container, mounts, pod, Some(&palisade_e2e::shim_binary()), &argv[1..])
     } else {
-        unshared(container, mounts, None, &argv)
+        unshared(container, mounts, pod, None, &argv)
     };
     let out = File::create(log).expect("container log");
     let err = out.try_clone().expect("container log");
@@ -376,9 +381,9 @@ fn count_files(dir: &Path) -> usize {
 
 /// The server container under [`unshared`], the locally built `palisade-server` with the
 /// container's arguments, listening as `listen` says.
-fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen, log: &Path) -> Child {
+fn spawn(container: &Container, mounts: &[(String, Projection)], pod: &PodName, listen: &Listen, log: &Path) -> Child {
     let args: Vec<String> = container.args.iter().flatten().cloned().collect();
-    let mut command = unshared(container, mounts, Some(&palisade_e2e::server_binary()), &args);
+    let mut command = unshared(container, mounts, pod, Some(&palisade_e2e::server_binary()), &args);
     command
         .env("PALISADE_LISTEN", format!("{}:{}", listen.ip, listen.port))
         .env(
@@ -398,12 +403,18 @@ fn spawn(container: &Container, mounts: &[(String, Projection)], listen: &Listen
 /// `unshare` a mount namespace, bind-mount every volume of `mounts` at its mount path, then exec
 /// `local` (a file of this machine, opened before any mount) with `args`, or, without `local`,
 /// `args` as a command line found inside the namespace. The environment is `PATH` and the
-/// container's plain values.
+/// container's [`environment`].
 ///
 /// NB: a mount path may hide the harness's own files (the template mounts an emptyDir at `/tmp`,
 /// and a clone of the repository may live under `/tmp`): such mounts come after the volumes
 /// whose sources they would hide.
-fn unshared(container: &Container, mounts: &[(String, Projection)], local: Option<&Path>, args: &[String]) -> Command {
+fn unshared(
+    container: &Container,
+    mounts: &[(String, Projection)],
+    pod: &PodName,
+    local: Option<&Path>,
+    args: &[String],
+) -> Command {
     let hides = |mount_path: &str| {
         mounts
             .iter()
@@ -434,12 +445,59 @@ fn unshared(container: &Container, mounts: &[(String, Projection)], local: Optio
         .arg(local.unwrap_or(Path::new("/dev/null")))
         .args(args);
     command.env_clear().env("PATH", "/usr/bin:/bin");
+    command.envs(environment(container, pod));
+    command
+}
+
+/// A pod's name and namespace, for the downward API.
+pub struct PodName {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// The container's variables as kubelet makes them: plain values with `$(NAME)` references to
+/// variables defined before them expanded (`$$` is a `$`; an unknown name stays as written), and
+/// the downward API's `metadata.name` and `metadata.namespace`. Other sources (Secret keys) are
+/// left out: no test's container reads one.
+fn environment(container: &Container, pod: &PodName) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
     for var in container.env.iter().flatten() {
-        if let Some(value) = &var.value {
-            command.env(&var.name, value);
+        let value = match (&var.value, var.value_from.as_ref().and_then(|v| v.field_ref.as_ref())) {
+            (Some(value), _) => expand(value, &env),
+            (None, Some(field)) => match field.field_path.as_str() {
+                "metadata.name" => pod.name.clone(),
+                "metadata.namespace" => pod.namespace.clone(),
+                other => panic!("{}: the stand-in kubelet has no field {other}", var.name),
+            },
+            (None, None) => continue,
+        };
+        env.push((var.name.clone(), value));
+    }
+    env
+}
+
+/// `value` with kubelet's `$(NAME)` expansion over `defined`.
+fn expand(value: &str, defined: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        if let Some(after) = rest.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some((name, after)) = rest.strip_prefix("$(").and_then(|r| r.split_once(')'))
+            && let Some((_, known)) = defined.iter().rev().find(|(n, _)| n == name)
+        {
+            out.push_str(known);
+            rest = after;
+        } else {
+            out.push('$');
+            rest = &rest[1..];
         }
     }
-    command
+    out.push_str(rest);
+    out
 }
 
 /// Where a pod's server listens.
@@ -516,8 +574,12 @@ impl Kubelet {
                                 metrics_port: container_port(container, "metrics", 9090),
                             };
                             let ip = listen.ip;
+                            let pod_name = PodName {
+                                name: name.clone(),
+                                namespace: namespace.clone(),
+                            };
                             let started =
-                                Pod::run(&client, &namespace, &spec, &dir.join(&name), listen, projection_period).await;
+                                Pod::run(&client, &pod_name, &spec, &dir.join(&name), listen, projection_period).await;
                             report_running(&pods_api, &name, ip).await;
                             eprintln!("    kubelet: pod {namespace}/{name} running at {}", started.base_url);
                             running
