@@ -162,6 +162,7 @@ fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
             ("http.route", json!("/mcp")),
             ("http.response.status_code", json!(200)),
             ("network.protocol.version", json!("1.1")),
+            ("url.scheme", json!("http")),
             ("mcp.method.name", json!("tools/call")),
             ("gen_ai.tool.name", json!("get_public_info")),
             ("gen_ai.operation.name", json!("execute_tool")),
@@ -179,7 +180,7 @@ fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
         assert_eq!(request.scope, "palisade-server");
         let authenticate = named(&trace, "authenticate");
         let authorize = named(&trace, "authorize");
-        let work = named(&trace, "execute_tool");
+        let work = named(&trace, "execute_tool get_public_info");
         assert_children_within(request, &[authenticate, authorize, work]);
         assert_eq!(authenticate.kind, INTERNAL);
         assert_eq!(authenticate.attribute("palisade.auth.method"), Some(&json!("jwt")));
@@ -222,7 +223,7 @@ fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
             &[
                 named(&trace, "authenticate"),
                 named(&trace, "authorize"),
-                named(&trace, "execute_tool"),
+                named(&trace, "execute_tool get_public_info"),
             ],
         );
         let closing = closing_event(&server, "trace-meta");
@@ -244,7 +245,7 @@ fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
             Some(&json!(["confidential:read"])),
             "{authorize:#?}"
         );
-        assert!(trace.iter().all(|s| s.name != "execute_tool"), "{trace:#?}");
+        assert!(trace.iter().all(|s| !s.name.starts_with("execute_tool")), "{trace:#?}");
 
         // 4: a refused token: a new trace, POST /mcp, the failed authentication.
         let request = spans
@@ -343,7 +344,8 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
         &otel_env(&endpoint, "grpc", "palisade-upstream"),
     );
     let fixture = palisade_e2e::proxy_fixture(
-        "- {match: read_notes, requiredScopes: [notes:read]}\n- {match: '*_file', requiredScopes: [files:read]}",
+        "- {match: read_notes, requiredScopes: [notes:read]}\n\
+         - {match: '*_file', requiredScopes: [files:read], arguments: {path: {glob: ['/a']}}}",
     );
     let key_file = fixture.dir.path().join("secrets/upstream-key");
     std::fs::write(&key_file, "the-proxy-s-key\n").unwrap();
@@ -376,7 +378,7 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     assert_eq!(call.parent_span_id, request.span_id);
     assert_eq!(call.attribute("palisade.upstream.outcome"), Some(&json!("ok")));
     assert!(
-        proxied.iter().all(|s| s.name != "execute_tool"),
+        proxied.iter().all(|s| !s.name.starts_with("execute_tool")),
         "the work ran upstream"
     );
     let upstream_request = of_trace(&spans, trace_id, "palisade-upstream")
@@ -424,6 +426,35 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
         forwarded["params"]["_meta"],
         json!({"traceparent": format!("00-{trace_id}-{}-01", call.span_id)}),
         "{forwarded}"
+    );
+
+    // A call whose argument the policy refuses: the decision names the argument and the
+    // constraint, never the value, and no span carries the value of any call's argument.
+    let trace_id = "5bf7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+    let headers = [("traceparent", traceparent.as_str())];
+    let body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "read_file", "arguments": {"path": "/secret/argument-value-5e1d"}}});
+    assert_eq!(send(&proxy, Some(&token), &headers, &body.to_string()), 403);
+    let spans = collector.wait_for("the refused call's decision", |spans| {
+        of_trace(spans, trace_id, "palisade-stdio-proxy")
+            .iter()
+            .any(|s| s.name == "authorize")
+    });
+    let trace = of_trace(&spans, trace_id, "palisade-stdio-proxy");
+    let authorize = named(&trace, "authorize");
+    for (key, value) in [
+        ("palisade.decision", "deny"),
+        ("palisade.reason", "argument_denied"),
+        ("palisade.argument", "path"),
+        ("palisade.constraint", "glob"),
+    ] {
+        assert_eq!(authorize.attribute(key), Some(&json!(value)), "{key} of {authorize:#?}");
+    }
+    let raw = collector.raw();
+    assert!(
+        !raw.contains("argument-value-5e1d") && !raw.contains("\"/a\""),
+        "an argument value was exported"
     );
 }
 

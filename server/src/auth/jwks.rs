@@ -646,7 +646,7 @@ mod tests {
                 let started = Instant::now();
                 assert_eq!(keys.keys_for(Some(kid), Some(&trace)).await.unwrap().len(), 1);
                 trace.authenticated(started, Ok("jwt"));
-                trace.finish(200, Version::HTTP_11);
+                trace.finish(200, Version::HTTP_11, "http");
                 trace.ids().expect("recorded").trace
             }
         };

@@ -38,8 +38,8 @@ use super::propagation;
 const MOST_ATTRIBUTE_BYTES: usize = 256;
 
 /// Room for the request span's attributes, made when it begins: the most it gets (HTTP 3,
-/// message 5, caller 1, decision 2, request facts 3, answer 3), so that it never grows.
-const REQUEST_SPAN_ATTRIBUTES: usize = 17;
+/// message 5, caller 1, decision 2, request facts 3, answer 4), so that it never grows.
+const REQUEST_SPAN_ATTRIBUTES: usize = 18;
 
 /// The spans of one request: see the module documentation.
 pub struct RequestTrace {
@@ -132,7 +132,7 @@ impl Authentication {
     /// The span, with the JWKS fetches it made.
     fn recorded(self, fetches: Vec<Recorded>) -> Recorded {
         Recorded {
-            name: "authenticate",
+            name: Cow::Borrowed("authenticate"),
             kind: SpanKind::Internal,
             start: self.start,
             end: self.end,
@@ -145,7 +145,7 @@ impl Authentication {
 
 /// A child span, ended: written under its parent as soon as the parent's ids are known.
 struct Recorded {
-    name: &'static str,
+    name: Cow<'static, str>,
     kind: SpanKind,
     start: Instant,
     end: Instant,
@@ -268,7 +268,7 @@ impl RequestTrace {
             return;
         }
         let fetch = Recorded {
-            name: "jwks.fetch",
+            name: Cow::Borrowed("jwks.fetch"),
             kind: SpanKind::Client,
             start,
             end: Instant::now(),
@@ -377,7 +377,7 @@ impl RequestTrace {
             parent: parent.span_id(),
             parent_is_remote: false,
             kind: span.kind,
-            name: Cow::Borrowed(span.name),
+            name: span.name,
             start: self.wall(span.start),
             end: self.wall(span.end),
             attributes,
@@ -530,7 +530,7 @@ impl RequestTrace {
         self.emit(
             &request,
             Recorded {
-                name: "authorize",
+                name: Cow::Borrowed("authorize"),
                 kind: SpanKind::Internal,
                 start: dispatched,
                 end: decided,
@@ -541,17 +541,22 @@ impl RequestTrace {
         );
         let permitted = decision.effect != "deny";
         if decision.local_work && permitted && decision.kind != "list" {
+            // Named as the GenAI conventions name a tool's execution: `execute_tool {tool}`.
             let work = match (decision.kind, decision.target) {
-                ("tool", Some(tool)) => Some((
-                    "execute_tool",
-                    vec![
-                        KeyValue::new("gen_ai.operation.name", "execute_tool"),
-                        KeyValue::new("gen_ai.tool.name", bounded(tool)),
-                    ],
-                )),
-                ("resource", Some(uri)) => {
-                    Some(("read_resource", vec![KeyValue::new("mcp.resource.uri", bounded(uri))]))
+                ("tool", Some(tool)) => {
+                    let tool = bounded(tool);
+                    Some((
+                        Cow::Owned(format!("execute_tool {tool}")),
+                        vec![
+                            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+                            KeyValue::new("gen_ai.tool.name", tool),
+                        ],
+                    ))
                 }
+                ("resource", Some(uri)) => Some((
+                    Cow::Borrowed("read_resource"),
+                    vec![KeyValue::new("mcp.resource.uri", bounded(uri))],
+                )),
                 _ => None,
             };
             if let Some((name, attributes)) = work {
@@ -625,18 +630,19 @@ impl RequestTrace {
 
     /// Ends the request span with the answer's status.
     #[inline]
-    pub fn finish(&self, status: u16, version: Version) {
+    pub fn finish(&self, status: u16, version: Version, scheme: &'static str) {
         if !self.is_unsampled() {
-            self.end_request(status, version);
+            self.end_request(status, version, scheme);
         }
     }
 
     /// [`RequestTrace::finish`] of a trace that may be sampled.
-    fn end_request(&self, status: u16, version: Version) {
+    fn end_request(&self, status: u16, version: Version, scheme: &'static str) {
         self.end(|request| {
             request.attributes.extend([
                 KeyValue::new("http.response.status_code", i64::from(status)),
                 KeyValue::new("network.protocol.version", protocol_version(version)),
+                KeyValue::new("url.scheme", scheme),
             ]);
             if status >= 500 {
                 request.attributes.push(KeyValue::new("error.type", status.to_string()));
@@ -910,7 +916,7 @@ mod tests {
         });
         trace.decided(&decision(Instant::now()));
         let ids = trace.ids().expect("sampled");
-        trace.finish(200, Version::HTTP_11);
+        trace.finish(200, Version::HTTP_11, "http");
 
         let spans = exporter.get_finished_spans().unwrap();
         assert_eq!(spans.len(), 5, "{spans:#?}");
@@ -940,7 +946,7 @@ mod tests {
             authenticate,
             fetch,
             named(&spans, "authorize"),
-            named(&spans, "execute_tool"),
+            named(&spans, "execute_tool read_file"),
         ] {
             assert!(
                 child.start_time >= request.start_time && child.end_time <= request.end_time,
@@ -968,7 +974,7 @@ mod tests {
         trace.caller(Some("alice"));
         trace.decided(&decision(Instant::now()));
         trace.request_facts("request-1", Some("10.0.0.7"), Some("sha256:policy"));
-        trace.finish(502, Version::HTTP_11);
+        trace.finish(502, Version::HTTP_11, "http");
         let spans = exporter.get_finished_spans().unwrap();
         let request = named(&spans, "tools/call read_file");
         assert_eq!(
@@ -992,7 +998,7 @@ mod tests {
             id: &Id::Null,
             protocol_version: None,
         });
-        trace.finish(200, Version::HTTP_2);
+        trace.finish(200, Version::HTTP_2, "https");
         let spans = exporter.get_finished_spans().unwrap();
         let request = named(&spans, "tools/call t");
         assert_eq!(request.parent_span_id, SpanId::from_hex(CALLER_SPAN).unwrap());
@@ -1003,6 +1009,7 @@ mod tests {
             .collect();
         assert_eq!(links, ["c7ad6b7169203331"]);
         assert_eq!(attribute(request, "network.protocol.version").as_deref(), Some("2"));
+        assert_eq!(attribute(request, "url.scheme").as_deref(), Some("https"));
     }
 
     #[test]
@@ -1021,7 +1028,7 @@ mod tests {
         assert_ne!(&traceparent[36..52], CALLER_SPAN, "the request's own span id");
         call.answered("ok");
         trace.decided(&decision(Instant::now()));
-        trace.finish(503, Version::HTTP_11);
+        trace.finish(503, Version::HTTP_11, "http");
         assert_eq!(trace.ids(), None, "nothing recorded: no ids for the audit events");
         assert!(exporter.get_finished_spans().unwrap().is_empty());
     }
@@ -1038,7 +1045,7 @@ mod tests {
         answered.answered("timeout");
         // The request timed out, or its client went away, while the upstream was still working.
         drop(trace.upstream_call("tools/call", Some("t")).unwrap());
-        trace.finish(503, Version::HTTP_11);
+        trace.finish(503, Version::HTTP_11, "http");
 
         let spans = exporter.get_finished_spans().unwrap();
         let calls: Vec<_> = spans.iter().filter(|s| s.span_kind == SpanKind::Client).collect();
@@ -1078,8 +1085,8 @@ mod tests {
         let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &HeaderMap::new());
         trace.authenticated(Instant::now(), Err("token_expired"));
-        trace.finish(401, Version::HTTP_11);
-        trace.finish(401, Version::HTTP_11);
+        trace.finish(401, Version::HTTP_11, "http");
+        trace.finish(401, Version::HTTP_11, "http");
         trace.abandon();
         let spans = exporter.get_finished_spans().unwrap();
         assert_eq!(spans.len(), 2, "ended once: {spans:#?}");
