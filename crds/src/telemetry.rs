@@ -41,8 +41,9 @@ pub struct TelemetrySpec {
     /// `OTEL_TRACES_SAMPLER`: `parentbased_traceidratio` (the default) records a request whose
     /// trace context (`traceparent` header or `_meta`) says its caller records it, and samples
     /// the traces that start at the server at `samplingRatio`; `traceidratio` samples every
-    /// trace at `samplingRatio` whatever the caller says, so that no caller, authenticated or
-    /// not, can make the pods record (and export) its requests.
+    /// trace at `samplingRatio` by its trace id, whatever the caller's sampled flag says, so
+    /// that callers whose own tracing records everything do not make the pods record every
+    /// request (a caller that picks its trace ids can still pick ones the ratio records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<TraceSampler>,
 
