@@ -325,7 +325,10 @@ async fn reconcile_server_steps(server: &McpServer, ctx: &Context) -> Result<Act
                 reason: invalid.reason(),
                 message: invalid.problems().to_string(),
             };
-            match children_keeping_the_policy_in_force(ctx, server, owner).await? {
+            let kept = children_keeping_the_policy_in_force(ctx, server, owner)
+                .instrument(tracing::info_span!("build"))
+                .await?;
+            match kept {
                 // A broken policy holds back only the policy: the other children follow the
                 // server's spec (image, security settings, replicas).
                 Some(children) => (children, Some(invalid)),

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
-use palisade_crds::McpServer;
+use kube::api::{Patch, PatchParams, PostParams};
+use palisade_crds::{McpAccessPolicy, McpServer};
 use palisade_e2e::collector::{ExportedSpan, TraceCollector};
 use palisade_operator::names;
 use serde_json::json;
@@ -16,7 +16,7 @@ use serde_json::json;
 use super::reconcile::{hmac_secret, wait_reconciled};
 use crate::support::kubelet::Pod;
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{Cluster, dev_token, repo_file, wait_for};
+use crate::support::{Cluster, condition, dev_token, repo_file, wait_for};
 
 const NAMESPACE: &str = "team-traces";
 const SERVER: &str = "company-info";
@@ -31,6 +31,16 @@ async fn spans(
     done: impl Fn(&[ExportedSpan]) -> bool + Send,
 ) -> Vec<ExportedSpan> {
     tokio::task::block_in_place(|| collector.wait_for(what, done))
+}
+
+/// Replaces McpAccessPolicy `company-info-access` with what `change` makes of it.
+async fn change_policy(policies: &Api<McpAccessPolicy>, change: impl FnOnce(&mut McpAccessPolicy)) {
+    let mut policy = policies.get("company-info-access").await.expect("the policy");
+    change(&mut policy);
+    policies
+        .replace("company-info-access", &PostParams::default(), &policy)
+        .await
+        .expect("replace the policy");
 }
 
 /// The `OTEL_*` variables of the server container of `deployment`.
@@ -282,6 +292,57 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
         )
         .await
         .expect("patch the McpServer");
+    wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
+
+    // A policy whose own test fails: the reconcile keeps the policy in force and builds the other
+    // children from the server's spec under its `build` step, reading the ConfigMap in force there.
+    let policies: Api<McpAccessPolicy> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let good_tests = policies
+        .get("company-info-access")
+        .await
+        .expect("the policy")
+        .spec
+        .tests;
+    change_policy(&policies, |policy| {
+        policy.spec.tests[0].allowed = Vec::new();
+        policy.spec.tests[0].denied = vec!["get_public_info".into()];
+    })
+    .await;
+    wait_for("PolicyValid=False (PolicyTestFailed)", Duration::from_secs(60), || {
+        let servers = servers.clone();
+        async move {
+            let server = servers.get(SERVER).await.ok()?;
+            (condition(&server, "PolicyValid")? == ("False".into(), "PolicyTestFailed".into())).then_some(())
+        }
+    })
+    .await;
+    let policy_map = names::policy_config_map(SERVER);
+    let reads_the_policy_in_force = |span: &ExportedSpan| {
+        span.kind == CLIENT
+            && span.attribute("http.method") == Some(&json!("GET"))
+            && span
+                .attribute("http.url")
+                .and_then(|u| u.as_str())
+                .is_some_and(|u| u.ends_with(&format!("/configmaps/{policy_map}")))
+    };
+    spans(
+        &mut collector,
+        "a reconcile that keeps the policy in force, in its build step",
+        |spans| {
+            spans.iter().filter(|s| is_reconcile(s)).any(|reconcile| {
+                spans
+                    .iter()
+                    .filter(|s| s.parent_span_id == reconcile.span_id && s.name == "build")
+                    .any(|build| {
+                        spans
+                            .iter()
+                            .any(|s| s.parent_span_id == build.span_id && reads_the_policy_in_force(s))
+                    })
+            })
+        },
+    )
+    .await;
+    change_policy(&policies, |policy| policy.spec.tests = good_tests).await;
     wait_reconciled(&servers, SERVER, &["company-info-access"]).await;
 
     // `spec.telemetry` wins: switched off for this server, the pods get no OTEL_* variable.
