@@ -18,7 +18,9 @@
 //!   Retry-After, a flood of them costs one fetch attempt, and the server recovers by itself;
 //! - a flood of tokens with made-up `kid`s (`--jwks-refetch-interval 30s`) costs the provider at
 //!   most one fetch per window: every other unknown `kid` is counted `rate_limited`, and every
-//!   forged token gets 401 `invalid_token`.
+//!   forged token gets 401 `invalid_token`;
+//! - with trace export on, the key fetch the first token waits for is a `jwks.fetch` span under
+//!   its request's `authenticate` span, in the caller's trace, in a real OpenTelemetry Collector.
 //!
 //! Fetches are counted twice: by the server (`palisade_jwks_fetches_total{issuer,result}`) and by
 //! the provider, which reports every request it serves.
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use palisade_e2e::collector::TraceCollector;
 use palisade_e2e::{Fixture, Server, free_port, http_client, node_modules, node22, repo_root, unix_now};
 use serde_json::{Value, json};
 
@@ -685,6 +688,74 @@ fn expired_cache_keeps_serving_while_the_idp_is_down() {
         "oidc ttl: cache expired after {TTL:?} with the IdP down; token accepted; fetches success=1 failure={}",
         jwks_fetches(&server, &issuer, "failure")
     );
+}
+
+/// The first token of an issuer makes the server fetch its keys while the request waits: that
+/// fetch is a `jwks.fetch` span (kind client) under the request's `authenticate` span, exported to
+/// a real OpenTelemetry Collector in the caller's trace; a request served from the cached keys has
+/// none; the provider's token is in no span.
+#[test]
+fn the_key_fetch_a_request_waits_for_is_a_span_of_its_trace() {
+    let mut collector = TraceCollector::start();
+    let port = free_port();
+    let (fixture, issuer) = fixture_for(port, 3600);
+    let resource = fixture.resource.clone();
+    let provider = Provider::start(port, &resource);
+    let endpoint = collector.grpc_endpoint.clone();
+    let server = Server::start_with_env(
+        &fixture,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "palisade-oidc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let token = provider.token(RS_CLIENT, &resource, &["public:read"]);
+    let list = |trace_id: &str| {
+        http_client()
+            .post(server.mcp_url())
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
+            .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string())
+            .send()
+            .expect("MCP request")
+            .status()
+            .as_u16()
+    };
+    let (cold, warm) = ("6af7651916cd43dd8448eb211c80319c", "7af7651916cd43dd8448eb211c80319c");
+    assert_eq!(list(cold), 200);
+    assert_eq!(list(warm), 200);
+    let spans = collector.wait_for("both requests' authentication spans", |spans| {
+        [cold, warm]
+            .iter()
+            .all(|id| spans.iter().any(|s| s.trace_id == *id && s.name == "authenticate"))
+    });
+    let named = |trace_id: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.trace_id == trace_id && s.name == name)
+            .unwrap_or_else(|| panic!("no {name} in trace {trace_id}: {spans:#?}"))
+    };
+    let authenticate = named(cold, "authenticate");
+    let fetch = named(cold, "jwks.fetch");
+    assert_eq!(fetch.parent_span_id, authenticate.span_id);
+    assert_eq!(fetch.kind, 3, "a client span");
+    assert_eq!(fetch.attribute("palisade.jwks.issuer"), Some(&json!(issuer)));
+    assert_eq!(fetch.attribute("palisade.jwks.outcome"), Some(&json!("success")));
+    assert!(
+        authenticate.start <= fetch.start && fetch.end <= authenticate.end,
+        "{authenticate:#?} {fetch:#?}"
+    );
+    assert!(
+        spans.iter().all(|s| !(s.trace_id == warm && s.name == "jwks.fetch")),
+        "the cached keys need no fetch"
+    );
+    assert_eq!(jwks_fetches(&server, &issuer, "success"), 1);
+    assert!(!collector.raw().contains(&token), "the token was exported");
 }
 
 /// The IdP is down from the start: no keys were ever fetched, so tokens get 503 with Retry-After
