@@ -310,20 +310,32 @@ fn family_names(series: &str) -> Vec<&str> {
     names
 }
 
-/// The `mcp_*` and `palisade_*` series the chart's Grafana dashboard queries.
+/// The `mcp_*` and `palisade_*` series the chart's Grafana dashboard queries: in its panels'
+/// expressions and its template variables' queries (`label_values(palisade_ready, namespace)`).
 fn dashboard_metrics() -> BTreeSet<String> {
     let text =
         std::fs::read_to_string(palisade_cluster::repo_root().join("charts/palisade/files/grafana-dashboard.json"))
             .expect("the dashboard");
     let dashboard: Value = serde_json::from_str(&text).expect("JSON");
-    let mut metrics = BTreeSet::new();
-    for target in dashboard["panels"]
+    let panels = dashboard["panels"]
         .as_array()
         .expect("panels")
         .iter()
         .flat_map(|p| p["targets"].as_array().into_iter().flatten())
-    {
-        let expr = target["expr"].as_str().expect("expr");
+        .map(|target| target["expr"].as_str().expect("expr"));
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["type"] == "query")
+        .map(|v| {
+            v["query"]["query"]
+                .as_str()
+                .or(v["query"].as_str())
+                .expect("a variable's query")
+        });
+    let mut metrics = BTreeSet::new();
+    for expr in panels.chain(variables) {
         for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("mcp_") || word.starts_with("palisade_") {
                 metrics.insert(word.to_owned());
