@@ -186,6 +186,7 @@ impl TraceCollector {
                             trace_id: text(&span["traceId"]),
                             span_id: text(&span["spanId"]),
                             parent_span_id: text(&span["parentSpanId"]),
+                            trace_state: text(&span["traceState"]),
                             name: text(&span["name"]),
                             kind: span["kind"].as_i64().unwrap_or_default(),
                             attributes: attributes(span),
@@ -228,6 +229,8 @@ pub struct ExportedSpan {
     pub trace_id: String,
     pub span_id: String,
     pub parent_span_id: String,
+    /// The W3C `tracestate` the span was recorded with (empty: none).
+    pub trace_state: String,
     pub name: String,
     /// 1 internal, 2 server, 3 client.
     pub kind: i64,

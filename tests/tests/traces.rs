@@ -178,6 +178,8 @@ fn a_request_s_spans_join_the_caller_s_trace_over_both_protocols() {
         assert_eq!(request.resource.get("service.name"), Some(&json!(service)));
         assert_eq!(request.resource.get("k8s.namespace.name"), Some(&json!("team-a")));
         assert_eq!(request.scope, "palisade-server");
+        // The caller's `tracestate` stays with its trace, on every span of it.
+        assert!(trace.iter().all(|s| s.trace_state == "vendor=opaque"), "{trace:#?}");
         let authenticate = named(&trace, "authenticate");
         let authorize = named(&trace, "authorize");
         let work = named(&trace, "execute_tool get_public_info");
@@ -358,7 +360,7 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     let token = fixture.token("alice", &["notes:read", "files:read"]);
     let trace_id = "3af7651916cd43dd8448eb211c80319c";
     let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
-    let headers = [("traceparent", traceparent.as_str())];
+    let headers = [("traceparent", traceparent.as_str()), ("tracestate", "vendor=opaque")];
     assert_eq!(
         send(&proxy, Some(&token), &headers, &tool_call("read_notes", None)),
         200
@@ -388,6 +390,10 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     assert_eq!(
         upstream_request.parent_span_id, call.span_id,
         "{upstream_request:#?} {proxied:#?}"
+    );
+    assert_eq!(
+        upstream_request.trace_state, "vendor=opaque",
+        "the caller's tracestate travels with the context"
     );
     // The upstream's key went to the upstream, never into a span.
     assert!(!collector.raw().contains("the-proxy-s-key"));
