@@ -16,6 +16,7 @@ use palisade_server::mcp::proxy::Proxy;
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
 use palisade_server::tls::{TlsConfig, TlsFiles};
+use palisade_server::trace::UpstreamPeer;
 use palisade_server::upstream::endpoint::{self, Upstream};
 use palisade_server::{edge, http, policy_cli, state, tls, token};
 
@@ -143,7 +144,12 @@ async fn run(args: ServeArgs) -> ExitCode {
         .map(|export| &*Box::leak(Box::new(export.deciding_tracer("palisade-server"))));
     state.proxy = upstream.map(|upstream| {
         tokio::spawn(endpoint::report_state(upstream.state(), metrics.clone()));
-        Proxy::new(upstream, args.upstream_timeout, metrics)
+        let peer = match (&args.upstream_url, &args.upstream_socket) {
+            (Some(url), _) => UpstreamPeer::http(url),
+            (None, Some(_)) => UpstreamPeer::unix_socket(),
+            (None, None) => UpstreamPeer::child_process(),
+        };
+        Proxy::new(upstream, peer, args.upstream_timeout, metrics)
     });
     let state = Arc::new(state);
     {

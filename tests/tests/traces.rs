@@ -379,6 +379,14 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     assert_eq!(call.name, "tools/call read_notes");
     assert_eq!(call.parent_span_id, request.span_id);
     assert_eq!(call.attribute("palisade.upstream.outcome"), Some(&json!("ok")));
+    let upstream_url = reqwest::Url::parse(&upstream.mcp_url()).unwrap();
+    for (key, value) in [
+        ("network.transport", json!("tcp")),
+        ("server.address", json!(upstream_url.host_str().unwrap())),
+        ("server.port", json!(upstream_url.port().unwrap())),
+    ] {
+        assert_eq!(call.attribute(key), Some(&value), "{key} of {call:#?}");
+    }
     assert!(
         proxied.iter().all(|s| !s.name.starts_with("execute_tool")),
         "the work ran upstream"
@@ -422,6 +430,8 @@ fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
         .find(|s| s.kind == CLIENT)
         .unwrap()
         .clone();
+    assert_eq!(call.attribute("network.transport"), Some(&json!("pipe")), "{call:#?}");
+    assert_eq!(call.attribute("server.address"), None);
     let received = std::fs::read_to_string(&record).unwrap();
     let forwarded: Value = received
         .lines()

@@ -44,7 +44,7 @@ use super::methods::{
     list_record, tool_arguments,
 };
 use crate::metrics::Metrics;
-use crate::trace::RequestTrace;
+use crate::trace::{RequestTrace, UpstreamPeer};
 use crate::upstream::UpstreamError;
 use crate::upstream::endpoint::{Tools, Upstream};
 use crate::upstream::pin::tool_hash;
@@ -53,6 +53,8 @@ use crate::upstream::supervisor::UpstreamState;
 /// The upstream and what is prepared to answer for it.
 pub struct Proxy {
     upstream: Upstream,
+    /// Where the upstream is, for the spans of the calls to it.
+    peer: UpstreamPeer,
     timeout: Duration,
     metrics: Arc<Metrics>,
     prepared: ArcSwapOption<Prepared>,
@@ -172,9 +174,10 @@ impl Prepared {
 
 impl Proxy {
     /// Stands in front of `upstream`, giving each forwarded request `timeout`.
-    pub fn new(upstream: Upstream, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(upstream: Upstream, peer: UpstreamPeer, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             upstream,
+            peer,
             timeout,
             metrics,
             prepared: ArcSwapOption::empty(),
@@ -233,7 +236,7 @@ impl Proxy {
         // HTTP upstream, in the headers).
         let call = trace.and_then(|trace| {
             let target = params.get("name").and_then(Value::as_str);
-            trace.upstream_call(method, target)
+            trace.upstream_call(method, target, &self.peer)
         });
         if let (Some(call), Value::Object(params)) = (&call, &mut params) {
             crate::trace::inject_meta(&call.context, params);

@@ -10,13 +10,16 @@
 //! ├── authorize                   INTERNAL decision, rule, reason
 //! └── execute_tool read_file      INTERNAL a document tool (or read_resource)
 //!     — or, in proxy mode —
-//! └── tools/call read_file        CLIENT   the upstream call; its context goes upstream
+//! └── tools/call read_file        CLIENT   the upstream call (network.transport, server.address,
+//!                                          server.port); its context goes upstream
 //! ```
 
+mod peer;
 mod propagation;
 mod request;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use peer::UpstreamPeer;
 pub use propagation::{from_headers, from_meta, inject_headers, inject_meta};
 pub use request::{Decision, Message, RequestTrace, TraceIds, UpstreamCall};

@@ -32,7 +32,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use palisade_telemetry::{DecidingTracer, Decision as Sampling};
 use serde_json::{Map, Value};
 
-use super::propagation;
+use super::{UpstreamPeer, propagation};
 
 /// Longest attribute value taken from a request (a JSON-RPC id, a tool name): longer ones are cut.
 const MOST_ATTRIBUTE_BYTES: usize = 256;
@@ -583,7 +583,7 @@ impl RequestTrace {
 
     /// A client span for a call to the upstream (proxy mode), under the request span: the
     /// context to make the call in, and to send to the upstream.
-    pub fn upstream_call(&self, method: &str, tool: Option<&str>) -> Option<UpstreamCall> {
+    pub fn upstream_call(&self, method: &str, tool: Option<&str>, peer: &UpstreamPeer) -> Option<UpstreamCall> {
         let request = match self.state().begun.clone()? {
             Begun::Recording(request) => request,
             // Not sampled: the upstream still learns the trace (and that it is not sampled).
@@ -600,11 +600,12 @@ impl RequestTrace {
             None => method.to_owned(),
         };
         // Room for the outcome and `error.type`.
-        let mut attributes = Vec::with_capacity(4);
+        let mut attributes = Vec::with_capacity(4 + peer.attributes().len());
         attributes.push(KeyValue::new("mcp.method.name", method.to_owned()));
         if let Some(tool) = tool {
             attributes.push(KeyValue::new("gen_ai.tool.name", bounded(tool)));
         }
+        attributes.extend_from_slice(peer.attributes());
         let clock = self.clock();
         let start = clock.wall(Instant::now());
         Some(UpstreamCall {
@@ -1017,7 +1018,9 @@ mod tests {
         let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("00"));
         trace.authenticated(Instant::now(), Ok("jwt"));
-        let call = trace.upstream_call("tools/call", Some("t")).unwrap();
+        let call = trace
+            .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
+            .unwrap();
         let mut params = serde_json::Map::new();
         super::propagation::inject_meta(&call.context, &mut params);
         let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
@@ -1038,13 +1041,19 @@ mod tests {
         let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
         let request = trace.ids().expect("sampled");
-        let answered = trace.upstream_call("tools/call", Some("t")).unwrap();
+        let answered = trace
+            .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
+            .unwrap();
         let mut params = serde_json::Map::new();
         super::propagation::inject_meta(&answered.context, &mut params);
         let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
         answered.answered("timeout");
         // The request timed out, or its client went away, while the upstream was still working.
-        drop(trace.upstream_call("tools/call", Some("t")).unwrap());
+        drop(
+            trace
+                .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
+                .unwrap(),
+        );
         trace.finish(503, Version::HTTP_11, "http");
 
         let spans = exporter.get_finished_spans().unwrap();

@@ -284,6 +284,7 @@ impl Fixture {
             };
             Proxy::new(
                 Upstream::Stdio(Supervisor::start(config)),
+                palisade_server::trace::UpstreamPeer::child_process(),
                 std::time::Duration::from_secs(5),
                 metrics,
             )
