@@ -335,6 +335,57 @@ fn a_stopped_collector_costs_only_dropped_spans() {
     }
 }
 
+/// A collector that accepts connections and never answers (hung, or a black hole on the path)
+/// holds no request: exports wait out their 30 s timeout on the export task while every call is
+/// answered, and what the bounded queue cannot hold is dropped and counted.
+#[test]
+fn a_collector_that_never_answers_holds_no_request() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    // Accepted and held open, never read from or answered.
+    std::thread::spawn(move || {
+        let held: Vec<std::net::TcpStream> = hole.incoming().flatten().collect();
+        drop(held);
+    });
+    for protocol in ["grpc", "http/protobuf"] {
+        let fixture = Fixture::sample("company-info.yaml");
+        let mut env = otel_env(&endpoint, protocol, "palisade-hung");
+        env.retain(|(name, _)| !name.ends_with("_TIMEOUT"));
+        env.extend([
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "30000"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "30000"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "8"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "4"),
+        ]);
+        let server = Server::start_with_env(&fixture, &[], &env);
+        let employee = fixture.token("erin", &["public:read"]);
+        let body = tool_call("get_public_info", None);
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            assert_eq!(send(&server, Some(&employee), &[], &body), 200, "{protocol}");
+        }
+        // Not a speed check: a request that waited for an export would wait its 30 s.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{protocol}: 20 requests took {:?}",
+            started.elapsed()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while server.metric("palisade_trace_spans_dropped_total", &[("reason", "queue_full")]) < 1.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{protocol}: nothing dropped from a full queue"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(
+            server.metric("palisade_trace_spans_exported_total", &[]),
+            0.0,
+            "{protocol}"
+        );
+    }
+}
+
 #[test]
 fn the_upstream_call_carries_the_trace_to_an_http_upstream_and_a_stdio_one() {
     let mut collector = TraceCollector::start();
