@@ -55,6 +55,27 @@ pub async fn wait_reconciled(servers: &Api<McpServer>, name: &str, policies: &[&
     .await
 }
 
+/// Waits until `name`'s `PolicyValid` condition is `False` with `reason`; its message.
+pub async fn wait_policy_refused(servers: &Api<McpServer>, name: &str, reason: &str) -> String {
+    wait_for(
+        &format!("{name}: PolicyValid=False ({reason})"),
+        Duration::from_secs(60),
+        || {
+            let servers = servers.clone();
+            async move {
+                let server = servers.get(name).await.ok()?;
+                let valid = server
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "PolicyValid")?;
+                (valid.status == "False" && valid.reason == reason).then_some(valid.message)
+            }
+        },
+    )
+    .await
+}
+
 /// Waits until namespace `namespace` has an event that `matches`.
 pub async fn wait_event(client: &kube::Client, namespace: &str, what: &str, matches: impl Fn(&Event) -> bool) {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
@@ -278,14 +299,7 @@ pub async fn the_operator_reconciles_a_sample_as_its_service_account(cluster: &m
         .patch(POLICY, &patch, &Patch::Apply(&policy))
         .await
         .expect("apply the failing policy");
-    wait_for("PolicyValid=False (PolicyTestFailed)", Duration::from_secs(60), || {
-        let servers = servers.clone();
-        async move {
-            let server = servers.get(SERVER).await.ok()?;
-            (condition(&server, "PolicyValid")? == ("False".into(), "PolicyTestFailed".into())).then_some(())
-        }
-    })
-    .await;
+    wait_policy_refused(&servers, SERVER, "PolicyTestFailed").await;
     wait_event(&client, NAMESPACE, "a PolicyTestFailed Warning event", |e| {
         e.reason.as_deref() == Some("PolicyTestFailed") && e.type_.as_deref() == Some("Warning")
     })

@@ -13,10 +13,10 @@ use palisade_e2e::collector::{ExportedSpan, TraceCollector};
 use palisade_operator::names;
 use serde_json::json;
 
-use super::reconcile::{hmac_secret, wait_reconciled};
+use super::reconcile::{hmac_secret, wait_policy_refused, wait_reconciled};
 use crate::support::kubelet::Pod;
 use crate::support::operator::{Operator, install_rbac};
-use crate::support::{Cluster, condition, dev_token, repo_file, wait_for};
+use crate::support::{Cluster, dev_token, repo_file, wait_for};
 
 const NAMESPACE: &str = "team-traces";
 const SERVER: &str = "company-info";
@@ -260,19 +260,7 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
         )
         .await
         .expect("patch the McpServer");
-    let message = wait_for("PolicyValid=False (PolicyInvalid)", Duration::from_secs(60), || {
-        let servers = servers.clone();
-        async move {
-            let server = servers.get(SERVER).await.ok()?;
-            let valid = server
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "PolicyValid" && c.status == "False" && c.reason == "PolicyInvalid")?;
-            Some(valid.message)
-        }
-    })
-    .await;
+    let message = wait_policy_refused(&servers, SERVER, "PolicyInvalid").await;
     assert!(
         message.contains(
             "spec.telemetry: resourceAttributes \"team,x\": a name is at most 128 letters, digits and '.', '_', '-', '/'"
@@ -308,14 +296,7 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
         policy.spec.tests[0].denied = vec!["get_public_info".into()];
     })
     .await;
-    wait_for("PolicyValid=False (PolicyTestFailed)", Duration::from_secs(60), || {
-        let servers = servers.clone();
-        async move {
-            let server = servers.get(SERVER).await.ok()?;
-            (condition(&server, "PolicyValid")? == ("False".into(), "PolicyTestFailed".into())).then_some(())
-        }
-    })
-    .await;
+    wait_policy_refused(&servers, SERVER, "PolicyTestFailed").await;
     let policy_map = names::policy_config_map(SERVER);
     let reads_the_policy_in_force = |span: &ExportedSpan| {
         span.kind == CLIENT
