@@ -30,6 +30,7 @@ use palisade_crds::mcp_server::{
     OPERATOR_POD_ANNOTATIONS, OPERATOR_POD_LABELS, PodDisruptionBudgetSpec, PodTemplateMetadata,
 };
 use palisade_crds::scope::{ScopeGrant, check_literal_scope};
+use palisade_crds::telemetry::{OPERATOR_RESOURCE_ATTRIBUTES, TelemetrySpec};
 use palisade_crds::upstream::{Pinning, UpstreamHeader, UpstreamOAuth, UpstreamSpec, UpstreamTool};
 use palisade_crds::{McpAccessPolicy, McpServer};
 use serde_json::Value;
@@ -76,6 +77,7 @@ const STDIO_COMMAND: &str = "a stdio upstream needs its command: the operator ca
 const PORT_PATH_FOR_HTTP: &str = "port and path are for transport StreamableHttp";
 const HTTP_NEEDS_PORT: &str = "a StreamableHttp upstream needs the port it listens on";
 const NOT_PALISADE_PORTS: &str = "8080 and 9090 are Palisade's own ports";
+const RESOURCE_ATTRIBUTES_RESERVED: &str = "resourceAttributes cannot set k8s.namespace.name, service.namespace, k8s.deployment.name, k8s.pod.name or service.name: the operator sets them (service.name is serviceName)";
 
 // McpAccessPolicy
 const POLICY_TARGETS: &str = "a policy must target servers: set targetRefs or targetSelector";
@@ -97,7 +99,7 @@ const ARGUMENT_ONE_TYPE: &str =
     "min and max constrain a number; glob, in, regex, prefix and maxLength a string: not both on one argument";
 
 /// Every rule message this file tests, per CRD.
-const MCP_SERVER_MESSAGES: [&str; 29] = [
+const MCP_SERVER_MESSAGES: [&str; 30] = [
     UPSTREAM_URL_OR_CONTAINER,
     UPSTREAM_CREDENTIALS_FOR_URL,
     STDIO_COMMAND,
@@ -127,6 +129,7 @@ const MCP_SERVER_MESSAGES: [&str; 29] = [
     TOOL_COLLECTION_EXISTS,
     POD_LABELS_RESERVED,
     POD_ANNOTATIONS_RESERVED,
+    RESOURCE_ATTRIBUTES_RESERVED,
 ];
 const MCP_ACCESS_POLICY_MESSAGES: [&str; 15] = [
     IMPLICATION_SCOPE,
@@ -1100,6 +1103,30 @@ fn pod_template_cannot_set_the_operator_s_labels_or_annotations() {
     }
 }
 
+#[test]
+fn telemetry_cannot_set_the_operator_s_resource_attributes() {
+    let with = |name: &str| {
+        full_server_with(|s| {
+            s.spec.telemetry = Some(TelemetrySpec {
+                resource_attributes: [("deployment.environment.name", "production"), (name, "x")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                ..TelemetrySpec::default()
+            })
+        })
+    };
+    assert_valid("own attributes", with("k8s.cluster.name").validate_cel());
+    for name in OPERATOR_RESOURCE_ATTRIBUTES {
+        assert_rejected_at(
+            name,
+            with(name).validate_cel(),
+            RESOURCE_ATTRIBUTES_RESERVED,
+            "spec.telemetry.resourceAttributes",
+        );
+    }
+}
+
 // ── 2. McpAccessPolicy rules ─────────────────────────────────────────────────────────────────────
 
 #[test]
@@ -1835,14 +1862,14 @@ fn every_rule_compiles_and_passes_kube_cel_static_analysis() {
             }
         }
     }
-    // 29 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
+    // 30 McpServer rules (the SecretKeySource rule sits four times: HMAC keys, API keys, upstream
     // headers, the upstream's OAuth client secret) and 11 McpAccessPolicy rules (the
     // issuer-or-source rule sits on bindings and on test identities, the required-scope rule on
     // tool, prompt and resource rules).
     // Argument constraints: 2 rules on each of tool and prompt rules (which share the type; the
     // compiler refuses constraints on prompts).
     // Scope implications: the broader scope, what it implies, not itself.
-    assert_eq!(rules, 32 + 14 + 4 + 3, "number of x-kubernetes-validations entries");
+    assert_eq!(rules, 33 + 14 + 4 + 3, "number of x-kubernetes-validations entries");
     assert!(
         problems.is_empty(),
         "static analysis of the CEL rules:\n  {}",
