@@ -258,6 +258,12 @@ pub const CASES: &[CelCase] = &[
         message: "podTemplate.annotations cannot set kubectl.kubernetes.io/default-container or prometheus.io/scrape, port or path: the operator sets them",
     },
     CelCase {
+        kind: "McpServer",
+        name: "a resource attribute the operator sets",
+        patch: || json!({"spec": {"telemetry": {"resourceAttributes": {"k8s.pod.name": "other"}}}}),
+        message: "resourceAttributes cannot set k8s.namespace.name, service.namespace, k8s.deployment.name, k8s.pod.name or service.name: the operator sets them (service.name is serviceName)",
+    },
+    CelCase {
         kind: "McpAccessPolicy",
         name: "an argument constraint with min above max",
         patch: || {
