@@ -469,7 +469,7 @@ pub const OPERATOR_POD_ANNOTATIONS: [&str; 4] = [
 ];
 
 /// A CEL rule on a map: none of `keys` is set.
-fn none_of(keys: &[&str]) -> String {
+pub(crate) fn none_of(keys: &[&str]) -> String {
     let list: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
     format!("![{}].exists(k, k in self)", list.join(", "))
 }

@@ -64,7 +64,7 @@ pub struct TelemetrySpec {
         "maxProperties" = 16,
         "additionalProperties" = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": ATTRIBUTE_VALUE_PATTERN}
     ))]
-    #[x_kube(validation = Rule::new(reserved_none())
+    #[x_kube(validation = Rule::new(crate::mcp_server::none_of(&OPERATOR_RESOURCE_ATTRIBUTES))
         .message("resourceAttributes cannot set k8s.namespace.name, service.namespace, k8s.deployment.name, k8s.pod.name or service.name: the operator sets them (service.name is serviceName)"))]
     pub resource_attributes: BTreeMap<String, String>,
 }
@@ -140,12 +140,6 @@ pub const OPERATOR_RESOURCE_ATTRIBUTES: [&str; 5] = [
 
 /// The pod's name, from the downward API: `k8s.pod.name` in `OTEL_RESOURCE_ATTRIBUTES` refers to it.
 pub const POD_NAME_VARIABLE: &str = "PALISADE_POD_NAME";
-
-/// The CEL rule: none of [`OPERATOR_RESOURCE_ATTRIBUTES`] is a key of the map.
-fn reserved_none() -> String {
-    let list: Vec<String> = OPERATOR_RESOURCE_ATTRIBUTES.iter().map(|k| format!("'{k}'")).collect();
-    format!("![{}].exists(k, k in self)", list.join(", "))
-}
 
 impl TelemetrySpec {
     /// Why these settings cannot be used, naming the field: for what the API server's schema

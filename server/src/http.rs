@@ -560,13 +560,7 @@ async fn post_mcp(State(state): State<Arc<AppState>>, request: Request) -> Respo
             ctx.client.as_deref(),
             snapshot.as_deref().map(|s| s.policy.hash()),
         );
-        // Every connection of the MCP listener is TLS when a certificate is configured.
-        let scheme = if state.config.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        trace.finish(status, parts.version, scheme);
+        trace.finish(status, parts.version, state.url_scheme);
     }
     response
 }

@@ -16,7 +16,6 @@ use palisade_server::mcp::proxy::Proxy;
 use palisade_server::metrics::Metrics;
 use palisade_server::state::AppState;
 use palisade_server::tls::{TlsConfig, TlsFiles};
-use palisade_server::trace::UpstreamPeer;
 use palisade_server::upstream::endpoint::{self, Upstream};
 use palisade_server::{edge, http, policy_cli, state, tls, token};
 
@@ -142,13 +141,8 @@ async fn run(args: ServeArgs) -> ExitCode {
     state.tracer = tracing_export
         .as_ref()
         .map(|export| &*Box::leak(Box::new(export.deciding_tracer("palisade-server"))));
-    state.proxy = upstream.map(|upstream| {
+    state.proxy = upstream.map(|(upstream, peer)| {
         tokio::spawn(endpoint::report_state(upstream.state(), metrics.clone()));
-        let peer = match (&args.upstream_url, &args.upstream_socket) {
-            (Some(url), _) => UpstreamPeer::http(url),
-            (None, Some(_)) => UpstreamPeer::unix_socket(),
-            (None, None) => UpstreamPeer::child_process(),
-        };
         Proxy::new(upstream, peer, args.upstream_timeout, metrics)
     });
     let state = Arc::new(state);

@@ -68,6 +68,9 @@ pub struct AppState {
     pub proxy: Option<crate::mcp::proxy::Proxy>,
     /// The tracer of request spans; `None` while trace export is off.
     pub tracer: Option<&'static palisade_telemetry::DecidingTracer>,
+    /// `url.scheme` of every request span: every connection of the MCP listener is TLS when a
+    /// certificate is configured.
+    pub url_scheme: &'static str,
 }
 
 /// Why a snapshot could not be built.
@@ -146,6 +149,7 @@ impl AppState {
     pub fn new(config: ServeArgs, metrics: Arc<Metrics>, audit: AuditSink, http: reqwest::Client) -> Self {
         let rate_limiter = crate::rate_limit::RateLimiter::new(config.rate_limit, config.rate_limit_burst);
         let requests = Arc::new(tokio::sync::Semaphore::new(config.max_concurrency.max(1)));
+        let url_scheme = if config.tls_cert.is_some() { "https" } else { "http" };
         Self {
             requests,
             snapshot: ArcSwapOption::empty(),
@@ -158,6 +162,7 @@ impl AppState {
             rate_limiter,
             proxy: None,
             tracer: None,
+            url_scheme,
         }
     }
 

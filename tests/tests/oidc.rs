@@ -312,12 +312,21 @@ struct Reply {
 }
 
 fn mcp(server: &Server, token: &str, method: &str, params: Value) -> Reply {
-    let response = http_client()
+    mcp_with(server, token, method, params, &[])
+}
+
+/// [`mcp`] with extra request headers.
+fn mcp_with(server: &Server, token: &str, method: &str, params: Value, headers: &[(&str, &str)]) -> Reply {
+    let mut request = http_client()
         .post(server.mcp_url())
         .bearer_auth(token)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-11-25")
+        .header("mcp-protocol-version", "2025-11-25");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
         .body(json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string())
         .send()
         .expect("MCP request");
@@ -714,17 +723,15 @@ fn the_key_fetch_a_request_waits_for_is_a_span_of_its_trace() {
     );
     let token = provider.token(RS_CLIENT, &resource, &["public:read"]);
     let list = |trace_id: &str| {
-        http_client()
-            .post(server.mcp_url())
-            .bearer_auth(&token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("traceparent", format!("00-{trace_id}-b7ad6b7169203331-01"))
-            .body(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string())
-            .send()
-            .expect("MCP request")
-            .status()
-            .as_u16()
+        let traceparent = format!("00-{trace_id}-b7ad6b7169203331-01");
+        mcp_with(
+            &server,
+            &token,
+            "tools/list",
+            json!({}),
+            &[("traceparent", &traceparent)],
+        )
+        .status
     };
     let (cold, warm) = ("6af7651916cd43dd8448eb211c80319c", "7af7651916cd43dd8448eb211c80319c");
     assert_eq!(list(cold), 200);

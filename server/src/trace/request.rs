@@ -881,6 +881,11 @@ mod tests {
         headers
     }
 
+    /// An HTTP upstream, for the upstream calls' spans.
+    fn upstream() -> UpstreamPeer {
+        UpstreamPeer::http("http://10.0.0.7:8080/mcp")
+    }
+
     fn decision(decided: Instant) -> Decision<'static> {
         Decision {
             kind: "tool",
@@ -1018,9 +1023,7 @@ mod tests {
         let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("00"));
         trace.authenticated(Instant::now(), Ok("jwt"));
-        let call = trace
-            .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
-            .unwrap();
+        let call = trace.upstream_call("tools/call", Some("t"), &upstream()).unwrap();
         let mut params = serde_json::Map::new();
         super::propagation::inject_meta(&call.context, &mut params);
         let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
@@ -1041,19 +1044,13 @@ mod tests {
         let (tracer, exporter) = tracer();
         let trace = RequestTrace::new(tracer, Instant::now(), &caller_headers("01"));
         let request = trace.ids().expect("sampled");
-        let answered = trace
-            .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
-            .unwrap();
+        let answered = trace.upstream_call("tools/call", Some("t"), &upstream()).unwrap();
         let mut params = serde_json::Map::new();
         super::propagation::inject_meta(&answered.context, &mut params);
         let traceparent = params["_meta"]["traceparent"].as_str().unwrap().to_owned();
         answered.answered("timeout");
         // The request timed out, or its client went away, while the upstream was still working.
-        drop(
-            trace
-                .upstream_call("tools/call", Some("t"), &UpstreamPeer::http("http://10.0.0.7:8080/mcp"))
-                .unwrap(),
-        );
+        drop(trace.upstream_call("tools/call", Some("t"), &upstream()).unwrap());
         trace.finish(503, Version::HTTP_11, "http");
 
         let spans = exporter.get_finished_spans().unwrap();

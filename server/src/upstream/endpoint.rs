@@ -25,6 +25,7 @@ use super::supervisor::{Backoff, StdioConfig, StdioSource, Supervisor, UpstreamS
 use super::{Transport, UpstreamError};
 use crate::config::ServeArgs;
 use crate::metrics::Metrics;
+use crate::trace::UpstreamPeer;
 
 /// Time for each request of an upstream's start (the handshake, each page of its tools).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,9 +109,9 @@ pub enum Upstream {
 }
 
 impl Upstream {
-    /// The upstream `serve`'s flags name (`--upstream-url`, or a command after `--`), started;
-    /// `None` for a document server.
-    pub fn from_args(args: &ServeArgs) -> Result<Option<Self>, String> {
+    /// The upstream `serve`'s flags name (`--upstream-url`, or a command after `--`), started,
+    /// with where it is for the spans of the calls to it; `None` for a document server.
+    pub fn from_args(args: &ServeArgs) -> Result<Option<(Self, UpstreamPeer)>, String> {
         if args.upstream_url.is_none() && !args.upstream_headers.is_empty() {
             return Err("--upstream-header is for an --upstream-url: a stdio upstream is a child process, and a document server has no upstream".into());
         }
@@ -145,21 +146,28 @@ impl Upstream {
                 refresh: HTTP_REFRESH,
                 credentials: Arc::new(Credentials::load(args.upstream_headers.clone())?),
             };
-            return Ok(Some(Self::Http(HttpKeeper::start(client, config, oauth))));
+            return Ok(Some((
+                Self::Http(HttpKeeper::start(client, config, oauth)),
+                UpstreamPeer::http(url),
+            )));
         }
-        let source = match &args.upstream_socket {
-            Some(path) => StdioSource::Socket(path.clone()),
-            None => StdioSource::Command {
-                argv: args.upstream_command.clone(),
-                env: Vec::new(),
-            },
+        let (source, peer) = match &args.upstream_socket {
+            Some(path) => (StdioSource::Socket(path.clone()), UpstreamPeer::unix_socket()),
+            None => (
+                StdioSource::Command {
+                    argv: args.upstream_command.clone(),
+                    env: Vec::new(),
+                },
+                UpstreamPeer::child_process(),
+            ),
         };
-        Ok(Some(Self::Stdio(Supervisor::start(StdioConfig {
+        let upstream = Self::Stdio(Supervisor::start(StdioConfig {
             source,
             max_message_bytes,
             start_timeout: START_TIMEOUT,
             backoff: Backoff::default(),
-        }))))
+        }));
+        Ok(Some((upstream, peer)))
     }
 
     /// Sends request `method`, waiting at most `timeout` for the answer; fails at once when the
