@@ -185,6 +185,11 @@ fn the_server_trace_defaults_render_into_the_container_and_bad_ones_stop_the_com
     }
     for (extra, message) in [
         (
+            ["--server-trace-sampler", "always_on"],
+            "invalid value 'always_on' for '--server-trace-sampler <SERVER_TRACE_SAMPLER>'\n  \
+             [possible values: parentbased_traceidratio, traceidratio]",
+        ),
+        (
             ["--server-otlp-resource-attributes", "team"],
             "the server pods' trace export (--server-otlp-resource-attributes): \"team\" is not KEY=VALUE",
         ),
