@@ -284,14 +284,24 @@ def process_tree(root: int) -> list[int]:
 
 
 class Server:
-    def __init__(self, name: str, argv: list, port: int, *, stdout=subprocess.DEVNULL, env=None):
+    def __init__(self, name: str, argv: list, port: int, *, stdout=subprocess.DEVNULL, env=None,
+                 cpus: set = None, idle: bool = False):
+        """`cpus`: the CPUs the process may run on (default: those of this script); `idle`: it
+        runs only on CPU time nothing else wants (SCHED_IDLE), never preempting what is measured."""
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}/mcp"
         # Standard error to a file (a pipe nobody reads could fill up and stall the server).
         self.stderr = WORK / f"{name.replace(' ', '-').lower()}.stderr.log"
+
+        def pin():
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+            if idle:
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         with open(self.stderr, "wb") as stderr:
             self.process = subprocess.Popen([str(a) for a in argv], stdout=stdout, stderr=stderr,
-                                            env=env, start_new_session=True)
+                                            env=env, start_new_session=True,
+                                            preexec_fn=pin if cpus or idle else None)
         self.pids = [self.process.pid]
 
     def wait_listening(self, timeout: float = 60) -> None:
@@ -432,10 +442,13 @@ def write_section(begin: str, end: str, text: str) -> None:
 
 
 def side_by_side_arguments(description: str, results: str, repetitions: int,
-                           connections: str) -> argparse.Namespace:
+                           connections: str, extra=None) -> argparse.Namespace:
     """The command line of a side-by-side bench (proxy_bench, trace_bench): its defaults, and
-    `--from-results` to write the report of target/bench/`results` without measuring."""
+    `--from-results` to write the report of target/bench/`results` without measuring; `extra`
+    adds a bench's own arguments to the parser."""
     parser = argparse.ArgumentParser(description=description)
+    if extra:
+        extra(parser)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repetitions", type=int, default=repetitions)

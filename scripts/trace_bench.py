@@ -19,7 +19,11 @@ shuffled order; the report gives medians over repetitions and the ratios to expo
 `traces` markers of docs/benchmarks.md (raw results in target/bench/trace-results.json). The
 spans the collector accepted and the dropped ones are read from each server's /metrics.
 
-    python3 scripts/trace_bench.py [--seconds 10] [--repetitions 5] [--no-write]
+With `--layout pinned` (the default) the servers run on the first CPU and wrk and the collector
+(SCHED_IDLE) on the others, so a server's CPU is its own; `--layout shared` lets the scheduler put
+everything on every CPU.
+
+    python3 scripts/trace_bench.py [--seconds 10] [--repetitions 5] [--layout pinned|shared] [--no-write]
 """
 import json
 import math
@@ -62,24 +66,45 @@ CASES = {
 }
 
 
+LAYOUTS = {
+    "pinned": "Layout `pinned` (the default): every server on one CPU (its runtime has one worker "
+              "thread, as in a pod limited to one CPU), wrk and the collector on the other, the "
+              "collector under SCHED_IDLE (it runs on the time wrk leaves, and never preempts wrk); "
+              "in a cluster the collector runs in pods of its own, so the server's CPU is what it "
+              "pays. The server's throughput is then its own CPU per request.",
+    "shared": "Layout `shared`: servers, wrk and the collector on both CPUs, as the scheduler puts "
+              "them.",
+}
+
+
 def metric(port: int, name: str, labels: str = "") -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
 
 
+def layout_argument(parser) -> None:
+    parser.add_argument(
+        "--layout", choices=("pinned", "shared"), default="pinned",
+        help="pinned (default): every server on the first CPU, wrk and the collector on the others; "
+             "shared: all of them on all CPUs")
+
+
 def main() -> None:
-    args = lb.side_by_side_arguments(__doc__.splitlines()[0], "trace-results.json", 5, "1,16")
+    args = lb.side_by_side_arguments(__doc__.splitlines()[0], "trace-results.json", 5, "1,16",
+                                     layout_argument)
     connections = [int(c) for c in args.connections.split(",")]
     if args.from_results:
         saved = json.loads((lb.WORK / "trace-results.json").read_text())
+        args.layout = saved.get("layout", "shared")
         write(report(saved["runs"], saved["spans"], connections, args), args)
         return
     for path in (lb.SERVER, OTELCOL):
         lb.check(path.exists(), f"{path} is missing (make bench builds it)")
+    server_cpus = pin(args.layout)
     policy, documents = served_files()
     grpc = lb.free_port()
-    collector = otelcol(grpc)
+    collector = otelcol(grpc, idle=server_cpus is not None)
     results = []
     spans = {name: {"exported": 0.0, "dropped": 0.0} for name in CASES}
     # The audit logs are load, not results: each point starts from an empty file (the same page
@@ -99,7 +124,8 @@ def main() -> None:
             # difference passes for the cost of the case it happened to serve.
             order = list(CASES)
             rng.shuffle(order)
-            servers = {name: start(name, CASES[name], policy, documents, audit_logs[name], grpc)
+            servers = {name: start(name, CASES[name], policy, documents, audit_logs[name], grpc,
+                                   server_cpus)
                        for name in order}
             for name in order:
                 warm_up(servers[name], args.warmup)
@@ -131,8 +157,23 @@ def main() -> None:
             server.stop()
         for log in audit_logs.values():
             log.unlink(missing_ok=True)
-    (lb.WORK / "trace-results.json").write_text(json.dumps({"runs": results, "spans": spans}, indent=1))
+    (lb.WORK / "trace-results.json").write_text(
+        json.dumps({"layout": args.layout, "runs": results, "spans": spans}, indent=1))
     write(report(results, spans, connections, args), args)
+
+
+def pin(layout: str):
+    """The CPUs of the servers under `layout`; with `pinned`, this script (and so wrk and the
+    collector it starts) moves to the other CPUs. A server's cost is then its own: in a cluster
+    the collector runs in pods of its own, not on the server's CPU, and on a shared machine the
+    collector's CPU for the spans it receives would pass for the server's (about 0.2 µs per
+    request at 1%, as much as the server's own cost there)."""
+    if layout == "shared":
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    lb.check(len(cpus) >= 2, f"--layout pinned needs two CPUs, this process may use {cpus}")
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return {cpus[0]}
 
 
 def served_files() -> tuple:
@@ -146,7 +187,7 @@ def served_files() -> tuple:
     return policy, documents
 
 
-def otelcol(grpc: int) -> "lb.Server":
+def otelcol(grpc: int, idle: bool) -> "lb.Server":
     """The OpenTelemetry Collector, receiving OTLP over gRPC on `grpc` (not yet listening)."""
     config = lb.WORK / "trace-otelcol.json"
     config.write_text(json.dumps({
@@ -158,10 +199,11 @@ def otelcol(grpc: int) -> "lb.Server":
         "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
                     "telemetry": {"metrics": {"level": "none"}}},
     }))
-    return lb.Server("otelcol", [OTELCOL, "--config", config], grpc)
+    return lb.Server("otelcol", [OTELCOL, "--config", config], grpc, idle=idle)
 
 
-def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int) -> "lb.Server":
+def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int,
+          cpus) -> "lb.Server":
     """A server of case `name`, listening."""
     port, metrics_port = lb.free_port(), lb.free_port()
     env = {"PATH": "/usr/bin:/bin"}
@@ -172,7 +214,7 @@ def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int) -> 
         lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
         "--audit-log", audit_log, "--max-concurrency", "256"],
-        port, env=env)
+        port, env=env, cpus=cpus)
     server.metrics_port = metrics_port
     server.wait_listening()
     return server
@@ -219,7 +261,8 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         f"to a file (emptied before each point); three export over OTLP gRPC to a real OpenTelemetry Collector on the same machine "
         f"(file exporter writing protobuf to /dev/null), sampling every trace, 1% or none; two have export off, the second "
         f"to show the noise between identical servers; wrk, {args.seconds} s per point, "
-        f"median of {args.repetitions} interleaved repetitions, each with five fresh processes.",
+        f"median of {args.repetitions} interleaved repetitions, each with five fresh processes. "
+        + LAYOUTS[args.layout],
         "",
         "| connections | case | req/s | ratio to off | p50 | p99 | server CPU per request | ratio to off |",
         "|---|---|---|---|---|---|---|---|",
@@ -267,7 +310,9 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "identical processes on this 2-core machine, and a server whose export task keeps its "
         "worker threads awake can answer one connection sooner than one whose threads park between "
         "requests: the 100% row at 1 connection has been both faster and slower than off between "
-        "runs). At 100% the collector on the same 2 cores takes CPU from the servers too"
+        "runs). "
+        + ("At 100% the collector on the same 2 cores takes CPU from the servers too"
+           if args.layout == "shared" else "The collector works on the other CPU")
         + (f"; its CPU time per request of the server it received from, at {last} connections "
            f"(median): {collector}. In a cluster the collector runs in pods of its own." if collector
            else ".") ,
