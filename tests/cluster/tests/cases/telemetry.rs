@@ -1,5 +1,5 @@
 //! Traces on a real control plane, into a real OpenTelemetry Collector: the operator's reconcile
-//! spans with their steps and API calls (OTLP gRPC), and the server pods' spans, whose export the
+//! spans with their steps and API calls (OTLP gRPC, then http/protobuf), and the server pods' spans, whose export the
 //! operator configures from its default (`--server-otlp-*`, the Helm chart's
 //! `mcpServers.telemetry`) and `spec.telemetry`.
 
@@ -64,18 +64,19 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
     cluster.namespace(NAMESPACE).await;
     hmac_secret(cluster, NAMESPACE);
     let (grpc, http) = (collector.grpc_endpoint.clone(), collector.http_endpoint.clone());
-    let _operator = Operator::start_with_env(
+    let server_defaults = [
+        "--server-otlp-endpoint",
+        &http,
+        "--server-otlp-protocol",
+        "http/protobuf",
+        "--server-otlp-resource-attributes",
+        "k8s.cluster.name=suite,deployment.environment.name=test",
+    ];
+    let operator = Operator::start_with_env(
         cluster,
         &kubeconfig,
         "traces",
-        &[
-            "--server-otlp-endpoint",
-            &http,
-            "--server-otlp-protocol",
-            "http/protobuf",
-            "--server-otlp-resource-attributes",
-            "k8s.cluster.name=suite,deployment.environment.name=test",
-        ],
+        &server_defaults,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc.as_str()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -344,6 +345,43 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
                 let deployment = deployments.get(&names::deployment(SERVER)).await.ok()?;
                 otel_env(&deployment).is_empty().then_some(())
             }
+        },
+    )
+    .await;
+
+    // The operator over the other protocol: a new one (the first releases its Lease as it stops)
+    // exporting over http/protobuf only, its spans told apart by a resource attribute; its first
+    // reconcile of the McpServer arrives with its steps.
+    drop(operator);
+    let _operator = Operator::start_with_env(
+        cluster,
+        &kubeconfig,
+        "traces-http",
+        &server_defaults,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", http.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "palisade.test.transport=http"),
+        ],
+    );
+    spans(
+        &mut collector,
+        "a reconcile of the McpServer with its steps, over http/protobuf",
+        |spans| {
+            spans
+                .iter()
+                .filter(|s| is_reconcile(s) && s.resource.get("palisade.test.transport") == Some(&json!("http")))
+                .any(|reconcile| {
+                    let children: Vec<&str> = spans
+                        .iter()
+                        .filter(|s| s.parent_span_id == reconcile.span_id)
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    ["dereference", "validate", "build", "apply", "status"]
+                        .iter()
+                        .all(|step| children.contains(step))
+                })
         },
     )
     .await;
