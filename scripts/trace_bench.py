@@ -68,7 +68,7 @@ CASES = {
 
 LAYOUTS = {
     "pinned": "Layout `pinned` (the default): every server on one CPU (its runtime has one worker "
-              "thread, as in a pod limited to one CPU), wrk and the collector on the other, the "
+              "thread, as in a pod limited to one CPU), wrk and the collector on the other CPUs, the "
               "collector under SCHED_IDLE (it runs on the time wrk leaves, and never preempts wrk); "
               "in a cluster the collector runs in pods of its own, so the server's CPU is what it "
               "pays. The server's throughput is then its own CPU per request.",
@@ -167,7 +167,7 @@ def pin(layout: str):
     collector it starts) moves to the other CPUs. A server's cost is then its own: in a cluster
     the collector runs in pods of its own, not on the server's CPU, and on a shared machine the
     collector's CPU for the spans it receives would pass for the server's (about 0.2 µs per
-    request at 1%, as much as the server's own cost there)."""
+    request at 1%)."""
     if layout == "shared":
         return None
     cpus = sorted(os.sched_getaffinity(0))
@@ -312,7 +312,7 @@ def report(results: list, spans: dict, connections: list, args) -> str:
         "requests: the 100% row at 1 connection has been both faster and slower than off between "
         "runs). "
         + ("At 100% the collector on the same 2 cores takes CPU from the servers too"
-           if args.layout == "shared" else "The collector works on the other CPU")
+           if args.layout == "shared" else "The collector works on the other CPUs")
         + (f"; its CPU time per request of the server it received from, at {last} connections "
            f"(median): {collector}. In a cluster the collector runs in pods of its own." if collector
            else ".") ,
