@@ -33,6 +33,18 @@ async fn spans(
     tokio::task::block_in_place(|| collector.wait_for(what, done))
 }
 
+/// Whether the reconcile span `reconcile` has each step of a reconcile among its children.
+fn has_the_steps(spans: &[ExportedSpan], reconcile: &ExportedSpan) -> bool {
+    let children: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == reconcile.span_id)
+        .map(|s| s.name.as_str())
+        .collect();
+    ["dereference", "validate", "build", "apply", "status"]
+        .iter()
+        .all(|step| children.contains(step))
+}
+
 /// Replaces McpAccessPolicy `company-info-access` with what `change` makes of it.
 async fn change_policy(policies: &Api<McpAccessPolicy>, change: impl FnOnce(&mut McpAccessPolicy)) {
     let mut policy = policies.get("company-info-access").await.expect("the policy");
@@ -96,16 +108,10 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
             && s.resource.get("service.name") == Some(&json!("palisade-operator"))
     };
     let exported = spans(&mut collector, "a reconcile of the McpServer with its steps", |spans| {
-        spans.iter().filter(|s| is_reconcile(s)).any(|reconcile| {
-            let children: Vec<&str> = spans
-                .iter()
-                .filter(|s| s.parent_span_id == reconcile.span_id)
-                .map(|s| s.name.as_str())
-                .collect();
-            ["dereference", "validate", "build", "apply", "status"]
-                .iter()
-                .all(|step| children.contains(step))
-        })
+        spans
+            .iter()
+            .filter(|s| is_reconcile(s))
+            .any(|reconcile| has_the_steps(spans, reconcile))
     })
     .await;
     let reconcile = exported
@@ -372,16 +378,7 @@ pub async fn the_operator_and_the_pods_it_configures_export_traces(cluster: &mut
             spans
                 .iter()
                 .filter(|s| is_reconcile(s) && s.resource.get("palisade.test.transport") == Some(&json!("http")))
-                .any(|reconcile| {
-                    let children: Vec<&str> = spans
-                        .iter()
-                        .filter(|s| s.parent_span_id == reconcile.span_id)
-                        .map(|s| s.name.as_str())
-                        .collect();
-                    ["dereference", "validate", "build", "apply", "status"]
-                        .iter()
-                        .all(|step| children.contains(step))
-                })
+                .any(|reconcile| has_the_steps(spans, reconcile))
         },
     )
     .await;
