@@ -204,12 +204,13 @@ def otelcol(grpc: int, idle: bool) -> "lb.Server":
 
 def start(name: str, sampler: dict, policy, documents, audit_log, grpc: int,
           cpus) -> "lb.Server":
-    """A server of case `name`, listening."""
+    """A server of case `name`, listening. `sampler`'s `OTEL_*` variables turn export on (to the
+    collector at `grpc`); its others are passed as they are."""
     port, metrics_port = lb.free_port(), lb.free_port()
-    env = {"PATH": "/usr/bin:/bin"}
-    if sampler:
+    env = {"PATH": "/usr/bin:/bin", **sampler}
+    if any(key.startswith("OTEL_") for key in sampler):
         env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{grpc}",
-                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="trace-bench", **sampler)
+                   OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_SERVICE_NAME="trace-bench")
     server = lb.Server(f"traces {name}", [
         lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
         "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",

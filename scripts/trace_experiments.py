@@ -39,30 +39,13 @@ CASES = {
     "10%": ratio("0.1"),
     "1%-batch-of-one": {**ratio("0.01"), "OTEL_BSP_MAX_QUEUE_SIZE": "1", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1"},
     "1%-batch-of-8": {**ratio("0.01"), "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8"},
-    "1%-no-collector": {**ratio("0.01"), "endpoint": "nobody"},
+    "1%-no-collector": ratio("0.01"),
     "0%-no-trim": {**tb.CASES["on, 0%"], "GLIBC_TUNABLES": NO_TRIM},
     "1%-no-trim": {**ratio("0.01"), "GLIBC_TUNABLES": NO_TRIM},
     "off-jemalloc": {"LD_PRELOAD": JEMALLOC},
     "0%-jemalloc": {**tb.CASES["on, 0%"], "LD_PRELOAD": JEMALLOC},
     "1%-jemalloc": {**ratio("0.01"), "LD_PRELOAD": JEMALLOC},
 }
-
-
-def start(case: dict, policy, documents, audit_log, collector: int, cpus: set) -> "lb.Server":
-    """A server of `case` on the servers' CPU, listening."""
-    exported = {k: v for k, v in case.items() if k.startswith("OTEL_")}
-    env = {"PATH": "/usr/bin:/bin", **{k: v for k, v in case.items() if k in ("GLIBC_TUNABLES", "LD_PRELOAD")}}
-    if exported or case.get("endpoint"):
-        port = lb.free_port() if case.get("endpoint") == "nobody" else collector
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}", OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-                   OTEL_SERVICE_NAME="trace-experiments", **exported)
-    port, metrics_port = lb.free_port(), lb.free_port()
-    server = lb.Server("trace experiment", [
-        lb.SERVER, "serve", "--policy-file", policy, "--documents-dir", documents,
-        "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics_port}",
-        "--audit-log", audit_log, "--max-concurrency", "256"], port, env=env, cpus=cpus)
-    server.wait_listening()
-    return server
 
 
 def main() -> None:
@@ -91,7 +74,9 @@ def main() -> None:
         collector.wait_listening()
         for repetition in range(args.repetitions):
             for name in args.cases:
-                server = start(CASES[name], policy, documents, audit, grpc, server_cpus)
+                # The case without a collector exports to a port nobody listens on.
+                collector_port = lb.free_port() if name == "1%-no-collector" else grpc
+                server = tb.start(name, CASES[name], policy, documents, audit, collector_port, server_cpus)
                 try:
                     tb.warm_up(server, 2)
                     cpu = server.cpu_seconds()
